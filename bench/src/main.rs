@@ -1,0 +1,1 @@
+fn main() { println!("{}", tern_engine::smoke()); }
