@@ -1,0 +1,165 @@
+//! Production storage: glommio DMA files (O_DIRECT, io_uring).
+//!
+//! Directory operations (create, rename, remove, list) are rare and short; they use blocking
+//! std calls on the shard thread rather than a round trip through the ring. Everything on the
+//! append path (write, fdatasync, read) goes through io_uring.
+
+use std::io;
+use std::path::Path;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+use super::{DirEntry, IoBuf, Storage, StorageFile, BLOCK_BYTES};
+
+/// glommio DMA files on a real file system. Must be used on a glommio executor thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DmaStorage;
+
+fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::from(e)
+}
+
+impl IoBuf for DmaBuffer {
+    fn as_bytes(&self) -> &[u8] {
+        DmaBuffer::as_bytes(self)
+    }
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        DmaBuffer::as_bytes_mut(self)
+    }
+    fn trim_to(&mut self, len: usize) {
+        self.trim_to_size(len)
+    }
+}
+
+pub struct DmaStorageFile {
+    file: DmaFile,
+}
+
+impl Storage for DmaStorage {
+    type Buf = DmaBuffer;
+    type File = DmaStorageFile;
+
+    fn alloc_buf(&self, len: usize) -> DmaBuffer {
+        assert!(
+            len as u64 % BLOCK_BYTES == 0,
+            "unaligned DMA buffer length {len}"
+        );
+        let mut buf = glommio::allocate_dma_buffer(len);
+        // Buffers may come from a recycled pool: never write stale bytes as padding.
+        buf.as_bytes_mut().fill(0);
+        buf
+    }
+
+    async fn create_new(&self, path: &Path) -> io::Result<DmaStorageFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(path)
+            .await
+            .map_err(to_io)?;
+        check_alignment(&file, path)?;
+        Ok(DmaStorageFile { file })
+    }
+
+    async fn open(&self, path: &Path, writable: bool) -> io::Result<DmaStorageFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .dma_open(path)
+            .await
+            .map_err(to_io)?;
+        check_alignment(&file, path)?;
+        Ok(DmaStorageFile { file })
+    }
+
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let d = glommio::io::Directory::open(dir).await.map_err(to_io)?;
+        let synced = d.sync().await.map_err(to_io);
+        let closed = d.close().await.map_err(to_io);
+        synced.and(closed)
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type()?.is_dir();
+            out.push(DirEntry { name, is_dir });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+}
+
+/// The format aligns batches to [`BLOCK_BYTES`]; a device whose O_DIRECT alignment does not
+/// divide it cannot hold a tern WAL.
+fn check_alignment(file: &DmaFile, path: &Path) -> io::Result<()> {
+    if BLOCK_BYTES % file.alignment() != 0 {
+        return Err(io::Error::other(format!(
+            "{}: device needs {}-byte O_DIRECT alignment, tern writes {BLOCK_BYTES}-byte blocks",
+            path.display(),
+            file.alignment()
+        )));
+    }
+    Ok(())
+}
+
+impl StorageFile for DmaStorageFile {
+    type Buf = DmaBuffer;
+    type ReadBuf = ReadResult;
+
+    async fn write_at(&self, buf: DmaBuffer, offset: u64) -> io::Result<()> {
+        let len = buf.len();
+        assert!(offset % BLOCK_BYTES == 0 && len as u64 % BLOCK_BYTES == 0);
+        let written = self.file.write_at(buf, offset).await.map_err(to_io)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at offset {offset}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> io::Result<ReadResult> {
+        if offset % BLOCK_BYTES == 0 && len as u64 % BLOCK_BYTES == 0 {
+            self.file.read_at_aligned(offset, len).await.map_err(to_io)
+        } else {
+            self.file.read_at(offset, len).await.map_err(to_io)
+        }
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(to_io)
+    }
+
+    async fn allocate(&self, len: u64) -> io::Result<()> {
+        self.file.pre_allocate(len, false).await.map_err(to_io)
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(to_io)
+    }
+
+    async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(to_io)
+    }
+}

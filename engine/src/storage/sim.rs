@@ -1,0 +1,1 @@
+//! In-memory simulated disk (being written).
