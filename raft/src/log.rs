@@ -1,0 +1,428 @@
+//! The Raft log: durable entries behind the [`LogStorage`] trait, plus the in-memory suffix
+//! that is not yet persisted ([`Unstable`]).
+//!
+//! ```text
+//!   storage (durable)                    unstable (memory)
+//!   [snapshot] first_index ... offset-1 | offset ... last_index
+//!                                      ^ entries below `offset` are durable and match ours
+//! ```
+//! After a conflicting append truncates below `offset`, storage may still hold a stale suffix
+//! at and after `offset`; it is masked by the unstable entries until their persistence
+//! overwrites it.
+
+use crate::message::{Entry, HardState, Snapshot, SnapshotMeta};
+
+/// Why a storage read did not return data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageError {
+    /// The entry was compacted into the snapshot.
+    Compacted,
+    /// The data exists but cannot be read right now (slow disk, read in progress). The core
+    /// never blocks: it skips the work and retries on a later tick or message.
+    Unavailable,
+    /// A snapshot chunk was requested for a snapshot that has since been replaced.
+    SnapshotOutOfDate,
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            StorageError::Compacted => "entry compacted into the snapshot",
+            StorageError::Unavailable => "log storage temporarily unavailable",
+            StorageError::SnapshotOutOfDate => "snapshot replaced by a newer one",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Durable log storage of one group, backed by the engine in production and by
+/// `MemStorage` in tests. It holds what the caller persisted from `Ready`s; the core only reads.
+///
+/// Contract: `first_index() = snapshot_meta().index + 1` and `last_index() >= snapshot index`.
+pub trait LogStorage {
+    /// The persisted hard state (term, vote, commit).
+    fn initial_state(&self) -> Result<HardState, StorageError>;
+    /// The first index that `entries` may return.
+    fn first_index(&self) -> u64;
+    /// The last persisted index (the snapshot's index when the log is empty).
+    fn last_index(&self) -> u64;
+    /// The term of entry `index`, for `index` in `[first_index() - 1, last_index()]`.
+    fn term(&self, index: u64) -> Result<u64, StorageError>;
+    /// Entries `[low, high)`, stopping early once `bytes_max` is reached but always returning
+    /// at least one entry when `low < high`.
+    fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StorageError>;
+    /// Metadata of the latest snapshot (index 0 with the bootstrap configuration before any).
+    fn snapshot_meta(&self) -> SnapshotMeta;
+    /// Up to `bytes_max` bytes of the data of snapshot `index` starting at `offset`.
+    fn snapshot_chunk(
+        &self,
+        index: u64,
+        offset: u64,
+        bytes_max: u64,
+    ) -> Result<Vec<u8>, StorageError>;
+}
+
+/// Entries (and possibly a snapshot) accepted but not yet persisted.
+///
+/// Invariant: `entries[i].index == offset + i`; `persist_handed_out + 1 >= offset`; with a
+/// snapshot, `offset == snapshot.meta.index + 1`.
+#[derive(Debug)]
+pub struct Unstable {
+    snapshot: Option<Snapshot>,
+    snapshot_handed_out: bool,
+    entries: Vec<Entry>,
+    offset: u64,
+    /// The last entry index already handed to the caller for persistence.
+    persist_handed_out: u64,
+}
+
+/// The log of one group member.
+///
+/// Invariant: `applied <= committed <= last_index()`.
+pub struct RaftLog<S> {
+    pub storage: S,
+    unstable: Unstable,
+    pub committed: u64,
+    /// The last index handed to the application to apply.
+    pub applied: u64,
+}
+
+impl<S: LogStorage> RaftLog<S> {
+    pub fn new(storage: S, committed: u64, applied: u64) -> Self {
+        let offset = storage.last_index() + 1;
+        RaftLog {
+            storage,
+            unstable: Unstable {
+                snapshot: None,
+                snapshot_handed_out: false,
+                entries: Vec::new(),
+                offset,
+                persist_handed_out: offset - 1,
+            },
+            committed,
+            applied,
+        }
+    }
+
+    pub fn first_index(&self) -> u64 {
+        match &self.unstable.snapshot {
+            Some(s) => s.meta.index + 1,
+            None => self.storage.first_index(),
+        }
+    }
+
+    pub fn last_index(&self) -> u64 {
+        if let Some(last) = self.unstable.entries.last() {
+            return last.index;
+        }
+        match &self.unstable.snapshot {
+            Some(s) => s.meta.index,
+            None => self.storage.last_index(),
+        }
+    }
+
+    /// The term of `index`; `Ok(0)` past the end of the log (term 0 matches nothing real).
+    pub fn term(&self, index: u64) -> Result<u64, StorageError> {
+        if index > self.last_index() {
+            return Ok(0);
+        }
+        if index >= self.unstable.offset {
+            return Ok(self.unstable.entries[(index - self.unstable.offset) as usize].term);
+        }
+        if let Some(s) = &self.unstable.snapshot {
+            return if index == s.meta.index {
+                Ok(s.meta.term)
+            } else {
+                Err(StorageError::Compacted)
+            };
+        }
+        if index + 1 < self.storage.first_index() {
+            return Err(StorageError::Compacted);
+        }
+        self.storage.term(index)
+    }
+
+    pub fn last_term(&self) -> Result<u64, StorageError> {
+        self.term(self.last_index())
+    }
+
+    pub fn match_term(&self, index: u64, term: u64) -> Result<bool, StorageError> {
+        Ok(self.term(index)? == term)
+    }
+
+    /// Raft §5.4.1: is a log ending at (`last_index`, `last_term`) at least as up-to-date as
+    /// ours? When our last term cannot be read, answer no (refusing a vote is always safe).
+    pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
+        match self.last_term() {
+            Ok(ours) => last_term > ours || (last_term == ours && last_index >= self.last_index()),
+            Err(_) => false,
+        }
+    }
+
+    /// Entries `[low, high)` limited to about `bytes_max`, reading storage then memory.
+    pub fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+        let high = high.min(self.last_index() + 1);
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        if low < self.first_index() {
+            return Err(StorageError::Compacted);
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let offset = self.unstable.offset;
+        if low < offset {
+            out = self.storage.entries(low, high.min(offset), bytes_max)?;
+            bytes = out.iter().map(Entry::size_bytes).sum();
+            let expected = high.min(offset) - low;
+            if (out.len() as u64) < expected || bytes >= bytes_max {
+                return Ok(out);
+            }
+        }
+        for e in
+            &self.unstable.entries[(low.max(offset) - offset) as usize..(high - offset) as usize]
+        {
+            if !out.is_empty() && bytes + e.size_bytes() > bytes_max {
+                break;
+            }
+            bytes += e.size_bytes();
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    /// Appends `entries` (contiguous, starting anywhere after `committed`), truncating any
+    /// conflicting suffix. Returns the new last index.
+    pub fn append(&mut self, entries: &[Entry]) -> u64 {
+        let Some(first) = entries.first() else {
+            return self.last_index();
+        };
+        let after = first.index;
+        assert!(
+            after > self.committed,
+            "append at {after} would overwrite committed {}",
+            self.committed
+        );
+        let u = &mut self.unstable;
+        let end = u.offset + u.entries.len() as u64;
+        if after == end {
+            // Plain append.
+        } else if after <= u.offset {
+            // Replace everything in memory; storage from `after` on is masked until overwritten.
+            assert!(
+                u.snapshot.is_none() || after > u.offset - 1,
+                "truncating a pending snapshot"
+            );
+            u.offset = after;
+            u.entries.clear();
+        } else {
+            u.entries.truncate((after - u.offset) as usize);
+        }
+        u.persist_handed_out = u.persist_handed_out.min(after - 1);
+        u.entries.extend_from_slice(entries);
+        self.last_index()
+    }
+
+    /// The AppendEntries consistency check and append (Raft Figure 2, receiver steps 2–5).
+    /// Returns `Ok(None)` when the log does not contain (`prev_index`, `prev_term`), else the
+    /// index of the last new entry.
+    pub fn maybe_append(
+        &mut self,
+        prev_index: u64,
+        prev_term: u64,
+        commit: u64,
+        entries: &[Entry],
+    ) -> Result<Option<u64>, StorageError> {
+        if !self.match_term(prev_index, prev_term)? {
+            return Ok(None);
+        }
+        let last_new = prev_index + entries.len() as u64;
+        // Find the first entry that is not already in the log (same index, same term).
+        let mut conflict = None;
+        for (i, e) in entries.iter().enumerate() {
+            if !self.match_term(e.index, e.term)? {
+                conflict = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = conflict {
+            assert!(
+                entries[i].index > self.committed,
+                "leader would overwrite committed entry {} (commit {})",
+                entries[i].index,
+                self.committed
+            );
+            self.append(&entries[i..]);
+        }
+        self.commit_to(commit.min(last_new));
+        Ok(Some(last_new))
+    }
+
+    /// Advances the commit index; never moves it back.
+    pub fn commit_to(&mut self, index: u64) {
+        if index > self.committed {
+            assert!(
+                index <= self.last_index(),
+                "commit {index} beyond last index {}",
+                self.last_index()
+            );
+            self.committed = index;
+        }
+    }
+
+    /// The highest index that is durable and belongs to our log, or 0 while a snapshot is
+    /// waiting to be persisted (then nothing newer may count as durable).
+    pub fn persisted_index(&self) -> u64 {
+        if self.unstable.snapshot.is_some() {
+            return 0;
+        }
+        self.unstable.offset - 1
+    }
+
+    /// The caller persisted entries up to (`term`, `index`). Ignored when those entries were
+    /// replaced in the meantime: a later acknowledgement will cover the replacements.
+    pub fn stable_to(&mut self, term: u64, index: u64) {
+        let u = &mut self.unstable;
+        if index < u.offset || index >= u.offset + u.entries.len() as u64 {
+            return;
+        }
+        if u.entries[(index - u.offset) as usize].term != term {
+            return;
+        }
+        let count = (index + 1 - u.offset) as usize;
+        u.entries.drain(..count);
+        if u.entries.is_empty() {
+            u.entries = Vec::new();
+        }
+        u.offset = index + 1;
+        u.persist_handed_out = u.persist_handed_out.max(index);
+    }
+
+    /// The caller persisted the snapshot at `index`.
+    pub fn stable_snapshot_to(&mut self, index: u64) {
+        if self
+            .unstable
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.index == index)
+        {
+            self.unstable.snapshot = None;
+            self.unstable.snapshot_handed_out = false;
+        }
+    }
+
+    /// Replaces the whole log with `snapshot` (the follower side of InstallSnapshot).
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
+        assert!(index > self.committed);
+        self.committed = index;
+        self.unstable = Unstable {
+            snapshot: Some(snapshot),
+            snapshot_handed_out: false,
+            entries: Vec::new(),
+            offset: index + 1,
+            persist_handed_out: index,
+        };
+    }
+
+    /// Entries not yet handed out for persistence; marks them handed out.
+    pub fn take_unpersisted(&mut self) -> Vec<Entry> {
+        let u = &mut self.unstable;
+        let from = u.persist_handed_out + 1;
+        if from >= u.offset + u.entries.len() as u64 {
+            return Vec::new();
+        }
+        let out = u.entries[(from - u.offset) as usize..].to_vec();
+        u.persist_handed_out = u.offset + u.entries.len() as u64 - 1;
+        out
+    }
+
+    pub fn has_unpersisted(&self) -> bool {
+        let u = &self.unstable;
+        u.persist_handed_out + 1 < u.offset + u.entries.len() as u64
+            || (u.snapshot.is_some() && !u.snapshot_handed_out)
+    }
+
+    /// A snapshot to hand out for installation; marks it handed out.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        if self.unstable.snapshot_handed_out {
+            return None;
+        }
+        let snap = self.unstable.snapshot.clone()?;
+        self.unstable.snapshot_handed_out = true;
+        Some(snap)
+    }
+
+    /// The last index that may be handed out to apply: committed AND durable here. Applying
+    /// waits for a pending snapshot.
+    pub fn applicable_index(&self) -> u64 {
+        if self.unstable.snapshot.is_some() && !self.unstable.snapshot_handed_out {
+            return self.applied;
+        }
+        self.committed.min(self.persisted_index()).max(self.applied)
+    }
+
+    pub fn has_next_committed(&self) -> bool {
+        self.applicable_index() > self.applied
+    }
+
+    /// The next committed, durable entries to apply (read from storage).
+    pub fn next_committed(&self, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+        let hi = self.applicable_index();
+        if hi <= self.applied {
+            return Ok(Vec::new());
+        }
+        self.storage.entries(self.applied + 1, hi + 1, bytes_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::EntryKind;
+    use crate::storage::MemStorage;
+
+    fn ent(term: u64, index: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![],
+        }
+    }
+
+    #[test]
+    fn truncation_masks_stale_storage_until_persisted() {
+        let mut storage = MemStorage::new_with_conf(&[1]);
+        storage.append(&[ent(1, 1), ent(1, 2), ent(1, 3)]);
+        let mut log = RaftLog::new(storage, 1, 1);
+        assert_eq!(log.last_index(), 3);
+        assert_eq!(log.maybe_append(1, 1, 0, &[ent(2, 2)]), Ok(Some(2)));
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(log.term(2), Ok(2));
+        assert_eq!(log.term(3), Ok(0));
+        assert_eq!(log.persisted_index(), 1);
+        let batch = log.take_unpersisted();
+        assert_eq!(batch, vec![ent(2, 2)]);
+        log.storage.append(&batch);
+        log.stable_to(2, 2);
+        assert_eq!(log.persisted_index(), 2);
+        assert_eq!(log.storage.last_index(), 2);
+    }
+
+    #[test]
+    fn stale_persistence_ack_is_ignored_after_replacement() {
+        let storage = MemStorage::new_with_conf(&[1]);
+        let mut log = RaftLog::new(storage, 0, 0);
+        log.append(&[ent(1, 1), ent(1, 2)]);
+        assert_eq!(log.take_unpersisted().len(), 2);
+        log.append(&[ent(2, 2)]);
+        assert_eq!(log.take_unpersisted(), vec![ent(2, 2)]);
+        log.stable_to(1, 2);
+        assert_eq!(log.persisted_index(), 0);
+        log.stable_to(2, 2);
+        assert_eq!(log.persisted_index(), 2);
+    }
+}

@@ -1,0 +1,1369 @@
+//! `RawNode`: the Raft state machine of one group member. See the crate docs for how to drive it.
+
+use crate::config::{Config, ConfigError};
+use crate::log::{LogStorage, RaftLog, StorageError};
+use crate::message::{
+    ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, Snapshot, SnapshotMeta,
+    NO_NODE,
+};
+use crate::progress::{Progress, ProgressState};
+use crate::quorum::{self, VoteResult};
+use crate::read_only::ReadOnly;
+use crate::ready::{OutMessage, PersistAck, ReadState, Ready};
+use crate::snapshot::{ChunkOutcome, SnapshotRecv, SnapshotSend};
+
+/// The role a member plays in the current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Follower,
+    /// Collecting pre-votes; the term is not yet incremented.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// Why `RawNode::new` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    Config(ConfigError),
+    Storage(StorageError),
+    /// The persisted state contradicts itself (for example commit beyond the last index).
+    Corrupt(&'static str),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "{e}"),
+            Error::Storage(e) => write!(f, "raft storage: {e}"),
+            Error::Corrupt(what) => write!(f, "raft state corrupt: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why a proposal, read, configuration change or transfer was refused. None of these changed
+/// any state: the caller may retry (at the leader, or later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Only the leader accepts this; `leader` is the known leader or [`NO_NODE`].
+    NotLeader { leader: NodeId },
+    /// A leadership transfer is under way; proposals resume when it ends.
+    TransferInProgress,
+    /// A configuration change is not yet applied (or this leader has not yet committed an
+    /// entry of its own term, or a joint configuration is being left).
+    ConfChangePending,
+    /// A bounded queue is full (`uncommitted_bytes_max`, `pending_reads_max`).
+    Backpressure,
+    /// The requested change or transfer target is not valid.
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProposeError::NotLeader { leader } => write!(f, "not the leader (leader: {leader})"),
+            ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
+            ProposeError::ConfChangePending => write!(f, "a configuration change is pending"),
+            ProposeError::Backpressure => write!(f, "too much work queued"),
+            ProposeError::Invalid(why) => write!(f, "invalid request: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+/// A requested membership: the voters and learners wanted after the change.
+///
+/// When the voters change, the leader first enters the joint configuration (C_old,new) and
+/// leaves it automatically once that is applied. A voter cannot become a learner in one step
+/// (remove it, then add it as a learner).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfChange {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+/// A read-only view of a member, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: u64,
+    pub vote: NodeId,
+    pub leader: NodeId,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub persisted_index: u64,
+    pub conf: ConfState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CampaignKind {
+    PreVote,
+    Election,
+    Transfer,
+}
+
+/// The Raft state of one group member. Cheap: a few hundred bytes plus the unstable log,
+/// progress of peers only while leading, and buffers proportional to work in flight.
+pub struct RawNode<S: LogStorage> {
+    cfg: Config,
+    term: u64,
+    vote: NodeId,
+    role: Role,
+    leader: NodeId,
+    log: RaftLog<S>,
+    /// The configuration as of the last applied configuration entry (or snapshot).
+    conf: ConfState,
+    /// Leader only: one entry per other member. Empty otherwise.
+    progress: Vec<(NodeId, Progress)>,
+    /// Candidate and pre-candidate only: answers received this round.
+    votes: Vec<(NodeId, bool)>,
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    randomized_timeout: u64,
+    rng: u64,
+    /// Leader only: the member leadership is being transferred to, or [`NO_NODE`].
+    transferee: NodeId,
+    /// Leader only: index of the last configuration entry it appended (or of its last entry
+    /// when it was elected). No new change is accepted until it is applied, which is also how
+    /// a new leader commits an entry of its own term before changing the configuration.
+    pending_conf_index: u64,
+    reads: ReadOnly,
+    read_states: Vec<ReadState>,
+    msgs: Vec<OutMessage>,
+    snap_recv: Option<SnapshotRecv>,
+    prev_hard_state: HardState,
+    /// Leader only: bytes appended but not yet applied, bounded by `uncommitted_bytes_max`.
+    uncommitted_bytes: u64,
+}
+
+impl<S: LogStorage> RawNode<S> {
+    /// Starts (or restarts) a member from what `storage` holds.
+    pub fn new(cfg: Config, storage: S) -> Result<Self, Error> {
+        cfg.validate().map_err(Error::Config)?;
+        let hs = storage.initial_state().map_err(Error::Storage)?;
+        let meta = storage.snapshot_meta();
+        let last = storage.last_index();
+        let committed = hs.commit.max(meta.index);
+        if committed > last {
+            return Err(Error::Corrupt(
+                "hard state commit is beyond the last persisted index",
+            ));
+        }
+        let applied = cfg.applied.max(meta.index);
+        if applied > committed {
+            return Err(Error::Corrupt("applied index is beyond the commit index"));
+        }
+        let conf = replay_conf(&storage, &meta, applied)?;
+        let rng = if cfg.seed == 0 {
+            cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+        } else {
+            cfg.seed
+        };
+        let mut node = RawNode {
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: NO_NODE,
+            log: RaftLog::new(storage, committed, applied),
+            conf,
+            progress: Vec::new(),
+            votes: Vec::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: cfg.election_ticks_min,
+            rng,
+            transferee: NO_NODE,
+            pending_conf_index: 0,
+            reads: ReadOnly::default(),
+            read_states: Vec::new(),
+            msgs: Vec::new(),
+            snap_recv: None,
+            prev_hard_state: HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit: committed,
+            },
+            uncommitted_bytes: 0,
+            cfg,
+        };
+        node.become_follower(hs.term, NO_NODE);
+        Ok(node)
+    }
+
+    // ----- Observers -------------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+    pub fn commit(&self) -> u64 {
+        self.log.committed
+    }
+    pub fn applied(&self) -> u64 {
+        self.log.applied
+    }
+    pub fn conf(&self) -> &ConfState {
+        &self.conf
+    }
+    pub fn first_index(&self) -> u64 {
+        self.log.first_index()
+    }
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+    /// The term of entry `index`, if it is in the log (or is the snapshot's index).
+    pub fn log_term(&self, index: u64) -> Option<u64> {
+        if index > self.log.last_index() {
+            return None;
+        }
+        self.log.term(index).ok()
+    }
+    pub fn progress(&self, id: NodeId) -> Option<&Progress> {
+        self.progress
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, pr)| pr)
+    }
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.cfg.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted_index(),
+            conf: self.conf.clone(),
+        }
+    }
+
+    // ----- Inputs ----------------------------------------------------------------------------
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    /// Starts an election now (tests and bootstrap); honours pre-vote.
+    pub fn campaign(&mut self) {
+        let kind = if self.cfg.pre_vote {
+            CampaignKind::PreVote
+        } else {
+            CampaignKind::Election
+        };
+        self.campaign_as(kind);
+    }
+
+    /// Appends `data` as a new entry. Returns its (term, index): the proposal is committed
+    /// exactly when the entry applied at that index has that term.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), ProposeError> {
+        self.check_can_propose()?;
+        let bytes = data.len() as u64 + crate::message::ENTRY_OVERHEAD_BYTES;
+        let limit = self.cfg.uncommitted_bytes_max;
+        if limit > 0 && self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > limit {
+            return Err(ProposeError::Backpressure);
+        }
+        let index = self.append_entry(EntryKind::Normal, data);
+        self.uncommitted_bytes += bytes;
+        self.bcast_append();
+        Ok((self.term, index))
+    }
+
+    /// Proposes a membership change (see [`ConfChange`]). Returns the entry's (term, index).
+    pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<(u64, u64), ProposeError> {
+        self.check_can_propose()?;
+        if self.pending_conf_index > self.log.applied || self.conf.is_joint() {
+            return Err(ProposeError::ConfChangePending);
+        }
+        let mut voters = change.voters.clone();
+        voters.sort_unstable();
+        voters.dedup();
+        let mut learners = change.learners.clone();
+        learners.sort_unstable();
+        learners.dedup();
+        if voters.is_empty() {
+            return Err(ProposeError::Invalid(
+                "a configuration needs at least one voter",
+            ));
+        }
+        if voters.contains(&NO_NODE) || learners.contains(&NO_NODE) {
+            return Err(ProposeError::Invalid("node id 0 is reserved"));
+        }
+        if learners.iter().any(|l| voters.contains(l)) {
+            return Err(ProposeError::Invalid(
+                "a node cannot be both voter and learner",
+            ));
+        }
+        if learners.iter().any(|l| self.conf.voters.contains(l)) {
+            return Err(ProposeError::Invalid(
+                "demote a voter by removing it, then adding a learner",
+            ));
+        }
+        let outgoing = if voters == self.conf.voters {
+            Vec::new()
+        } else {
+            self.conf.voters.clone()
+        };
+        let next = ConfState {
+            voters,
+            voters_outgoing: outgoing,
+            learners,
+        };
+        debug_assert!(next.is_well_formed());
+        let index = self.append_entry(EntryKind::ConfChange, next.encode());
+        self.pending_conf_index = index;
+        self.bcast_append();
+        Ok((self.term, index))
+    }
+
+    /// Requests a linearizable read tagged `ctx`. A `ReadState { ctx, index }` comes out of a
+    /// later `Ready` once leadership is confirmed; serve the read after applying `index`.
+    /// Requests lost to a leader change never answer: the caller times out and retries.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
+        if self.role == Role::Leader {
+            return self.leader_read(self.cfg.id, ctx);
+        }
+        if self.leader == NO_NODE {
+            return Err(ProposeError::NotLeader { leader: NO_NODE });
+        }
+        self.send(self.leader, MessageBody::ReadIndex { ctx }, true);
+        Ok(())
+    }
+
+    /// Hands leadership to voter `to`: the leader stops taking proposals, brings `to` up to
+    /// date, then tells it to campaign at once. Abandoned after `election_ticks_min` ticks.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if to == self.cfg.id {
+            return Ok(());
+        }
+        if !self.conf.voters.contains(&to) || self.pr_index(to).is_none() {
+            return Err(ProposeError::Invalid("transfer target is not a voter"));
+        }
+        if self.transferee == to {
+            return Ok(());
+        }
+        self.transferee = to;
+        self.election_elapsed = 0;
+        self.maybe_send_timeout_now(to);
+        if self.transferee != NO_NODE {
+            self.send_append(to, true);
+        }
+        Ok(())
+    }
+
+    /// The transport could not reach `to`: stop streaming optimistically, probe instead.
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        if let Some(i) = self.pr_index(to) {
+            let pr = &mut self.progress[i].1;
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
+            }
+        }
+    }
+
+    /// The transport failed to deliver a snapshot chunk to `to`: resend it on the next tick
+    /// from the last offset the follower confirmed.
+    pub fn report_snapshot_failed(&mut self, to: NodeId) {
+        if let Some(i) = self.pr_index(to) {
+            if let Some(send) = self.progress[i].1.snapshot.as_mut() {
+                send.chunk_in_flight = false;
+                send.ticks_since_send = self.cfg.snapshot_retry_ticks.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Handles a message from a peer. Messages for another node or from an older term are
+    /// dropped or answered as Raft prescribes; this never fails.
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.cfg.id || m.from == NO_NODE || m.from == self.cfg.id {
+            return;
+        }
+        if m.term > self.term {
+            if let MessageBody::Vote { transfer, .. } = m.body {
+                // Check-quorum's lease: while we hear from a leader, ignore disruptive
+                // candidates (a partitioned node coming back), unless it is a transfer.
+                let in_lease = self.cfg.check_quorum
+                    && self.leader != NO_NODE
+                    && self.election_elapsed < self.cfg.election_ticks_min;
+                if in_lease && !transfer {
+                    return;
+                }
+            }
+            match m.body {
+                MessageBody::Vote { pre: true, .. } => {}
+                MessageBody::VoteResp {
+                    pre: true,
+                    reject: false,
+                } => {}
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
+                _ => self.become_follower(m.term, NO_NODE),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
+                    // Tell a stale leader about the newer term so it steps down; without this
+                    // a node kept out of elections by pre-vote could never catch it up.
+                    self.send(m.from, MessageBody::HeartbeatResp { read_seq: 0 }, true);
+                }
+                MessageBody::Vote { pre: true, .. } => {
+                    self.send(
+                        m.from,
+                        MessageBody::VoteResp {
+                            pre: true,
+                            reject: true,
+                        },
+                        true,
+                    );
+                }
+                _ => {}
+            }
+            return;
+        }
+        if let MessageBody::Vote {
+            pre,
+            last_index,
+            last_term,
+            ..
+        } = m.body
+        {
+            self.handle_vote(m.from, m.term, pre, last_index, last_term);
+            return;
+        }
+        match self.role {
+            Role::Leader => self.step_leader(m),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(m),
+            Role::Follower => self.step_follower(m),
+        }
+    }
+
+    /// Whether `ready` has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || self.hard_state() != self.prev_hard_state
+            || self.log.has_unpersisted()
+            || self.log.has_next_committed()
+            || !self.read_states.is_empty()
+    }
+
+    /// Collects the work to do; see [`Ready`] for the order. Everything returned is
+    /// considered handed out: the next `Ready` contains only newer work.
+    pub fn ready(&mut self) -> Ready {
+        let mut rd = Ready::default();
+        rd.snapshot = self.log.take_snapshot();
+        if let Some(s) = &rd.snapshot {
+            self.log.applied = self.log.applied.max(s.meta.index);
+            rd.persist_ack.snapshot = Some(s.meta.index);
+        }
+        rd.entries = self.log.take_unpersisted();
+        rd.persist_ack.entries = rd.entries.last().map(|e| (e.term, e.index));
+        let hs = self.hard_state();
+        if hs != self.prev_hard_state {
+            rd.hard_state = Some(hs);
+            rd.persist_ack.hard_state = Some(hs);
+            self.prev_hard_state = hs;
+        }
+        // Unavailable storage: nothing to apply this time, the next Ready retries.
+        if let Ok(committed) = self.log.next_committed(self.cfg.apply_bytes_max) {
+            for e in &committed {
+                assert_eq!(e.index, self.log.applied + 1, "applying out of order");
+                self.log.applied = e.index;
+                if self.role == Role::Leader {
+                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
+                }
+                if e.kind == EntryKind::ConfChange {
+                    // The entry passed the engine's checksum and was written by a leader's
+                    // `encode`: failing to decode it is corruption, so fail stop.
+                    let next = ConfState::decode(&e.data);
+                    assert!(
+                        next.is_some(),
+                        "committed configuration entry {} does not decode",
+                        e.index
+                    );
+                    if let Some(next) = next {
+                        self.apply_conf(next);
+                    }
+                }
+            }
+            rd.committed_entries = committed;
+        }
+        self.maybe_auto_leave();
+        rd.messages = std::mem::take(&mut self.msgs);
+        rd.read_states = std::mem::take(&mut self.read_states);
+        rd
+    }
+
+    /// Reports that a `Ready` was persisted (pass its `persist_ack`). Acknowledgements must
+    /// come in the order the `Ready`s were produced.
+    pub fn on_persisted(&mut self, ack: PersistAck) {
+        if let Some(index) = ack.snapshot {
+            self.log.stable_snapshot_to(index);
+        }
+        if let Some((term, index)) = ack.entries {
+            self.log.stable_to(term, index);
+        }
+        if self.role == Role::Leader && self.maybe_commit() {
+            self.bcast_append();
+        }
+        if let Some(hs) = ack.hard_state {
+            // A candidate's own vote counts only once it is durable: otherwise a restart could
+            // let it vote again in the same term.
+            if self.role == Role::Candidate && hs.term == self.term && hs.vote == self.cfg.id {
+                match self.poll(self.cfg.id, true) {
+                    VoteResult::Won => self.become_leader(),
+                    VoteResult::Lost => self.become_follower(self.term, NO_NODE),
+                    VoteResult::Pending => {}
+                }
+            }
+        }
+    }
+
+    // ----- Roles -----------------------------------------------------------------------------
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    fn reset(&mut self, term: u64) {
+        if term != self.term {
+            self.term = term;
+            self.vote = NO_NODE;
+        }
+        self.leader = NO_NODE;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.randomized_timeout = self.random_timeout();
+        self.votes.clear();
+        self.progress = Vec::new();
+        self.transferee = NO_NODE;
+        self.reads.clear();
+        self.uncommitted_bytes = 0;
+    }
+
+    fn become_follower(&mut self, term: u64, leader: NodeId) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    fn become_pre_candidate(&mut self) {
+        assert_ne!(self.role, Role::Leader, "a leader does not campaign");
+        self.votes.clear();
+        self.leader = NO_NODE;
+        self.randomized_timeout = self.random_timeout();
+        self.role = Role::PreCandidate;
+    }
+
+    fn become_candidate(&mut self) {
+        assert_ne!(self.role, Role::Leader, "a leader does not campaign");
+        self.reset(self.term + 1);
+        self.vote = self.cfg.id;
+        self.role = Role::Candidate;
+    }
+
+    fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate becomes leader"
+        );
+        let term = self.term;
+        let vote = self.vote;
+        self.reset(term);
+        self.vote = vote;
+        self.role = Role::Leader;
+        self.leader = self.cfg.id;
+        let next = self.log.last_index() + 1;
+        for id in self.conf.members() {
+            if id != self.cfg.id {
+                let mut pr = Progress::new(next);
+                pr.recent_active = true;
+                self.progress.push((id, pr));
+            }
+        }
+        self.pending_conf_index = self.log.last_index();
+        // Raft §8: a new leader commits a no-op of its term, which also commits (indirectly)
+        // everything before it and enables ReadIndex and configuration changes.
+        self.append_entry(EntryKind::Normal, Vec::new());
+        self.bcast_append();
+    }
+
+    /// May this node start an election? Only a voter, and not while a committed
+    /// configuration change is unapplied (it could change who the voters are).
+    fn promotable(&self) -> bool {
+        if !self.conf.is_voter(self.cfg.id) {
+            return false;
+        }
+        if self.log.committed <= self.log.applied {
+            return true;
+        }
+        match self
+            .log
+            .entries(self.log.applied + 1, self.log.committed + 1, u64::MAX)
+        {
+            Ok(ents) => !ents.iter().any(|e| e.kind == EntryKind::ConfChange),
+            Err(_) => false,
+        }
+    }
+
+    fn campaign_as(&mut self, kind: CampaignKind) {
+        if !self.promotable() {
+            return;
+        }
+        let Ok(last_term) = self.log.last_term() else {
+            return;
+        };
+        let last_index = self.log.last_index();
+        let pre = kind == CampaignKind::PreVote;
+        if pre {
+            self.become_pre_candidate();
+            // A pre-vote changes nothing durable, so our own counts at once.
+            if self.poll(self.cfg.id, true) == VoteResult::Won {
+                self.campaign_as(CampaignKind::Election);
+                return;
+            }
+        } else {
+            self.become_candidate();
+        }
+        let term = if pre { self.term + 1 } else { self.term };
+        let mut voters = self.conf.voters.clone();
+        voters.extend_from_slice(&self.conf.voters_outgoing);
+        voters.sort_unstable();
+        voters.dedup();
+        for id in voters {
+            if id == self.cfg.id {
+                continue;
+            }
+            let body = MessageBody::Vote {
+                pre,
+                last_index,
+                last_term,
+                transfer: kind == CampaignKind::Transfer,
+            };
+            // A vote request may leave only once our own vote (term, vote) is durable.
+            self.send_with_term(id, term, body, pre);
+        }
+    }
+
+    fn poll(&mut self, from: NodeId, granted: bool) -> VoteResult {
+        if !self.votes.iter().any(|(id, _)| *id == from) {
+            self.votes.push((from, granted));
+        }
+        let votes = &self.votes;
+        quorum::vote_result(&self.conf, |id| {
+            votes.iter().find(|(v, _)| *v == id).map(|(_, g)| *g)
+        })
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_timeout {
+            self.election_elapsed = 0;
+            self.randomized_timeout = self.random_timeout();
+            if self.promotable() {
+                self.campaign();
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_ticks_min {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum {
+                let progress = &self.progress;
+                let me = self.cfg.id;
+                let active = quorum::vote_result(&self.conf, |id| {
+                    Some(id == me || progress.iter().any(|(p, pr)| *p == id && pr.recent_active))
+                });
+                if active != VoteResult::Won {
+                    self.become_follower(self.term, NO_NODE);
+                    return;
+                }
+                for (_, pr) in self.progress.iter_mut() {
+                    pr.recent_active = false;
+                }
+            }
+            // A transfer that did not finish within an election timeout is abandoned.
+            self.transferee = NO_NODE;
+        }
+        let retry = self.cfg.snapshot_retry_ticks;
+        let mut resend = Vec::new();
+        for (id, pr) in self.progress.iter_mut() {
+            if let Some(send) = pr.snapshot.as_mut() {
+                if send.tick(retry) {
+                    resend.push(*id);
+                }
+            }
+        }
+        for id in resend {
+            self.send_snapshot_chunk(id);
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.bcast_heartbeat();
+        }
+    }
+
+    // ----- Message handling ------------------------------------------------------------------
+
+    fn handle_vote(&mut self, from: NodeId, term: u64, pre: bool, last_index: u64, last_term: u64) {
+        let can_vote = self.vote == from
+            || (self.vote == NO_NODE && self.leader == NO_NODE)
+            || (pre && term > self.term);
+        if can_vote && self.log.is_up_to_date(last_index, last_term) {
+            // A granted vote is a promise: it leaves only once durable.
+            self.send_with_term(
+                from,
+                term,
+                MessageBody::VoteResp { pre, reject: false },
+                pre,
+            );
+            if !pre {
+                self.election_elapsed = 0;
+                self.vote = from;
+            }
+        } else {
+            self.send(from, MessageBody::VoteResp { pre, reject: true }, true);
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) {
+        match m.body {
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.handle_append(m.from, prev_index, prev_term, commit, &entries);
+            }
+            MessageBody::Heartbeat { commit, read_seq } => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                // The leader sends at most what it knows we durably hold.
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.send(m.from, MessageBody::HeartbeatResp { read_seq }, true);
+            }
+            MessageBody::Snapshot { meta, offset, data } => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.handle_snapshot(m.from, meta, offset, &data);
+            }
+            MessageBody::TimeoutNow => self.campaign_as(CampaignKind::Transfer),
+            MessageBody::ReadIndexResp { ctx, index } => {
+                self.read_states.push(ReadState { ctx, index })
+            }
+            _ => {}
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message) {
+        match m.body {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => {
+                // A leader exists in our term.
+                self.become_follower(m.term, m.from);
+                self.step_follower(m);
+            }
+            MessageBody::VoteResp { pre, reject } => {
+                if pre != (self.role == Role::PreCandidate) {
+                    return;
+                }
+                match self.poll(m.from, !reject) {
+                    VoteResult::Won if pre => self.campaign_as(CampaignKind::Election),
+                    VoteResult::Won => self.become_leader(),
+                    VoteResult::Lost => self.become_follower(self.term, NO_NODE),
+                    VoteResult::Pending => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) {
+        let Some(i) = self.pr_index(m.from) else {
+            // Not (or no longer) a member: only forwarded reads are served.
+            return;
+        };
+        self.progress[i].1.recent_active = true;
+        match m.body {
+            MessageBody::AppendResp {
+                index,
+                reject,
+                hint_index,
+                hint_term,
+            } => self.handle_append_resp(m.from, i, index, reject, hint_index, hint_term),
+            MessageBody::HeartbeatResp { read_seq } => {
+                let pr = &mut self.progress[i].1;
+                pr.read_seq_acked = pr.read_seq_acked.max(read_seq);
+                pr.probe_sent = false;
+                if pr.state == ProgressState::Replicate
+                    && pr
+                        .inflights
+                        .is_full(self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max)
+                {
+                    pr.inflights.free_first();
+                }
+                if pr.match_index < self.log.last_index() {
+                    self.send_append(m.from, false);
+                }
+                self.release_reads();
+            }
+            MessageBody::SnapshotResp { index, next_offset } => {
+                let pr = &mut self.progress[i].1;
+                if let Some(send) = pr.snapshot.as_mut() {
+                    if send.index == index && send.on_ack(next_offset) {
+                        self.send_snapshot_chunk(m.from);
+                    }
+                }
+            }
+            MessageBody::ReadIndex { ctx } => {
+                // Refusals are not reported: the follower's caller times out.
+                let _ = self.leader_read(m.from, ctx);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: u64,
+        prev_term: u64,
+        commit: u64,
+        entries: &[Entry],
+    ) {
+        if prev_index < self.log.committed {
+            let index = self.log.committed;
+            self.send(
+                from,
+                MessageBody::AppendResp {
+                    index,
+                    reject: false,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+                false,
+            );
+            return;
+        }
+        match self
+            .log
+            .maybe_append(prev_index, prev_term, commit, entries)
+        {
+            Ok(Some(last_new)) => {
+                let body = MessageBody::AppendResp {
+                    index: last_new,
+                    reject: false,
+                    hint_index: 0,
+                    hint_term: 0,
+                };
+                self.send(from, body, false);
+            }
+            Ok(None) => {
+                let hint_index = self.find_conflict_by_term(prev_index, prev_term);
+                let hint_term = self.log.term(hint_index).unwrap_or(0);
+                let body = MessageBody::AppendResp {
+                    index: prev_index,
+                    reject: true,
+                    hint_index,
+                    hint_term,
+                };
+                self.send(from, body, false);
+            }
+            // Storage cannot answer now; the leader resends.
+            Err(_) => {}
+        }
+    }
+
+    /// The largest index `<= index` whose term is `<= term` (or the first index we cannot
+    /// read). Used on both sides of fast backtracking: a follower's rejection skips a whole
+    /// conflicting term instead of one entry per round trip.
+    fn find_conflict_by_term(&self, index: u64, term: u64) -> u64 {
+        let mut i = index.min(self.log.last_index());
+        // Bounded by the log length: each step moves one entry back.
+        while i > 0 {
+            match self.log.term(i) {
+                Ok(t) if t > term => i -= 1,
+                _ => break,
+            }
+        }
+        i
+    }
+
+    fn handle_append_resp(
+        &mut self,
+        from: NodeId,
+        i: usize,
+        index: u64,
+        reject: bool,
+        hint_index: u64,
+        hint_term: u64,
+    ) {
+        if reject {
+            if self.progress[i].1.state == ProgressState::Snapshot {
+                return;
+            }
+            let hint = if hint_term > 0 {
+                self.find_conflict_by_term(hint_index, hint_term)
+            } else {
+                hint_index
+            };
+            if self.progress[i].1.maybe_decrease_to(index, hint) {
+                self.send_append(from, false);
+            }
+            return;
+        }
+        let last_index = self.log.last_index();
+        let pr = &mut self.progress[i].1;
+        if pr.maybe_update(index) {
+            match pr.state {
+                ProgressState::Probe => pr.become_replicate(),
+                ProgressState::Snapshot => {
+                    if pr
+                        .snapshot
+                        .as_ref()
+                        .is_none_or(|s| pr.match_index >= s.index)
+                    {
+                        pr.become_replicate();
+                    }
+                }
+                ProgressState::Replicate => pr.inflights.free_to(index),
+            }
+            if self.maybe_commit() {
+                self.bcast_append();
+            }
+            while self.send_append(from, false) {}
+            if from == self.transferee {
+                self.maybe_send_timeout_now(from);
+            }
+        } else if pr.state == ProgressState::Probe && pr.match_index < last_index {
+            pr.probe_sent = false;
+            self.send_append(from, false);
+        }
+    }
+
+    fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: &[u8]) {
+        if meta.index <= self.log.committed {
+            // Already have it (or newer): tell the leader where we are.
+            let index = self.log.committed;
+            self.send(
+                from,
+                MessageBody::AppendResp {
+                    index,
+                    reject: false,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+                false,
+            );
+            return;
+        }
+        if meta.size_bytes > self.cfg.snapshot_bytes_max {
+            return;
+        }
+        match SnapshotRecv::accept(&mut self.snap_recv, &meta, offset, data) {
+            ChunkOutcome::Continue(next_offset) => {
+                self.send(
+                    from,
+                    MessageBody::SnapshotResp {
+                        index: meta.index,
+                        next_offset,
+                    },
+                    true,
+                );
+            }
+            ChunkOutcome::Complete => {
+                let data = self.snap_recv.take().map(|r| r.data).unwrap_or_default();
+                let index = meta.index;
+                if self.log.match_term(index, meta.term) == Ok(true) {
+                    // Our log already contains the snapshot's last entry: just commit.
+                    self.log.commit_to(index);
+                } else {
+                    self.conf = meta.conf.clone();
+                    self.log.restore(Snapshot { meta, data });
+                }
+                // Acknowledged like entries: only once the snapshot is durable.
+                self.send(
+                    from,
+                    MessageBody::AppendResp {
+                        index,
+                        reject: false,
+                        hint_index: 0,
+                        hint_term: 0,
+                    },
+                    false,
+                );
+            }
+        }
+    }
+
+    // ----- Leader machinery ------------------------------------------------------------------
+
+    fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transferee != NO_NODE {
+            return Err(ProposeError::TransferInProgress);
+        }
+        Ok(())
+    }
+
+    fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> u64 {
+        let index = self.log.last_index() + 1;
+        self.log.append(&[Entry {
+            term: self.term,
+            index,
+            kind,
+            data,
+        }]);
+        index
+    }
+
+    fn pr_index(&self, id: NodeId) -> Option<usize> {
+        self.progress.iter().position(|(p, _)| *p == id)
+    }
+
+    /// Raft §5.3/§5.4.2: commit the highest index stored on a quorum, counting this leader
+    /// only for what it has persisted, and only if that entry is of the current term.
+    fn maybe_commit(&mut self) -> bool {
+        let persisted = self.log.persisted_index();
+        let me = self.cfg.id;
+        let progress = &self.progress;
+        let quorum_index = quorum::committed_index(&self.conf, |id| {
+            if id == me {
+                persisted
+            } else {
+                progress
+                    .iter()
+                    .find(|(p, _)| *p == id)
+                    .map_or(0, |(_, pr)| pr.match_index)
+            }
+        });
+        // Never report as committed what is not durable here (also covers an empty config).
+        let index = quorum_index.min(persisted);
+        if index <= self.log.committed || self.log.term(index) != Ok(self.term) {
+            return false;
+        }
+        let first_in_term = self.log.term(self.log.committed) != Ok(self.term);
+        self.log.commit_to(index);
+        if first_in_term {
+            for (from, ctx) in std::mem::take(&mut self.reads.waiting_for_commit) {
+                let _ = self.leader_read(from, ctx);
+            }
+        }
+        true
+    }
+
+    fn bcast_append(&mut self) {
+        let ids: Vec<NodeId> = self.progress.iter().map(|(id, _)| *id).collect();
+        for id in ids {
+            self.send_append(id, true);
+        }
+    }
+
+    fn bcast_heartbeat(&mut self) {
+        let read_seq = self.reads.seq;
+        let committed = self.log.committed;
+        let (me, term) = (self.cfg.id, self.term);
+        for (id, pr) in &self.progress {
+            let body = MessageBody::Heartbeat {
+                commit: pr.match_index.min(committed),
+                read_seq,
+            };
+            let msg = Message {
+                from: me,
+                to: *id,
+                term,
+                body,
+            };
+            self.msgs.push(OutMessage {
+                msg,
+                before_persist: true,
+            });
+        }
+    }
+
+    /// Sends entries from `next_index` to `to` if flow control allows. An empty message (to
+    /// carry the commit index) only when `allow_empty`. Returns whether entries were sent.
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let Some(i) = self.pr_index(to) else {
+            return false;
+        };
+        let last_index = self.log.last_index();
+        let pr = &self.progress[i].1;
+        if pr.is_paused(self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max) {
+            return false;
+        }
+        if pr.next_index > last_index && !allow_empty {
+            return false;
+        }
+        let prev_index = pr.next_index - 1;
+        let prev_term = self.log.term(prev_index);
+        let entries = self
+            .log
+            .entries(pr.next_index, last_index + 1, self.cfg.append_bytes_max);
+        let (prev_term, entries) = match (prev_term, entries) {
+            (Ok(t), Ok(e)) => (t, e),
+            (Err(StorageError::Compacted), _) | (_, Err(StorageError::Compacted)) => {
+                self.start_snapshot(to);
+                return false;
+            }
+            // Unavailable: the next heartbeat answer retries.
+            _ => return false,
+        };
+        let last = entries.last().map(|e| e.index);
+        let bytes = entries.iter().map(Entry::size_bytes).sum();
+        self.progress[i].1.sent_entries(last, bytes);
+        let commit = self.log.committed;
+        let sent = !entries.is_empty();
+        self.send(
+            to,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+            true,
+        );
+        sent
+    }
+
+    fn start_snapshot(&mut self, to: NodeId) {
+        let meta = self.log.storage.snapshot_meta();
+        let Some(i) = self.pr_index(to) else { return };
+        self.progress[i].1.become_snapshot(SnapshotSend::new(meta));
+        self.send_snapshot_chunk(to);
+    }
+
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let Some(i) = self.pr_index(to) else { return };
+        let chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        let Some(send) = self.progress[i].1.snapshot.as_mut() else {
+            return;
+        };
+        send.ticks_since_send = 0;
+        let mut result =
+            self.log
+                .storage
+                .snapshot_chunk(send.index, send.offset_acked, chunk_bytes);
+        if result == Err(StorageError::SnapshotOutOfDate) {
+            // Compaction produced a newer snapshot: start over with it.
+            *send = SnapshotSend::new(self.log.storage.snapshot_meta());
+            result = self.log.storage.snapshot_chunk(send.index, 0, chunk_bytes);
+        }
+        let Ok(data) = result else { return };
+        send.chunk_in_flight = true;
+        let body = MessageBody::Snapshot {
+            meta: send.meta.clone(),
+            offset: send.offset_acked,
+            data,
+        };
+        self.send(to, body, true);
+    }
+
+    fn maybe_send_timeout_now(&mut self, to: NodeId) {
+        let Some(i) = self.pr_index(to) else { return };
+        // Only a fully caught-up target: a lagging one would lose the election (its log is
+        // behind) after having disrupted the cluster.
+        if self.progress[i].1.match_index == self.log.last_index() {
+            self.send(to, MessageBody::TimeoutNow, true);
+        }
+    }
+
+    fn leader_read(&mut self, from: NodeId, ctx: u64) -> Result<(), ProposeError> {
+        if self.reads.len() >= self.cfg.pending_reads_max {
+            return Err(ProposeError::Backpressure);
+        }
+        if self.log.term(self.log.committed) != Ok(self.term) {
+            self.reads.waiting_for_commit.push((from, ctx));
+            return Ok(());
+        }
+        let index = self.log.committed;
+        let me = self.cfg.id;
+        if quorum::vote_result(&self.conf, |id| Some(id == me)) == VoteResult::Won {
+            self.respond_read(from, ctx, index);
+            return Ok(());
+        }
+        self.reads.add(index, ctx, from);
+        self.bcast_heartbeat();
+        Ok(())
+    }
+
+    fn respond_read(&mut self, from: NodeId, ctx: u64, index: u64) {
+        if from == self.cfg.id {
+            self.read_states.push(ReadState { ctx, index });
+        } else {
+            self.send(from, MessageBody::ReadIndexResp { ctx, index }, true);
+        }
+    }
+
+    fn release_reads(&mut self) {
+        if self.reads.pending.is_empty() {
+            return;
+        }
+        let me = self.cfg.id;
+        let progress = &self.progress;
+        let confirmed = quorum::committed_index(&self.conf, |id| {
+            if id == me {
+                u64::MAX
+            } else {
+                progress
+                    .iter()
+                    .find(|(p, _)| *p == id)
+                    .map_or(0, |(_, pr)| pr.read_seq_acked)
+            }
+        });
+        for r in self.reads.release(confirmed) {
+            self.respond_read(r.from, r.ctx, r.index);
+        }
+    }
+
+    fn apply_conf(&mut self, next: ConfState) {
+        self.conf = next;
+        if self.role != Role::Leader {
+            return;
+        }
+        let members = self.conf.members();
+        self.progress.retain(|(id, _)| members.contains(id));
+        let next_index = self.log.last_index() + 1;
+        for id in members {
+            if id != self.cfg.id && !self.progress.iter().any(|(p, _)| *p == id) {
+                let mut pr = Progress::new(next_index);
+                pr.recent_active = true;
+                self.progress.push((id, pr));
+            }
+        }
+        if self.transferee != NO_NODE && !self.conf.voters.contains(&self.transferee) {
+            self.transferee = NO_NODE;
+        }
+        if self.maybe_commit() {
+            self.bcast_append();
+        }
+        if !self.conf.is_voter(self.cfg.id) {
+            // Removed: let the others learn the commit index, then stop leading.
+            self.bcast_append();
+            self.become_follower(self.term, NO_NODE);
+            return;
+        }
+        self.release_reads();
+    }
+
+    /// A leader in a joint configuration proposes leaving it as soon as entering it applied.
+    fn maybe_auto_leave(&mut self) {
+        if self.role == Role::Leader
+            && self.conf.is_joint()
+            && self.pending_conf_index <= self.log.applied
+        {
+            let leave = ConfState {
+                voters: self.conf.voters.clone(),
+                voters_outgoing: Vec::new(),
+                learners: self.conf.learners.clone(),
+            };
+            self.pending_conf_index = self.append_entry(EntryKind::ConfChange, leave.encode());
+            self.bcast_append();
+        }
+    }
+
+    // ----- Helpers ---------------------------------------------------------------------------
+
+    fn send(&mut self, to: NodeId, body: MessageBody, before_persist: bool) {
+        self.send_with_term(to, self.term, body, before_persist);
+    }
+
+    fn send_with_term(&mut self, to: NodeId, term: u64, body: MessageBody, before_persist: bool) {
+        let msg = Message {
+            from: self.cfg.id,
+            to,
+            term,
+            body,
+        };
+        self.msgs.push(OutMessage {
+            msg,
+            before_persist,
+        });
+    }
+
+    /// Uniform in `[election_ticks_min, election_ticks_max)` (splitmix64).
+    fn random_timeout(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let span = self.cfg.election_ticks_max - self.cfg.election_ticks_min;
+        self.cfg.election_ticks_min + z % span
+    }
+}
+
+/// The configuration as of `applied`: the snapshot's, updated by every configuration entry the
+/// state machine already applied after it.
+fn replay_conf<S: LogStorage>(
+    storage: &S,
+    meta: &SnapshotMeta,
+    applied: u64,
+) -> Result<ConfState, Error> {
+    let mut conf = meta.conf.clone();
+    let mut next = meta.index + 1;
+    // Bounded: each round consumes at least one entry of (snapshot, applied].
+    while next <= applied {
+        let ents = storage
+            .entries(next, applied + 1, 16 << 20)
+            .map_err(Error::Storage)?;
+        let Some(last) = ents.last() else {
+            return Err(Error::Corrupt("log shorter than the applied index"));
+        };
+        next = last.index + 1;
+        for e in ents.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            conf = ConfState::decode(&e.data)
+                .ok_or(Error::Corrupt("configuration entry does not decode"))?;
+        }
+    }
+    Ok(conf)
+}
