@@ -1,11 +1,23 @@
 //! tern-engine: per-core shard WALs with O_DIRECT group commit and crash-safe recovery.
 //!
 //! Start with `docs/ARCHITECTURE.md`; the on-disk format is `docs/format.md`, mirrored in
-//! [`format`]. Reading order: [`format`] → [`storage`] → `wal` → `recovery` → `engine`.
+//! [`format`]. Reading order: [`format`] → [`storage`] → [`scan`] → [`recovery`] → [`wal`] →
+//! [`engine`].
 
+pub mod batch;
+pub mod config;
 pub mod constants;
+pub mod engine;
 pub mod error;
 pub mod format;
+pub mod group;
+mod notify;
+pub mod recovery;
+pub mod scan;
 pub mod storage;
+pub mod wal;
 
+pub use config::{shard_for_group, EngineConfig, RecoveryMode, WalConfig};
 pub use error::{Error, Result};
+pub use group::{GroupInfo, HardState};
+pub use wal::{Entry, OwnedEntry, ShardWal, WalStats};

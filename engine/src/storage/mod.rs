@@ -61,6 +61,7 @@ pub trait Storage: Clone + 'static {
 }
 
 #[allow(async_fn_in_trait)]
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: 'static {
     type Buf: IoBuf;
     type ReadBuf: Deref<Target = [u8]>;

@@ -1,0 +1,131 @@
+//! A batch being formed: records are placed at their final offsets in an aligned buffer as
+//! appends arrive; headers and checksums are filled in when the writer cuts the batch and
+//! knows its sequence number (so every record carries its batch's sequence, checked on read).
+
+use crate::constants::{BATCH_HEADER_PAYLOAD_BYTES, BLOCK_BYTES, RECORD_HEADER_BYTES};
+use crate::format::record::{encode_record, make_header, RecordFields};
+use crate::format::{align_up, BatchHeaderPayload, RecordKind};
+use crate::storage::IoBuf;
+
+/// Bytes taken by the batch header record at the start of every batch.
+pub const BATCH_HEADER_RECORD_BYTES: usize = RECORD_HEADER_BYTES + BATCH_HEADER_PAYLOAD_BYTES;
+
+/// One record of a forming batch.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub kind: RecordKind,
+    pub group: u64,
+    pub term: u64,
+    pub index: u64,
+    pub aux: u64,
+    /// Offset of the record header inside the batch.
+    pub offset_in_batch: usize,
+    pub payload_len: u32,
+    /// Kept for `SnapshotMeta`, which the group table stores.
+    pub snapshot_meta: Option<Vec<u8>>,
+}
+
+pub struct BatchBuilder<B: IoBuf> {
+    pub buf: B,
+    /// Bytes used so far (batch header included).
+    pub len: usize,
+    pub ops: Vec<Op>,
+}
+
+impl<B: IoBuf> BatchBuilder<B> {
+    /// `buf` must be zeroed and at least one block long.
+    pub fn new(buf: B) -> Self {
+        assert!(buf.as_bytes().len() as u64 >= BLOCK_BYTES);
+        BatchBuilder {
+            buf,
+            len: BATCH_HEADER_RECORD_BYTES,
+            ops: Vec::new(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.buf.as_bytes().len()
+    }
+
+    /// Bytes needed to add records with these payload sizes.
+    pub fn bytes_for(payload_lens: impl IntoIterator<Item = usize>) -> usize {
+        payload_lens
+            .into_iter()
+            .map(|l| RECORD_HEADER_BYTES + l)
+            .sum()
+    }
+
+    pub fn fits(&self, extra: usize) -> bool {
+        align_up((self.len + extra) as u64, BLOCK_BYTES) as usize <= self.capacity()
+    }
+
+    /// Places a record; the caller checked `fits`.
+    pub fn push(
+        &mut self,
+        kind: RecordKind,
+        group: u64,
+        term: u64,
+        index: u64,
+        aux: u64,
+        payload: &[u8],
+    ) {
+        let at = self.len;
+        let end = at + RECORD_HEADER_BYTES + payload.len();
+        assert!(align_up(end as u64, BLOCK_BYTES) as usize <= self.capacity());
+        self.buf.as_bytes_mut()[at + RECORD_HEADER_BYTES..end].copy_from_slice(payload);
+        self.ops.push(Op {
+            kind,
+            group,
+            term,
+            index,
+            aux,
+            offset_in_batch: at,
+            payload_len: payload.len() as u32,
+            snapshot_meta: (kind == RecordKind::SnapshotMeta).then(|| payload.to_vec()),
+        });
+        self.len = end;
+    }
+
+    /// Writes every header (batch header first) for batch `seq`, trims the buffer to whole
+    /// blocks and returns it with the ops and the batch size.
+    pub fn finish(mut self, seq: u64, durable_seq: u64) -> (B, Vec<Op>, u64) {
+        let batch_bytes = align_up(self.len as u64, BLOCK_BYTES);
+        let bytes = self.buf.as_bytes_mut();
+        for op in &self.ops {
+            let at = op.offset_in_batch;
+            let end = at + RECORD_HEADER_BYTES + op.payload_len as usize;
+            let (head, payload) = bytes[at..end].split_at_mut(RECORD_HEADER_BYTES);
+            let fields = RecordFields {
+                kind: op.kind,
+                batch_seq: seq,
+                group: op.group,
+                term: op.term,
+                index: op.index,
+                aux: op.aux,
+            };
+            let header = make_header(fields, payload);
+            head.copy_from_slice(bytemuck::bytes_of(&header));
+        }
+        // Padding after the last record must read as zero (the buffer came zeroed).
+        let payload = BatchHeaderPayload {
+            batch_bytes: batch_bytes as u32,
+            record_count: self.ops.len() as u32,
+            reserved: 0,
+        };
+        let fields = RecordFields {
+            kind: RecordKind::BatchHeader,
+            batch_seq: seq,
+            group: 0,
+            term: 0,
+            index: 0,
+            aux: durable_seq,
+        };
+        encode_record(
+            &mut bytes[..BATCH_HEADER_RECORD_BYTES],
+            fields,
+            bytemuck::bytes_of(&payload),
+        );
+        self.buf.trim_to(batch_bytes as usize);
+        (self.buf, self.ops, batch_bytes)
+    }
+}

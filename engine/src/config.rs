@@ -1,0 +1,180 @@
+//! Engine configuration with documented defaults, checked at start-up.
+
+use std::time::Duration;
+
+use crate::constants::{
+    BLOCK_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SHARDS_MAX,
+};
+use crate::error::{Error, Result};
+
+/// What recovery does when it meets damaged bytes (see the decision table in `recovery.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Default. A torn tail (an unacknowledged last batch) is truncated and reported; any
+    /// other damage stops start-up with an error naming file, offset, group and index.
+    #[default]
+    TolerateTail,
+    /// Any damage, even a torn tail, stops start-up. For verification.
+    Absolute,
+    /// Explicit opt-in: damaged regions are copied to `quarantine/` and skipped; groups whose
+    /// log would have a hole are cut at the hole; every loss is reported.
+    TolerateAny,
+}
+
+impl std::str::FromStr for RecoveryMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tolerate-tail" => Ok(RecoveryMode::TolerateTail),
+            "absolute" => Ok(RecoveryMode::Absolute),
+            "tolerate-any" => Ok(RecoveryMode::TolerateAny),
+            other => Err(format!(
+                "unknown recovery mode {other:?} (expected tolerate-tail, absolute or tolerate-any)"
+            )),
+        }
+    }
+}
+
+impl RecoveryMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoveryMode::TolerateTail => "tolerate-tail",
+            RecoveryMode::Absolute => "absolute",
+            RecoveryMode::TolerateAny => "tolerate-any",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    /// Segment file size; segments are preallocated to it and rolled when full.
+    /// Default 64 MiB: big enough that rolling is rare, small enough that recovery scans at
+    /// most one open segment quickly.
+    pub segment_bytes: u64,
+    /// Upper bound of one group-commit batch (one write + one fdatasync). Default 2 MiB: the
+    /// device sees megabyte writes under load, as a deep fio queue does.
+    pub batch_bytes_max: u64,
+    /// How long the writer may wait for a batch to fill before writing it. Default 0: write
+    /// as soon as the previous write is done; batches still form while the previous fsync is
+    /// in flight, which is what bounds latency under light load.
+    pub batch_delay_max: Duration,
+    /// Bytes of appends accepted but not yet written; appenders wait beyond it (backpressure).
+    /// Default 4 x batch_bytes_max.
+    pub pending_bytes_max: u64,
+    pub recovery_mode: RecoveryMode,
+    /// Write a checksummed index when a segment is sealed. Default true; turning it off makes
+    /// recovery scan every segment (used by the recovery benchmark's scan run).
+    pub write_sealed_index: bool,
+    /// Use sealed-segment indexes at recovery (default true).
+    pub use_sealed_index: bool,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_bytes: 64 << 20,
+            batch_bytes_max: 2 << 20,
+            batch_delay_max: Duration::ZERO,
+            pending_bytes_max: 8 << 20,
+            recovery_mode: RecoveryMode::TolerateTail,
+            write_sealed_index: true,
+            use_sealed_index: true,
+        }
+    }
+}
+
+impl WalConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes)
+            || self.segment_bytes % BLOCK_BYTES != 0
+        {
+            return Err(Error::Config {
+                key: "segment_bytes",
+                why: format!(
+                    "{} must be a multiple of {BLOCK_BYTES} between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}",
+                    self.segment_bytes
+                ),
+            });
+        }
+        if self.batch_bytes_max < BLOCK_BYTES || self.batch_bytes_max > self.segment_bytes / 4 {
+            return Err(Error::Config {
+                key: "batch_bytes_max",
+                why: format!(
+                    "{} must be between {BLOCK_BYTES} and a quarter of segment_bytes ({})",
+                    self.batch_bytes_max,
+                    self.segment_bytes / 4
+                ),
+            });
+        }
+        if self.pending_bytes_max < self.batch_bytes_max {
+            return Err(Error::Config {
+                key: "pending_bytes_max",
+                why: format!(
+                    "{} must be at least batch_bytes_max",
+                    self.pending_bytes_max
+                ),
+            });
+        }
+        if self.batch_delay_max > Duration::from_millis(100) {
+            return Err(Error::Config {
+                key: "batch_delay_max",
+                why: format!("{:?} is over the 100 ms bound", self.batch_delay_max),
+            });
+        }
+        Ok(())
+    }
+
+    /// Largest payload one append may carry with this configuration: a record and its batch
+    /// header must fit in a batch placed in an empty segment.
+    pub fn payload_bytes_max(&self) -> u64 {
+        (self.segment_bytes / 2).min(RECORD_PAYLOAD_BYTES_MAX as u64)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of shards (one pinned executor each). Default: the number of CPUs. Fixed when
+    /// the data directory is created: placement of groups depends on it.
+    pub shards: u32,
+    /// Pin shard k to CPU k (default true).
+    pub pin_cpus: bool,
+    /// Memory glommio registers with io_uring per shard. Small by default so several shards
+    /// fit under an 8 MiB `ulimit -l`; larger buffers fall back to ordinary aligned memory.
+    pub io_memory_bytes: usize,
+    pub wal: WalConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            pin_cpus: true,
+            io_memory_bytes: 512 << 10,
+            wal: WalConfig::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return Err(Error::Config {
+                key: "shards",
+                why: format!("{} must be between 1 and {SHARDS_MAX}", self.shards),
+            });
+        }
+        self.wal.validate()
+    }
+}
+
+/// The shard that owns `group`: a stable function of the group id and the shard count, the
+/// same on every node (a 64-bit mix, then modulo, so consecutive ids spread evenly).
+pub fn shard_for_group(group: u64, shards: u32) -> u32 {
+    let mut x = group.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % shards as u64) as u32
+}

@@ -1,0 +1,274 @@
+//! The data directory and its shards: lock file, engine metadata, and one pinned glommio
+//! executor per shard, each recovering and then owning `shard-<k>/`.
+//!
+//! ```text
+//! <data dir>/
+//!   LOCK            flock'd by the process that owns the directory
+//!   ENGINE          format version and shard count (temp file + rename + dir fsync)
+//!   shard-0/        00000000000000000001.wal, 00000000000000000001.idx, ...
+//!   shard-1/
+//!   quarantine/     bytes removed by recovery or repair, with manifests
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::format::{crc32c, FORMAT_VERSION};
+use crate::recovery::RecoveryReport;
+use crate::storage::dma::DmaStorage;
+use crate::wal::ShardWal;
+
+pub const LOCK_FILE: &str = "LOCK";
+pub const META_FILE: &str = "ENGINE";
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+pub fn shard_dir(root: &Path, shard: u32) -> PathBuf {
+    root.join(format!("shard-{shard}"))
+}
+
+pub fn quarantine_dir(root: &Path) -> PathBuf {
+    root.join(QUARANTINE_DIR)
+}
+
+/// Contents of the `ENGINE` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineMeta {
+    pub format_version: u16,
+    pub shards: u32,
+}
+
+impl EngineMeta {
+    /// Encoding: text lines `format=<v>`, `shards=<n>`, then `crc32c=<hex>` over the bytes of
+    /// the lines before it. Text so an operator can read it; checksummed so a torn or edited
+    /// file is refused rather than misread.
+    pub fn encode(&self) -> String {
+        let body = format!("format={}\nshards={}\n", self.format_version, self.shards);
+        format!("{body}crc32c={:08x}\n", crc32c(body.as_bytes()))
+    }
+
+    pub fn decode(text: &str) -> std::result::Result<Self, String> {
+        let split = text.find("crc32c=").ok_or("no crc32c line")?;
+        let (body, crc_line) = text.split_at(split);
+        let stored = u32::from_str_radix(crc_line.trim_start_matches("crc32c=").trim(), 16)
+            .map_err(|e| format!("bad crc32c: {e}"))?;
+        if stored != crc32c(body.as_bytes()) {
+            return Err("checksum mismatch".into());
+        }
+        let mut format_version = None;
+        let mut shards = None;
+        for line in body.lines() {
+            match line.split_once('=') {
+                Some(("format", v)) => format_version = v.parse().ok(),
+                Some(("shards", v)) => shards = v.parse().ok(),
+                _ => return Err(format!("unexpected line {line:?}")),
+            }
+        }
+        Ok(EngineMeta {
+            format_version: format_version.ok_or("missing format")?,
+            shards: shards.ok_or("missing shards")?,
+        })
+    }
+}
+
+/// An exclusive hold on a data directory for the life of this value.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Takes the directory's lock file, or fails with [`Error::Locked`] naming the holder.
+pub fn lock_dir(root: &Path) -> Result<DirLock> {
+    let path = root.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Locked {
+                path: root.to_path_buf(),
+                lock: path,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    // Record the holder for operators (informational; the flock is what excludes).
+    file.set_len(0).map_err(|e| Error::io(&path, e))?;
+    writeln!(file, "pid={}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+    Ok(DirLock { _file: file, path })
+}
+
+fn sync_dir_std(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Checks (or, for a new directory, creates) the `ENGINE` file. Returns the shard count the
+/// directory was created with, which wins over the configuration (placement depends on it).
+pub fn open_meta(root: &Path, shards_if_new: u32, create: bool) -> Result<EngineMeta> {
+    let path = root.join(META_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let meta = EngineMeta::decode(&text).map_err(|why| Error::NotADataDir {
+                path: root.to_path_buf(),
+                why: format!("{}: {why}", path.display()),
+            })?;
+            if meta.format_version != FORMAT_VERSION {
+                return Err(Error::NotADataDir {
+                    path: root.to_path_buf(),
+                    why: format!(
+                        "format version {} (this build reads {FORMAT_VERSION})",
+                        meta.format_version
+                    ),
+                });
+            }
+            Ok(meta)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let meta = EngineMeta {
+                format_version: FORMAT_VERSION,
+                shards: shards_if_new,
+            };
+            let tmp = root.join(format!("{META_FILE}.tmp"));
+            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            f.write_all(meta.encode().as_bytes())
+                .map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            sync_dir_std(root)?;
+            Ok(meta)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotADataDir {
+            path: root.to_path_buf(),
+            why: format!("no {META_FILE} file"),
+        }),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Creates (if needed) and locks a data directory, returning the lock and its metadata.
+pub fn prepare_data_dir(
+    root: &Path,
+    cfg: &EngineConfig,
+    create: bool,
+) -> Result<(DirLock, EngineMeta)> {
+    cfg.validate()?;
+    if create {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    } else if !root.is_dir() {
+        return Err(Error::NotADataDir {
+            path: root.to_path_buf(),
+            why: "not a directory".into(),
+        });
+    }
+    let lock = lock_dir(root)?;
+    let meta = open_meta(root, cfg.shards, create)?;
+    Ok((lock, meta))
+}
+
+/// What a shard's task gets: its id, the shard count, its recovered WAL.
+pub struct ShardContext {
+    pub shard: u32,
+    pub shards: u32,
+    pub root: PathBuf,
+    pub wal: Rc<ShardWal<DmaStorage>>,
+}
+
+impl ShardContext {
+    pub fn recovery(&self) -> &RecoveryReport {
+        self.wal.recovery_report()
+    }
+}
+
+/// Opens the data directory (creating it if `create`), starts one executor per shard (pinned
+/// to CPU k when configured), recovers each shard's WAL on its executor, runs `task` there,
+/// closes the WAL and returns every shard's result in shard order.
+pub fn run_shards<F, Fut, T>(
+    root: &Path,
+    cfg: &EngineConfig,
+    create: bool,
+    task: F,
+) -> Result<Vec<T>>
+where
+    F: Fn(ShardContext) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let (_lock, meta) = prepare_data_dir(root, cfg, create)?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut handles = Vec::new();
+    for shard in 0..meta.shards {
+        let placement = if cfg.pin_cpus {
+            Placement::Fixed(shard as usize % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("tern-shard-{shard}"))
+            .io_memory(cfg.io_memory_bytes);
+        let task = task.clone();
+        let wal_cfg = cfg.wal.clone();
+        let shard_root = root.to_path_buf();
+        let shards = meta.shards;
+        let handle = builder
+            .spawn(move || async move {
+                let root = shard_root;
+                let dir = shard_dir(&root, shard);
+                let wal = ShardWal::open(DmaStorage, shard, &dir, &quarantine_dir(&root), wal_cfg)
+                    .await?;
+                let wal = Rc::new(wal);
+                let out = task(ShardContext {
+                    shard,
+                    shards,
+                    root: root.clone(),
+                    wal: wal.clone(),
+                })
+                .await;
+                // Everything the task queued becomes durable (or fails) before the shard ends.
+                wal.close().await?;
+                Ok::<T, Error>(out)
+            })
+            .map_err(|e| {
+                Error::io(
+                    root,
+                    std::io::Error::other(format!("starting shard {shard}: {e}")),
+                )
+            })?;
+        handles.push(handle);
+    }
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for (shard, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(v)) => out.push(v),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(Error::io(
+                    root,
+                    std::io::Error::other(format!("shard {shard} executor failed: {e}")),
+                ));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}

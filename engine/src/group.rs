@@ -1,0 +1,311 @@
+//! In-memory state of the Raft groups of one shard, rebuilt by recovery and kept current as
+//! batches are written: where each entry lives, hard state, compaction and snapshot points.
+//!
+//! The same [`GroupTable::apply`] runs at recovery (records read back) and at run time (records
+//! just written), so both paths agree on what a record means.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::format::RecordKind;
+
+/// Where an entry's record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLoc {
+    pub segment: u64,
+    /// Offset of the record header in the segment file.
+    pub offset: u64,
+    pub payload_len: u32,
+    pub term: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HardState {
+    pub term: u64,
+    /// 0 = no vote.
+    pub vote: u64,
+    pub commit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub term: u64,
+    pub index: u64,
+    pub meta: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupState {
+    /// Invariant: entries[i] holds index `first_index + i`.
+    pub first_index: u64,
+    pub entries: VecDeque<EntryLoc>,
+    pub hard_state: Option<HardState>,
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+impl GroupState {
+    fn new() -> Self {
+        GroupState {
+            first_index: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Last index present, or `first_index - 1` when the log is empty.
+    pub fn last_index(&self) -> u64 {
+        self.first_index + self.entries.len() as u64 - 1
+    }
+
+    pub fn get(&self, index: u64) -> Option<&EntryLoc> {
+        if index < self.first_index {
+            return None;
+        }
+        self.entries.get((index - self.first_index) as usize)
+    }
+}
+
+/// Summary of one group after recovery, for the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub group: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub hard_state: Option<HardState>,
+    pub snapshot: Option<(u64, u64)>,
+}
+
+/// One record as the group table sees it (no payload except snapshot metadata).
+#[derive(Debug, Clone)]
+pub struct RecordMeta {
+    pub kind: RecordKind,
+    pub group: u64,
+    pub term: u64,
+    pub index: u64,
+    pub aux: u64,
+    pub segment: u64,
+    pub offset: u64,
+    pub payload_len: u32,
+    /// Only for `SnapshotMeta`.
+    pub snapshot_meta: Option<Vec<u8>>,
+}
+
+/// Why a record could not be applied: the log would have a hole or go backwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyError {
+    pub group: u64,
+    pub index: u64,
+    pub why: String,
+}
+
+#[derive(Debug, Default)]
+pub struct GroupTable {
+    pub groups: HashMap<u64, GroupState>,
+    /// Live entries per segment id; a sealed segment at zero can be purged.
+    pub live_per_segment: BTreeMap<u64, u64>,
+}
+
+impl GroupTable {
+    pub fn info(&self, group: u64) -> Option<GroupInfo> {
+        self.groups.get(&group).map(|g| GroupInfo {
+            group,
+            first_index: g.first_index,
+            last_index: g.last_index(),
+            hard_state: g.hard_state,
+            snapshot: g.snapshot.as_ref().map(|s| (s.term, s.index)),
+        })
+    }
+
+    pub fn all_info(&self) -> Vec<GroupInfo> {
+        let mut ids: Vec<u64> = self.groups.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().filter_map(|g| self.info(g)).collect()
+    }
+
+    fn dec_live(live: &mut BTreeMap<u64, u64>, loc: &EntryLoc) {
+        if let Some(n) = live.get_mut(&loc.segment) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Applies one record. Control records always apply; an entry that would leave a hole
+    /// (or rewrite compacted history) is refused and the table is left unchanged.
+    pub fn apply(&mut self, rec: &RecordMeta) -> Result<(), ApplyError> {
+        let live = &mut self.live_per_segment;
+        match rec.kind {
+            RecordKind::BatchHeader | RecordKind::Seal => Ok(()),
+            RecordKind::Entry => {
+                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                let index = rec.index;
+                if index < g.first_index {
+                    return Err(ApplyError {
+                        group: rec.group,
+                        index,
+                        why: format!("below first index {}", g.first_index),
+                    });
+                }
+                if g.entries.is_empty() {
+                    g.first_index = index;
+                } else if index > g.last_index() + 1 {
+                    return Err(ApplyError {
+                        group: rec.group,
+                        index,
+                        why: format!("gap after last index {}", g.last_index()),
+                    });
+                } else {
+                    // Overwrite from `index` on: a Raft conflict replaced the suffix.
+                    let keep = (index - g.first_index) as usize;
+                    for loc in g.entries.drain(keep..) {
+                        Self::dec_live(live, &loc);
+                    }
+                }
+                let loc = EntryLoc {
+                    segment: rec.segment,
+                    offset: rec.offset,
+                    payload_len: rec.payload_len,
+                    term: rec.term,
+                };
+                *live.entry(rec.segment).or_insert(0) += 1;
+                g.entries.push_back(loc);
+                Ok(())
+            }
+            RecordKind::Truncate => {
+                if let Some(g) = self.groups.get_mut(&rec.group) {
+                    let keep = rec.index.saturating_sub(g.first_index) as usize;
+                    if keep < g.entries.len() {
+                        for loc in g.entries.drain(keep..) {
+                            Self::dec_live(live, &loc);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            RecordKind::Compact => {
+                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                if rec.index > g.first_index {
+                    let drop = ((rec.index - g.first_index) as usize).min(g.entries.len());
+                    for loc in g.entries.drain(..drop) {
+                        Self::dec_live(live, &loc);
+                    }
+                    g.first_index = rec.index;
+                }
+                Ok(())
+            }
+            RecordKind::HardState => {
+                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                g.hard_state = Some(HardState {
+                    term: rec.term,
+                    vote: rec.aux,
+                    commit: rec.index,
+                });
+                Ok(())
+            }
+            RecordKind::SnapshotMeta => {
+                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                // Raft §7: keep the entries after the snapshot only if the log holds the
+                // snapshot's last entry with the same term; otherwise discard the whole log.
+                let matches = g.get(rec.index).is_some_and(|l| l.term == rec.term);
+                let drop = if matches {
+                    (rec.index + 1 - g.first_index) as usize
+                } else {
+                    g.entries.len()
+                };
+                for loc in g.entries.drain(..drop.min(g.entries.len())) {
+                    Self::dec_live(live, &loc);
+                }
+                g.first_index = rec.index + 1;
+                g.snapshot = Some(SnapshotInfo {
+                    term: rec.term,
+                    index: rec.index,
+                    meta: rec.snapshot_meta.clone().unwrap_or_default(),
+                });
+                Ok(())
+            }
+            RecordKind::DeleteGroup => {
+                if let Some(g) = self.groups.remove(&rec.group) {
+                    for loc in g.entries.iter() {
+                        Self::dec_live(live, loc);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The accepted (not necessarily written) bounds of a group, used to validate requests
+/// before they are queued, so that a write, once queued, always applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub first_index: u64,
+    /// `first_index - 1` when empty.
+    pub last_index: u64,
+}
+
+impl Bounds {
+    pub fn new() -> Self {
+        Bounds {
+            first_index: 1,
+            last_index: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last_index < self.first_index
+    }
+
+    /// Checks that entries starting at `index` may be appended, then records them.
+    pub fn append(&mut self, index: u64, count: u64) -> Result<(), String> {
+        if index < self.first_index {
+            return Err(format!(
+                "index {index} is below first index {}",
+                self.first_index
+            ));
+        }
+        if self.is_empty() {
+            self.first_index = index;
+        } else if index > self.last_index + 1 {
+            return Err(format!(
+                "index {index} leaves a gap after last index {}",
+                self.last_index
+            ));
+        }
+        self.last_index = index + count - 1;
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, index: u64) {
+        if index <= self.last_index {
+            self.last_index = index.max(self.first_index) - 1;
+        }
+    }
+
+    pub fn compact(&mut self, index: u64) {
+        if index > self.first_index {
+            self.first_index = index;
+            if self.last_index < index {
+                self.last_index = index - 1;
+            }
+        }
+    }
+
+    pub fn snapshot(&mut self, index: u64, keeps_suffix: bool) {
+        self.first_index = index + 1;
+        if !keeps_suffix || self.last_index < index {
+            self.last_index = index;
+        }
+    }
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<&GroupState> for Bounds {
+    fn from(g: &GroupState) -> Self {
+        Bounds {
+            first_index: g.first_index,
+            last_index: g.last_index(),
+        }
+    }
+}

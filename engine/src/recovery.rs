@@ -1,0 +1,700 @@
+//! Recovery of one shard's WAL directory: rebuild the group table from sealed-segment
+//! indexes (or by scanning when an index is missing or corrupt), scan the open segment, and
+//! decide what to do with damage.
+//!
+//! Decision table (also walked as data by `tests/recovery_table.rs`):
+//!
+//! | where                               | what the scan saw                                  | tolerate-tail            | absolute | tolerate-any                    |
+//! |-------------------------------------|----------------------------------------------------|--------------------------|----------|---------------------------------|
+//! | any segment                         | valid batches                                      | apply                    | apply    | apply                           |
+//! | last segment                        | zero block, only zeros after                       | clean end, resume there  | same     | same                            |
+//! | last segment                        | bad/zero batch, no later batch says it was durable | torn tail: quarantine + zero it, report | stop | torn tail: as tolerate-tail |
+//! | last segment                        | bad batch, a later batch says it was durable       | stop (corruption)        | stop     | quarantine region, skip, report |
+//! | sealed segment (has a successor)    | any damage, or no seal                             | stop (corruption)        | stop     | quarantine region, skip, report |
+//! | last segment                        | header unreadable, rest all zero                   | crash while creating: remove it | stop | remove it                  |
+//! | any                                 | entry leaves a hole in its group's log             | stop (corruption)        | stop     | cut the group at the hole, report |
+//!
+//! "A later batch says it was durable": every batch header carries the highest batch sequence
+//! the writer knew fsynced when it formed the batch. If a valid batch after the damage claims
+//! the damaged batch was durable, the damage hit acknowledged data: it is not a torn tail.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::RecoveryMode;
+use crate::constants::{BLOCK_BYTES, RECORD_HEADER_BYTES, SCAN_READ_BYTES_MAX};
+use crate::error::{Error, Location, Result};
+use crate::format::segment::{
+    index_file_name, parse_index_file_name, parse_segment_file_name, segment_file_name,
+};
+use crate::format::{IndexEntry, RecordKind, SealedIndex};
+use crate::group::{GroupTable, RecordMeta};
+use crate::scan::{scan_segment, Damage, ScanStop, SegmentScan};
+use crate::storage::{read_file, write_file_atomic, IoBuf, Storage, StorageFile};
+
+/// What recovery did to one segment.
+#[derive(Debug, Clone)]
+pub struct SegmentReport {
+    pub segment: u64,
+    pub bytes: u64,
+    pub records: u64,
+    pub elapsed: Duration,
+    pub via_index: bool,
+    pub note: Option<String>,
+}
+
+/// A region recovery removed (torn tail) or skipped (tolerate-any), with where its bytes went.
+#[derive(Debug, Clone)]
+pub struct RemovedRegion {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u64,
+    pub reason: String,
+    pub torn_tail: bool,
+    pub quarantined_to: Option<PathBuf>,
+}
+
+/// Entries of a group that tolerate-any recovery could not keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLoss {
+    pub group: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub shard: u32,
+    pub segments: Vec<SegmentReport>,
+    pub removed: Vec<RemovedRegion>,
+    pub losses: Vec<GroupLoss>,
+    pub rebuilt_indexes: Vec<u64>,
+    pub removed_files: Vec<PathBuf>,
+    pub bytes: u64,
+    pub records: u64,
+    pub elapsed: Duration,
+}
+
+/// Everything the writer needs to resume.
+pub struct Recovered {
+    pub table: GroupTable,
+    /// Ids of all segments present, oldest first.
+    pub segment_ids: Vec<u64>,
+    /// The open segment to continue writing, with where to resume and its index so far.
+    pub open: Option<OpenSegment>,
+    /// Id the next new segment gets.
+    pub next_segment_id: u64,
+    pub next_batch_seq: u64,
+    pub report: RecoveryReport,
+}
+
+pub struct OpenSegment {
+    pub id: u64,
+    pub resume_at: u64,
+    pub index: Vec<IndexEntry>,
+    pub first_batch_seq: u64,
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Recovers the WAL in `dir` (a `shard-<k>` directory). `quarantine` is where removed bytes
+/// are copied before anything is cleared.
+pub async fn recover_shard<S: Storage>(
+    storage: &S,
+    shard: u32,
+    dir: &Path,
+    quarantine: &Path,
+    mode: RecoveryMode,
+    use_index: bool,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    let io = |p: &Path, e| Error::io(p, e);
+    let mut report = RecoveryReport {
+        shard,
+        ..Default::default()
+    };
+    let listing = storage.list_dir(dir).await.map_err(|e| io(dir, e))?;
+    let mut segment_ids = Vec::new();
+    let mut index_ids = Vec::new();
+    for entry in &listing {
+        if let Some(id) = parse_segment_file_name(&entry.name) {
+            segment_ids.push(id);
+        } else if let Some(id) = parse_index_file_name(&entry.name) {
+            index_ids.push(id);
+        } else if entry.name.ends_with(".tmp") {
+            // Left by a crash inside write_file_atomic before its rename: never live.
+            let p = dir.join(&entry.name);
+            storage.remove_file(&p).await.map_err(|e| io(&p, e))?;
+            report.removed_files.push(p);
+        }
+    }
+    for id in &index_ids {
+        if !segment_ids.contains(id) {
+            // The segment was purged and the crash came before its index went too.
+            let p = dir.join(index_file_name(*id));
+            storage.remove_file(&p).await.map_err(|e| io(&p, e))?;
+            report.removed_files.push(p);
+        }
+    }
+    if !report.removed_files.is_empty() {
+        storage.sync_dir(dir).await.map_err(|e| io(dir, e))?;
+    }
+
+    let mut table = GroupTable::default();
+    let mut losses: Vec<GroupLoss> = Vec::new();
+    let mut open = None;
+    let mut last_seq: Option<u64> = None;
+    let mut max_seq_seen = 0u64;
+    let mut expected_next: Option<u64> = None;
+    let count = segment_ids.len();
+    let mut kept_ids = Vec::new();
+
+    for (i, &id) in segment_ids.iter().enumerate() {
+        let is_last = i + 1 == count;
+        let path = dir.join(segment_file_name(id));
+        let seg_started = Instant::now();
+        if let Some(expected) = expected_next {
+            if expected != id {
+                let what = format!("segment {expected} is missing (sealed predecessor names it as next; found {id})");
+                let at = Location {
+                    file: path.clone(),
+                    offset: 0,
+                    group: None,
+                    index: None,
+                };
+                if mode != RecoveryMode::TolerateAny {
+                    return Err(Error::Corruption { at, what });
+                }
+                tracing::error!(shard, "{what}; continuing (tolerate-any)");
+            }
+        }
+
+        // Sealed segments: use the index when it is there and sound.
+        if use_index && !is_last && index_ids.contains(&id) {
+            let ipath = dir.join(index_file_name(id));
+            match load_index(storage, &ipath, id).await {
+                Ok(idx) => {
+                    let mut records = 0u64;
+                    for e in &idx.entries {
+                        let meta = index_entry_meta(storage, &path, id, e).await?;
+                        apply_or_loss(&mut table, &meta, mode, &path, &mut losses)?;
+                        records += 1;
+                    }
+                    last_seq = Some(idx.header.last_batch_seq);
+                    max_seq_seen = max_seq_seen.max(idx.header.last_batch_seq);
+                    expected_next = Some(id + 1);
+                    report.bytes += idx.header.data_end;
+                    report.records += records;
+                    report.segments.push(SegmentReport {
+                        segment: id,
+                        bytes: idx.header.data_end,
+                        records,
+                        elapsed: seg_started.elapsed(),
+                        via_index: true,
+                        note: None,
+                    });
+                    tracing::info!(
+                        shard,
+                        segment = id,
+                        bytes = idx.header.data_end,
+                        records,
+                        elapsed_us = seg_started.elapsed().as_micros() as u64,
+                        "recovered sealed segment from its index"
+                    );
+                    kept_ids.push(id);
+                    continue;
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        shard,
+                        segment = id,
+                        "index {} unusable ({why}): rebuilding it by scanning the segment",
+                        ipath.display()
+                    );
+                }
+            }
+        } else if use_index && !is_last {
+            tracing::warn!(
+                shard,
+                segment = id,
+                "index for sealed segment {id} is missing: rebuilding it by scanning the segment"
+            );
+        }
+
+        // Scan.
+        let mut metas: Vec<RecordMeta> = Vec::new();
+        let mut index_entries: Vec<IndexEntry> = Vec::new();
+        let scan: SegmentScan =
+            scan_segment(storage, &path, mode == RecoveryMode::TolerateAny, |r| {
+                let kind = r.header.kind();
+                if kind == RecordKind::BatchHeader {
+                    return;
+                }
+                index_entries.push(IndexEntry {
+                    kind: r.header.kind,
+                    reserved: 0,
+                    payload_len: r.header.payload_len,
+                    offset: r.offset,
+                    group: r.header.group,
+                    term: r.header.term,
+                    index: r.header.index,
+                    aux: r.header.aux,
+                });
+                metas.push(RecordMeta {
+                    kind,
+                    group: r.header.group,
+                    term: r.header.term,
+                    index: r.header.index,
+                    aux: r.header.aux,
+                    segment: id,
+                    offset: r.offset,
+                    payload_len: r.header.payload_len,
+                    snapshot_meta: (kind == RecordKind::SnapshotMeta).then(|| r.payload.to_vec()),
+                });
+            })
+            .await?;
+        for m in &metas {
+            apply_or_loss(&mut table, m, mode, &path, &mut losses)?;
+        }
+        if let Some(s) = scan.last_batch_seq {
+            last_seq = Some(s);
+            max_seq_seen = max_seq_seen.max(s);
+        }
+        let mut note = None;
+
+        for d in &scan.skipped {
+            // Only tolerate-any resumes after damage.
+            max_seq_seen =
+                max_seq_seen.max(d.later_batches.iter().map(|b| b.seq).max().unwrap_or(0));
+            let end = d
+                .later_batches
+                .first()
+                .map(|b| b.offset)
+                .unwrap_or(d.garbage_end);
+            let q = quarantine_region(storage, quarantine, shard, id, &path, d.offset, end).await?;
+            tracing::error!(
+                shard,
+                segment = id,
+                offset = d.offset,
+                "skipped damaged region ({}), copied to {} (tolerate-any)",
+                d.reason,
+                q.display()
+            );
+            report.removed.push(RemovedRegion {
+                segment: id,
+                offset: d.offset,
+                len: end - d.offset,
+                reason: d.reason.to_string(),
+                torn_tail: false,
+                quarantined_to: Some(q),
+            });
+        }
+
+        match &scan.stop {
+            ScanStop::Sealed { next_segment } => {
+                expected_next = Some(*next_segment);
+                if is_last {
+                    // Crash after sealing, before the next segment was created.
+                    open = None;
+                }
+                if !is_last || use_index {
+                    let idx = SealedIndex::new(
+                        id,
+                        scan.header.map(|h| h.segment_bytes).unwrap_or(0),
+                        scan.valid_end,
+                        scan.first_batch_seq.unwrap_or(0),
+                        scan.last_batch_seq.unwrap_or(0),
+                        index_entries,
+                    );
+                    let ipath = dir.join(index_file_name(id));
+                    write_file_atomic(storage, &ipath, &idx.encode())
+                        .await
+                        .map_err(|e| io(&ipath, e))?;
+                    report.rebuilt_indexes.push(id);
+                    tracing::info!(shard, segment = id, "rebuilt index {}", ipath.display());
+                }
+            }
+            ScanStop::CleanEnd | ScanStop::EndOfFile => {
+                if !is_last {
+                    let what = format!(
+                        "sealed segment {id} ends at {} without a seal record",
+                        scan.valid_end
+                    );
+                    corruption_or_log(mode, &path, scan.valid_end, None, what)?;
+                }
+                open = Some(OpenSegment {
+                    id,
+                    resume_at: scan.valid_end,
+                    index: index_entries,
+                    first_batch_seq: scan.first_batch_seq.unwrap_or(0),
+                });
+            }
+            ScanStop::BadHeader(e) => {
+                let zero_rest = is_last && all_zero_after_header(storage, &path).await?;
+                if zero_rest && mode != RecoveryMode::Absolute {
+                    // Crash between creating the file and making its header durable.
+                    storage.remove_file(&path).await.map_err(|e| io(&path, e))?;
+                    storage.sync_dir(dir).await.map_err(|e| io(dir, e))?;
+                    report.removed_files.push(path.clone());
+                    tracing::warn!(
+                        shard,
+                        segment = id,
+                        "removed segment {} with an unwritten header (crash while creating it)",
+                        path.display()
+                    );
+                    note = Some("removed: header never written".to_string());
+                    // The previous segment must then be sealed; the writer starts a new one.
+                    open = None;
+                    report.segments.push(SegmentReport {
+                        segment: id,
+                        bytes: 0,
+                        records: 0,
+                        elapsed: seg_started.elapsed(),
+                        via_index: false,
+                        note,
+                    });
+                    continue;
+                }
+                corruption_or_log(
+                    mode,
+                    &path,
+                    0,
+                    None,
+                    format!("segment header unreadable: {e}"),
+                )?;
+                report.segments.push(SegmentReport {
+                    segment: id,
+                    bytes: 0,
+                    records: 0,
+                    elapsed: seg_started.elapsed(),
+                    via_index: false,
+                    note: Some(format!("skipped: bad header ({e})")),
+                });
+                expected_next = Some(id + 1);
+                continue;
+            }
+            ScanStop::Damaged(d) => {
+                for b in &d.later_batches {
+                    max_seq_seen = max_seq_seen.max(b.seq);
+                }
+                let damaged_seq = d.batch_seq.unwrap_or(last_seq.map_or(1, |s| s + 1));
+                let proven_durable = d.later_batches.iter().any(|b| b.durable_seq >= damaged_seq);
+                let torn = is_last && !proven_durable;
+                let at = d.location(&path);
+                if mode == RecoveryMode::Absolute || (!torn && mode == RecoveryMode::TolerateTail) {
+                    let what = if torn {
+                        format!(
+                            "torn tail ({}) — absolute mode refuses to truncate",
+                            d.reason
+                        )
+                    } else {
+                        describe_corruption(d, is_last)
+                    };
+                    return Err(Error::Corruption { at, what });
+                }
+                let q = quarantine_region(
+                    storage,
+                    quarantine,
+                    shard,
+                    id,
+                    &path,
+                    d.offset,
+                    d.garbage_end.max(d.offset),
+                )
+                .await?;
+                zero_region(storage, &path, d.offset, d.garbage_end).await?;
+                let len = d.garbage_end.saturating_sub(d.offset);
+                tracing::warn!(
+                    shard,
+                    segment = id,
+                    offset = d.offset,
+                    len,
+                    "truncated torn tail ({}) — unacknowledged; bytes kept in {}",
+                    d.reason,
+                    q.display()
+                );
+                note = Some(format!(
+                    "torn tail truncated at {} ({})",
+                    d.offset, d.reason
+                ));
+                report.removed.push(RemovedRegion {
+                    segment: id,
+                    offset: d.offset,
+                    len,
+                    reason: d.reason.to_string(),
+                    torn_tail: torn,
+                    quarantined_to: Some(q),
+                });
+                if is_last {
+                    open = Some(OpenSegment {
+                        id,
+                        resume_at: d.offset,
+                        index: index_entries,
+                        first_batch_seq: scan.first_batch_seq.unwrap_or(0),
+                    });
+                } else {
+                    expected_next = Some(id + 1);
+                }
+            }
+        }
+        report.bytes += scan.valid_end;
+        report.records += scan.records;
+        let elapsed = seg_started.elapsed();
+        tracing::info!(
+            shard,
+            segment = id,
+            bytes = scan.valid_end,
+            records = scan.records,
+            elapsed_us = elapsed.as_micros() as u64,
+            "recovered segment by scanning"
+        );
+        report.segments.push(SegmentReport {
+            segment: id,
+            bytes: scan.valid_end,
+            records: scan.records,
+            elapsed,
+            via_index: false,
+            note,
+        });
+        kept_ids.push(id);
+    }
+
+    report.losses = losses;
+    report.elapsed = started.elapsed();
+    tracing::info!(
+        shard,
+        segments = report.segments.len(),
+        bytes = report.bytes,
+        records = report.records,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "shard recovery done"
+    );
+    let next_segment_id = segment_ids.last().map_or(1, |l| l + 1);
+    Ok(Recovered {
+        table,
+        segment_ids: kept_ids,
+        open,
+        next_segment_id,
+        next_batch_seq: max_seq_seen + 1,
+        report,
+    })
+}
+
+fn describe_corruption(d: &Damage, is_last: bool) -> String {
+    if !is_last {
+        format!(
+            "{} in a sealed segment (valid data follows in later segments)",
+            d.reason
+        )
+    } else {
+        let later = d.later_batches.iter().map(|b| b.seq).collect::<Vec<_>>();
+        format!(
+            "{} followed by valid batches {later:?} that were written after it was durable",
+            d.reason
+        )
+    }
+}
+
+fn corruption_or_log(
+    mode: RecoveryMode,
+    path: &Path,
+    offset: u64,
+    group: Option<u64>,
+    what: String,
+) -> Result<()> {
+    if mode == RecoveryMode::TolerateAny {
+        tracing::error!("{}: {what} (tolerate-any: continuing)", path.display());
+        return Ok(());
+    }
+    Err(Error::Corruption {
+        at: Location {
+            file: path.to_path_buf(),
+            offset,
+            group,
+            index: None,
+        },
+        what,
+    })
+}
+
+fn apply_or_loss(
+    table: &mut GroupTable,
+    m: &RecordMeta,
+    mode: RecoveryMode,
+    path: &Path,
+    losses: &mut Vec<GroupLoss>,
+) -> Result<()> {
+    if let Err(e) = table.apply(m) {
+        if mode != RecoveryMode::TolerateAny {
+            return Err(Error::Corruption {
+                at: Location {
+                    file: path.to_path_buf(),
+                    offset: m.offset,
+                    group: Some(e.group),
+                    index: Some(e.index),
+                },
+                what: format!("entry does not fit its group's log: {}", e.why),
+            });
+        }
+        match losses.last_mut() {
+            Some(l) if l.group == e.group && l.last_index + 1 == e.index => l.last_index = e.index,
+            _ => losses.push(GroupLoss {
+                group: e.group,
+                first_index: e.index,
+                last_index: e.index,
+            }),
+        }
+    }
+    Ok(())
+}
+
+async fn load_index<S: Storage>(
+    storage: &S,
+    ipath: &Path,
+    id: u64,
+) -> std::result::Result<SealedIndex, String> {
+    let bytes = read_file(storage, ipath).await.map_err(|e| e.to_string())?;
+    let idx = SealedIndex::decode(&bytes).map_err(|e| e.to_string())?;
+    if idx.header.segment_id != id {
+        return Err(format!("index names segment {}", idx.header.segment_id));
+    }
+    Ok(idx)
+}
+
+async fn index_entry_meta<S: Storage>(
+    storage: &S,
+    seg_path: &Path,
+    id: u64,
+    e: &IndexEntry,
+) -> Result<RecordMeta> {
+    let kind = RecordKind::from_u16(e.kind)?;
+    let snapshot_meta = if kind == RecordKind::SnapshotMeta {
+        // Rare: read the record back and verify it before trusting its payload.
+        let f = storage
+            .open(seg_path, false)
+            .await
+            .map_err(|err| Error::io(seg_path, err))?;
+        let bytes = f
+            .read_at(e.offset, RECORD_HEADER_BYTES + e.payload_len as usize)
+            .await
+            .map_err(|err| Error::io(seg_path, err))?;
+        let (_, payload) =
+            crate::format::record::decode_record(&bytes).map_err(|err| Error::Corruption {
+                at: Location {
+                    file: seg_path.to_path_buf(),
+                    offset: e.offset,
+                    group: Some(e.group),
+                    index: Some(e.index),
+                },
+                what: format!("snapshot metadata record: {err}"),
+            })?;
+        let out = payload.to_vec();
+        f.close().await.map_err(|err| Error::io(seg_path, err))?;
+        Some(out)
+    } else {
+        None
+    };
+    Ok(RecordMeta {
+        kind,
+        group: e.group,
+        term: e.term,
+        index: e.index,
+        aux: e.aux,
+        segment: id,
+        offset: e.offset,
+        payload_len: e.payload_len,
+        snapshot_meta,
+    })
+}
+
+async fn all_zero_after_header<S: Storage>(storage: &S, path: &Path) -> Result<bool> {
+    let f = storage
+        .open(path, false)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let len = f.len().await.map_err(|e| Error::io(path, e))?;
+    let mut pos = 0;
+    while pos < len {
+        let n = ((len - pos) as usize).min(SCAN_READ_BYTES_MAX);
+        let b = f.read_at(pos, n).await.map_err(|e| Error::io(path, e))?;
+        // The header block itself may hold a partial header; anything after it must be zero.
+        let skip = if pos == 0 { BLOCK_BYTES as usize } else { 0 };
+        if b.iter().skip(skip).any(|&x| x != 0) {
+            f.close().await.map_err(|e| Error::io(path, e))?;
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    f.close().await.map_err(|e| Error::io(path, e))?;
+    Ok(true)
+}
+
+/// Copies `[from, to)` of a segment into `quarantine/` before it is cleared or skipped.
+pub async fn quarantine_region<S: Storage>(
+    storage: &S,
+    quarantine: &Path,
+    shard: u32,
+    segment: u64,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<PathBuf> {
+    let qdir = quarantine.join(format!("{}-recovery", now_unix_ms()));
+    storage
+        .create_dir_all(&qdir)
+        .await
+        .map_err(|e| Error::io(&qdir, e))?;
+    let f = storage
+        .open(path, false)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let bytes = f
+        .read_at(from, (to - from) as usize)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let data = bytes.to_vec();
+    f.close().await.map_err(|e| Error::io(path, e))?;
+    let qpath = qdir.join(format!("shard-{shard}-segment-{segment}-offset-{from}.bin"));
+    // Quarantine files keep their exact length in the manifest name; O_DIRECT pads to blocks.
+    write_file_atomic(storage, &qpath, &data)
+        .await
+        .map_err(|e| Error::io(&qpath, e))?;
+    let manifest = format!(
+        "segment={segment}\nshard={shard}\nsource={}\noffset={from}\nlen={}\n",
+        path.display(),
+        to - from
+    );
+    let mpath = qpath.with_extension("manifest");
+    write_file_atomic(storage, &mpath, manifest.as_bytes())
+        .await
+        .map_err(|e| Error::io(&mpath, e))?;
+    Ok(qpath)
+}
+
+/// Overwrites `[from, to)` (block aligned) with zeros and syncs. Used only on bytes that were
+/// never acknowledged (a torn tail), after they were copied to quarantine.
+pub async fn zero_region<S: Storage>(storage: &S, path: &Path, from: u64, to: u64) -> Result<()> {
+    assert!(from % BLOCK_BYTES == 0 && to % BLOCK_BYTES == 0);
+    if to <= from {
+        return Ok(());
+    }
+    let f = storage
+        .open(path, true)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(SCAN_READ_BYTES_MAX as u64);
+        let mut buf = storage.alloc_buf(n as usize);
+        buf.trim_to(n as usize);
+        f.write_at(buf, pos).await.map_err(|e| Error::io(path, e))?;
+        pos += n;
+    }
+    f.sync_data().await.map_err(|e| Error::io(path, e))?;
+    f.close().await.map_err(|e| Error::io(path, e))
+}

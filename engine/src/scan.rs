@@ -1,0 +1,461 @@
+//! The segment scanner: the one reader of segment files. Recovery, `verify-data`, `scan`,
+//! `dump` and `repair` all go through it, so they agree on what is valid.
+//!
+//! It walks the batches of one segment, verifies every record (header checks + CRC32C),
+//! hands each record of each *complete, valid* batch to a visitor, and describes where and
+//! why it stopped. A batch is all or nothing: a batch with one bad record is damaged as a
+//! whole (it was one write and one fdatasync; if it tore, none of it was acknowledged).
+//!
+//! After damage (or after a zero block) it probes every later block boundary for a valid
+//! batch header newer than the last good batch, and finds the end of the non-zero bytes, so
+//! recovery can tell a torn tail from corruption followed by valid data.
+
+use std::path::Path;
+
+use crate::constants::{
+    BLOCK_BYTES, RECORD_HEADER_BYTES, SCAN_READ_BYTES_MAX, SEGMENT_HEADER_BYTES,
+};
+use crate::error::{Error, Location, Result};
+use crate::format::record::{decode_batch_payload, decode_header, decode_record};
+use crate::format::{align_down, DecodeError, RecordHeader, RecordKind, SegmentHeader};
+use crate::storage::{Storage, StorageFile};
+
+/// A valid batch header found after damage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaterBatch {
+    pub offset: u64,
+    pub seq: u64,
+    /// Highest batch sequence the writer knew durable when it formed this batch.
+    pub durable_seq: u64,
+}
+
+/// Where and why a scan stopped before the end of the valid data it expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Start of the damaged batch: everything from here on is suspect.
+    pub offset: u64,
+    /// Offset of the first bad record inside the batch (== `offset` when the batch header
+    /// itself is bad).
+    pub record_offset: u64,
+    pub reason: DecodeError,
+    /// Sequence of the damaged batch if its header was readable.
+    pub batch_seq: Option<u64>,
+    /// Group and index of the damaged record, when its header decoded.
+    pub group: Option<u64>,
+    pub index: Option<u64>,
+    /// Valid batch headers after the damage, newer than the last good batch.
+    pub later_batches: Vec<LaterBatch>,
+    /// End of the last block after `offset` that holds a non-zero byte (== `offset` if all
+    /// zero): the extent a truncation must clear.
+    pub garbage_end: u64,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanStop {
+    /// A seal record closed the segment.
+    Sealed { next_segment: u64 },
+    /// A zero block after the last valid batch, and nothing but zeros after it.
+    CleanEnd,
+    /// The file ended right after the last valid batch.
+    EndOfFile,
+    /// Damage; see [`Damage`].
+    Damaged(Damage),
+    /// The segment header itself is unreadable.
+    BadHeader(DecodeError),
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentScan {
+    pub header: Option<SegmentHeader>,
+    pub file_len: u64,
+    /// Offset just past the last valid batch (where a writer would resume).
+    pub valid_end: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub first_batch_seq: Option<u64>,
+    pub last_batch_seq: Option<u64>,
+    /// Highest `durable_seq` among valid batch headers.
+    pub durable_seq_max: u64,
+    pub stop: ScanStop,
+    /// Damaged regions skipped when scanning with `resume_after_damage` (tolerate-any).
+    pub skipped: Vec<Damage>,
+}
+
+/// One verified record, as given to the visitor.
+pub struct ScannedRecord<'a> {
+    pub offset: u64,
+    pub header: RecordHeader,
+    pub payload: &'a [u8],
+}
+
+/// Sequential reader over a file with a bounded window.
+struct Window<'f, F: StorageFile> {
+    file: &'f F,
+    file_len: u64,
+    base: u64,
+    data: Vec<u8>,
+}
+
+impl<'f, F: StorageFile> Window<'f, F> {
+    /// Makes `[pos, pos + len)` available (clamped to the file end) and returns it.
+    async fn get(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]> {
+        let end = (pos + len as u64).min(self.file_len);
+        if pos < self.base || end > self.base + self.data.len() as u64 {
+            let start = align_down(pos, BLOCK_BYTES);
+            let want = ((end - start) as usize)
+                .max(SCAN_READ_BYTES_MAX.min((self.file_len - start) as usize));
+            let got = self.file.read_at(start, want).await?;
+            self.base = start;
+            self.data.clear();
+            self.data.extend_from_slice(&got);
+        }
+        let from = (pos - self.base) as usize;
+        let to = ((end - self.base) as usize).min(self.data.len());
+        Ok(&self.data[from.min(to)..to])
+    }
+}
+
+/// Scans one segment file. `visit` sees every record of every valid batch (batch headers
+/// included) in file order. With `resume_after_damage`, the scan skips a damaged region and
+/// continues at the next valid batch (recorded in `skipped`) instead of stopping.
+pub async fn scan_segment<S, V>(
+    storage: &S,
+    path: &Path,
+    resume_after_damage: bool,
+    mut visit: V,
+) -> Result<SegmentScan>
+where
+    S: Storage,
+    V: FnMut(&ScannedRecord<'_>),
+{
+    let io = |e| Error::io(path, e);
+    let file = storage.open(path, false).await.map_err(io)?;
+    let file_len = file.len().await.map_err(io)?;
+    let mut w = Window {
+        file: &file,
+        file_len,
+        base: 0,
+        data: Vec::new(),
+    };
+    let mut scan = SegmentScan {
+        header: None,
+        file_len,
+        valid_end: SEGMENT_HEADER_BYTES.min(file_len),
+        batches: 0,
+        records: 0,
+        first_batch_seq: None,
+        last_batch_seq: None,
+        durable_seq_max: 0,
+        stop: ScanStop::EndOfFile,
+        skipped: Vec::new(),
+    };
+    let head = w.get(0, SEGMENT_HEADER_BYTES as usize).await.map_err(io)?;
+    match SegmentHeader::decode(head) {
+        Ok(h) => scan.header = Some(h),
+        Err(e) => {
+            scan.stop = ScanStop::BadHeader(e);
+            file.close().await.map_err(io)?;
+            return Ok(scan);
+        }
+    }
+
+    let mut pos = SEGMENT_HEADER_BYTES;
+    loop {
+        if pos + RECORD_HEADER_BYTES as u64 > file_len {
+            scan.stop = ScanStop::EndOfFile;
+            break;
+        }
+        match read_batch(&mut w, pos, scan.last_batch_seq)
+            .await
+            .map_err(io)?
+        {
+            BatchRead::Valid {
+                seq,
+                durable_seq,
+                batch_bytes,
+                records,
+                sealed,
+            } => {
+                for (offset, header) in &records {
+                    let payload_at = offset + RECORD_HEADER_BYTES as u64;
+                    let bytes = w
+                        .get(payload_at, header.payload_len as usize)
+                        .await
+                        .map_err(io)?;
+                    visit(&ScannedRecord {
+                        offset: *offset,
+                        header: *header,
+                        payload: bytes,
+                    });
+                }
+                scan.batches += 1;
+                scan.records += records.len() as u64 - 1;
+                scan.first_batch_seq.get_or_insert(seq);
+                scan.last_batch_seq = Some(seq);
+                scan.durable_seq_max = scan.durable_seq_max.max(durable_seq);
+                pos += batch_bytes;
+                scan.valid_end = pos;
+                if let Some(next) = sealed {
+                    scan.stop = ScanStop::Sealed { next_segment: next };
+                    break;
+                }
+            }
+            BatchRead::Zero => {
+                let (later, garbage_end) =
+                    probe(&mut w, pos, scan.last_batch_seq).await.map_err(io)?;
+                if later.is_empty() && garbage_end == pos {
+                    scan.stop = ScanStop::CleanEnd;
+                    break;
+                }
+                let damage = Damage {
+                    offset: pos,
+                    record_offset: pos,
+                    reason: DecodeError::Zero,
+                    batch_seq: None,
+                    group: None,
+                    index: None,
+                    later_batches: later,
+                    garbage_end,
+                };
+                match next_after_damage(resume_after_damage, &damage) {
+                    Some(next) => {
+                        scan.skipped.push(damage);
+                        pos = next;
+                    }
+                    None => {
+                        scan.stop = ScanStop::Damaged(damage);
+                        break;
+                    }
+                }
+            }
+            BatchRead::Bad {
+                record_offset,
+                reason,
+                batch_seq,
+                group,
+                index,
+            } => {
+                let (later, garbage_end) =
+                    probe(&mut w, pos, scan.last_batch_seq).await.map_err(io)?;
+                let damage = Damage {
+                    offset: pos,
+                    record_offset,
+                    reason,
+                    batch_seq,
+                    group,
+                    index,
+                    later_batches: later,
+                    garbage_end: garbage_end.max(pos + BLOCK_BYTES).min(file_len),
+                };
+                match next_after_damage(resume_after_damage, &damage) {
+                    Some(next) => {
+                        scan.skipped.push(damage);
+                        pos = next;
+                    }
+                    None => {
+                        scan.stop = ScanStop::Damaged(damage);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    file.close().await.map_err(io)?;
+    Ok(scan)
+}
+
+fn next_after_damage(resume: bool, damage: &Damage) -> Option<u64> {
+    if !resume {
+        return None;
+    }
+    damage.later_batches.first().map(|b| b.offset)
+}
+
+enum BatchRead {
+    Valid {
+        seq: u64,
+        durable_seq: u64,
+        batch_bytes: u64,
+        /// (offset, header) of every record, batch header first.
+        records: Vec<(u64, RecordHeader)>,
+        sealed: Option<u64>,
+    },
+    Zero,
+    Bad {
+        record_offset: u64,
+        reason: DecodeError,
+        batch_seq: Option<u64>,
+        group: Option<u64>,
+        index: Option<u64>,
+    },
+}
+
+async fn read_batch<F: StorageFile>(
+    w: &mut Window<'_, F>,
+    pos: u64,
+    last_seq: Option<u64>,
+) -> std::io::Result<BatchRead> {
+    let bad = |record_offset, reason, batch_seq, h: Option<&RecordHeader>| BatchRead::Bad {
+        record_offset,
+        reason,
+        batch_seq,
+        group: h.map(|h| h.group),
+        index: h.map(|h| h.index),
+    };
+    let first = w.get(pos, BLOCK_BYTES as usize).await?;
+    let (bh, payload) = match decode_record(first) {
+        Ok(r) => r,
+        Err(DecodeError::Zero) => return Ok(BatchRead::Zero),
+        Err(e) => return Ok(bad(pos, e, None, None)),
+    };
+    if bh.kind != RecordKind::BatchHeader as u16 {
+        return Ok(bad(pos, DecodeError::BadKind(bh.kind), None, Some(&bh)));
+    }
+    let bp = match decode_batch_payload(&bh, payload, BLOCK_BYTES) {
+        Ok(p) => p,
+        Err(e) => return Ok(bad(pos, e, Some(bh.batch_seq), None)),
+    };
+    let seq = bh.batch_seq;
+    if let Some(last) = last_seq {
+        if seq <= last {
+            let why = format!("batch sequence {seq} does not follow {last} (stale batch)");
+            return Ok(bad(
+                pos,
+                DecodeError::BadField {
+                    field: "batch_seq",
+                    why,
+                },
+                Some(seq),
+                None,
+            ));
+        }
+    }
+    let batch_bytes = bp.batch_bytes as u64;
+    let batch_end = pos + batch_bytes;
+    if batch_end > w.file_len {
+        let e = DecodeError::Truncated {
+            need: batch_bytes as usize,
+            have: (w.file_len - pos) as usize,
+        };
+        return Ok(bad(pos, e, Some(seq), None));
+    }
+    let mut records = Vec::with_capacity(bp.record_count as usize + 1);
+    records.push((pos, bh));
+    let mut at = pos + bh.record_bytes();
+    let mut sealed = None;
+    for i in 0..bp.record_count {
+        if at + RECORD_HEADER_BYTES as u64 > batch_end {
+            let e = DecodeError::Truncated {
+                need: RECORD_HEADER_BYTES,
+                have: (batch_end - at) as usize,
+            };
+            return Ok(bad(at, e, Some(seq), None));
+        }
+        let head = w.get(at, RECORD_HEADER_BYTES).await?;
+        let h = match decode_header(head) {
+            Ok(h) => h,
+            Err(e) => return Ok(bad(at, e, Some(seq), None)),
+        };
+        if at + h.record_bytes() > batch_end {
+            let e = DecodeError::BadLength {
+                len: h.payload_len as u64,
+                max: batch_end - at,
+            };
+            return Ok(bad(at, e, Some(seq), Some(&h)));
+        }
+        let whole = w.get(at, h.record_bytes() as usize).await?;
+        if let Err(e) = decode_record(whole) {
+            return Ok(bad(at, e, Some(seq), Some(&h)));
+        }
+        if h.batch_seq != seq {
+            let why = format!("record of batch {} inside batch {seq}", h.batch_seq);
+            return Ok(bad(
+                at,
+                DecodeError::BadField {
+                    field: "batch_seq",
+                    why,
+                },
+                Some(seq),
+                Some(&h),
+            ));
+        }
+        if h.kind == RecordKind::BatchHeader as u16 {
+            let why = "batch header inside a batch".to_string();
+            return Ok(bad(
+                at,
+                DecodeError::BadField { field: "kind", why },
+                Some(seq),
+                Some(&h),
+            ));
+        }
+        if h.kind == RecordKind::Seal as u16 {
+            if i + 1 != bp.record_count {
+                let why = "seal is not the last record of its batch".to_string();
+                return Ok(bad(
+                    at,
+                    DecodeError::BadField { field: "kind", why },
+                    Some(seq),
+                    Some(&h),
+                ));
+            }
+            sealed = Some(h.aux);
+        }
+        records.push((at, h));
+        at += h.record_bytes();
+    }
+    Ok(BatchRead::Valid {
+        seq,
+        durable_seq: bh.aux,
+        batch_bytes,
+        records,
+        sealed,
+    })
+}
+
+/// Looks at every block boundary after `from` for a valid batch header newer than
+/// `last_seq`, and finds the end of the last non-zero block.
+async fn probe<F: StorageFile>(
+    w: &mut Window<'_, F>,
+    from: u64,
+    last_seq: Option<u64>,
+) -> std::io::Result<(Vec<LaterBatch>, u64)> {
+    let mut later = Vec::new();
+    let mut garbage_end = from;
+    let mut block = from;
+    while block + BLOCK_BYTES <= w.file_len {
+        let bytes = w.get(block, BLOCK_BYTES as usize).await?;
+        if bytes.iter().any(|&b| b != 0) {
+            garbage_end = block + BLOCK_BYTES;
+            if block > from {
+                if let Ok((h, payload)) = decode_record(bytes) {
+                    let newer = last_seq.is_none_or(|l| h.batch_seq > l);
+                    if h.kind == RecordKind::BatchHeader as u16
+                        && newer
+                        && decode_batch_payload(&h, payload, BLOCK_BYTES).is_ok()
+                    {
+                        later.push(LaterBatch {
+                            offset: block,
+                            seq: h.batch_seq,
+                            durable_seq: h.aux,
+                        });
+                    }
+                }
+            }
+        }
+        block += BLOCK_BYTES;
+    }
+    Ok((later, garbage_end))
+}
+
+impl Damage {
+    /// A location for error messages.
+    pub fn location(&self, file: &Path) -> Location {
+        Location {
+            file: file.to_path_buf(),
+            offset: self.record_offset,
+            group: self.group,
+            index: self.index,
+        }
+    }
+}

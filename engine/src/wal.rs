@@ -1,0 +1,1095 @@
+//! The shard WAL: one append-only sequence of segment files shared by every group of a shard,
+//! written by a single writer task with group commit.
+//!
+//! How an append becomes durable:
+//! 1. The caller's records are validated against the group's accepted bounds and placed in
+//!    the forming batch (one call never spans two batches, so it is atomic on disk).
+//! 2. The writer task cuts the oldest forming batch: assigns its sequence number, fills the
+//!    headers and checksums, rolls the segment if the batch does not fit.
+//! 3. It writes the batch with one O_DIRECT write at the next block boundary (never over an
+//!    earlier batch), then applies its records to the group table (reads can see them).
+//! 4. It waits for the previous batch's fdatasync (if any), acknowledges that batch's callers,
+//!    and starts this batch's fdatasync in the background; meanwhile the next batch forms and
+//!    is written. At most one write and one fdatasync are in flight.
+//! 5. An fdatasync or write error stops the shard (fail-stop): every waiting and later caller
+//!    gets the error; nothing is retried.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use glommio::sync::Semaphore;
+use glommio::task::JoinHandle;
+
+use crate::batch::{BatchBuilder, Op, BATCH_HEADER_RECORD_BYTES};
+use crate::config::WalConfig;
+use crate::constants::{BLOCK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::error::{Error, Location, Result};
+use crate::format::record::decode_record;
+use crate::format::segment::{index_file_name, segment_file_name};
+use crate::format::{align_up, IndexEntry, RecordKind, SealedIndex, SegmentHeader};
+use crate::group::{Bounds, GroupInfo, GroupTable, HardState, RecordMeta};
+use crate::notify::Notify;
+use crate::recovery::{now_unix_ms, recover_shard, RecoveryReport};
+use crate::storage::{write_file_atomic, IoBuf, Storage, StorageFile};
+
+/// An entry to append.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub term: u64,
+    pub index: u64,
+    pub data: &'a [u8],
+}
+
+/// An entry read back (checksum verified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedEntry {
+    pub term: u64,
+    pub index: u64,
+    pub data: Vec<u8>,
+}
+
+type Waiter = oneshot::Sender<Result<()>>;
+
+struct Forming<B: IoBuf> {
+    builder: BatchBuilder<B>,
+    waiters: Vec<Waiter>,
+    /// Backpressure units held by this batch, returned when it is written.
+    units: u64,
+}
+
+struct Active<F> {
+    id: u64,
+    file: Rc<F>,
+    /// Invariant: write_pos is block aligned and every byte before it belongs to a batch
+    /// written earlier (or the header); the writer never writes below it.
+    write_pos: u64,
+    capacity: u64,
+    index: Vec<IndexEntry>,
+    first_batch_seq: u64,
+}
+
+struct Inner<S: Storage> {
+    storage: S,
+    shard: u32,
+    dir: PathBuf,
+    cfg: WalConfig,
+    /// What has been written (reads see it).
+    table: GroupTable,
+    /// What has been accepted (validation of new requests).
+    bounds: HashMap<u64, Bounds>,
+    forming: VecDeque<Forming<S::Buf>>,
+    /// Invariant: durable_seq < next_seq; every batch with seq <= durable_seq is fsynced.
+    next_seq: u64,
+    durable_seq: u64,
+    active: Option<Active<S::File>>,
+    next_segment_id: u64,
+    /// Segments on disk, oldest first, with a read handle once one was opened.
+    segments: BTreeMap<u64, Option<Rc<S::File>>>,
+    failed: Option<String>,
+    closing: bool,
+    purge_wanted: bool,
+    /// Off-path work (sealed-index writes) that `close` must finish.
+    background: Vec<(Rc<std::cell::Cell<bool>>, JoinHandle<()>)>,
+    stats: WalStats,
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct WalStats {
+    pub batches: u64,
+    pub batch_bytes: u64,
+    pub records: u64,
+    pub fsyncs: u64,
+    pub segments_created: u64,
+    pub segments_purged: u64,
+}
+
+/// The WAL of one shard. Not `Send`: it lives on its shard's executor.
+pub struct ShardWal<S: Storage> {
+    inner: Rc<RefCell<Inner<S>>>,
+    notify: Rc<Notify>,
+    space: Rc<Semaphore>,
+    writer: RefCell<Option<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+}
+
+impl<S: Storage> ShardWal<S> {
+    /// Recovers the WAL in `dir` and starts its writer task on the current executor.
+    pub async fn open(
+        storage: S,
+        shard: u32,
+        dir: &Path,
+        quarantine: &Path,
+        cfg: WalConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| Error::io(dir, e))?;
+        let rec = recover_shard(
+            &storage,
+            shard,
+            dir,
+            quarantine,
+            cfg.recovery_mode,
+            cfg.use_sealed_index,
+        )
+        .await?;
+        let mut active = None;
+        if let Some(open) = rec.open {
+            let path = dir.join(segment_file_name(open.id));
+            let file = storage
+                .open(&path, true)
+                .await
+                .map_err(|e| Error::io(&path, e))?;
+            let capacity = file.len().await.map_err(|e| Error::io(&path, e))?;
+            active = Some(Active {
+                id: open.id,
+                file: Rc::new(file),
+                write_pos: open.resume_at,
+                capacity,
+                index: open.index,
+                first_batch_seq: open.first_batch_seq,
+            });
+        }
+        let bounds = rec
+            .table
+            .groups
+            .iter()
+            .map(|(g, s)| (*g, Bounds::from(s)))
+            .collect();
+        let segments = rec.segment_ids.iter().map(|id| (*id, None)).collect();
+        let inner = Inner {
+            storage,
+            shard,
+            dir: dir.to_path_buf(),
+            cfg: cfg.clone(),
+            table: rec.table,
+            bounds,
+            forming: VecDeque::new(),
+            next_seq: rec.next_batch_seq,
+            durable_seq: rec.next_batch_seq - 1,
+            active,
+            next_segment_id: rec.next_segment_id,
+            segments,
+            failed: None,
+            closing: false,
+            purge_wanted: true,
+            background: Vec::new(),
+            stats: WalStats::default(),
+        };
+        let inner = Rc::new(RefCell::new(inner));
+        let notify = Rc::new(Notify::default());
+        let space = Rc::new(Semaphore::new(cfg.pending_bytes_max));
+        let writer =
+            glommio::spawn_local(writer_loop(inner.clone(), notify.clone(), space.clone()))
+                .detach();
+        Ok(ShardWal {
+            inner,
+            notify,
+            space,
+            writer: RefCell::new(Some(writer)),
+            recovery: rec.report,
+        })
+    }
+
+    pub fn shard(&self) -> u32 {
+        self.inner.borrow().shard
+    }
+
+    /// What recovery found and did when this WAL was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.inner.borrow().stats.clone()
+    }
+
+    /// Groups with their first/last written index, hard state and snapshot point.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.inner.borrow().table.all_info()
+    }
+
+    pub fn group(&self, group: u64) -> Option<GroupInfo> {
+        self.inner.borrow().table.info(group)
+    }
+
+    /// Appends entries of one group; resolves once they are durable. Entries must be
+    /// consecutive; an index at or below the last one replaces the suffix from there
+    /// (a Raft conflict). All entries of one call become durable together.
+    pub async fn append(&self, group: u64, entries: &[Entry<'_>]) -> Result<()> {
+        let rx = self.enqueue_append(group, entries).await?;
+        wait(rx, &self.inner).await
+    }
+
+    /// Like [`append`](Self::append) but returns once the entries are queued; the returned
+    /// receiver resolves when they are durable. Lets one caller keep many appends in flight.
+    pub async fn enqueue_append(
+        &self,
+        group: u64,
+        entries: &[Entry<'_>],
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        if entries.is_empty() {
+            return Err(Error::InvalidRequest {
+                group,
+                why: "empty append".into(),
+            });
+        }
+        for pair in entries.windows(2) {
+            if pair[1].index != pair[0].index + 1 {
+                return Err(Error::InvalidRequest {
+                    group,
+                    why: format!("entries not consecutive at index {}", pair[1].index),
+                });
+            }
+        }
+        let max = self.inner.borrow().cfg.payload_bytes_max();
+        if let Some(e) = entries.iter().find(|e| e.data.len() as u64 > max) {
+            return Err(Error::InvalidRequest {
+                group,
+                why: format!(
+                    "entry {} is {} bytes, over the {max}-byte limit",
+                    e.index,
+                    e.data.len()
+                ),
+            });
+        }
+        let recs: Vec<(RecordKind, u64, u64, u64, &[u8])> = entries
+            .iter()
+            .map(|e| (RecordKind::Entry, e.term, e.index, 0, e.data))
+            .collect();
+        let first = entries[0].index;
+        let count = entries.len() as u64;
+        self.submit(group, &recs, move |b| b.append(first, count))
+            .await
+    }
+
+    /// Removes entries with index >= `index`.
+    pub async fn truncate(&self, group: u64, index: u64) -> Result<()> {
+        let rx = self
+            .submit(group, &[(RecordKind::Truncate, 0, index, 0, &[])], |b| {
+                b.truncate(index);
+                Ok(())
+            })
+            .await?;
+        wait(rx, &self.inner).await
+    }
+
+    /// Removes entries with index < `index` (their segments are purged once unused).
+    pub async fn compact(&self, group: u64, index: u64) -> Result<()> {
+        let rx = self
+            .submit(group, &[(RecordKind::Compact, 0, index, 0, &[])], |b| {
+                b.compact(index);
+                Ok(())
+            })
+            .await?;
+        wait(rx, &self.inner).await
+    }
+
+    pub async fn set_hard_state(&self, group: u64, hs: HardState) -> Result<()> {
+        let rx = self
+            .submit(
+                group,
+                &[(RecordKind::HardState, hs.term, hs.commit, hs.vote, &[])],
+                |_| Ok(()),
+            )
+            .await?;
+        wait(rx, &self.inner).await
+    }
+
+    /// Records that the group's log now starts after a snapshot at (`term`, `index`).
+    pub async fn install_snapshot(
+        &self,
+        group: u64,
+        term: u64,
+        index: u64,
+        meta: &[u8],
+    ) -> Result<()> {
+        let keeps = self
+            .inner
+            .borrow()
+            .table
+            .groups
+            .get(&group)
+            .and_then(|g| g.get(index))
+            .is_some_and(|l| l.term == term);
+        let rx = self
+            .submit(
+                group,
+                &[(RecordKind::SnapshotMeta, term, index, 0, meta)],
+                move |b| {
+                    b.snapshot(index, keeps);
+                    Ok(())
+                },
+            )
+            .await?;
+        wait(rx, &self.inner).await
+    }
+
+    pub async fn delete_group(&self, group: u64) -> Result<()> {
+        let rx = self
+            .submit(group, &[(RecordKind::DeleteGroup, 0, 0, 0, &[])], |b| {
+                *b = Bounds::new();
+                Ok(())
+            })
+            .await?;
+        wait(rx, &self.inner).await
+    }
+
+    /// Places records of one request in a forming batch, after waiting for queue space.
+    async fn submit(
+        &self,
+        group: u64,
+        recs: &[(RecordKind, u64, u64, u64, &[u8])],
+        update_bounds: impl FnOnce(&mut Bounds) -> std::result::Result<(), String>,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let need = BatchBuilder::<S::Buf>::bytes_for(recs.iter().map(|r| r.4.len()));
+        let cap = self.inner.borrow().cfg.pending_bytes_max;
+        let units = (need as u64).min(cap);
+        if let Some(reason) = self.inner.borrow().failed.clone() {
+            return Err(Error::ShardStopped {
+                shard: self.shard(),
+                reason,
+            });
+        }
+        self.space
+            .acquire(units)
+            .await
+            .map_err(|_| Error::ShardStopped {
+                shard: self.shard(),
+                reason: "closed".into(),
+            })?;
+        let mut inner = self.inner.borrow_mut();
+        if let Some(reason) = inner.failed.clone() {
+            drop(inner);
+            self.space.signal(units);
+            return Err(Error::ShardStopped {
+                shard: self.shard(),
+                reason,
+            });
+        }
+        if inner.closing {
+            drop(inner);
+            self.space.signal(units);
+            return Err(Error::ShardStopped {
+                shard: self.shard(),
+                reason: "closing".into(),
+            });
+        }
+        // Validate against the accepted bounds before anything is queued.
+        let bounds = inner.bounds.entry(group).or_default();
+        let mut next = *bounds;
+        if let Err(why) = update_bounds(&mut next) {
+            drop(inner);
+            self.space.signal(units);
+            return Err(Error::InvalidRequest { group, why });
+        }
+        *inner.bounds.entry(group).or_default() = next;
+        if recs[0].0 == RecordKind::DeleteGroup {
+            inner.bounds.remove(&group);
+        }
+
+        let batch_max = inner.cfg.batch_bytes_max as usize;
+        let fits = inner.forming.back().is_some_and(|f| f.builder.fits(need));
+        if !fits {
+            let size = align_up(
+                (BATCH_HEADER_RECORD_BYTES + need).max(batch_max) as u64,
+                BLOCK_BYTES,
+            ) as usize;
+            let buf = inner.storage.alloc_buf(size);
+            inner.forming.push_back(Forming {
+                builder: BatchBuilder::new(buf),
+                waiters: Vec::new(),
+                units: 0,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let Some(f) = inner.forming.back_mut() else {
+            unreachable!("a forming batch was just pushed");
+        };
+        for (kind, term, index, aux, payload) in recs {
+            f.builder.push(*kind, group, *term, *index, *aux, payload);
+        }
+        f.waiters.push(tx);
+        f.units += units;
+        drop(inner);
+        self.notify.notify();
+        Ok(rx)
+    }
+
+    /// Reads entries `lo..hi` of a group, verifying each record's checksum and identity.
+    pub async fn read(&self, group: u64, lo: u64, hi: u64) -> Result<Vec<OwnedEntry>> {
+        let locs = {
+            let inner = self.inner.borrow();
+            let g = inner
+                .table
+                .groups
+                .get(&group)
+                .ok_or_else(|| Error::Unavailable {
+                    group,
+                    index: lo,
+                    why: "unknown group".into(),
+                })?;
+            if lo < g.first_index || hi > g.last_index() + 1 || lo > hi {
+                return Err(Error::Unavailable {
+                    group,
+                    index: lo,
+                    why: format!(
+                        "range {lo}..{hi} outside written {}..={}",
+                        g.first_index,
+                        g.last_index()
+                    ),
+                });
+            }
+            (lo..hi)
+                .filter_map(|i| g.get(i).map(|l| (i, *l)))
+                .collect::<Vec<_>>()
+        };
+        let mut out = Vec::with_capacity(locs.len());
+        // Coalesce neighbouring records of one segment into one read of at most 1 MiB.
+        let mut i = 0;
+        while i < locs.len() {
+            let seg = locs[i].1.segment;
+            let start = locs[i].1.offset;
+            let mut j = i;
+            let mut end = start + RECORD_HEADER_BYTES as u64 + locs[i].1.payload_len as u64;
+            while j + 1 < locs.len() {
+                let n = &locs[j + 1].1;
+                let n_end = n.offset + RECORD_HEADER_BYTES as u64 + n.payload_len as u64;
+                if n.segment != seg || n.offset < end || n_end - start > (1 << 20) {
+                    break;
+                }
+                end = n_end;
+                j += 1;
+            }
+            let (file, path) = self.segment_file(seg).await?;
+            let bytes = file
+                .read_at(start, (end - start) as usize)
+                .await
+                .map_err(|e| Error::io(&path, e))?;
+            for (index, loc) in &locs[i..=j] {
+                let from = (loc.offset - start) as usize;
+                let at = Location {
+                    file: path.clone(),
+                    offset: loc.offset,
+                    group: Some(group),
+                    index: Some(*index),
+                };
+                let rec = bytes.get(from..).ok_or_else(|| Error::Corruption {
+                    at: at.clone(),
+                    what: "short read".into(),
+                })?;
+                let (h, payload) = decode_record(rec).map_err(|e| Error::Corruption {
+                    at: at.clone(),
+                    what: e.to_string(),
+                })?;
+                if h.kind != RecordKind::Entry as u16
+                    || h.group != group
+                    || h.index != *index
+                    || h.term != loc.term
+                {
+                    return Err(Error::Corruption {
+                        at,
+                        what: format!("record is kind {} group {} index {} term {}, expected entry {group}/{index} term {}", h.kind, h.group, h.index, h.term, loc.term),
+                    });
+                }
+                out.push(OwnedEntry {
+                    term: h.term,
+                    index: h.index,
+                    data: payload.to_vec(),
+                });
+            }
+            i = j + 1;
+        }
+        Ok(out)
+    }
+
+    async fn segment_file(&self, id: u64) -> Result<(Rc<S::File>, PathBuf)> {
+        let (existing, storage, path) = {
+            let inner = self.inner.borrow();
+            let path = inner.dir.join(segment_file_name(id));
+            if let Some(a) = inner.active.as_ref().filter(|a| a.id == id) {
+                return Ok((a.file.clone(), path));
+            }
+            (
+                inner.segments.get(&id).cloned().flatten(),
+                inner.storage.clone(),
+                path,
+            )
+        };
+        if let Some(f) = existing {
+            return Ok((f, path));
+        }
+        let f = Rc::new(
+            storage
+                .open(&path, false)
+                .await
+                .map_err(|e| Error::io(&path, e))?,
+        );
+        self.inner.borrow_mut().segments.insert(id, Some(f.clone()));
+        Ok((f, path))
+    }
+
+    /// Waits until everything queued is durable, then stops the writer task.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.borrow_mut().closing = true;
+        self.notify.notify();
+        let writer = self.writer.borrow_mut().take();
+        if let Some(w) = writer {
+            w.await;
+        }
+        let background = std::mem::take(&mut self.inner.borrow_mut().background);
+        for (_, t) in background {
+            t.await;
+        }
+        let (active, failed) = {
+            let mut inner = self.inner.borrow_mut();
+            (inner.active.take(), inner.failed.clone())
+        };
+        if let Some(a) = active {
+            if let Ok(file) = Rc::try_unwrap(a.file) {
+                let path = self.inner.borrow().dir.join(segment_file_name(a.id));
+                file.close().await.map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        match failed {
+            Some(reason) => Err(Error::ShardStopped {
+                shard: self.shard(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn wait<S: Storage>(
+    rx: oneshot::Receiver<Result<()>>,
+    inner: &Rc<RefCell<Inner<S>>>,
+) -> Result<()> {
+    match rx.await {
+        Ok(r) => r,
+        Err(_) => {
+            let i = inner.borrow();
+            Err(Error::ShardStopped {
+                shard: i.shard,
+                reason: i.failed.clone().unwrap_or_else(|| "writer stopped".into()),
+            })
+        }
+    }
+}
+
+struct InflightSync {
+    task: JoinHandle<std::io::Result<()>>,
+    waiters: Vec<Waiter>,
+    seq: u64,
+    path: PathBuf,
+}
+
+/// The writer task of one shard (steps 2–5 of the module docs).
+async fn writer_loop<S: Storage>(
+    inner: Rc<RefCell<Inner<S>>>,
+    notify: Rc<Notify>,
+    space: Rc<Semaphore>,
+) {
+    let mut inflight: Option<InflightSync> = None;
+    loop {
+        let (has_work, closing, delay, front_small) = {
+            let i = inner.borrow();
+            let front_small = i
+                .forming
+                .front()
+                .is_some_and(|f| (f.builder.len as u64) < i.cfg.batch_bytes_max)
+                && i.forming.len() == 1;
+            (
+                !i.forming.is_empty(),
+                i.closing,
+                i.cfg.batch_delay_max,
+                front_small,
+            )
+        };
+        if !has_work {
+            if let Some(s) = inflight.take() {
+                if finish_sync(&inner, s).await.is_err() {
+                    break;
+                }
+                purge_if_wanted(&inner).await;
+                continue;
+            }
+            if closing {
+                break;
+            }
+            notify.wait().await;
+            continue;
+        }
+        if !delay.is_zero() && front_small && inflight.is_none() {
+            // Let a small batch collect more appends, within the configured bound.
+            glommio::timer::sleep(delay).await;
+        }
+        let step = write_one_batch(&inner, &mut inflight, &space).await;
+        if let Err(e) = step {
+            fail_stop(&inner, inflight.take(), e.to_string());
+            break;
+        }
+    }
+    if let Some(s) = inflight.take() {
+        let _ = finish_sync(&inner, s).await;
+    }
+    space.close();
+}
+
+/// Cuts the oldest forming batch, rolls the segment if needed, writes the batch, then
+/// acknowledges the previous batch and starts this one's fdatasync.
+async fn write_one_batch<S: Storage>(
+    inner: &Rc<RefCell<Inner<S>>>,
+    inflight: &mut Option<InflightSync>,
+    space: &Rc<Semaphore>,
+) -> Result<()> {
+    let need = {
+        let i = inner.borrow();
+        let Some(f) = i.forming.front() else {
+            return Ok(());
+        };
+        align_up(f.builder.len as u64, BLOCK_BYTES)
+    };
+    let must_roll = {
+        let i = inner.borrow();
+        match &i.active {
+            None => true,
+            // Keep one block for the seal batch.
+            Some(a) => a.write_pos + need + BLOCK_BYTES > a.capacity,
+        }
+    };
+    if must_roll {
+        if let Some(s) = inflight.take() {
+            finish_sync(inner, s).await?;
+        }
+        roll_segment(inner).await?;
+    }
+    let (buf, ops, waiters, units, seq, pos, file, seg_id, path, batch_bytes) = {
+        let mut i = inner.borrow_mut();
+        let Some(f) = i.forming.pop_front() else {
+            return Ok(());
+        };
+        let seq = i.next_seq;
+        i.next_seq += 1;
+        let durable = i.durable_seq;
+        let (buf, ops, batch_bytes) = f.builder.finish(seq, durable);
+        let Some(a) = i.active.as_ref() else {
+            unreachable!("roll_segment leaves an active segment")
+        };
+        assert!(a.write_pos % BLOCK_BYTES == 0 && a.write_pos + batch_bytes <= a.capacity);
+        let path = i.dir.join(segment_file_name(a.id));
+        (
+            buf,
+            ops,
+            f.waiters,
+            f.units,
+            seq,
+            a.write_pos,
+            a.file.clone(),
+            a.id,
+            path,
+            batch_bytes,
+        )
+    };
+    if let Some(a) = inner.borrow_mut().active.as_mut() {
+        a.write_pos = pos + batch_bytes;
+    }
+    file.write_at(buf, pos)
+        .await
+        .map_err(|e| Error::io(&path, e))?;
+    space.signal(units);
+    // The previous batch's fdatasync ran during this write. Once it is done, everything in
+    // the group table is durable, so purging on its strength is safe; only then does this
+    // batch enter the table.
+    if let Some(s) = inflight.take() {
+        finish_sync(inner, s).await?;
+    }
+    purge_if_wanted(inner).await;
+    {
+        let mut i = inner.borrow_mut();
+        apply_written(&mut i, seg_id, pos, &ops);
+        i.stats.batches += 1;
+        i.stats.batch_bytes += batch_bytes;
+        i.stats.records += ops.len() as u64;
+    }
+    let sync_file = file.clone();
+    let task = glommio::spawn_local(async move { sync_file.sync_data().await }).detach();
+    *inflight = Some(InflightSync {
+        task,
+        waiters,
+        seq,
+        path,
+    });
+    Ok(())
+}
+
+/// Applies records just written to the group table and to the open segment's index.
+fn apply_written<S: Storage>(i: &mut Inner<S>, segment: u64, batch_pos: u64, ops: &[Op]) {
+    for op in ops {
+        let offset = batch_pos + op.offset_in_batch as u64;
+        let meta = RecordMeta {
+            kind: op.kind,
+            group: op.group,
+            term: op.term,
+            index: op.index,
+            aux: op.aux,
+            segment,
+            offset,
+            payload_len: op.payload_len,
+            snapshot_meta: op.snapshot_meta.clone(),
+        };
+        if let Err(e) = i.table.apply(&meta) {
+            // Requests were validated against the accepted bounds before being queued.
+            panic!(
+                "queued record does not apply: group {} index {}: {}",
+                e.group, e.index, e.why
+            );
+        }
+        if matches!(
+            op.kind,
+            RecordKind::Compact
+                | RecordKind::SnapshotMeta
+                | RecordKind::DeleteGroup
+                | RecordKind::Truncate
+        ) {
+            i.purge_wanted = true;
+        }
+        if let Some(a) = i.active.as_mut() {
+            a.index.push(IndexEntry {
+                kind: op.kind as u16,
+                reserved: 0,
+                payload_len: op.payload_len,
+                offset,
+                group: op.group,
+                term: op.term,
+                index: op.index,
+                aux: op.aux,
+            });
+        }
+    }
+}
+
+/// Waits for a batch's fdatasync and acknowledges its callers. An error stops the shard.
+async fn finish_sync<S: Storage>(inner: &Rc<RefCell<Inner<S>>>, s: InflightSync) -> Result<()> {
+    match s.task.await {
+        Some(Ok(())) => {
+            let mut i = inner.borrow_mut();
+            i.durable_seq = i.durable_seq.max(s.seq);
+            i.stats.fsyncs += 1;
+            drop(i);
+            for w in s.waiters {
+                let _ = w.send(Ok(()));
+            }
+            Ok(())
+        }
+        other => {
+            let reason = match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "fdatasync task cancelled".to_string(),
+            };
+            let shard = inner.borrow().shard;
+            let err = Error::FsyncFailed {
+                shard,
+                path: s.path.clone(),
+                reason: reason.clone(),
+            };
+            tracing::error!(
+                shard,
+                "fdatasync of {} failed: {reason}; stopping the shard (fail-stop)",
+                s.path.display()
+            );
+            let msg = err.to_string();
+            for w in s.waiters {
+                let _ = w.send(Err(Error::FsyncFailed {
+                    shard,
+                    path: s.path.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+            fail_stop(inner, None, msg);
+            Err(err)
+        }
+    }
+}
+
+/// Marks the shard stopped and fails every waiting caller.
+fn fail_stop<S: Storage>(
+    inner: &Rc<RefCell<Inner<S>>>,
+    inflight: Option<InflightSync>,
+    reason: String,
+) {
+    let mut i = inner.borrow_mut();
+    if i.failed.is_none() {
+        tracing::error!(shard = i.shard, "shard stopped: {reason}");
+        i.failed = Some(reason.clone());
+    }
+    let shard = i.shard;
+    let forming: Vec<_> = i.forming.drain(..).collect();
+    drop(i);
+    let mut waiters: Vec<Waiter> = forming.into_iter().flat_map(|f| f.waiters).collect();
+    if let Some(s) = inflight {
+        waiters.extend(s.waiters);
+    }
+    for w in waiters {
+        let _ = w.send(Err(Error::ShardStopped {
+            shard,
+            reason: reason.clone(),
+        }));
+    }
+}
+
+/// Seals the active segment (seal batch + fdatasync + index) and starts the next one
+/// (create, preallocate, header, checkpoint of every group's state, fdatasync, dir fsync).
+async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
+    let (storage, dir, shard, cfg) = {
+        let i = inner.borrow();
+        (i.storage.clone(), i.dir.clone(), i.shard, i.cfg.clone())
+    };
+    let old = inner.borrow_mut().active.take();
+    if let Some(mut a) = old {
+        let next_id = inner.borrow().next_segment_id;
+        let path = dir.join(segment_file_name(a.id));
+        let mut b = BatchBuilder::new(storage.alloc_buf(BLOCK_BYTES as usize));
+        b.push(RecordKind::Seal, 0, 0, 0, next_id, &[]);
+        let (seq, durable) = {
+            let mut i = inner.borrow_mut();
+            let s = i.next_seq;
+            i.next_seq += 1;
+            (s, i.durable_seq)
+        };
+        let (buf, ops, bytes) = b.finish(seq, durable);
+        a.file
+            .write_at(buf, a.write_pos)
+            .await
+            .map_err(|e| Error::io(&path, e))?;
+        let seal_offset = a.write_pos + ops[0].offset_in_batch as u64;
+        a.index.push(IndexEntry {
+            kind: RecordKind::Seal as u16,
+            reserved: 0,
+            payload_len: 0,
+            offset: seal_offset,
+            group: 0,
+            term: 0,
+            index: 0,
+            aux: next_id,
+        });
+        a.write_pos += bytes;
+        sync_or_fail(inner, &a.file, &path).await?;
+        inner.borrow_mut().durable_seq = seq;
+        if cfg.write_sealed_index {
+            let idx = SealedIndex::new(
+                a.id,
+                a.capacity,
+                a.write_pos,
+                a.first_batch_seq,
+                seq,
+                std::mem::take(&mut a.index),
+            );
+            let ipath = dir.join(index_file_name(a.id));
+            let st = storage.clone();
+            // The index only speeds up recovery (which rebuilds a missing one), so it is
+            // written off the append path.
+            let done = Rc::new(std::cell::Cell::new(false));
+            let done_in_task = done.clone();
+            let task = glommio::spawn_local(async move {
+                if let Err(e) = write_file_atomic(&st, &ipath, &idx.encode()).await {
+                    tracing::warn!(
+                        "could not write index {}: {e} (recovery will rebuild it)",
+                        ipath.display()
+                    );
+                }
+                done_in_task.set(true);
+            })
+            .detach();
+            let mut i = inner.borrow_mut();
+            i.background.retain(|(d, _)| !d.get());
+            i.background.push((done, task));
+        }
+        inner
+            .borrow_mut()
+            .segments
+            .insert(a.id, Some(a.file.clone()));
+    }
+
+    let id = {
+        let mut i = inner.borrow_mut();
+        let id = i.next_segment_id;
+        i.next_segment_id += 1;
+        id
+    };
+    let path = dir.join(segment_file_name(id));
+    let io = |e| Error::io(&path, e);
+    let file = storage.create_new(&path).await.map_err(io)?;
+    file.allocate(cfg.segment_bytes).await.map_err(io)?;
+    let first_seq = inner.borrow().next_seq;
+    let header = SegmentHeader::new(id, shard, cfg.segment_bytes, first_seq, now_unix_ms());
+    let mut hb = storage.alloc_buf(SEGMENT_HEADER_BYTES as usize);
+    header.encode_block(hb.as_bytes_mut());
+    file.write_at(hb, 0).await.map_err(io)?;
+    let file = Rc::new(file);
+    let mut active = Active {
+        id,
+        file: file.clone(),
+        write_pos: SEGMENT_HEADER_BYTES,
+        capacity: cfg.segment_bytes,
+        index: Vec::new(),
+        first_batch_seq: first_seq,
+    };
+
+    // Checkpoint: restate every group's compaction point, snapshot and hard state, so older
+    // segments can be purged without losing them.
+    let checkpoint: Vec<(RecordKind, u64, u64, u64, u64, Vec<u8>)> = {
+        let i = inner.borrow();
+        let mut ids: Vec<_> = i.table.groups.keys().copied().collect();
+        ids.sort_unstable();
+        let mut recs = Vec::new();
+        for g in ids {
+            let st = &i.table.groups[&g];
+            if let Some(s) = &st.snapshot {
+                recs.push((
+                    RecordKind::SnapshotMeta,
+                    g,
+                    s.term,
+                    s.index,
+                    0,
+                    s.meta.clone(),
+                ));
+            }
+            if st.first_index > 1 {
+                recs.push((RecordKind::Compact, g, 0, st.first_index, 0, Vec::new()));
+            }
+            if let Some(hs) = st.hard_state {
+                recs.push((
+                    RecordKind::HardState,
+                    g,
+                    hs.term,
+                    hs.commit,
+                    hs.vote,
+                    Vec::new(),
+                ));
+            }
+        }
+        recs
+    };
+    if !checkpoint.is_empty() {
+        let need = BatchBuilder::<S::Buf>::bytes_for(checkpoint.iter().map(|r| r.5.len()));
+        let size = align_up((BATCH_HEADER_RECORD_BYTES + need) as u64, BLOCK_BYTES);
+        let mut b = BatchBuilder::new(storage.alloc_buf(size as usize));
+        for (kind, g, term, index, aux, payload) in &checkpoint {
+            b.push(*kind, *g, *term, *index, *aux, payload);
+        }
+        let (seq, durable) = {
+            let mut i = inner.borrow_mut();
+            let s = i.next_seq;
+            i.next_seq += 1;
+            (s, i.durable_seq)
+        };
+        let (buf, ops, bytes) = b.finish(seq, durable);
+        file.write_at(buf, active.write_pos).await.map_err(io)?;
+        for op in &ops {
+            // Restating state changes nothing in the table; only the index records it.
+            active.index.push(IndexEntry {
+                kind: op.kind as u16,
+                reserved: 0,
+                payload_len: op.payload_len,
+                offset: active.write_pos + op.offset_in_batch as u64,
+                group: op.group,
+                term: op.term,
+                index: op.index,
+                aux: op.aux,
+            });
+        }
+        active.write_pos += bytes;
+    }
+    sync_or_fail(inner, &file, &path).await?;
+    storage
+        .sync_dir(&dir)
+        .await
+        .map_err(|e| Error::FsyncFailed {
+            shard,
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+    let mut i = inner.borrow_mut();
+    i.durable_seq = i.next_seq - 1;
+    i.stats.segments_created += 1;
+    i.segments.insert(id, None);
+    i.active = Some(active);
+    Ok(())
+}
+
+async fn sync_or_fail<S: Storage>(
+    inner: &Rc<RefCell<Inner<S>>>,
+    file: &Rc<S::File>,
+    path: &Path,
+) -> Result<()> {
+    file.sync_data().await.map_err(|e| Error::FsyncFailed {
+        shard: inner.borrow().shard,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    inner.borrow_mut().stats.fsyncs += 1;
+    Ok(())
+}
+
+/// Deletes the oldest sealed segments whose entries are all dead (compacted, truncated,
+/// overwritten or of deleted groups). Only a prefix is deleted, so a crash part-way leaves a
+/// contiguous run of segments. Called only when every batch applied to the group table is
+/// durable, so the records that killed the entries cannot be lost after the files are gone.
+async fn purge_if_wanted<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
+    let victims: Vec<u64> = {
+        let mut i = inner.borrow_mut();
+        if !i.purge_wanted || i.failed.is_some() {
+            return;
+        }
+        i.purge_wanted = false;
+        let active = i.active.as_ref().map(|a| a.id);
+        // Callers guarantee every record applied to the table is durable (no fdatasync in
+        // flight for an applied batch), so the records that killed these entries survive a
+        // crash.
+        let mut out = Vec::new();
+        for (&id, _) in i.segments.iter() {
+            if Some(id) == active {
+                break;
+            }
+            if i.table.live_per_segment.get(&id).copied().unwrap_or(0) == 0 {
+                out.push(id);
+            } else {
+                break;
+            }
+        }
+        out
+    };
+    if victims.is_empty() {
+        return;
+    }
+    let (storage, dir) = {
+        let i = inner.borrow();
+        (i.storage.clone(), i.dir.clone())
+    };
+    for id in &victims {
+        let wal = dir.join(segment_file_name(*id));
+        let idx = dir.join(index_file_name(*id));
+        if let Err(e) = storage.remove_file(&wal).await {
+            tracing::warn!("purge: could not remove {}: {e}", wal.display());
+            return;
+        }
+        if storage.exists(&idx).await.unwrap_or(false) {
+            let _ = storage.remove_file(&idx).await;
+        }
+        let mut i = inner.borrow_mut();
+        i.segments.remove(id);
+        i.table.live_per_segment.remove(id);
+        i.stats.segments_purged += 1;
+    }
+    if let Err(e) = storage.sync_dir(&dir).await {
+        tracing::warn!("purge: fsync of {} failed: {e}", dir.display());
+    }
+    tracing::info!(segments = ?victims, "purged segments with no live entries");
+}
