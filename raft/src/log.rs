@@ -10,7 +10,7 @@
 //! at and after `offset`; it is masked by the unstable entries until their persistence
 //! overwrites it.
 
-use crate::message::{Entry, HardState, Snapshot, SnapshotMeta};
+use crate::message::{ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta};
 
 /// Why a storage read did not return data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,17 +80,25 @@ pub struct Unstable {
 
 /// The log of one group member.
 ///
-/// Invariant: `applied <= committed <= last_index()`.
+/// Invariant: `applied <= committed <= last_index()`; `confs` is non-empty, sorted by index,
+/// its first element is at or below `committed` and every other element is the configuration
+/// entry at that index in the log.
 pub struct RaftLog<S> {
     pub storage: S,
     unstable: Unstable,
     pub committed: u64,
     /// The last index handed to the application to apply.
     pub applied: u64,
+    /// Raft §6: a member uses the latest configuration in its log, committed or not. These are
+    /// the configurations that a truncation could fall back to: the latest committed one and
+    /// every one appended after it (at most two, since a leader has one change in flight).
+    confs: Vec<(u64, ConfState)>,
 }
 
 impl<S: LogStorage> RaftLog<S> {
-    pub fn new(storage: S, committed: u64, applied: u64) -> Self {
+    /// `confs` as computed by [`scan_confs`].
+    pub fn new(storage: S, committed: u64, applied: u64, confs: Vec<(u64, ConfState)>) -> Self {
+        assert!(!confs.is_empty());
         let offset = storage.last_index() + 1;
         RaftLog {
             storage,
@@ -103,7 +111,18 @@ impl<S: LogStorage> RaftLog<S> {
             },
             committed,
             applied,
+            confs,
         }
+    }
+
+    /// The configuration in force: the latest one in the log.
+    pub fn conf(&self) -> &ConfState {
+        &self.confs[self.confs.len() - 1].1
+    }
+
+    /// The index of the entry (or snapshot) that set the configuration in force.
+    pub fn conf_index(&self) -> u64 {
+        self.confs[self.confs.len() - 1].0
     }
 
     pub fn first_index(&self) -> u64 {
@@ -222,6 +241,18 @@ impl<S: LogStorage> RaftLog<S> {
         }
         u.persist_handed_out = u.persist_handed_out.min(after - 1);
         u.entries.extend_from_slice(entries);
+        // Configurations of the replaced suffix are gone with it.
+        self.confs.retain(|(index, _)| *index < after);
+        assert!(
+            !self.confs.is_empty(),
+            "truncation removed the committed configuration"
+        );
+        for e in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            // Callers check that configuration entries decode before appending them.
+            if let Some(conf) = ConfState::decode(&e.data) {
+                self.confs.push((e.index, conf));
+            }
+        }
         self.last_index()
     }
 
@@ -318,6 +349,7 @@ impl<S: LogStorage> RaftLog<S> {
         let index = snapshot.meta.index;
         assert!(index > self.committed);
         self.committed = index;
+        self.confs = vec![(index, snapshot.meta.conf.clone())];
         self.unstable = Unstable {
             snapshot: Some(snapshot),
             snapshot_handed_out: false,
@@ -378,6 +410,43 @@ impl<S: LogStorage> RaftLog<S> {
     }
 }
 
+/// The configurations of a log in storage: the snapshot's, then every configuration entry up
+/// to the last index (read in batches of `bytes_max`). Called once when a member restarts.
+pub fn scan_confs<S: LogStorage>(
+    storage: &S,
+    bytes_max: u64,
+) -> Result<Vec<(u64, ConfState)>, ScanError> {
+    let meta = storage.snapshot_meta();
+    let mut confs = vec![(meta.index, meta.conf)];
+    let last = storage.last_index();
+    let mut next = meta.index + 1;
+    // Bounded: each round consumes at least one entry of (snapshot, last].
+    while next <= last {
+        let ents = storage
+            .entries(next, last + 1, bytes_max)
+            .map_err(ScanError::Storage)?;
+        let Some(tail) = ents.last() else {
+            return Err(ScanError::Corrupt);
+        };
+        next = tail.index + 1;
+        for e in ents.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            confs.push((
+                e.index,
+                ConfState::decode(&e.data).ok_or(ScanError::Corrupt)?,
+            ));
+        }
+    }
+    Ok(confs)
+}
+
+/// Why [`scan_confs`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanError {
+    Storage(StorageError),
+    /// The log has a gap or a configuration entry that does not decode.
+    Corrupt,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +466,7 @@ mod tests {
     fn truncation_masks_stale_storage_until_persisted() {
         let mut storage = MemStorage::new_with_conf(&[1]);
         storage.append(&[ent(1, 1), ent(1, 2), ent(1, 3)]);
-        let mut log = RaftLog::new(storage, 1, 1);
+        let mut log = RaftLog::new(storage, 1, 1, vec![(0, ConfState::default())]);
         assert_eq!(log.last_index(), 3);
         assert_eq!(log.maybe_append(1, 1, 0, &[ent(2, 2)]), Ok(Some(2)));
         assert_eq!(log.last_index(), 2);
@@ -415,7 +484,7 @@ mod tests {
     #[test]
     fn stale_persistence_ack_is_ignored_after_replacement() {
         let storage = MemStorage::new_with_conf(&[1]);
-        let mut log = RaftLog::new(storage, 0, 0);
+        let mut log = RaftLog::new(storage, 0, 0, vec![(0, ConfState::default())]);
         log.append(&[ent(1, 1), ent(1, 2)]);
         assert_eq!(log.take_unpersisted().len(), 2);
         log.append(&[ent(2, 2)]);

@@ -116,8 +116,6 @@ pub struct RawNode<S: LogStorage> {
     role: Role,
     leader: NodeId,
     log: RaftLog<S>,
-    /// The configuration as of the last applied configuration entry (or snapshot).
-    conf: ConfState,
     /// Leader only: one entry per other member. Empty otherwise.
     progress: Vec<(NodeId, Progress)>,
     /// Candidate and pre-candidate only: answers received this round.
@@ -158,7 +156,13 @@ impl<S: LogStorage> RawNode<S> {
         if applied > committed {
             return Err(Error::Corrupt("applied index is beyond the commit index"));
         }
-        let conf = replay_conf(&storage, &meta, applied)?;
+        let confs =
+            crate::log::scan_confs(&storage, cfg.append_bytes_max).map_err(|e| match e {
+                crate::log::ScanError::Storage(e) => Error::Storage(e),
+                crate::log::ScanError::Corrupt => {
+                    Error::Corrupt("log gap or undecodable configuration entry")
+                }
+            })?;
         let rng = if cfg.seed == 0 {
             cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
         } else {
@@ -169,8 +173,7 @@ impl<S: LogStorage> RawNode<S> {
             vote: hs.vote,
             role: Role::Follower,
             leader: NO_NODE,
-            log: RaftLog::new(storage, committed, applied),
-            conf,
+            log: RaftLog::new(storage, committed, applied, confs),
             progress: Vec::new(),
             votes: Vec::new(),
             election_elapsed: 0,
@@ -215,8 +218,9 @@ impl<S: LogStorage> RawNode<S> {
     pub fn applied(&self) -> u64 {
         self.log.applied
     }
+    /// The configuration in force: the latest in the log, committed or not (Raft §6).
     pub fn conf(&self) -> &ConfState {
-        &self.conf
+        self.log.conf()
     }
     pub fn first_index(&self) -> u64 {
         self.log.first_index()
@@ -254,7 +258,7 @@ impl<S: LogStorage> RawNode<S> {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             persisted_index: self.log.persisted_index(),
-            conf: self.conf.clone(),
+            conf: self.log.conf().clone(),
         }
     }
 
@@ -297,7 +301,7 @@ impl<S: LogStorage> RawNode<S> {
     /// Proposes a membership change (see [`ConfChange`]). Returns the entry's (term, index).
     pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<(u64, u64), ProposeError> {
         self.check_can_propose()?;
-        if self.pending_conf_index > self.log.applied || self.conf.is_joint() {
+        if self.pending_conf_index > self.log.committed || self.log.conf().is_joint() {
             return Err(ProposeError::ConfChangePending);
         }
         let mut voters = change.voters.clone();
@@ -319,15 +323,15 @@ impl<S: LogStorage> RawNode<S> {
                 "a node cannot be both voter and learner",
             ));
         }
-        if learners.iter().any(|l| self.conf.voters.contains(l)) {
+        if learners.iter().any(|l| self.log.conf().voters.contains(l)) {
             return Err(ProposeError::Invalid(
                 "demote a voter by removing it, then adding a learner",
             ));
         }
-        let outgoing = if voters == self.conf.voters {
+        let outgoing = if voters == self.log.conf().voters {
             Vec::new()
         } else {
-            self.conf.voters.clone()
+            self.log.conf().voters.clone()
         };
         let next = ConfState {
             voters,
@@ -337,6 +341,7 @@ impl<S: LogStorage> RawNode<S> {
         debug_assert!(next.is_well_formed());
         let index = self.append_entry(EntryKind::ConfChange, next.encode());
         self.pending_conf_index = index;
+        self.sync_progress();
         self.bcast_append();
         Ok((self.term, index))
     }
@@ -366,7 +371,7 @@ impl<S: LogStorage> RawNode<S> {
         if to == self.cfg.id {
             return Ok(());
         }
-        if !self.conf.voters.contains(&to) || self.pr_index(to).is_none() {
+        if !self.log.conf().voters.contains(&to) || self.pr_index(to).is_none() {
             return Err(ProposeError::Invalid("transfer target is not a voter"));
         }
         if self.transferee == to {
@@ -504,23 +509,9 @@ impl<S: LogStorage> RawNode<S> {
                 if self.role == Role::Leader {
                     self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
                 }
-                if e.kind == EntryKind::ConfChange {
-                    // The entry passed the engine's checksum and was written by a leader's
-                    // `encode`: failing to decode it is corruption, so fail stop.
-                    let next = ConfState::decode(&e.data);
-                    assert!(
-                        next.is_some(),
-                        "committed configuration entry {} does not decode",
-                        e.index
-                    );
-                    if let Some(next) = next {
-                        self.apply_conf(next);
-                    }
-                }
             }
             rd.committed_entries = committed;
         }
-        self.maybe_auto_leave();
         rd.messages = std::mem::take(&mut self.msgs);
         rd.read_states = std::mem::take(&mut self.read_states);
         rd
@@ -611,7 +602,7 @@ impl<S: LogStorage> RawNode<S> {
         self.role = Role::Leader;
         self.leader = self.cfg.id;
         let next = self.log.last_index() + 1;
-        for id in self.conf.members() {
+        for id in self.log.conf().members() {
             if id != self.cfg.id {
                 let mut pr = Progress::new(next);
                 pr.recent_active = true;
@@ -625,22 +616,9 @@ impl<S: LogStorage> RawNode<S> {
         self.bcast_append();
     }
 
-    /// May this node start an election? Only a voter, and not while a committed
-    /// configuration change is unapplied (it could change who the voters are).
+    /// May this node start an election? Only a voter of its latest configuration.
     fn promotable(&self) -> bool {
-        if !self.conf.is_voter(self.cfg.id) {
-            return false;
-        }
-        if self.log.committed <= self.log.applied {
-            return true;
-        }
-        match self
-            .log
-            .entries(self.log.applied + 1, self.log.committed + 1, u64::MAX)
-        {
-            Ok(ents) => !ents.iter().any(|e| e.kind == EntryKind::ConfChange),
-            Err(_) => false,
-        }
+        self.log.conf().is_voter(self.cfg.id)
     }
 
     fn campaign_as(&mut self, kind: CampaignKind) {
@@ -663,8 +641,8 @@ impl<S: LogStorage> RawNode<S> {
             self.become_candidate();
         }
         let term = if pre { self.term + 1 } else { self.term };
-        let mut voters = self.conf.voters.clone();
-        voters.extend_from_slice(&self.conf.voters_outgoing);
+        let mut voters = self.log.conf().voters.clone();
+        voters.extend_from_slice(&self.log.conf().voters_outgoing);
         voters.sort_unstable();
         voters.dedup();
         for id in voters {
@@ -687,7 +665,7 @@ impl<S: LogStorage> RawNode<S> {
             self.votes.push((from, granted));
         }
         let votes = &self.votes;
-        quorum::vote_result(&self.conf, |id| {
+        quorum::vote_result(self.log.conf(), |id| {
             votes.iter().find(|(v, _)| *v == id).map(|(_, g)| *g)
         })
     }
@@ -711,7 +689,7 @@ impl<S: LogStorage> RawNode<S> {
             if self.cfg.check_quorum {
                 let progress = &self.progress;
                 let me = self.cfg.id;
-                let active = quorum::vote_result(&self.conf, |id| {
+                let active = quorum::vote_result(self.log.conf(), |id| {
                     Some(id == me || progress.iter().any(|(p, pr)| *p == id && pr.recent_active))
                 });
                 if active != VoteResult::Won {
@@ -889,6 +867,13 @@ impl<S: LogStorage> RawNode<S> {
             );
             return;
         }
+        let malformed = entries
+            .iter()
+            .any(|e| e.kind == EntryKind::ConfChange && ConfState::decode(&e.data).is_none());
+        if malformed {
+            // Not something a correct leader sends; drop it rather than corrupt our log.
+            return;
+        }
         match self
             .log
             .maybe_append(prev_index, prev_term, commit, entries)
@@ -1022,7 +1007,6 @@ impl<S: LogStorage> RawNode<S> {
                     // Our log already contains the snapshot's last entry: just commit.
                     self.log.commit_to(index);
                 } else {
-                    self.conf = meta.conf.clone();
                     self.log.restore(Snapshot { meta, data });
                 }
                 // Acknowledged like entries: only once the snapshot is durable.
@@ -1075,7 +1059,7 @@ impl<S: LogStorage> RawNode<S> {
         let persisted = self.log.persisted_index();
         let me = self.cfg.id;
         let progress = &self.progress;
-        let quorum_index = quorum::committed_index(&self.conf, |id| {
+        let quorum_index = quorum::committed_index(self.log.conf(), |id| {
             if id == me {
                 persisted
             } else {
@@ -1097,6 +1081,7 @@ impl<S: LogStorage> RawNode<S> {
                 let _ = self.leader_read(from, ctx);
             }
         }
+        self.after_commit();
         true
     }
 
@@ -1227,7 +1212,7 @@ impl<S: LogStorage> RawNode<S> {
         }
         let index = self.log.committed;
         let me = self.cfg.id;
-        if quorum::vote_result(&self.conf, |id| Some(id == me)) == VoteResult::Won {
+        if quorum::vote_result(self.log.conf(), |id| Some(id == me)) == VoteResult::Won {
             self.respond_read(from, ctx, index);
             return Ok(());
         }
@@ -1250,7 +1235,7 @@ impl<S: LogStorage> RawNode<S> {
         }
         let me = self.cfg.id;
         let progress = &self.progress;
-        let confirmed = quorum::committed_index(&self.conf, |id| {
+        let confirmed = quorum::committed_index(self.log.conf(), |id| {
             if id == me {
                 u64::MAX
             } else {
@@ -1265,12 +1250,9 @@ impl<S: LogStorage> RawNode<S> {
         }
     }
 
-    fn apply_conf(&mut self, next: ConfState) {
-        self.conf = next;
-        if self.role != Role::Leader {
-            return;
-        }
-        let members = self.conf.members();
+    /// Makes the leader's progress set match the configuration in force.
+    fn sync_progress(&mut self) {
+        let members = self.log.conf().members();
         self.progress.retain(|(id, _)| members.contains(id));
         let next_index = self.log.last_index() + 1;
         for id in members {
@@ -1280,33 +1262,33 @@ impl<S: LogStorage> RawNode<S> {
                 self.progress.push((id, pr));
             }
         }
-        if self.transferee != NO_NODE && !self.conf.voters.contains(&self.transferee) {
+        if self.transferee != NO_NODE && !self.log.conf().voters.contains(&self.transferee) {
             self.transferee = NO_NODE;
         }
-        if self.maybe_commit() {
-            self.bcast_append();
+    }
+
+    /// Configuration work a leader does once its latest configuration is committed: leave a
+    /// joint configuration (Raft §6: C_new is proposed once C_old,new is committed), or step
+    /// down when the committed configuration no longer includes it.
+    fn after_commit(&mut self) {
+        if self.role != Role::Leader || self.log.conf_index() > self.log.committed {
+            return;
         }
-        if !self.conf.is_voter(self.cfg.id) {
-            // Removed: let the others learn the commit index, then stop leading.
+        if !self.log.conf().is_voter(self.cfg.id) {
+            // The others learn the commit index from this last broadcast.
             self.bcast_append();
             self.become_follower(self.term, NO_NODE);
             return;
         }
-        self.release_reads();
-    }
-
-    /// A leader in a joint configuration proposes leaving it as soon as entering it applied.
-    fn maybe_auto_leave(&mut self) {
-        if self.role == Role::Leader
-            && self.conf.is_joint()
-            && self.pending_conf_index <= self.log.applied
-        {
+        if self.log.conf().is_joint() {
+            let conf = self.log.conf();
             let leave = ConfState {
-                voters: self.conf.voters.clone(),
+                voters: conf.voters.clone(),
                 voters_outgoing: Vec::new(),
-                learners: self.conf.learners.clone(),
+                learners: conf.learners.clone(),
             };
             self.pending_conf_index = self.append_entry(EntryKind::ConfChange, leave.encode());
+            self.sync_progress();
             self.bcast_append();
         }
     }
@@ -1340,30 +1322,4 @@ impl<S: LogStorage> RawNode<S> {
         let span = self.cfg.election_ticks_max - self.cfg.election_ticks_min;
         self.cfg.election_ticks_min + z % span
     }
-}
-
-/// The configuration as of `applied`: the snapshot's, updated by every configuration entry the
-/// state machine already applied after it.
-fn replay_conf<S: LogStorage>(
-    storage: &S,
-    meta: &SnapshotMeta,
-    applied: u64,
-) -> Result<ConfState, Error> {
-    let mut conf = meta.conf.clone();
-    let mut next = meta.index + 1;
-    // Bounded: each round consumes at least one entry of (snapshot, applied].
-    while next <= applied {
-        let ents = storage
-            .entries(next, applied + 1, 16 << 20)
-            .map_err(Error::Storage)?;
-        let Some(last) = ents.last() else {
-            return Err(Error::Corrupt("log shorter than the applied index"));
-        };
-        next = last.index + 1;
-        for e in ents.iter().filter(|e| e.kind == EntryKind::ConfChange) {
-            conf = ConfState::decode(&e.data)
-                .ok_or(Error::Corrupt("configuration entry does not decode"))?;
-        }
-    }
-    Ok(conf)
 }
