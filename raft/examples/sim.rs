@@ -80,6 +80,9 @@ fn main() {
                 report.voters, report.violations, report.verdict, report.stuck
             );
         }
+        if report.stuck {
+            println!("seed {seed} state:{}", report.detail);
+        }
         if report.failed() {
             println!("seed {seed} failed: cargo run --release -p tern-raft --example sim -- --seed {seed}");
         }

@@ -105,6 +105,8 @@ pub struct SeedReport {
     pub faults: FaultCounts,
     pub ops_ok: u64,
     pub ops_unknown: u64,
+    /// For a stuck seed: the state of every node at the end.
+    pub detail: String,
 }
 
 impl SeedReport {
@@ -168,6 +170,16 @@ struct Rates {
     compact_every: u64,
 }
 
+/// Per-seed variations of the node configuration.
+#[derive(Clone, Copy)]
+struct NodeKnobs {
+    pre_vote: bool,
+    check_quorum: bool,
+    append_bytes_max: u64,
+    inflight_msgs_max: usize,
+    chunk_bytes: u64,
+}
+
 const KEYS: u64 = 3;
 /// The proposal that must commit once faults stop; its key is outside the clients' keys.
 const LIVENESS_PROBE: Command = Command { op_id: 0, key: 255, kind: CommandKind::Put { value: 1 } };
@@ -187,7 +199,7 @@ struct Sim {
     heal_at: u64,
     faults_on: bool,
     rates: Rates,
-    chunk_bytes: u64,
+    knobs: NodeKnobs,
     clients: Vec<Option<PendingOp>>,
     history: Vec<Op>,
     next_op_id: u64,
@@ -208,19 +220,26 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
     let voters_base = if rng.chance(500) { 3 } else { 5 };
     let total = voters_base + 1 + rng.below(2) as usize;
     let rates = Rates {
-        drop: rng.range(0, 150),
+        drop: rng.range(0, 300),
         dup: rng.range(0, 50),
         delay_max: rng.range(1, 12),
-        fsync: rng.range(300, 950),
+        fsync: rng.range(200, 900),
         unavailable: rng.range(0, 30),
-        crash: rng.range(0, 6),
-        partition: rng.range(0, 8),
+        crash: rng.range(0, 40),
+        partition: rng.range(0, 25),
         conf_change: rng.range(0, 10),
         transfer: rng.range(0, 5),
         client: rng.range(50, 400),
         compact_every: rng.range(8, 60),
     };
-    let chunk_bytes = rng.range(4, 40);
+    let knobs = NodeKnobs {
+        pre_vote: rng.chance(700),
+        check_quorum: rng.chance(700),
+        // Small messages split a new leader's no-op from older entries (Figure 8 needs that).
+        append_bytes_max: rng.pick(&[1, 60, 200, 1000]),
+        inflight_msgs_max: rng.range(1, 8) as usize,
+        chunk_bytes: rng.range(4, 40),
+    };
     let mut sim = Sim {
         rng,
         now: 0,
@@ -232,7 +251,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         heal_at: 0,
         faults_on: true,
         rates,
-        chunk_bytes,
+        knobs,
         clients: (0..CLIENTS).map(|_| None).collect(),
         history: Vec::new(),
         next_op_id: 1,
@@ -274,6 +293,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         steps += 1;
     }
     let stuck = sim.violations.is_empty() && !sim.liveness(opts.liveness_ticks_max);
+    let detail = if stuck { sim.describe() } else { String::new() };
     let verdict = linearize::check(&sim.history);
     let ops_unknown = sim.history.iter().filter(|o| o.ret.is_none()).count() as u64;
     SeedReport {
@@ -286,6 +306,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         faults: sim.faults,
         ops_ok: sim.ops_ok,
         ops_unknown,
+        detail,
     }
 }
 
@@ -293,9 +314,11 @@ impl Sim {
     fn config(&self, id: NodeId) -> Config {
         let mut cfg = Config::new(id);
         cfg.seed = self.rng.clone().next_u64() ^ id.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ self.now;
-        cfg.snapshot_chunk_bytes = self.chunk_bytes;
-        cfg.inflight_msgs_max = 4;
-        cfg.append_bytes_max = 200;
+        cfg.snapshot_chunk_bytes = self.knobs.chunk_bytes;
+        cfg.inflight_msgs_max = self.knobs.inflight_msgs_max;
+        cfg.append_bytes_max = self.knobs.append_bytes_max;
+        cfg.pre_vote = self.knobs.pre_vote;
+        cfg.check_quorum = self.knobs.check_quorum;
         cfg.snapshot_retry_ticks = 20;
         cfg
     }
@@ -350,8 +373,11 @@ impl Sim {
         self.deliver();
         for i in 0..self.nodes.len() {
             self.process_ready(i);
-            while !self.nodes[i].pending.is_empty() && self.rng.chance(self.rates.fsync) {
-                self.fsync(i);
+            // Group commit: one fsync makes every batch written so far durable.
+            if !self.nodes[i].pending.is_empty() && self.rng.chance(self.rates.fsync) {
+                for _ in 0..self.nodes[i].pending.len() {
+                    self.fsync(i);
+                }
             }
             self.process_ready(i);
         }
@@ -391,7 +417,10 @@ impl Sim {
                 }
                 _ => {
                     self.faults.partitions_isolate += 1;
-                    let x = self.rng.range(1, n as u64) as usize;
+                    let x = match self.leader_index() {
+                        Some(l) if self.rng.chance(500) => l + 1,
+                        _ => self.rng.range(1, n as u64) as usize,
+                    };
                     for o in 1..=n {
                         self.blocked[x][o] = true;
                         self.blocked[o][x] = true;
@@ -400,7 +429,11 @@ impl Sim {
             }
         }
         if self.rng.chance(self.rates.crash) {
-            let i = self.rng.below(n as u64) as usize;
+            // Leaders are the interesting victims: half the crashes aim at one.
+            let i = match self.leader_index() {
+                Some(l) if self.rng.chance(500) => l,
+                _ => self.rng.below(n as u64) as usize,
+            };
             if self.nodes[i].raft.is_some() {
                 self.crash(i);
             }
@@ -443,7 +476,7 @@ impl Sim {
         node.raft = None;
         node.pending.clear();
         node.read_waits.clear();
-        node.restart_at = self.now + self.rng.range(5, 80);
+        node.restart_at = self.now + self.rng.range(1, 80);
         let id = node.id;
         // Operations waiting on this node now have an unknown outcome.
         for c in self.clients.iter_mut() {
@@ -571,8 +604,12 @@ impl Sim {
                 ack: rd.persist_ack,
             };
             let writes = batch.hard_state.is_some() || !batch.entries.is_empty() || batch.snapshot.is_some();
-            if !writes && self.nodes[i].pending.is_empty() {
-                self.complete_batch(i, batch);
+            if !writes {
+                match self.nodes[i].pending.back_mut() {
+                    // Nothing to write: its messages wait for the batch already queued.
+                    Some(last) => last.gated.extend(batch.gated),
+                    None => self.complete_batch(i, batch),
+                }
             } else {
                 self.nodes[i].pending.push_back(batch);
             }
@@ -894,6 +931,30 @@ impl Sim {
             }
         }
         self.violations.extend(found);
+    }
+
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            match n.raft.as_ref() {
+                Some(r) => {
+                    let st = r.status();
+                    out.push_str(&format!(
+                        "\n  node {}: {:?} term={} vote={} leader={} commit={} applied={} last={} persisted={} conf={:?} pending_batches={}",
+                        n.id, st.role, st.term, st.vote, st.leader, st.commit, st.applied, st.last_index, st.persisted_index, st.conf, n.pending.len()
+                    ));
+                    for (id, pr) in [1u64, 2, 3, 4, 5, 6, 7].iter().filter_map(|id| r.progress(*id).map(|p| (id, p))) {
+                        out.push_str(&format!(
+                            "\n    progress {id}: {:?} match={} next={} probe_sent={} inflight={} snap={:?}",
+                            pr.state, pr.match_index, pr.next_index, pr.probe_sent, pr.inflights.count(),
+                            pr.snapshot.as_ref().map(|s| (s.index, s.offset_acked, s.meta.size_bytes, s.chunk_in_flight))
+                        ));
+                    }
+                }
+                None => out.push_str(&format!("\n  node {}: crashed", n.id)),
+            }
+        }
+        out
     }
 
     // ----- Liveness --------------------------------------------------------------------------
