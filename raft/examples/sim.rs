@@ -62,7 +62,11 @@ fn main() {
         faults.add(&report.faults);
         ops_ok += report.ops_ok;
         ops_unknown += report.ops_unknown;
-        if report.voters == 3 { three += 1 } else { five += 1 }
+        if report.voters == 3 {
+            three += 1
+        } else {
+            five += 1
+        }
         if !report.violations.is_empty() {
             violations += 1;
         }

@@ -487,8 +487,10 @@ impl<S: LogStorage> RawNode<S> {
     /// Collects the work to do; see [`Ready`] for the order. Everything returned is
     /// considered handed out: the next `Ready` contains only newer work.
     pub fn ready(&mut self) -> Ready {
-        let mut rd = Ready::default();
-        rd.snapshot = self.log.take_snapshot();
+        let mut rd = Ready {
+            snapshot: self.log.take_snapshot(),
+            ..Default::default()
+        };
         if let Some(s) = &rd.snapshot {
             self.log.applied = self.log.applied.max(s.meta.index);
             rd.persist_ack.snapshot = Some(s.meta.index);

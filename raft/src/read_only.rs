@@ -6,6 +6,7 @@
 //!    number and sends a heartbeat carrying it.
 //! 3. When a quorum (counting itself) has answered a heartbeat carrying that sequence or a later
 //!    one, no other leader can have existed at that moment, so the read index is safe.
+//!
 //! A leader cut off from a quorum never gets step 3, so it never serves a stale read.
 
 use std::collections::VecDeque;

@@ -13,7 +13,9 @@ use std::rc::Rc;
 use super::kv::{Command, CommandKind, KvStore};
 use super::linearize::{self, Op, OpKind, Verdict};
 use super::rng::Rng;
-use crate::message::{ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, Snapshot};
+use crate::message::{
+    ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, Snapshot,
+};
 use crate::raft::{ConfChange, RawNode, Role};
 use crate::ready::PersistAck;
 use crate::storage::MemStorage;
@@ -33,7 +35,11 @@ pub struct SimOptions {
 
 impl SimOptions {
     pub fn new(seed: u64) -> Self {
-        SimOptions { seed, steps: 1000, liveness_ticks_max: 600 }
+        SimOptions {
+            seed,
+            steps: 1000,
+            liveness_ticks_max: 600,
+        }
     }
 }
 
@@ -111,7 +117,9 @@ pub struct SeedReport {
 
 impl SeedReport {
     pub fn failed(&self) -> bool {
-        !self.violations.is_empty() || matches!(self.verdict, Verdict::NotLinearizable { .. }) || self.stuck
+        !self.violations.is_empty()
+            || matches!(self.verdict, Verdict::NotLinearizable { .. })
+            || self.stuck
     }
 }
 
@@ -182,7 +190,11 @@ struct NodeKnobs {
 
 const KEYS: u64 = 3;
 /// The proposal that must commit once faults stop; its key is outside the clients' keys.
-const LIVENESS_PROBE: Command = Command { op_id: 0, key: 255, kind: CommandKind::Put { value: 1 } };
+const LIVENESS_PROBE: Command = Command {
+    op_id: 0,
+    key: 255,
+    kind: CommandKind::Put { value: 1 },
+};
 const CLIENTS: usize = 3;
 const CLIENT_TIMEOUT_TICKS: u64 = 150;
 /// Ready rounds per node per step; the core converges in one or two.
@@ -267,7 +279,11 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
     };
     let initial: Vec<NodeId> = (1..=voters_base as u64).collect();
     for id in 1..=total as u64 {
-        let conf = if id as usize <= voters_base { initial.clone() } else { Vec::new() };
+        let conf = if id as usize <= voters_base {
+            initial.clone()
+        } else {
+            Vec::new()
+        };
         let disk = Rc::new(RefCell::new(MemStorage::new_with_conf(&conf)));
         let mut node = Node {
             id,
@@ -331,7 +347,8 @@ impl Sim {
         node.kv = match KvStore::decode(&snap.data) {
             Some(kv) => kv,
             None => {
-                self.violations.push(format!("node {} snapshot does not decode", node.id));
+                self.violations
+                    .push(format!("node {} snapshot does not decode", node.id));
                 KvStore::default()
             }
         };
@@ -346,7 +363,9 @@ impl Sim {
         node.commit_recorded = node.commit_recorded.min(node.seen_commit);
         match RawNode::new(self.config(node.id), disk) {
             Ok(raft) => node.raft = Some(raft),
-            Err(e) => self.violations.push(format!("node {} failed to restart: {e}", node.id)),
+            Err(e) => self
+                .violations
+                .push(format!("node {} failed to restart: {e}", node.id)),
         }
     }
 
@@ -449,7 +468,11 @@ impl Sim {
         }
         if self.rng.chance(self.rates.transfer) {
             if let Some(l) = self.leader_index() {
-                let voters = self.nodes[l].raft.as_ref().map(|r| r.conf().voters.clone()).unwrap_or_default();
+                let voters = self.nodes[l]
+                    .raft
+                    .as_ref()
+                    .map(|r| r.conf().voters.clone())
+                    .unwrap_or_default();
                 if !voters.is_empty() {
                     let to = self.rng.pick(&voters);
                     if let Some(raft) = self.nodes[l].raft.as_mut() {
@@ -472,7 +495,11 @@ impl Sim {
     fn crash(&mut self, i: usize) {
         self.faults.crashes += 1;
         let node = &mut self.nodes[i];
-        self.faults.unsynced_batches_lost += node.pending.iter().filter(|b| b.hard_state.is_some() || !b.entries.is_empty()).count() as u64;
+        self.faults.unsynced_batches_lost += node
+            .pending
+            .iter()
+            .filter(|b| b.hard_state.is_some() || !b.entries.is_empty())
+            .count() as u64;
         node.raft = None;
         node.pending.clear();
         node.read_waits.clear();
@@ -488,11 +515,20 @@ impl Sim {
 
     fn change_membership(&mut self) {
         let Some(l) = self.leader_index() else { return };
-        let Some(raft) = self.nodes[l].raft.as_ref() else { return };
+        let Some(raft) = self.nodes[l].raft.as_ref() else {
+            return;
+        };
         let conf = raft.conf().clone();
         let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        let outsiders: Vec<NodeId> = all.iter().copied().filter(|id| !conf.contains(*id)).collect();
-        let mut change = ConfChange { voters: conf.voters.clone(), learners: conf.learners.clone() };
+        let outsiders: Vec<NodeId> = all
+            .iter()
+            .copied()
+            .filter(|id| !conf.contains(*id))
+            .collect();
+        let mut change = ConfChange {
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+        };
         match self.rng.below(3) {
             0 if !outsiders.is_empty() => change.learners.push(self.rng.pick(&outsiders)),
             1 if !conf.learners.is_empty() => {
@@ -528,7 +564,11 @@ impl Sim {
     // ----- Network ---------------------------------------------------------------------------
 
     fn send(&mut self, msg: Message) {
-        if let MessageBody::VoteResp { pre: false, reject: false } = msg.body {
+        if let MessageBody::VoteResp {
+            pre: false,
+            reject: false,
+        } = msg.body
+        {
             // One vote per term: record the grant the moment it leaves the voter.
             let prev = *self.votes.entry((msg.from, msg.term)).or_insert(msg.to);
             if prev != msg.to {
@@ -543,16 +583,27 @@ impl Sim {
             self.faults.msgs_dropped += 1;
             return;
         }
-        let copies = if faulty && self.rng.chance(self.rates.dup) { 2 } else { 1 };
+        let copies = if faulty && self.rng.chance(self.rates.dup) {
+            2
+        } else {
+            1
+        };
         if copies == 2 {
             self.faults.msgs_duplicated += 1;
         }
         for _ in 0..copies {
-            let delay = if faulty { self.rng.range(0, self.rates.delay_max) } else { self.rng.range(0, 1) };
+            let delay = if faulty {
+                self.rng.range(0, self.rates.delay_max)
+            } else {
+                self.rng.range(0, 1)
+            };
             if delay > 1 {
                 self.faults.msgs_delayed += 1;
             }
-            self.net.push(InFlight { at: self.now + delay, msg: msg.clone() });
+            self.net.push(InFlight {
+                at: self.now + delay,
+                msg: msg.clone(),
+            });
         }
     }
 
@@ -573,7 +624,11 @@ impl Sim {
             if self.blocked[msg.from as usize][msg.to as usize] {
                 continue;
             }
-            if let Some(raft) = self.nodes.get_mut(msg.to as usize - 1).and_then(|n| n.raft.as_mut()) {
+            if let Some(raft) = self
+                .nodes
+                .get_mut(msg.to as usize - 1)
+                .and_then(|n| n.raft.as_mut())
+            {
                 raft.step(msg);
             }
         }
@@ -583,7 +638,9 @@ impl Sim {
 
     fn process_ready(&mut self, i: usize) {
         for _ in 0..READY_ROUNDS_MAX {
-            let Some(raft) = self.nodes[i].raft.as_mut() else { return };
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                return;
+            };
             if !raft.has_ready() {
                 return;
             }
@@ -603,7 +660,8 @@ impl Sim {
                 gated,
                 ack: rd.persist_ack,
             };
-            let writes = batch.hard_state.is_some() || !batch.entries.is_empty() || batch.snapshot.is_some();
+            let writes =
+                batch.hard_state.is_some() || !batch.entries.is_empty() || batch.snapshot.is_some();
             if !writes {
                 match self.nodes[i].pending.back_mut() {
                     // Nothing to write: its messages wait for the batch already queued.
@@ -620,7 +678,9 @@ impl Sim {
                 self.apply(i, e);
             }
             self.maybe_compact(i);
-            self.nodes[i].read_waits.extend(rd.read_states.iter().map(|r| (r.ctx, r.index)));
+            self.nodes[i]
+                .read_waits
+                .extend(rd.read_states.iter().map(|r| (r.ctx, r.index)));
             self.serve_reads(i);
         }
     }
@@ -663,7 +723,9 @@ impl Sim {
         let node = &mut self.nodes[i];
         match KvStore::decode(&snap.data) {
             Some(kv) => node.kv = kv,
-            None => self.violations.push(format!("node {} received an undecodable snapshot", node.id)),
+            None => self
+                .violations
+                .push(format!("node {} received an undecodable snapshot", node.id)),
         }
         node.sm_conf = snap.meta.conf.clone();
         node.applied = snap.meta.index;
@@ -672,7 +734,10 @@ impl Sim {
     fn apply(&mut self, i: usize, e: &Entry) {
         let id = self.nodes[i].id;
         if e.index != self.nodes[i].applied + 1 {
-            self.violations.push(format!("node {id} applied {} after {}", e.index, self.nodes[i].applied));
+            self.violations.push(format!(
+                "node {id} applied {} after {}",
+                e.index, self.nodes[i].applied
+            ));
             return;
         }
         // State Machine Safety: every node applies the same entry at each index.
@@ -699,7 +764,10 @@ impl Sim {
             }
             EntryKind::Normal if !e.data.is_empty() => {
                 let Some(cmd) = Command::decode(&e.data) else {
-                    self.violations.push(format!("node {id} applied an undecodable command at {}", e.index));
+                    self.violations.push(format!(
+                        "node {id} applied an undecodable command at {}",
+                        e.index
+                    ));
                     return;
                 };
                 let ok = self.nodes[i].kv.apply(&cmd);
@@ -729,7 +797,9 @@ impl Sim {
             if self.clients[c].is_some() || !self.rng.chance(self.rates.client) {
                 continue;
             }
-            let live: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].raft.is_some()).collect();
+            let live: Vec<usize> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].raft.is_some())
+                .collect();
             if live.is_empty() {
                 return;
             }
@@ -752,8 +822,15 @@ impl Sim {
                 let kind = if roll < 75 {
                     CommandKind::Put { value }
                 } else {
-                    let expected = if self.rng.chance(700) { self.last_written[key as usize] } else { self.rng.below(value) };
-                    CommandKind::Cas { expected, new: value }
+                    let expected = if self.rng.chance(700) {
+                        self.last_written[key as usize]
+                    } else {
+                        self.rng.below(value)
+                    };
+                    CommandKind::Cas {
+                        expected,
+                        new: value,
+                    }
                 };
                 let cmd = Command { op_id, key, kind };
                 let r = self.nodes[i].raft.as_mut().map(|r| r.propose(cmd.encode()));
@@ -767,7 +844,13 @@ impl Sim {
                 // Refused at once: it did not happen, so it is not part of the history.
                 continue;
             }
-            self.history.push(Op { key, kind, call, ret: None, output: 0 });
+            self.history.push(Op {
+                key,
+                kind,
+                call,
+                ret: None,
+                output: 0,
+            });
             self.clients[c] = Some(PendingOp {
                 hist: self.history.len() - 1,
                 node: self.nodes[i].id,
@@ -778,20 +861,41 @@ impl Sim {
         }
     }
 
-    fn complete_write(&mut self, i: usize, op_id: u64, ok: bool, e: &Entry, voters_at_entry: &[NodeId]) {
+    fn complete_write(
+        &mut self,
+        i: usize,
+        op_id: u64,
+        ok: bool,
+        e: &Entry,
+        voters_at_entry: &[NodeId],
+    ) {
         let id = self.nodes[i].id;
-        let Some(c) = self.clients.iter().position(|p| p.as_ref().is_some_and(|p| p.op_id == op_id && p.node == id)) else {
+        let Some(c) = self
+            .clients
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.op_id == op_id && p.node == id))
+        else {
             return;
         };
-        let Some(p) = self.clients[c].take() else { return };
+        let Some(p) = self.clients[c].take() else {
+            return;
+        };
         // Nothing acknowledged may be lost: before the client hears "done", the entry must be
         // durable here and on a majority of the voters in force at that index.
         let durable_on = |n: &Node| {
             let disk = n.disk.borrow();
             let base = disk.snapshot.meta.index;
-            base >= e.index || disk.entries.get((e.index - base - 1) as usize).is_some_and(|x| x.term == e.term)
+            base >= e.index
+                || disk
+                    .entries
+                    .get((e.index - base - 1) as usize)
+                    .is_some_and(|x| x.term == e.term)
         };
-        let copies = self.nodes.iter().filter(|n| voters_at_entry.contains(&n.id) && durable_on(n)).count();
+        let copies = self
+            .nodes
+            .iter()
+            .filter(|n| voters_at_entry.contains(&n.id) && durable_on(n))
+            .count();
         if !durable_on(&self.nodes[i]) || copies < voters_at_entry.len() / 2 + 1 {
             self.violations.push(format!(
                 "acknowledged {}/{} on node {id} is durable on only {copies} of voters {voters_at_entry:?}",
@@ -820,10 +924,16 @@ impl Sim {
                 self.nodes[i].read_waits.push((ctx, index));
                 continue;
             }
-            let Some(c) = self.clients.iter().position(|p| p.as_ref().is_some_and(|p| p.op_id == ctx && p.node == id)) else {
+            let Some(c) = self
+                .clients
+                .iter()
+                .position(|p| p.as_ref().is_some_and(|p| p.op_id == ctx && p.node == id))
+            else {
                 continue;
             };
-            let Some(p) = self.clients[c].take() else { continue };
+            let Some(p) = self.clients[c].take() else {
+                continue;
+            };
             self.clock += 1;
             let value = self.nodes[i].kv.get(p.key);
             let op = &mut self.history[p.hist];
@@ -847,7 +957,9 @@ impl Sim {
     fn check_invariants(&mut self) {
         let mut found = Vec::new();
         for node in self.nodes.iter_mut() {
-            let Some(raft) = node.raft.as_ref() else { continue };
+            let Some(raft) = node.raft.as_ref() else {
+                continue;
+            };
             let id = node.id;
             let (term, commit) = (raft.term(), raft.commit());
             if term < node.seen_term || commit < node.seen_commit {
@@ -859,9 +971,14 @@ impl Sim {
             node.seen_term = term;
             node.seen_commit = commit;
             // Record what this node says is committed; all nodes must agree.
-            let from = node.commit_recorded.max(raft.first_index().saturating_sub(1)) + 1;
+            let from = node
+                .commit_recorded
+                .max(raft.first_index().saturating_sub(1))
+                + 1;
             for index in from..=commit {
-                let Some(t) = raft.log_term(index) else { continue };
+                let Some(t) = raft.log_term(index) else {
+                    continue;
+                };
                 if let Some(&other) = self.committed.get(&index) {
                     if other != t {
                         found.push(format!("committed entry {index} has term {t} on node {id} but {other} elsewhere"));
@@ -878,7 +995,9 @@ impl Sim {
             // Election Safety: at most one leader per term.
             let leader = *self.leader_of_term.entry(term).or_insert(id);
             if leader != id {
-                found.push(format!("election safety: nodes {leader} and {id} both led term {term}"));
+                found.push(format!(
+                    "election safety: nodes {leader} and {id} both led term {term}"
+                ));
             }
             let last = raft.last_index();
             let last_term = raft.log_term(last).unwrap_or(0);
@@ -886,7 +1005,9 @@ impl Sim {
                 Some((t, li, lt)) if t == term => {
                     // Leader Append-Only.
                     if last < li || raft.log_term(li) != Some(lt) {
-                        found.push(format!("leader append-only: node {id} rewrote its log at or before {li}"));
+                        found.push(format!(
+                            "leader append-only: node {id} rewrote its log at or before {li}"
+                        ));
                     }
                 }
                 _ => {
@@ -943,7 +1064,10 @@ impl Sim {
                         "\n  node {}: {:?} term={} vote={} leader={} commit={} applied={} last={} persisted={} conf={:?} pending_batches={}",
                         n.id, st.role, st.term, st.vote, st.leader, st.commit, st.applied, st.last_index, st.persisted_index, st.conf, n.pending.len()
                     ));
-                    for (id, pr) in [1u64, 2, 3, 4, 5, 6, 7].iter().filter_map(|id| r.progress(*id).map(|p| (id, p))) {
+                    for (id, pr) in [1u64, 2, 3, 4, 5, 6, 7]
+                        .iter()
+                        .filter_map(|id| r.progress(*id).map(|p| (id, p)))
+                    {
                         out.push_str(&format!(
                             "\n    progress {id}: {:?} match={} next={} probe_sent={} inflight={} snap={:?}",
                             pr.state, pr.match_index, pr.next_index, pr.probe_sent, pr.inflights.count(),
@@ -973,7 +1097,11 @@ impl Sim {
                 return true;
             }
             if let Some((term, index, since)) = target {
-                if self.applied_log.get(&index).is_some_and(|&(t, _)| t == term) {
+                if self
+                    .applied_log
+                    .get(&index)
+                    .is_some_and(|&(t, _)| t == term)
+                {
                     return true;
                 }
                 if self.now > since + 100 {
@@ -1024,7 +1152,11 @@ mod tests {
 
     #[test]
     fn a_quiet_seed_makes_progress() {
-        let report = run_seed(&SimOptions { seed: 1, steps: 300, liveness_ticks_max: 600 });
+        let report = run_seed(&SimOptions {
+            seed: 1,
+            steps: 300,
+            liveness_ticks_max: 600,
+        });
         assert!(!report.failed(), "{report:?}");
         assert!(report.ops_ok > 0, "{report:?}");
     }

@@ -38,14 +38,25 @@ impl Command {
         if buf.len() != 26 {
             return None;
         }
-        let u64_at = |i: usize| buf.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        let u64_at = |i: usize| {
+            buf.get(i..i + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
         let (a, b) = (u64_at(10)?, u64_at(18)?);
         let kind = match buf[8] {
             1 => CommandKind::Put { value: a },
-            2 => CommandKind::Cas { expected: a, new: b },
+            2 => CommandKind::Cas {
+                expected: a,
+                new: b,
+            },
             _ => return None,
         };
-        Some(Command { op_id: u64_at(0)?, key: buf[9], kind })
+        Some(Command {
+            op_id: u64_at(0)?,
+            key: buf[9],
+            kind,
+        })
     }
 }
 
@@ -89,7 +100,7 @@ impl KvStore {
     }
 
     pub fn decode(buf: &[u8]) -> Option<KvStore> {
-        if buf.len() % 9 != 0 {
+        if !buf.len().is_multiple_of(9) {
             return None;
         }
         let mut map = BTreeMap::new();

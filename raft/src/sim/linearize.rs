@@ -31,7 +31,9 @@ pub struct Op {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Linearizable,
-    NotLinearizable { key: u8 },
+    NotLinearizable {
+        key: u8,
+    },
     /// The search exceeded its budget; no verdict.
     Unknown,
 }
@@ -128,7 +130,9 @@ fn check_register(ops: &[Op]) -> Option<bool> {
         }
         if entry == n + 1 {
             // Only reachable if the list still holds calls we could not place: backtrack.
-            let Some((call, old)) = stack.pop() else { return Some(false) };
+            let Some((call, old)) = stack.pop() else {
+                return Some(false);
+            };
             let i = events[call - 1].1;
             linearized[i / 64] &= !(1 << (i % 64));
             state = old;
@@ -154,7 +158,9 @@ fn check_register(ops: &[Op]) -> Option<bool> {
             entry = next[entry];
         } else {
             // An operation returned before we could linearize it: undo the last choice.
-            let Some((call, old)) = stack.pop() else { return Some(false) };
+            let Some((call, old)) = stack.pop() else {
+                return Some(false);
+            };
             let j = events[call - 1].1;
             linearized[j / 64] &= !(1 << (j % 64));
             state = old;
@@ -171,24 +177,43 @@ mod tests {
     use super::*;
 
     fn op(kind: OpKind, call: u64, ret: Option<u64>, output: u64) -> Op {
-        Op { key: 1, kind, call, ret, output }
+        Op {
+            key: 1,
+            kind,
+            call,
+            ret,
+            output,
+        }
     }
 
     #[test]
     fn accepts_concurrent_overlaps_and_rejects_a_stale_read() {
         // put(1) completes, then a get that starts afterwards reads the old value 0.
-        let stale = [op(OpKind::Put(1), 1, Some(2), 0), op(OpKind::Get, 3, Some(4), 0)];
+        let stale = [
+            op(OpKind::Put(1), 1, Some(2), 0),
+            op(OpKind::Get, 3, Some(4), 0),
+        ];
         assert_eq!(check(&stale), Verdict::NotLinearizable { key: 1 });
         // The same get overlapping the put may read either value.
-        let overlap = [op(OpKind::Put(1), 1, Some(4), 0), op(OpKind::Get, 2, Some(3), 0)];
+        let overlap = [
+            op(OpKind::Put(1), 1, Some(4), 0),
+            op(OpKind::Get, 2, Some(3), 0),
+        ];
         assert_eq!(check(&overlap), Verdict::Linearizable);
     }
 
     #[test]
     fn timed_out_write_may_or_may_not_have_happened() {
-        let happened = [op(OpKind::Put(7), 1, None, 0), op(OpKind::Get, 2, Some(3), 7), op(OpKind::Get, 4, Some(5), 7)];
+        let happened = [
+            op(OpKind::Put(7), 1, None, 0),
+            op(OpKind::Get, 2, Some(3), 7),
+            op(OpKind::Get, 4, Some(5), 7),
+        ];
         assert_eq!(check(&happened), Verdict::Linearizable);
-        let never = [op(OpKind::Put(7), 1, None, 0), op(OpKind::Get, 2, Some(3), 0)];
+        let never = [
+            op(OpKind::Put(7), 1, None, 0),
+            op(OpKind::Get, 2, Some(3), 0),
+        ];
         assert_eq!(check(&never), Verdict::Linearizable);
         // But it cannot un-happen: 7, then 0 again, with no other writer.
         let flicker = [
@@ -201,12 +226,40 @@ mod tests {
 
     #[test]
     fn cas_outcomes_must_agree_with_the_register() {
-        let ok = [op(OpKind::Put(1), 1, Some(2), 0), op(OpKind::Cas { expected: 1, new: 2 }, 3, Some(4), 1), op(OpKind::Get, 5, Some(6), 2)];
+        let ok = [
+            op(OpKind::Put(1), 1, Some(2), 0),
+            op(
+                OpKind::Cas {
+                    expected: 1,
+                    new: 2,
+                },
+                3,
+                Some(4),
+                1,
+            ),
+            op(OpKind::Get, 5, Some(6), 2),
+        ];
         assert_eq!(check(&ok), Verdict::Linearizable);
         let lost_update = [
             op(OpKind::Put(1), 1, Some(2), 0),
-            op(OpKind::Cas { expected: 1, new: 2 }, 3, Some(4), 1),
-            op(OpKind::Cas { expected: 1, new: 3 }, 5, Some(6), 1),
+            op(
+                OpKind::Cas {
+                    expected: 1,
+                    new: 2,
+                },
+                3,
+                Some(4),
+                1,
+            ),
+            op(
+                OpKind::Cas {
+                    expected: 1,
+                    new: 3,
+                },
+                5,
+                Some(6),
+                1,
+            ),
         ];
         assert_eq!(check(&lost_update), Verdict::NotLinearizable { key: 1 });
     }
