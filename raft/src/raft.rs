@@ -624,7 +624,7 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     fn campaign_as(&mut self, kind: CampaignKind) {
-        if !self.promotable() {
+        if self.role == Role::Leader || !self.promotable() {
             return;
         }
         let Ok(last_term) = self.log.last_term() else {
