@@ -611,10 +611,10 @@ impl<S: LogStorage> RawNode<S> {
                 self.progress.push((id, pr));
             }
         }
-        self.pending_conf_index = self.log.last_index();
         // Raft §8: a new leader commits a no-op of its term, which also commits (indirectly)
-        // everything before it and enables ReadIndex and configuration changes.
-        self.append_entry(EntryKind::Normal, Vec::new());
+        // everything before it and enables ReadIndex and configuration changes: no change is
+        // accepted until the no-op is committed (the fix for the single-server change bug).
+        self.pending_conf_index = self.append_entry(EntryKind::Normal, Vec::new());
         self.bcast_append();
     }
 
