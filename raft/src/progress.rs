@@ -92,7 +92,15 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Present exactly when `state == Snapshot`.
     pub snapshot: Option<SnapshotSend>,
+    /// Heartbeat answers in a row during which `match_index` did not move while the follower
+    /// was behind. In Replicate, entries sent optimistically may all have been lost and no
+    /// rejection will ever come: after [`STALL_HEARTBEATS_MAX`] the leader probes again.
+    pub stalled_heartbeats: u8,
+    match_at_heartbeat: u64,
 }
+
+/// See [`Progress::stalled_heartbeats`].
+pub const STALL_HEARTBEATS_MAX: u8 = 2;
 
 impl Progress {
     pub fn new(next_index: u64) -> Self {
@@ -106,7 +114,21 @@ impl Progress {
             read_seq_acked: 0,
             inflights: Inflights::default(),
             snapshot: None,
+            stalled_heartbeats: 0,
+            match_at_heartbeat: 0,
         }
+    }
+
+    /// Records a heartbeat answer; returns whether replication looks stalled (see
+    /// [`Progress::stalled_heartbeats`]).
+    pub fn on_heartbeat_resp(&mut self, last_index: u64) -> bool {
+        if self.match_index < last_index && self.match_index == self.match_at_heartbeat {
+            self.stalled_heartbeats = self.stalled_heartbeats.saturating_add(1);
+        } else {
+            self.stalled_heartbeats = 0;
+        }
+        self.match_at_heartbeat = self.match_index;
+        self.stalled_heartbeats >= STALL_HEARTBEATS_MAX
     }
 
     pub fn become_probe(&mut self) {

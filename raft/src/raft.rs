@@ -819,6 +819,12 @@ impl<S: LogStorage> RawNode<S> {
                 let pr = &mut self.progress[i].1;
                 pr.read_seq_acked = pr.read_seq_acked.max(read_seq);
                 pr.probe_sent = false;
+                if pr.on_heartbeat_resp(self.log.last_index())
+                    && pr.state == ProgressState::Replicate
+                {
+                    pr.stalled_heartbeats = 0;
+                    pr.become_probe();
+                }
                 if pr.state == ProgressState::Replicate
                     && pr
                         .inflights
