@@ -1,1 +1,266 @@
-fn main() { println!("{}", tern_engine::smoke()); }
+//! tern-bench: latency, throughput and recovery-time benchmarks of the tern engine.
+//!
+//! `tern-bench wal` (no arguments) runs a ~11 s append benchmark on a temporary directory and
+//! prints a latency/throughput table; `tern-bench recovery` writes N GiB, reopens the data
+//! directory and times recovery with and without the sealed-segment indexes.
+//! `scripts/bench-wal.sh` runs both next to fio baselines on the same file system.
+//! Methodology: `docs/bench.md`.
+
+mod data_dir;
+mod error;
+mod load;
+mod recovery_cmd;
+mod report;
+mod wal_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tern_engine::{EngineConfig, WalConfig};
+
+use crate::error::{BenchError, Result};
+
+/// Benchmarks of the tern engine: WAL append latency and throughput, and recovery time.
+///
+/// Every run uses its own data directory (a fresh temporary one on a disk file system unless
+/// --dir is given) and can print one JSON object (--json) instead of a table.
+#[derive(Parser, Debug)]
+#[command(name = "tern-bench", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Append 4 KiB records from concurrent appenders; print throughput and ack latency.
+    ///
+    /// Each appender is one Raft group placed on its shard by group id; it keeps up to
+    /// --inflight appends queued and measures each from enqueue (closed loop) or from its
+    /// intended send time (--rate, open loop) until the fdatasync covering it completes.
+    /// With no arguments: 16 appenders x 4 in flight, 1 shard, 1 s warm-up + 10 s.
+    Wal(WalArgs),
+    /// Write N GiB, then reopen and time recovery with sealed-segment indexes and by scanning.
+    ///
+    /// The data is written with indexes; the scan run reopens with use_sealed_index=false and
+    /// ignores them. Page caches are dropped before each reopen when running as root (segments
+    /// are read with O_DIRECT anyway). With --gib 0 and --dir D, times recovery of D as it is.
+    Recovery(RecoveryArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WalArgs {
+    /// Payload bytes of each record (one record per append).
+    #[arg(long, default_value_t = 4096)]
+    pub record_bytes: usize,
+    /// Concurrent appenders, one Raft group each (ids 1..=N, placed by tern's shard function).
+    #[arg(long, default_value_t = 16)]
+    pub appenders: u64,
+    /// Appends each appender keeps queued and not yet durable.
+    #[arg(long, default_value_t = 4)]
+    pub inflight: u64,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Open loop: total appends per second over all appenders, on a fixed schedule; latency
+    /// counts from each append's intended send time. Without it: closed loop, as fast as
+    /// acknowledgements allow.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecoveryArgs {
+    /// GiB of records to write before timing recovery (0: write nothing, time --dir as is).
+    #[arg(long, default_value_t = 2.0)]
+    pub gib: f64,
+    /// Payload bytes of each record written.
+    #[arg(long, default_value_t = 4096)]
+    pub record_bytes: usize,
+    /// Concurrent appenders (Raft groups) writing the data.
+    #[arg(long, default_value_t = 64)]
+    pub appenders: u64,
+    /// Appends each appender keeps in flight while writing.
+    #[arg(long, default_value_t = 16)]
+    pub inflight: u64,
+    /// Only time the run with indexes (skip the scan run).
+    #[arg(long)]
+    pub no_scan: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Engine settings; unset ones keep `WalConfig`'s defaults.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Shards (pinned executors, one WAL each); 0 = one per CPU. A data directory keeps the
+    /// count it was created with.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    /// Upper bound of one group-commit batch, e.g. 2MiB [default: 2MiB].
+    #[arg(long, value_parser = parse_bytes)]
+    pub batch_bytes_max: Option<u64>,
+    /// How long a small batch may wait to fill, µs [default: 0].
+    #[arg(long)]
+    pub batch_delay_us: Option<u64>,
+    /// Segment file size, e.g. 64MiB [default: 64MiB].
+    #[arg(long, value_parser = parse_bytes)]
+    pub segment_bytes: Option<u64>,
+    /// Bytes accepted but not yet written before appenders wait [default: 4 x batch-bytes-max].
+    #[arg(long, value_parser = parse_bytes)]
+    pub pending_bytes_max: Option<u64>,
+    /// Do not pin shard k to CPU k.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Data directory (created if missing; must be empty or a tern data directory).
+    /// Default: a fresh directory under $TMPDIR or /tmp (the current directory if that is
+    /// tmpfs).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the data directory (e.g. to practise the operator CLI on it).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print one JSON object on one line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> Result<EngineConfig> {
+        let mut wal = WalConfig::default();
+        if let Some(b) = self.batch_bytes_max {
+            wal.batch_bytes_max = b;
+            wal.pending_bytes_max = wal.pending_bytes_max.max(4 * b);
+        }
+        if let Some(p) = self.pending_bytes_max {
+            wal.pending_bytes_max = p;
+        }
+        if let Some(us) = self.batch_delay_us {
+            wal.batch_delay_max = Duration::from_micros(us);
+        }
+        if let Some(s) = self.segment_bytes {
+            wal.segment_bytes = s;
+        }
+        let mut cfg = EngineConfig {
+            pin_cpus: !self.no_pin,
+            wal,
+            ..EngineConfig::default()
+        };
+        if self.shards != 0 {
+            cfg.shards = self.shards;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Parses a byte count: a plain number or one with a binary suffix (K, KiB, M, MiB, G, GiB).
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (examples: 4096, 64KiB, 2MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use K, M or G)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Checks the load-shaping arguments shared by both commands.
+pub fn check_load(record_bytes: usize, appenders: u64, inflight: u64) -> Result<()> {
+    if record_bytes == 0 {
+        return Err(BenchError::Arg {
+            arg: "record-bytes",
+            why: "must be at least 1".into(),
+        });
+    }
+    if appenders == 0 {
+        return Err(BenchError::Arg {
+            arg: "appenders",
+            why: "must be at least 1".into(),
+        });
+    }
+    if inflight == 0 {
+        return Err(BenchError::Arg {
+            arg: "inflight",
+            why: "must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Wal(args) => wal_cmd::run(&args),
+        Command::Recovery(args) => recovery_cmd::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn byte_counts_parse() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("2M"), Ok(2 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert!(parse_bytes("2 parsecs").is_err());
+        assert!(parse_bytes("MiB").is_err());
+    }
+
+    #[test]
+    fn wal_runs_with_no_arguments() {
+        let cli = Cli::try_parse_from(["tern-bench", "wal"]).unwrap();
+        let Command::Wal(args) = cli.command else {
+            panic!("expected wal");
+        };
+        assert_eq!(args.record_bytes, 4096);
+        assert_eq!(args.engine.shards, 1);
+        args.engine.config().unwrap();
+    }
+}
