@@ -37,9 +37,11 @@ fn run_command(c: &mut Cluster, line: &str) -> String {
     c.out.clear();
     match words[0] {
         "add-nodes" => {
-            let mut opts = NodeOpts::default();
-            opts.pre_vote = kv("pre-vote") != Some("false");
-            opts.check_quorum = kv("check-quorum") != Some("false");
+            let mut opts = NodeOpts {
+                pre_vote: kv("pre-vote") != Some("false"),
+                check_quorum: kv("check-quorum") != Some("false"),
+                ..NodeOpts::default()
+            };
             if let Some(v) = kv("append-bytes") {
                 opts.append_bytes_max = v.parse().expect("number");
             }

@@ -261,10 +261,9 @@ fn paper_5_4_2_previous_term_entries_are_not_committed_by_counting() {
     // committed.
     for _ in 0..20 {
         let r = c.raft(1);
-        let noop_on_majority = [2, 3].iter().any(|id| {
-            r.progress(*id)
-                .is_some_and(|p| p.match_index >= old_index + 1)
-        });
+        let noop_on_majority = [2, 3]
+            .iter()
+            .any(|id| r.progress(*id).is_some_and(|p| p.match_index > old_index));
         if !noop_on_majority {
             assert!(
                 r.commit() < old_index,
@@ -274,5 +273,5 @@ fn paper_5_4_2_previous_term_entries_are_not_committed_by_counting() {
         c.process_ready();
         c.deliver();
     }
-    assert!(c.raft(1).commit() >= old_index + 1);
+    assert!(c.raft(1).commit() > old_index);
 }
