@@ -11,7 +11,7 @@
 //! | last segment                        | bad/zero batch, no later batch says it was durable | torn tail: quarantine + zero it, report | stop | torn tail: as tolerate-tail |
 //! | last segment                        | bad batch, a later batch says it was durable       | stop (corruption)        | stop     | quarantine region, skip, report |
 //! | sealed segment (has a successor)    | any damage, or no seal                             | stop (corruption)        | stop     | quarantine region, skip, report |
-//! | last segment                        | header unreadable, rest all zero                   | crash while creating: remove it | stop | remove it                  |
+//! | last segment                        | header unreadable, no batch in it proves it durable | crash while creating: quarantine + remove it | stop | as tolerate-tail |
 //! | any                                 | entry leaves a hole in its group's log             | stop (corruption)        | stop     | cut the group at the hole, report |
 //!
 //! "A later batch says it was durable": every batch header carries the highest batch sequence
@@ -126,8 +126,9 @@ pub async fn recover_shard<S: Storage>(
             segment_ids.push(id);
         } else if let Some(id) = parse_index_file_name(&entry.name) {
             index_ids.push(id);
-        } else if entry.name.ends_with(".tmp") {
-            // Left by a crash inside write_file_atomic before its rename: never live.
+        } else if entry.name.ends_with(".tmp") || entry.name.ends_with(".wal.prep") {
+            // Left by a crash inside write_file_atomic before its rename, or while a spare
+            // segment was being prepared: never live.
             let p = dir.join(&entry.name);
             storage.remove_file(&p).await.map_err(|e| io(&p, e))?;
             report.removed_files.push(p);
@@ -153,6 +154,11 @@ pub async fn recover_shard<S: Storage>(
     let mut expected_next: Option<u64> = None;
     let count = segment_ids.len();
     let mut kept_ids = Vec::new();
+    // Id of a last segment removed because its header was never written. Its sealed
+    // predecessor names it as the next segment, so the writer must create it again under the
+    // same id: skipping to id + 1 would leave a gap in the chain that the next recovery
+    // reports as a missing segment.
+    let mut reuse_id: Option<u64> = None;
 
     for (i, &id) in segment_ids.iter().enumerate() {
         let is_last = i + 1 == count;
@@ -335,12 +341,44 @@ pub async fn recover_shard<S: Storage>(
                 });
             }
             ScanStop::BadHeader(e) => {
-                let zero_rest = is_last && all_zero_after_header(storage, &path).await?;
-                if zero_rest && mode != RecoveryMode::Absolute {
+                // The header and the segment's first (checkpoint) batch are made durable by
+                // one fdatasync before any batch is written to the segment, and the device may
+                // persist them in either order: after a crash inside that window the header can
+                // be missing while the checkpoint batch is there. So "never written" is not
+                // "all zero after the header" but "no batch in it proves anything in it
+                // durable" (a batch claiming a durable sequence past the predecessor's last).
+                let unwritten = if is_last {
+                    unwritten_segment(storage, &path, last_seq.unwrap_or(0)).await?
+                } else {
+                    None
+                };
+                if let (Some(garbage_end), true) = (unwritten, mode != RecoveryMode::Absolute) {
                     // Crash between creating the file and making its header durable.
+                    if garbage_end > 0 {
+                        // Unacknowledged bytes: keep them, as a torn tail is kept.
+                        let q = quarantine_region(
+                            storage,
+                            quarantine,
+                            shard,
+                            id,
+                            &path,
+                            0,
+                            garbage_end,
+                        )
+                        .await?;
+                        report.removed.push(RemovedRegion {
+                            segment: id,
+                            offset: 0,
+                            len: garbage_end,
+                            reason: format!("segment header never written ({e})"),
+                            torn_tail: true,
+                            quarantined_to: Some(q),
+                        });
+                    }
                     storage.remove_file(&path).await.map_err(|e| io(&path, e))?;
                     storage.sync_dir(dir).await.map_err(|e| io(dir, e))?;
                     report.removed_files.push(path.clone());
+                    reuse_id = Some(id);
                     tracing::warn!(
                         shard,
                         segment = id,
@@ -474,7 +512,7 @@ pub async fn recover_shard<S: Storage>(
         elapsed_ms = report.elapsed.as_millis() as u64,
         "shard recovery done"
     );
-    let next_segment_id = segment_ids.last().map_or(1, |l| l + 1);
+    let next_segment_id = reuse_id.unwrap_or_else(|| segment_ids.last().map_or(1, |l| l + 1));
     Ok(Recovered {
         table,
         segment_ids: kept_ids,
@@ -612,26 +650,49 @@ async fn index_entry_meta<S: Storage>(
     })
 }
 
-async fn all_zero_after_header<S: Storage>(storage: &S, path: &Path) -> Result<bool> {
+/// For a last segment whose header is unreadable: `Some(end of its non-zero bytes)` when
+/// nothing in it can have been acknowledged, `None` when a valid batch header in it claims a
+/// durable batch sequence above `durable_before` (the last batch of the segments before it),
+/// which proves the segment's start, header included, was once made durable.
+async fn unwritten_segment<S: Storage>(
+    storage: &S,
+    path: &Path,
+    durable_before: u64,
+) -> Result<Option<u64>> {
     let f = storage
         .open(path, false)
         .await
         .map_err(|e| Error::io(path, e))?;
     let len = f.len().await.map_err(|e| Error::io(path, e))?;
+    let mut garbage_end = 0;
+    let mut proven = false;
     let mut pos = 0;
     while pos < len {
         let n = ((len - pos) as usize).min(SCAN_READ_BYTES_MAX);
         let b = f.read_at(pos, n).await.map_err(|e| Error::io(path, e))?;
-        // The header block itself may hold a partial header; anything after it must be zero.
-        let skip = if pos == 0 { BLOCK_BYTES as usize } else { 0 };
-        if b.iter().skip(skip).any(|&x| x != 0) {
-            f.close().await.map_err(|e| Error::io(path, e))?;
-            return Ok(false);
+        for (k, block) in b.chunks(BLOCK_BYTES as usize).enumerate() {
+            let at = pos + k as u64 * BLOCK_BYTES;
+            if block.iter().all(|&x| x == 0) {
+                continue;
+            }
+            garbage_end = at + block.len() as u64;
+            if at < BLOCK_BYTES {
+                continue;
+            }
+            if let Ok((h, payload)) = crate::format::record::decode_record(block) {
+                if h.kind == RecordKind::BatchHeader as u16
+                    && crate::format::record::decode_batch_payload(&h, payload, BLOCK_BYTES).is_ok()
+                    && h.aux > durable_before
+                {
+                    proven = true;
+                }
+            }
         }
         pos += n as u64;
     }
     f.close().await.map_err(|e| Error::io(path, e))?;
-    Ok(true)
+    // Quarantine and zeroing work on whole blocks.
+    Ok((!proven).then_some(crate::format::align_up(garbage_end, BLOCK_BYTES)))
 }
 
 /// Copies `[from, to)` of a segment into `quarantine/` before it is cleared or skipped.

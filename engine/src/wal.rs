@@ -28,7 +28,7 @@ use crate::config::WalConfig;
 use crate::constants::{BLOCK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Location, Result};
 use crate::format::record::decode_record;
-use crate::format::segment::{index_file_name, segment_file_name};
+use crate::format::segment::{index_file_name, prep_file_name, segment_file_name, spare_file_name};
 use crate::format::{align_up, IndexEntry, RecordKind, SealedIndex, SegmentHeader};
 use crate::group::{Bounds, GroupInfo, GroupTable, HardState, RecordMeta};
 use crate::notify::Notify;
@@ -71,6 +71,18 @@ struct Active<F> {
     first_batch_seq: u64,
 }
 
+/// A segment file made ready ahead of the roll that needs it.
+enum Spare<F> {
+    Ready {
+        id: u64,
+        file: F,
+    },
+    Preparing {
+        id: u64,
+        task: JoinHandle<Result<F>>,
+    },
+}
+
 struct Inner<S: Storage> {
     storage: S,
     shard: u32,
@@ -91,6 +103,8 @@ struct Inner<S: Storage> {
     failed: Option<String>,
     closing: bool,
     purge_wanted: bool,
+    /// The next segment, prepared off the append path.
+    spare: Option<Spare<S::File>>,
     /// Off-path work (sealed-index writes) that `close` must finish.
     background: Vec<(Rc<std::cell::Cell<bool>>, JoinHandle<()>)>,
     stats: WalStats,
@@ -105,6 +119,9 @@ pub struct WalStats {
     pub fsyncs: u64,
     pub segments_created: u64,
     pub segments_purged: u64,
+    /// Time spent in batch writes and in fdatasync (each measured from issue to completion).
+    pub write_us: u64,
+    pub fsync_us: u64,
 }
 
 /// The WAL of one shard. Not `Send`: it lives on its shard's executor.
@@ -163,6 +180,7 @@ impl<S: Storage> ShardWal<S> {
             .map(|(g, s)| (*g, Bounds::from(s)))
             .collect();
         let segments = rec.segment_ids.iter().map(|id| (*id, None)).collect();
+        let spare = find_spare(&storage, dir, rec.next_segment_id, cfg.segment_bytes).await?;
         let inner = Inner {
             storage,
             shard,
@@ -179,10 +197,14 @@ impl<S: Storage> ShardWal<S> {
             failed: None,
             closing: false,
             purge_wanted: true,
+            spare,
             background: Vec::new(),
             stats: WalStats::default(),
         };
         let inner = Rc::new(RefCell::new(inner));
+        if inner.borrow().active.is_some() {
+            start_prepare(&inner);
+        }
         let notify = Rc::new(Notify::default());
         let space = Rc::new(Semaphore::new(cfg.pending_bytes_max));
         let writer =
@@ -543,6 +565,16 @@ impl<S: Storage> ShardWal<S> {
         if let Some(w) = writer {
             w.await;
         }
+        let spare = self.inner.borrow_mut().spare.take();
+        let spare_file = match spare {
+            Some(Spare::Preparing { task, .. }) => task.await.and_then(|r| r.ok()),
+            Some(Spare::Ready { file, .. }) => Some(file),
+            None => None,
+        };
+        if let Some(f) = spare_file {
+            // A prepared spare stays on disk for the next run.
+            let _ = f.close().await;
+        }
         let background = std::mem::take(&mut self.inner.borrow_mut().background);
         for (_, t) in background {
             t.await;
@@ -700,9 +732,11 @@ async fn write_one_batch<S: Storage>(
     if let Some(a) = inner.borrow_mut().active.as_mut() {
         a.write_pos = pos + batch_bytes;
     }
+    let write_started = std::time::Instant::now();
     file.write_at(buf, pos)
         .await
         .map_err(|e| Error::io(&path, e))?;
+    inner.borrow_mut().stats.write_us += write_started.elapsed().as_micros() as u64;
     space.signal(units);
     // The previous batch's fdatasync ran during this write. Once it is done, everything in
     // the group table is durable, so purging on its strength is safe; only then does this
@@ -719,7 +753,14 @@ async fn write_one_batch<S: Storage>(
         i.stats.records += ops.len() as u64;
     }
     let sync_file = file.clone();
-    let task = glommio::spawn_local(async move { sync_file.sync_data().await }).detach();
+    let stats_inner = inner.clone();
+    let task = glommio::spawn_local(async move {
+        let started = std::time::Instant::now();
+        let r = sync_file.sync_data().await;
+        stats_inner.borrow_mut().stats.fsync_us += started.elapsed().as_micros() as u64;
+        r
+    })
+    .detach();
     *inflight = Some(InflightSync {
         task,
         waiters,
@@ -925,8 +966,11 @@ async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
     };
     let path = dir.join(segment_file_name(id));
     let io = |e| Error::io(&path, e);
-    let file = storage.create_new(&path).await.map_err(io)?;
-    file.allocate(cfg.segment_bytes).await.map_err(io)?;
+    let file = take_spare(inner, id).await?;
+    storage
+        .rename(&dir.join(spare_file_name(id)), &path)
+        .await
+        .map_err(io)?;
     let first_seq = inner.borrow().next_seq;
     let header = SegmentHeader::new(id, shard, cfg.segment_bytes, first_seq, now_unix_ms());
     let mut hb = storage.alloc_buf(SEGMENT_HEADER_BYTES as usize);
@@ -1016,12 +1060,128 @@ async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
             path: dir.clone(),
             reason: e.to_string(),
         })?;
-    let mut i = inner.borrow_mut();
-    i.durable_seq = i.next_seq - 1;
-    i.stats.segments_created += 1;
-    i.segments.insert(id, None);
-    i.active = Some(active);
+    {
+        let mut i = inner.borrow_mut();
+        i.durable_seq = i.next_seq - 1;
+        i.stats.segments_created += 1;
+        i.segments.insert(id, None);
+        i.active = Some(active);
+    }
+    start_prepare(inner);
     Ok(())
+}
+
+/// Starts preparing the next segment in the background.
+fn start_prepare<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
+    let (storage, dir, id, bytes, prefill) = {
+        let i = inner.borrow();
+        if i.spare.is_some() {
+            return;
+        }
+        (
+            i.storage.clone(),
+            i.dir.clone(),
+            i.next_segment_id,
+            i.cfg.segment_bytes,
+            i.cfg.prefill_segments,
+        )
+    };
+    let task = glommio::spawn_local(prepare_segment(storage, dir, id, bytes, prefill)).detach();
+    inner.borrow_mut().spare = Some(Spare::Preparing { id, task });
+}
+
+/// Makes `<id>.wal.spare`: created as `.prep`, preallocated, zero-filled (with prefill) and
+/// fdatasynced, then renamed. A `.spare` file is therefore complete; a `.prep` file left by a
+/// crash is deleted by recovery. The rename needs no directory fsync: losing it only means the
+/// spare is prepared again.
+async fn prepare_segment<S: Storage>(
+    storage: S,
+    dir: PathBuf,
+    id: u64,
+    bytes: u64,
+    prefill: bool,
+) -> Result<S::File> {
+    let prep = dir.join(prep_file_name(id));
+    let io = |e| Error::io(&prep, e);
+    if storage.exists(&prep).await.map_err(io)? {
+        storage.remove_file(&prep).await.map_err(io)?;
+    }
+    let file = storage.create_new(&prep).await.map_err(io)?;
+    file.allocate(bytes).await.map_err(io)?;
+    if prefill {
+        let mut pos = 0;
+        while pos < bytes {
+            let n = (bytes - pos).min(PREFILL_CHUNK_BYTES);
+            file.write_at(storage.alloc_buf(n as usize), pos)
+                .await
+                .map_err(io)?;
+            pos += n;
+        }
+    }
+    file.sync_data().await.map_err(io)?;
+    storage
+        .rename(&prep, &dir.join(spare_file_name(id)))
+        .await
+        .map_err(io)?;
+    Ok(file)
+}
+
+/// Zero-fill write size when preparing a segment: large enough for full device bandwidth,
+/// small enough not to hold the device for long between batch writes.
+const PREFILL_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Returns segment `id`'s prepared file (`<id>.wal.spare`), waiting for or doing the work.
+async fn take_spare<S: Storage>(inner: &Rc<RefCell<Inner<S>>>, id: u64) -> Result<S::File> {
+    let spare = inner.borrow_mut().spare.take();
+    match spare {
+        Some(Spare::Ready { id: sid, file }) if sid == id => return Ok(file),
+        Some(Spare::Preparing { id: sid, task }) if sid == id => {
+            if let Some(r) = task.await {
+                return r;
+            }
+        }
+        Some(Spare::Preparing { task, .. }) => {
+            let _ = task.await;
+        }
+        Some(Spare::Ready { .. }) | None => {}
+    }
+    let (storage, dir, bytes, prefill) = {
+        let i = inner.borrow();
+        (
+            i.storage.clone(),
+            i.dir.clone(),
+            i.cfg.segment_bytes,
+            i.cfg.prefill_segments,
+        )
+    };
+    prepare_segment(storage, dir, id, bytes, prefill).await
+}
+
+/// Finds a spare prepared by an earlier run for segment `next_id`; removes stale ones.
+async fn find_spare<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    next_id: u64,
+    bytes: u64,
+) -> Result<Option<Spare<S::File>>> {
+    let mut found = None;
+    for e in storage.list_dir(dir).await.map_err(|e| Error::io(dir, e))? {
+        if !e.name.ends_with(".wal.spare") {
+            continue;
+        }
+        let path = dir.join(&e.name);
+        let io = |err| Error::io(&path, err);
+        if e.name == spare_file_name(next_id) {
+            let file = storage.open(&path, true).await.map_err(io)?;
+            if file.len().await.map_err(io)? == bytes {
+                found = Some(Spare::Ready { id: next_id, file });
+                continue;
+            }
+            file.close().await.map_err(io)?;
+        }
+        storage.remove_file(&path).await.map_err(io)?;
+    }
+    Ok(found)
 }
 
 async fn sync_or_fail<S: Storage>(

@@ -117,6 +117,16 @@ pub fn segment_file_name(id: u64) -> String {
     format!("{id:020}.wal")
 }
 
+/// A segment being prepared (preallocated, zero-filled) off the append path.
+pub fn prep_file_name(id: u64) -> String {
+    format!("{id:020}.wal.prep")
+}
+
+/// A prepared segment, zero-filled and fdatasynced, waiting to become segment `id`.
+pub fn spare_file_name(id: u64) -> String {
+    format!("{id:020}.wal.spare")
+}
+
 pub fn index_file_name(id: u64) -> String {
     format!("{id:020}.idx")
 }
