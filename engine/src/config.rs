@@ -92,7 +92,7 @@ impl Default for WalConfig {
 impl WalConfig {
     pub fn validate(&self) -> Result<()> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes)
-            || self.segment_bytes % BLOCK_BYTES != 0
+            || !self.segment_bytes.is_multiple_of(BLOCK_BYTES)
         {
             return Err(Error::Config {
                 key: "segment_bytes",

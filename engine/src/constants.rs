@@ -43,11 +43,11 @@ pub const SCAN_READ_BYTES_MAX: usize = 4 << 20;
 /// Number of shards a data directory may be created with.
 pub const SHARDS_MAX: u32 = 256;
 
-const _: () = assert!(SEGMENT_HEADER_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(RECORD_HEADER_BYTES as u64 <= BLOCK_BYTES);
 const _: () = assert!(
     (RECORD_HEADER_BYTES * 2 + BATCH_HEADER_PAYLOAD_BYTES) as u64 + RECORD_PAYLOAD_BYTES_MAX as u64
         <= SEGMENT_BYTES_MIN * 128
 );
-const _: () = assert!(SCAN_READ_BYTES_MAX as u64 % BLOCK_BYTES == 0);
+const _: () = assert!((SCAN_READ_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));

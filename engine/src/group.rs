@@ -33,7 +33,7 @@ pub struct SnapshotInfo {
     pub meta: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GroupState {
     /// Invariant: entries[i] holds index `first_index + i`.
     pub first_index: u64,
@@ -42,14 +42,19 @@ pub struct GroupState {
     pub snapshot: Option<SnapshotInfo>,
 }
 
-impl GroupState {
-    fn new() -> Self {
+impl Default for GroupState {
+    /// An empty log starts at index 1 (Raft's first index).
+    fn default() -> Self {
         GroupState {
             first_index: 1,
-            ..Default::default()
+            entries: VecDeque::new(),
+            hard_state: None,
+            snapshot: None,
         }
     }
+}
 
+impl GroupState {
     /// Last index present, or `first_index - 1` when the log is empty.
     pub fn last_index(&self) -> u64 {
         self.first_index + self.entries.len() as u64 - 1
@@ -133,7 +138,7 @@ impl GroupTable {
         match rec.kind {
             RecordKind::BatchHeader | RecordKind::Seal => Ok(()),
             RecordKind::Entry => {
-                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                let g = self.groups.entry(rec.group).or_default();
                 let index = rec.index;
                 if index < g.first_index {
                     return Err(ApplyError {
@@ -179,7 +184,7 @@ impl GroupTable {
                 Ok(())
             }
             RecordKind::Compact => {
-                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                let g = self.groups.entry(rec.group).or_default();
                 if rec.index > g.first_index {
                     let drop = ((rec.index - g.first_index) as usize).min(g.entries.len());
                     for loc in g.entries.drain(..drop) {
@@ -190,7 +195,7 @@ impl GroupTable {
                 Ok(())
             }
             RecordKind::HardState => {
-                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                let g = self.groups.entry(rec.group).or_default();
                 g.hard_state = Some(HardState {
                     term: rec.term,
                     vote: rec.aux,
@@ -199,7 +204,7 @@ impl GroupTable {
                 Ok(())
             }
             RecordKind::SnapshotMeta => {
-                let g = self.groups.entry(rec.group).or_insert_with(GroupState::new);
+                let g = self.groups.entry(rec.group).or_default();
                 // Raft §7: keep the entries after the snapshot only if the log holds the
                 // snapshot's last entry with the same term; otherwise discard the whole log.
                 let matches = g.get(rec.index).is_some_and(|l| l.term == rec.term);

@@ -740,7 +740,7 @@ pub async fn quarantine_region<S: Storage>(
 /// Overwrites `[from, to)` (block aligned) with zeros and syncs. Used only on bytes that were
 /// never acknowledged (a torn tail), after they were copied to quarantine.
 pub async fn zero_region<S: Storage>(storage: &S, path: &Path, from: u64, to: u64) -> Result<()> {
-    assert!(from % BLOCK_BYTES == 0 && to % BLOCK_BYTES == 0);
+    assert!(from.is_multiple_of(BLOCK_BYTES) && to.is_multiple_of(BLOCK_BYTES));
     if to <= from {
         return Ok(());
     }

@@ -272,7 +272,7 @@ pub fn decode_batch_payload(
         });
     }
     let p: BatchHeaderPayload = bytemuck::pod_read_unaligned(payload);
-    if p.batch_bytes as u64 % block_bytes != 0 || p.batch_bytes == 0 {
+    if !(p.batch_bytes as u64).is_multiple_of(block_bytes) || p.batch_bytes == 0 {
         return Err(DecodeError::BadField {
             field: "batch_bytes",
             why: format!(

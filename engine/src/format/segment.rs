@@ -101,7 +101,7 @@ impl SegmentHeader {
             });
         }
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&h.segment_bytes)
-            || h.segment_bytes % BLOCK_BYTES != 0
+            || !h.segment_bytes.is_multiple_of(BLOCK_BYTES)
         {
             return Err(DecodeError::BadField {
                 field: "segment_bytes",

@@ -41,7 +41,7 @@ impl Storage for DmaStorage {
 
     fn alloc_buf(&self, len: usize) -> DmaBuffer {
         assert!(
-            len as u64 % BLOCK_BYTES == 0,
+            (len as u64).is_multiple_of(BLOCK_BYTES),
             "unaligned DMA buffer length {len}"
         );
         let mut buf = glommio::allocate_dma_buffer(len);
@@ -112,7 +112,7 @@ impl Storage for DmaStorage {
 /// The format aligns batches to [`BLOCK_BYTES`]; a device whose O_DIRECT alignment does not
 /// divide it cannot hold a tern WAL.
 fn check_alignment(file: &DmaFile, path: &Path) -> io::Result<()> {
-    if BLOCK_BYTES % file.alignment() != 0 {
+    if !BLOCK_BYTES.is_multiple_of(file.alignment()) {
         return Err(io::Error::other(format!(
             "{}: device needs {}-byte O_DIRECT alignment, tern writes {BLOCK_BYTES}-byte blocks",
             path.display(),
@@ -128,7 +128,7 @@ impl StorageFile for DmaStorageFile {
 
     async fn write_at(&self, buf: DmaBuffer, offset: u64) -> io::Result<()> {
         let len = buf.len();
-        assert!(offset % BLOCK_BYTES == 0 && len as u64 % BLOCK_BYTES == 0);
+        assert!(offset.is_multiple_of(BLOCK_BYTES) && (len as u64).is_multiple_of(BLOCK_BYTES));
         let written = self.file.write_at(buf, offset).await.map_err(to_io)?;
         if written != len {
             return Err(io::Error::new(
@@ -140,7 +140,7 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<ReadResult> {
-        if offset % BLOCK_BYTES == 0 && len as u64 % BLOCK_BYTES == 0 {
+        if offset.is_multiple_of(BLOCK_BYTES) && (len as u64).is_multiple_of(BLOCK_BYTES) {
             self.file.read_at_aligned(offset, len).await.map_err(to_io)
         } else {
             self.file.read_at(offset, len).await.map_err(to_io)

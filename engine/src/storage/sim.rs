@@ -60,7 +60,7 @@ pub const SECTOR_BYTES: u64 = 512;
 /// misdirected write) must fail with EFBIG instead of allocating without bound.
 pub const SIM_FILE_BYTES_MAX: u64 = 1 << 30;
 
-const _: () = assert!(BLOCK_BYTES % SECTOR_BYTES == 0);
+const _: () = assert!(BLOCK_BYTES.is_multiple_of(SECTOR_BYTES));
 
 /// What [`SimStorage::crash`] does with writes and entry ops that were not made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -651,7 +651,7 @@ impl Storage for SimStorage {
 
     fn alloc_buf(&self, len: usize) -> SimBuf {
         assert!(
-            len as u64 % BLOCK_BYTES == 0,
+            (len as u64).is_multiple_of(BLOCK_BYTES),
             "unaligned buffer length {len}"
         );
         SimBuf {
@@ -881,7 +881,7 @@ impl StorageFile for SimFile {
     async fn write_at(&self, buf: SimBuf, offset: u64) -> io::Result<()> {
         let len = buf.bytes.len() as u64;
         assert!(
-            offset % BLOCK_BYTES == 0 && len % BLOCK_BYTES == 0,
+            offset.is_multiple_of(BLOCK_BYTES) && len.is_multiple_of(BLOCK_BYTES),
             "unaligned write of {len} bytes at offset {offset} to {}",
             self.path.display()
         );
