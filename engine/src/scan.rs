@@ -218,7 +218,7 @@ where
                     later_batches: later,
                     garbage_end,
                 };
-                match next_after_damage(resume_after_damage, &damage) {
+                match next_after_damage(resume_after_damage, &damage, scan.last_batch_seq) {
                     Some(next) => {
                         scan.skipped.push(damage);
                         pos = next;
@@ -248,7 +248,7 @@ where
                     later_batches: later,
                     garbage_end: garbage_end.max(pos + BLOCK_BYTES).min(file_len),
                 };
-                match next_after_damage(resume_after_damage, &damage) {
+                match next_after_damage(resume_after_damage, &damage, scan.last_batch_seq) {
                     Some(next) => {
                         scan.skipped.push(damage);
                         pos = next;
@@ -265,8 +265,21 @@ where
     Ok(scan)
 }
 
-fn next_after_damage(resume: bool, damage: &Damage) -> Option<u64> {
+fn next_after_damage(resume: bool, damage: &Damage, last_seq: Option<u64>) -> Option<u64> {
     if !resume {
+        return None;
+    }
+    // Resume only past damage that hit durable data. If no later batch claims the damaged
+    // batch durable, this is a torn tail: the later batches were never acknowledged either
+    // (one of them formed while the damaged one's fdatasync was in flight), and applying them
+    // without the lost batch would keep an unacknowledged write that followed a lost one.
+    // Stopping here lets recovery truncate the tail as in the default mode.
+    let damaged_seq = damage.batch_seq.unwrap_or(last_seq.map_or(1, |s| s + 1));
+    if !damage
+        .later_batches
+        .iter()
+        .any(|b| b.durable_seq >= damaged_seq)
+    {
         return None;
     }
     damage.later_batches.first().map(|b| b.offset)

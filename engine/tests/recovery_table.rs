@@ -1,0 +1,527 @@
+//! The recovery decision table of `src/recovery.rs`, walked as data.
+//!
+//! Each row builds the situation it names on the simulated disk (by running the WAL, then
+//! damaging or extending what it wrote, as a crash or bit rot would), and states the outcome
+//! expected in each recovery mode (tolerate-tail, absolute, tolerate-any). Every successful
+//! recovery is then checked further: the recovered entries are exactly the expected ones,
+//! and the WAL accepts a new append and recovers it again after another restart.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use tern_engine::format::RecordKind;
+use tern_engine::recovery::GroupLoss;
+use tern_engine::storage::sim::{CrashMode, SimStorage};
+use tern_engine::storage::Storage;
+use tern_engine::{Error, RecoveryMode, WalConfig};
+
+const MODES: [RecoveryMode; 3] = [
+    RecoveryMode::TolerateTail,
+    RecoveryMode::Absolute,
+    RecoveryMode::TolerateAny,
+];
+
+/// What one mode must do with a row's situation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Recover everything; nothing removed.
+    Apply,
+    /// Recover; a torn tail was cut, reported (torn_tail) and copied to quarantine.
+    TornTail,
+    /// Refuse to start with `Error::Corruption` naming the damage.
+    Stop,
+    /// Recover; the damaged region was quarantined and skipped, losses reported.
+    Skip,
+    /// Recover; the segment file was removed (crash while creating it).
+    RemoveFile,
+}
+use Expect::*;
+
+/// A situation built on the disk, and what the damage looks like.
+struct Situation {
+    /// The state a successful recovery must produce (damaged parts excluded).
+    model: Model,
+    /// The state tolerate-any must produce when it skips (default: `model`).
+    model_skipped: Option<Model>,
+    losses: Vec<GroupLoss>,
+    /// Where `Error::Corruption` must point: file, and offset/group/index when known.
+    file: PathBuf,
+    offset: Option<u64>,
+    record: Option<(u64, u64)>,
+}
+
+struct Row {
+    name: &'static str,
+    /// tolerate-tail, absolute, tolerate-any.
+    expect: [Expect; 3],
+    build: fn(&SimStorage) -> Situation,
+}
+
+fn config() -> WalConfig {
+    WalConfig {
+        segment_bytes: 1 << 20,
+        batch_bytes_max: 16 << 10,
+        pending_bytes_max: 256 << 10,
+        ..WalConfig::default()
+    }
+}
+
+const N: u64 = 12;
+
+/// One open segment with entries 1..=N of group 1, each in its own batch; cleanly closed.
+fn one_segment(sim: &SimStorage) -> Model {
+    let sim2 = sim.clone();
+    glommio_block(
+        async move {
+            let sim = &sim2;
+            let wal = open(sim, &config()).await.unwrap();
+            let mut m = Model::default();
+            fill(&wal, &mut m, 1, 1, N).await;
+            wal.close().await.unwrap();
+            m
+        },
+        sim,
+    )
+}
+
+/// Two segments: 1 sealed (with its index), 2 open; returns the model and the last index.
+fn two_segments(sim: &SimStorage) -> (Model, u64) {
+    let sim2 = sim.clone();
+    glommio_block(
+        async move {
+            let sim = &sim2;
+            let wal = open(sim, &config()).await.unwrap();
+            let mut m = Model::default();
+            let mut i = 0;
+            while segment_files(sim).len() < 2 {
+                i += 1;
+                fill(&wal, &mut m, 1, i, i).await;
+            }
+            fill(&wal, &mut m, 1, i + 1, i + 5).await;
+            wal.close().await.unwrap();
+            (m, i + 5)
+        },
+        sim,
+    )
+}
+
+/// Runs a builder's WAL work on its own executor (builders run before the checked recovery).
+fn glommio_block<T: 'static>(
+    f: impl std::future::Future<Output = T> + 'static,
+    sim: &SimStorage,
+) -> T {
+    let out = run(f);
+    // Reboot: every builder hands over a disk with nothing pending.
+    sim.crash(0, CrashMode::LoseAllUnsynced);
+    out
+}
+
+fn last_batches(sim: &SimStorage, id: u64) -> (Vec<BatchLayout>, u64) {
+    let (b, scan) = futures_lite::future::block_on(layout(sim, &wal_path(id)));
+    (b, scan.valid_end)
+}
+
+fn situation(model: Model, file: PathBuf) -> Situation {
+    Situation {
+        model,
+        model_skipped: None,
+        losses: Vec::new(),
+        file,
+        offset: None,
+        record: None,
+    }
+}
+
+fn truncated(m: &Model, group: u64, from: u64) -> Model {
+    let mut m = m.clone();
+    m.apply(&ModelOp::Truncate { group, index: from });
+    m
+}
+
+/// Flips one payload byte of the record of entry `index` of group 1 in segment `id`;
+/// returns the record's offset.
+fn rot_entry(sim: &SimStorage, id: u64, index: u64) -> u64 {
+    let (batches, _) = last_batches(sim, id);
+    let (off, h) = batches
+        .iter()
+        .flat_map(|b| b.records.iter())
+        .find(|(_, h)| h.kind == RecordKind::Entry as u16 && h.index == index)
+        .copied()
+        .expect("entry record");
+    // Flip in the header's `term` field if the payload is empty, else in the payload.
+    let at = if h.payload_len > 0 {
+        off + 64
+    } else {
+        off + 24
+    };
+    sim.flip_bit(&wal_path(id), at, 3);
+    off
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            name: "any segment: valid batches (sealed with index + open)",
+            expect: [Apply, Apply, Apply],
+            build: |sim| {
+                let (m, _) = two_segments(sim);
+                situation(m, wal_path(2))
+            },
+        },
+        Row {
+            name: "any segment: valid batches, sealed segment without its index (rebuilt)",
+            expect: [Apply, Apply, Apply],
+            build: |sim| {
+                let (m, _) = two_segments(sim);
+                assert!(sim.remove_raw(&idx_path(1)));
+                situation(m, wal_path(1))
+            },
+        },
+        Row {
+            name: "last segment: zero block, only zeros after (clean end)",
+            expect: [Apply, Apply, Apply],
+            build: |sim| {
+                let m = one_segment(sim);
+                situation(m, wal_path(1))
+            },
+        },
+        Row {
+            name: "last segment: garbage after the last batch, no later batch (torn tail)",
+            expect: [TornTail, Stop, TornTail],
+            build: |sim| {
+                let m = one_segment(sim);
+                let (_, end) = last_batches(sim, 1);
+                // Half of a batch header: what a torn write of the next batch leaves.
+                let junk = craft_batch(
+                    sim,
+                    999,
+                    0,
+                    &[(RecordKind::Entry, 1, 1, N + 1, 0, entry_data(1, N + 1, 1))],
+                );
+                sim.write_raw(&wal_path(1), end, &junk[..40]);
+                let mut s = situation(m, wal_path(1));
+                s.offset = Some(end);
+                s
+            },
+        },
+        Row {
+            name: "last segment: bad last batch, no later batch (torn tail)",
+            expect: [TornTail, Stop, TornTail],
+            build: |sim| {
+                let m = one_segment(sim);
+                let off = rot_entry(sim, 1, N);
+                // The last batch cannot be told from a torn write: it goes (reported).
+                let mut s = situation(truncated(&m, 1, N), wal_path(1));
+                s.offset = Some(off);
+                s.record = Some((1, N));
+                s
+            },
+        },
+        Row {
+            name: "last segment: zero block, later batch does not claim it durable (torn tail)",
+            expect: [TornTail, Stop, TornTail],
+            build: |sim| {
+                let m = one_segment(sim);
+                let (batches, end) = last_batches(sim, 1);
+                let last = batches.last().unwrap().seq;
+                // Batch last+1 never reached the disk; last+2, formed while last+1's fsync
+                // was in flight, did.
+                let b = craft_batch(
+                    sim,
+                    last + 2,
+                    last,
+                    &[(RecordKind::Entry, 2, 1, 1, 0, entry_data(2, 1, 1))],
+                );
+                sim.write_raw(&wal_path(1), end + 4096, &b);
+                let mut s = situation(m, wal_path(1));
+                s.offset = Some(end);
+                s
+            },
+        },
+        Row {
+            name: "last segment: bad batch, a later batch says it was durable (corruption)",
+            expect: [Stop, Stop, Skip],
+            build: |sim| {
+                let m = one_segment(sim);
+                let k = N / 2;
+                let off = rot_entry(sim, 1, k);
+                let mut s = situation(m.clone(), wal_path(1));
+                s.model_skipped = Some(truncated(&m, 1, k));
+                s.losses = vec![GroupLoss {
+                    group: 1,
+                    first_index: k + 1,
+                    last_index: N,
+                }];
+                s.offset = Some(off);
+                s.record = Some((1, k));
+                s
+            },
+        },
+        Row {
+            name: "sealed segment: damaged batch (index missing, so it is scanned)",
+            expect: [Stop, Stop, Skip],
+            build: |sim| {
+                let (m, last) = two_segments(sim);
+                assert!(sim.remove_raw(&idx_path(1)));
+                let k = 5;
+                let off = rot_entry(sim, 1, k);
+                let mut s = situation(m.clone(), wal_path(1));
+                s.model_skipped = Some(truncated(&m, 1, k));
+                s.losses = vec![GroupLoss {
+                    group: 1,
+                    first_index: k + 1,
+                    last_index: last,
+                }];
+                s.offset = Some(off);
+                s.record = Some((1, k));
+                s
+            },
+        },
+        Row {
+            name: "sealed segment: seal record missing",
+            expect: [Stop, Stop, Apply],
+            build: |sim| {
+                let (m, _) = two_segments(sim);
+                assert!(sim.remove_raw(&idx_path(1)));
+                let (batches, _) = last_batches(sim, 1);
+                let seal = batches.last().unwrap();
+                assert_eq!(seal.records[0].1.kind, RecordKind::Seal as u16);
+                sim.write_raw(&wal_path(1), seal.offset, &[0u8; 4096]);
+                let mut s = situation(m, wal_path(1));
+                s.offset = Some(seal.offset);
+                s
+            },
+        },
+        Row {
+            name: "last segment: header unreadable, rest all zero (crash while creating it)",
+            expect: [RemoveFile, Stop, RemoveFile],
+            build: |sim| {
+                let m = one_segment(sim);
+                seal_and_create_next(sim, false);
+                let mut s = situation(m, wal_path(2));
+                s.offset = Some(0);
+                s
+            },
+        },
+        Row {
+            name:
+                "last segment: header unreadable, checkpoint batch present but never proven durable",
+            expect: [RemoveFile, Stop, RemoveFile],
+            build: |sim| {
+                let m = one_segment(sim);
+                seal_and_create_next(sim, true);
+                let mut s = situation(m, wal_path(2));
+                s.offset = Some(0);
+                s
+            },
+        },
+        Row {
+            name: "any: entry leaves a hole in its group's log",
+            expect: [Stop, Stop, Skip],
+            build: |sim| {
+                let m = one_segment(sim);
+                let (batches, end) = last_batches(sim, 1);
+                let last = batches.last().unwrap().seq;
+                let b = craft_batch(
+                    sim,
+                    last + 1,
+                    last,
+                    &[(RecordKind::Entry, 1, 1, N + 5, 0, entry_data(1, N + 5, 1))],
+                );
+                sim.write_raw(&wal_path(1), end, &b);
+                let mut s = situation(m, wal_path(1));
+                s.losses = vec![GroupLoss {
+                    group: 1,
+                    first_index: N + 5,
+                    last_index: N + 5,
+                }];
+                s.offset = Some(end + 80);
+                s.record = Some((1, N + 5));
+                s
+            },
+        },
+    ]
+}
+
+/// Appends a seal batch to segment 1 (naming segment 2) and creates segment 2 with a header
+/// that never reached the disk; with `checkpoint`, its checkpoint batch did (it claims only
+/// the seal durable, so nothing proves segment 2's start was ever synced).
+fn seal_and_create_next(sim: &SimStorage, checkpoint: bool) {
+    let (batches, end) = last_batches(sim, 1);
+    let last = batches.last().unwrap().seq;
+    let seal = craft_batch(sim, last + 1, last, &[(RecordKind::Seal, 0, 0, 0, 2, vec![])]);
+    sim.write_raw(&wal_path(1), end, &seal);
+    futures_lite::future::block_on(async {
+        use tern_engine::storage::StorageFile;
+        let f = sim.create_new(&wal_path(2)).await.unwrap();
+        f.allocate(1 << 20).await.unwrap();
+        f.sync_data().await.unwrap();
+        sim.sync_dir(&shard_dir()).await.unwrap();
+    });
+    if checkpoint {
+        let hs = (RecordKind::HardState, 1, 1, 3, 0, vec![]);
+        let cp = craft_batch(sim, last + 2, last + 1, &[hs]);
+        sim.write_raw(&wal_path(2), 4096, &cp);
+    }
+}
+
+async fn check_row(
+    sim: SimStorage,
+    s: Situation,
+    expect: Expect,
+    mode: RecoveryMode,
+) -> Result<(), String> {
+    let segments_before: Vec<_> = segment_files(&sim)
+        .into_iter()
+        .map(|p| (sim.read_current(&p), p))
+        .collect();
+    let cfg = config();
+    let result = open_mode(&sim, &cfg, mode).await;
+    let wal = match (expect, result) {
+        (Stop, Err(Error::Corruption { at, what })) => {
+            if at.file != s.file {
+                return Err(format!(
+                    "error names {} not {}: {what}",
+                    at.file.display(),
+                    s.file.display()
+                ));
+            }
+            if let Some(o) = s.offset {
+                if at.offset != o {
+                    return Err(format!("error names offset {} not {o}: {what}", at.offset));
+                }
+            }
+            if let Some((g, i)) = s.record {
+                if (at.group, at.index) != (Some(g), Some(i)) {
+                    return Err(format!(
+                        "error names group/index {:?}/{:?}, not {g}/{i}: {what}",
+                        at.group, at.index
+                    ));
+                }
+            }
+            // Refusing to start must not change any segment (rebuilding an index is fine).
+            let segments_after: Vec<_> = segment_files(&sim)
+                .into_iter()
+                .map(|p| (sim.read_current(&p), p))
+                .collect();
+            if segments_after != segments_before {
+                return Err(format!(
+                    "a refused recovery changed the segments: {:?}",
+                    sim.list_files()
+                ));
+            }
+            return Ok(());
+        }
+        (Stop, Ok(_)) => return Err("recovered, expected Error::Corruption".into()),
+        (Stop, Err(e)) => return Err(format!("expected Error::Corruption, got {e}")),
+        (_, Err(e)) => return Err(format!("expected {expect:?}, recovery failed: {e}")),
+        (_, Ok(wal)) => wal,
+    };
+    let rep = wal.recovery_report().clone();
+    let want = match expect {
+        Skip => s.model_skipped.clone().unwrap_or_else(|| s.model.clone()),
+        _ => s.model.clone(),
+    };
+    let quarantined = |torn: bool| -> Result<(), String> {
+        let r = rep
+            .removed
+            .iter()
+            .find(|r| r.torn_tail == torn)
+            .ok_or_else(|| format!("no removed region with torn_tail={torn} reported: {rep:?}"))?;
+        let q = r.quarantined_to.as_ref().ok_or("region not quarantined")?;
+        if !q.starts_with(quarantine()) || sim.read_current(q).is_none() {
+            return Err(format!("quarantine file {} missing", q.display()));
+        }
+        Ok(())
+    };
+    match expect {
+        Apply => {
+            if !rep.removed.is_empty() || !rep.losses.is_empty() || !rep.removed_files.is_empty() {
+                return Err(format!("expected nothing removed: {rep:?}"));
+            }
+        }
+        TornTail => {
+            quarantined(true)?;
+            if !rep.losses.is_empty() {
+                return Err(format!("a torn tail is not a loss: {:?}", rep.losses));
+            }
+        }
+        Skip => {
+            if s.losses.is_empty() || rep.removed.is_empty() {
+                // A hole in a group's log: nothing on disk is damaged, the entry is refused.
+            } else {
+                quarantined(false)?;
+            }
+            if rep.losses != s.losses {
+                return Err(format!("losses {:?}, expected {:?}", rep.losses, s.losses));
+            }
+        }
+        RemoveFile => {
+            if !rep.removed_files.contains(&s.file) || sim.read_current(&s.file).is_some() {
+                return Err(format!("{} not removed: {rep:?}", s.file.display()));
+            }
+        }
+        Stop => unreachable!(),
+    }
+    let got = observe(&wal).await?;
+    match_prefix(&got, &want, &[]).map_err(|e| format!("recovered state: {e}"))?;
+
+    // The WAL goes on from there: one more entry, restart, same mode, still consistent.
+    let mut want = want;
+    let g = want.group(1);
+    let next = if g.terms.is_empty() {
+        g.first
+    } else {
+        g.last() + 1
+    };
+    let mut t = Tracker::default();
+    t.enqueue_append(&wal, 1, next, 1, 1)
+        .await
+        .map_err(|e| format!("append after recovery: {e}"))?;
+    t.settle()
+        .await
+        .map_err(|e| format!("append after recovery: {e}"))?;
+    wal.close().await.map_err(|e| e.to_string())?;
+    for op in t.split().0 {
+        want.apply(&op);
+    }
+    sim.crash(1, CrashMode::LoseAllUnsynced);
+    let wal = open_mode(&sim, &cfg, mode)
+        .await
+        .map_err(|e| format!("second recovery: {e}"))?;
+    let got = observe(&wal).await?;
+    match_prefix(&got, &want, &[]).map_err(|e| format!("after second recovery: {e}"))?;
+    wal.close().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[test]
+fn recovery_decision_table() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for row in rows() {
+        for (i, mode) in MODES.iter().enumerate() {
+            checked += 1;
+            let sim = SimStorage::new();
+            let s = (row.build)(&sim);
+            let expect = row.expect[i];
+            if let Err(e) = run(check_row(sim, s, expect, *mode)) {
+                failures.push(format!(
+                    "[{}] {} => expected {:?}: {e}",
+                    mode.name(),
+                    row.name,
+                    row.expect[i]
+                ));
+            }
+        }
+    }
+    assert!(checked >= 30, "table too small: {checked}");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cells failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
