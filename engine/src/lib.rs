@@ -9,12 +9,14 @@ pub mod config;
 pub mod constants;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod group;
 mod notify;
 pub mod recovery;
 pub mod scan;
 pub mod storage;
+pub mod verify;
 pub mod wal;
 
 pub use config::{shard_for_group, EngineConfig, RecoveryMode, WalConfig};

@@ -1,0 +1,464 @@
+//! `tern scan` and `tern dump`: read segments through the engine's scanner.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+use tern_engine::format::segment::{parse_segment_file_name, segment_file_name};
+use tern_engine::format::RecordKind;
+use tern_engine::scan::{scan_segment, Damage, ScanStop};
+use tern_engine::storage::dma::DmaStorage;
+use tern_engine::verify::{analyze_segment, read_layout, SegmentAnalysis};
+
+use super::emit;
+use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
+use crate::target::{block_on, resolve, Kind};
+use crate::Common;
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Segment file (`<data dir>/shard-<k>/<id>.wal`).
+    #[arg(long)]
+    pub path: PathBuf,
+    /// List every record with its checksum status, and every damaged region.
+    #[arg(long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Serialize)]
+struct GroupRange {
+    group: u64,
+    entries: u64,
+    first_index: u64,
+    last_index: u64,
+    first_term: u64,
+    last_term: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RecordLine {
+    offset: u64,
+    kind: &'static str,
+    group: u64,
+    term: u64,
+    index: u64,
+    aux: u64,
+    payload_bytes: u32,
+    batch_seq: u64,
+    checksum: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct DamageLine {
+    offset: u64,
+    record_offset: u64,
+    end: u64,
+    reason: String,
+    group: Option<u64>,
+    index: Option<u64>,
+    /// `torn-tail` (never acknowledged) or `corruption`.
+    class: &'static str,
+    later_batches: Vec<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ScanReport {
+    file: PathBuf,
+    segment: u64,
+    shard: Option<u32>,
+    header: Option<String>,
+    file_bytes: u64,
+    batches: u64,
+    records: u64,
+    first_batch_seq: Option<u64>,
+    last_batch_seq: Option<u64>,
+    /// `sealed`, `clean-end`, `end-of-file`, `damaged`, `bad-header`
+    end: &'static str,
+    sealed_next_segment: Option<u64>,
+    /// Offset just past the last valid batch: where the writer resumes.
+    valid_end: u64,
+    /// Offset of the last valid record's header.
+    last_valid_record_offset: Option<u64>,
+    groups: Vec<GroupRange>,
+    damage: Vec<DamageLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_detail: Option<Vec<RecordLine>>,
+}
+
+fn stop_name(stop: &ScanStop) -> &'static str {
+    match stop {
+        ScanStop::Sealed { .. } => "sealed",
+        ScanStop::CleanEnd => "clean-end",
+        ScanStop::EndOfFile => "end-of-file",
+        ScanStop::Damaged(_) => "damaged",
+        ScanStop::BadHeader(_) => "bad-header",
+    }
+}
+
+/// Is this segment the newest of its shard directory (torn tails only exist there)?
+fn is_last_in_dir(path: &Path, id: u64) -> bool {
+    let Some(dir) = path.parent() else {
+        return true;
+    };
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            !rd.flatten().any(|e| {
+                parse_segment_file_name(&e.file_name().to_string_lossy()).is_some_and(|o| o > id)
+            })
+        })
+        .unwrap_or(true)
+}
+
+fn damage_lines(a: &SegmentAnalysis, is_last: bool) -> Vec<DamageLine> {
+    let torn = a.torn_from(is_last, None);
+    a.damages
+        .iter()
+        .enumerate()
+        .map(|(i, d): (usize, &Damage)| DamageLine {
+            offset: d.offset,
+            record_offset: d.record_offset,
+            end: d.garbage_end,
+            reason: d.reason.to_string(),
+            group: d.group,
+            index: d.index,
+            class: if torn.is_some_and(|t| i >= t) {
+                "torn-tail"
+            } else {
+                "corruption"
+            },
+            later_batches: d.later_batches.iter().map(|b| b.seq).collect(),
+        })
+        .collect()
+}
+
+pub fn scan(args: ScanArgs) -> CliResult<u8> {
+    let target = resolve(&args.path)?;
+    if target.kind != Kind::Segment {
+        return Err(CliError::Usage(format!(
+            "{}: `tern scan` takes one segment file (<id>.wal); use `tern verify-data` for a directory",
+            args.path.display()
+        )));
+    }
+    let _lock = target.lock()?;
+    let id = target.id.unwrap_or(0);
+    let path = target.path.clone();
+    let shard = target.shard;
+    let a = block_on({
+        let path = path.clone();
+        async move { analyze_segment(&DmaStorage, &path, id, shard, false).await }
+    })??;
+    let is_last = is_last_in_dir(&path, id);
+    let mut groups: BTreeMap<u64, GroupRange> = BTreeMap::new();
+    for r in a.records.iter().filter(|r| r.kind() == RecordKind::Entry) {
+        let h = &r.header;
+        let g = groups.entry(h.group).or_insert(GroupRange {
+            group: h.group,
+            entries: 0,
+            first_index: h.index,
+            last_index: h.index,
+            first_term: h.term,
+            last_term: h.term,
+        });
+        g.entries += 1;
+        g.first_index = g.first_index.min(h.index);
+        g.last_index = g.last_index.max(h.index);
+        g.first_term = g.first_term.min(h.term);
+        g.last_term = g.last_term.max(h.term);
+    }
+    let detail = args.verbose.then(|| {
+        a.records
+            .iter()
+            .map(|r| RecordLine {
+                offset: r.offset,
+                kind: r.kind().name(),
+                group: r.header.group,
+                term: r.header.term,
+                index: r.header.index,
+                aux: r.header.aux,
+                payload_bytes: r.header.payload_len,
+                batch_seq: r.header.batch_seq,
+                checksum: "ok",
+            })
+            .collect::<Vec<_>>()
+    });
+    let header = match (&a.scan.stop, a.scan.header) {
+        (ScanStop::BadHeader(e), _) => Some(format!("unreadable: {e}")),
+        (_, Some(h)) => Some(format!(
+            "segment {} shard {} segment_bytes {} first_batch_seq {} created_unix_ms {}",
+            h.segment_id, h.shard, h.segment_bytes, h.first_batch_seq, h.created_unix_ms
+        )),
+        _ => None,
+    };
+    let report = ScanReport {
+        file: path.clone(),
+        segment: id,
+        shard,
+        header,
+        file_bytes: a.scan.file_len,
+        batches: a.batches.len() as u64,
+        records: a.records.len() as u64,
+        first_batch_seq: a.scan.first_batch_seq,
+        last_batch_seq: a.scan.last_batch_seq,
+        end: stop_name(&a.scan.stop),
+        sealed_next_segment: a.sealed_next(),
+        valid_end: a.scan.valid_end,
+        last_valid_record_offset: a.records.last().map(|r| r.offset),
+        groups: groups.into_values().collect(),
+        damage: damage_lines(&a, is_last),
+        records_detail: detail,
+    };
+    let bad = !report.damage.is_empty() || report.end == "bad-header";
+    emit(args.common.json, &report, || {
+        println!("scan {}", report.file.display());
+        if let Some(h) = &report.header {
+            println!("  header: {h}");
+        }
+        println!(
+            "  {} records in {} batches (batch seq {:?}..={:?}), {} file bytes",
+            report.records,
+            report.batches,
+            report.first_batch_seq,
+            report.last_batch_seq,
+            report.file_bytes
+        );
+        match report.sealed_next_segment {
+            Some(n) => println!("  end: sealed (next segment {n})"),
+            None => println!("  end: {}", report.end),
+        }
+        println!(
+            "  last valid offset: {} (last valid record at {})",
+            report.valid_end,
+            report
+                .last_valid_record_offset
+                .map_or("-".to_string(), |o| o.to_string())
+        );
+        for g in &report.groups {
+            println!(
+                "  group {}: {} entries, index {}..={}, term {}..={}",
+                g.group, g.entries, g.first_index, g.last_index, g.first_term, g.last_term
+            );
+        }
+        if let Some(d) = &report.records_detail {
+            println!(
+                "  {:>10} {:>13} {:>8} {:>6} {:>10} {:>8} checksum",
+                "offset", "kind", "group", "term", "index", "bytes"
+            );
+            for r in d {
+                println!(
+                    "  {:>10} {:>13} {:>8} {:>6} {:>10} {:>8} {}",
+                    r.offset, r.kind, r.group, r.term, r.index, r.payload_bytes, r.checksum
+                );
+            }
+        }
+        for d in &report.damage {
+            let who = match (d.group, d.index) {
+                (Some(g), Some(i)) => format!(", group {g} index {i}"),
+                _ => String::new(),
+            };
+            println!(
+                "  BAD {} at offset {} (bytes {}..{}{who}): {}",
+                d.class, d.record_offset, d.offset, d.end, d.reason
+            );
+        }
+        println!("result: {}", if bad { "damaged" } else { "clean" });
+    })?;
+    Ok(if bad { EXIT_PROBLEMS } else { EXIT_CLEAN })
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Data directory, shard directory or segment file.
+    #[arg(long)]
+    pub path: PathBuf,
+    /// Only records of this group.
+    #[arg(long)]
+    pub group: Option<u64>,
+    /// Only entries with index >= this (hides control records).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// Only entries with index <= this (hides control records).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Payload bytes to preview per record.
+    #[arg(long, default_value_t = 16)]
+    pub preview_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Serialize)]
+struct DumpRecord<'a> {
+    file: &'a str,
+    offset: u64,
+    kind: &'static str,
+    group: u64,
+    term: u64,
+    index: u64,
+    aux: u64,
+    batch_seq: u64,
+    payload_bytes: u32,
+    preview_hex: String,
+    preview_text: String,
+}
+
+fn preview(payload: &[u8], n: usize) -> (String, String) {
+    let p = &payload[..payload.len().min(n)];
+    let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+    let text: String = p
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    let more = if payload.len() > n { "…" } else { "" };
+    (format!("{hex}{more}"), format!("{text}{more}"))
+}
+
+pub fn dump(args: DumpArgs) -> CliResult<u8> {
+    let target = resolve(&args.path)?;
+    let files: Vec<PathBuf> = match target.kind {
+        Kind::Segment => vec![target.path.clone()],
+        Kind::Index => {
+            return Err(CliError::Usage(format!(
+                "{}: `tern dump` takes a data directory or a segment; use `tern inspect-index` for an index",
+                args.path.display()
+            )))
+        }
+        Kind::DataDir | Kind::ShardDir => {
+            let root = target.require_root("dump")?;
+            let layout = read_layout(root)?;
+            let mut files = Vec::new();
+            for (k, dir) in &layout.shards {
+                if target.shard.is_some_and(|s| s != *k) {
+                    continue;
+                }
+                let mut ids: Vec<u64> = std::fs::read_dir(dir)
+                    .map_err(|e| CliError::io(dir, e))?
+                    .flatten()
+                    .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
+                    .collect();
+                ids.sort_unstable();
+                files.extend(ids.into_iter().map(|id| dir.join(segment_file_name(id))));
+            }
+            files
+        }
+    };
+    let _lock = target.lock()?;
+    let json = args.common.json;
+    let (group, from, to, n) = (args.group, args.from, args.to, args.preview_bytes);
+    let damaged = block_on(async move {
+        let mut damaged = Vec::new();
+        let first = RefCell::new(true);
+        if json {
+            print!("{{\"records\":[");
+        }
+        for file in &files {
+            let name = file.display().to_string();
+            let scan = scan_segment(&DmaStorage, file, true, |r| {
+                let h = &r.header;
+                let kind = h.kind();
+                if kind == RecordKind::BatchHeader || group.is_some_and(|g| g != h.group) {
+                    return;
+                }
+                if from.is_some() || to.is_some() {
+                    if kind != RecordKind::Entry
+                        || from.is_some_and(|f| h.index < f)
+                        || to.is_some_and(|t| h.index > t)
+                    {
+                        return;
+                    }
+                }
+                let (hex, text) = preview(r.payload, n);
+                let rec = DumpRecord {
+                    file: &name,
+                    offset: r.offset,
+                    kind: kind.name(),
+                    group: h.group,
+                    term: h.term,
+                    index: h.index,
+                    aux: h.aux,
+                    batch_seq: h.batch_seq,
+                    payload_bytes: h.payload_len,
+                    preview_hex: hex,
+                    preview_text: text,
+                };
+                if json {
+                    let sep = if first.replace(false) { "" } else { "," };
+                    print!("{sep}{}", serde_json::to_string(&rec).unwrap_or_default());
+                } else {
+                    if first.replace(false) {
+                        println!(
+                            "{:>10} {:>13} {:>8} {:>6} {:>10} {:>8}  file / preview",
+                            "offset", "kind", "group", "term", "index", "bytes"
+                        );
+                    }
+                    println!(
+                        "{:>10} {:>13} {:>8} {:>6} {:>10} {:>8}  {} {}",
+                        rec.offset,
+                        rec.kind,
+                        rec.group,
+                        rec.term,
+                        rec.index,
+                        rec.payload_bytes,
+                        Path::new(&name)
+                            .file_name()
+                            .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
+                        rec.preview_text
+                    );
+                }
+            })
+            .await?;
+            let mut ds: Vec<String> = scan
+                .skipped
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}: damage at offset {}: {}",
+                        file.display(),
+                        d.record_offset,
+                        d.reason
+                    )
+                })
+                .collect();
+            match &scan.stop {
+                ScanStop::Damaged(d) => ds.push(format!(
+                    "{}: damage at offset {}: {}",
+                    file.display(),
+                    d.record_offset,
+                    d.reason
+                )),
+                ScanStop::BadHeader(e) => ds.push(format!(
+                    "{}: segment header unreadable: {e}",
+                    file.display()
+                )),
+                _ => {}
+            }
+            if !json {
+                for d in &ds {
+                    println!("-- {d}");
+                }
+            }
+            damaged.extend(ds);
+        }
+        if json {
+            println!(
+                "],\"damage\":{}}}",
+                serde_json::to_string(&damaged).unwrap_or_default()
+            );
+        }
+        Ok::<_, tern_engine::Error>(damaged)
+    })??;
+    Ok(if damaged.is_empty() {
+        EXIT_CLEAN
+    } else {
+        EXIT_PROBLEMS
+    })
+}
