@@ -25,6 +25,7 @@
 #   RECOVERY_GIB   GiB written for the recovery run (default 2)
 #   SHARDS         tern shards (default: number of CPUs, as a tern node)
 #   FIO_ENGINE     force a fio ioengine (default: io_uring, else libaio, else psync)
+#   TERN_BENCH_ARGS extra arguments for every tern-bench run (e.g. "--io-memory-bytes 64MiB")
 #   SETTLE_SECONDS pause after the `sync` between runs (default 2)
 #   KEEP=1         keep fio files and tern data directories
 set -euo pipefail
@@ -78,6 +79,9 @@ cleanup() {
 trap cleanup EXIT
 KEEP_FLAG=()
 [ "$KEEP" = 1 ] && KEEP_FLAG=(--keep)
+# Word-split on purpose: a list of flags.
+read -r -a EXTRA <<<"${TERN_BENCH_ARGS:-}"
+LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
 log "data in $RUN ($FS_TYPE, $(df --output=source "$BENCH_DIR" | tail -1)); ${BENCH_SECONDS}s per run, $SHARDS shard(s)"
 
 # --- fio ----------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ rm -f "$RUN/sync-write.fio"
 settle
 log "2/5 tern-bench wal: 1 appender x 1 in flight, 4 KiB records (latency)"
 "$BIN" wal --json --record-bytes 4096 --appenders 1 --inflight 1 --shards "$SHARDS" \
-    --duration "$BENCH_SECONDS" --warmup 1 --dir "$RUN/tern-latency" "${KEEP_FLAG[@]}" \
+    --duration "$BENCH_SECONDS" --warmup 1 --dir "$RUN/tern-latency" "${KEEP_FLAG[@]}" "${EXTRA[@]}" \
     >"$RUN/tern-latency.json"
 settle
 log "3/5 fio: sequential write, 1 MiB blocks, iodepth 16 (throughput)"
@@ -137,18 +141,18 @@ rm -f "$RUN/batch-sync.fio"
 settle
 log "4/5 tern-bench wal: 64 appenders x 16 in flight, 4 KiB records (throughput)"
 "$BIN" wal --json --record-bytes 4096 --appenders 64 --inflight 16 --shards "$SHARDS" \
-    --duration "$BENCH_SECONDS" --warmup 1 --dir "$RUN/tern-throughput" "${KEEP_FLAG[@]}" \
+    --duration "$BENCH_SECONDS" --warmup 1 --dir "$RUN/tern-throughput" "${KEEP_FLAG[@]}" "${EXTRA[@]}" \
     >"$RUN/tern-throughput.json"
 settle
 log "5/5 tern-bench recovery: write ${RECOVERY_GIB} GiB, reopen with indexes, then by scanning"
 "$BIN" recovery --json --gib "$RECOVERY_GIB" --shards "$SHARDS" \
-    --dir "$RUN/tern-recovery" "${KEEP_FLAG[@]}" >"$RUN/tern-recovery.json"
+    --dir "$RUN/tern-recovery" "${KEEP_FLAG[@]}" "${EXTRA[@]}" >"$RUN/tern-recovery.json"
 
 # --- summary and the JSON line ------------------------------------------------------------
-python3 - "$RUN" "$ENGINE" "$FS_TYPE" "$SHARDS" "$BENCH_SECONDS" <<'EOF'
+python3 - "$RUN" "$ENGINE" "$FS_TYPE" "$SHARDS" "$BENCH_SECONDS" "$LOADAVG" "${TERN_BENCH_ARGS:-}" <<'EOF'
 import json, sys
 
-run, engine, fs_type, shards, seconds = sys.argv[1:6]
+run, engine, fs_type, shards, seconds, loadavg, extra = sys.argv[1:8]
 
 def load(name):
     with open(f"{run}/{name}") as f:
@@ -217,6 +221,9 @@ out = {
     "bench_seconds": float(seconds),
     "fio_ioengine": engine,
     "fs_type": fs_type,
+    "tern_bench_args": extra,
+    # Other work on the machine skews every figure: the 1-minute load average at the start.
+    "loadavg_start": float(loadavg),
 }
 targets = {
     "throughput_ratio >= 0.9": (out["throughput_ratio"] or 0) >= 0.9,

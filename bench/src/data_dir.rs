@@ -64,6 +64,9 @@ impl BenchDir {
                 (d.to_path_buf(), None, false)
             }
         };
+        // Absolute, so that nothing below depends on the current directory (the engine's
+        // directory fsync fails on a relative path: EBADF from glommio's directory open).
+        let path = path.canonicalize().map_err(|e| BenchError::io(&path, e))?;
         let fs = fs_info(&path);
         if MEMORY_FILE_SYSTEMS.contains(&fs.fs_type.as_str()) {
             tracing::warn!(

@@ -120,6 +120,11 @@ pub struct EngineArgs {
     /// Bytes accepted but not yet written before appenders wait [default: 4 x batch-bytes-max].
     #[arg(long, value_parser = parse_bytes)]
     pub pending_bytes_max: Option<u64>,
+    /// Memory each shard registers with io_uring for I/O buffers, e.g. 64MiB [default:
+    /// 512KiB]. Batch and read buffers that fit come from it (pre-faulted, reused); the rest
+    /// are allocated per batch. Needs `ulimit -l` of at least shards x this.
+    #[arg(long, value_parser = parse_bytes)]
+    pub io_memory_bytes: Option<u64>,
     /// Do not pin shard k to CPU k.
     #[arg(long)]
     pub no_pin: bool,
@@ -163,6 +168,9 @@ impl EngineArgs {
         };
         if self.shards != 0 {
             cfg.shards = self.shards;
+        }
+        if let Some(m) = self.io_memory_bytes {
+            cfg.io_memory_bytes = m as usize;
         }
         cfg.validate()?;
         Ok(cfg)
