@@ -561,10 +561,31 @@ pub fn replay(shard: &ShardAnalysis, keep: &dyn Fn(usize, &RecordInfo) -> bool) 
     let mut table = GroupTable::default();
     let mut orphans = BTreeSet::new();
     let mut holes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    // The first damaged spot of the shard: a group whose log starts after it, above the
+    // first index its records justify, lost its first entries there.
+    let first_damage = shard.segments.iter().enumerate().find_map(|(si, s)| {
+        if s.bad_header().is_some() && s.header_rebuilt.is_none() {
+            return Some((si, 0));
+        }
+        s.damages.first().map(|d| (si, d.offset))
+    });
     for (si, seg) in shard.segments.iter().enumerate() {
         for (ri, rec) in seg.records.iter().enumerate() {
             if !keep(si, rec) {
                 continue;
+            }
+            let after_damage = first_damage.is_some_and(|d| (si, rec.offset) > d);
+            if after_damage && rec.kind() == RecordKind::Entry {
+                let expected = table
+                    .groups
+                    .get(&rec.header.group)
+                    .map_or(Some(1), |g| g.entries.is_empty().then_some(g.first_index));
+                if let Some(first) = expected.filter(|f| rec.header.index > *f) {
+                    let h = holes
+                        .entry(rec.header.group)
+                        .or_insert((first, rec.header.index - 1));
+                    h.0 = h.0.min(first);
+                }
             }
             let hole_start = table
                 .groups
@@ -906,7 +927,8 @@ pub async fn check_shard<S: Storage>(
                 .shard(k)
                 .fix(FIX_INDEX),
             );
-        } else if has_index {
+        } else if has_index && a.damages.is_empty() {
+            // (A damaged segment's index is rebuilt by repair; the damage is the problem.)
             if let Some(p) = check_index(storage, &ipath, a).await? {
                 out.push(p.shard(k));
             }
@@ -933,16 +955,17 @@ pub async fn check_shard<S: Storage>(
         let (file, off) = first.map_or((sa.dir.clone(), None), |(s, rec)| {
             (s.path.clone(), Some(rec.offset))
         });
-        let mut p = problem(
-            "log-hole",
-            &file,
+        let msg = if first.is_some() {
             format!(
                 "entries {from}..={to} cannot be kept: the group's log has a hole at index {from}"
-            ),
-        )
-        .shard(k)
-        .group(Some(*g), Some(*from))
-        .fix(FIX_SKIP);
+            )
+        } else {
+            format!("entries {from}..={to} were in the damaged region: the group's log now starts at {}", to + 1)
+        };
+        let mut p = problem("log-hole", &file, msg)
+            .shard(k)
+            .group(Some(*g), Some(*from))
+            .fix(FIX_SKIP);
         p.offset = off;
         out.push(p);
     }
@@ -1417,11 +1440,17 @@ async fn repair_shard<S: Storage>(
         e.1 = e.1.max(*hi);
     }
     for (g, (lo, hi)) in dropped {
-        let why = if r.holes.contains_key(&g) {
+        let cut_here = r
+            .orphans
+            .iter()
+            .any(|(si, ri)| sa.segments[*si].records[*ri].header.group == g);
+        let why = if cut_here {
             format!(
                 "the group's log has a hole at index {}: entries after it are cut",
                 r.holes[&g].0
             )
+        } else if r.holes.contains_key(&g) {
+            "in the damaged region (unreadable)".to_string()
         } else {
             "in the removed tail".to_string()
         };

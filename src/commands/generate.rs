@@ -107,10 +107,34 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
         let mine: Vec<u64> = (1..=groups)
             .filter(|g| shard_for_group(*g, ctx.shards) == ctx.shard)
             .collect();
-        let mut pending = Vec::new();
+        let mut pending: Vec<futures_channel::oneshot::Receiver<tern_engine::Result<()>>> = Vec::new();
         let mut next = 1;
+        let mut term = 0;
         while next <= entries {
             let last = (next + CHUNK_ENTRIES - 1).min(entries);
+            if term_of(next, entries) != term {
+                // A new term is made durable before entries of that term are appended.
+                term = term_of(next, entries);
+                for rx in pending.drain(..) {
+                    rx.await.map_err(|_| shard_stopped(ctx.shard))??;
+                }
+                for &g in &mine {
+                    let hs = HardState {
+                        term,
+                        vote: 1,
+                        commit: next - 1,
+                    };
+                    ctx.wal.set_hard_state(g, hs).await?;
+                }
+            }
+            let last = last.min(if term_of(last, entries) != term {
+                (next..=last)
+                    .take_while(|i| term_of(*i, entries) == term)
+                    .last()
+                    .unwrap_or(next)
+            } else {
+                last
+            });
             for &g in &mine {
                 let data: Vec<(u64, Vec<u8>)> = (next..=last)
                     .map(|i| (i, payload(g, i, term_of(i, entries), len)))
