@@ -37,6 +37,13 @@ pub struct SnapshotInfo {
 pub struct GroupState {
     /// Invariant: entries[i] holds index `first_index + i`.
     pub first_index: u64,
+    /// Lowest index an entry may still have: raised only by compaction and snapshots.
+    /// Invariant: floor_index <= first_index. They differ when an entry arrived in an empty
+    /// log above the floor (a new group, or the first append after compacting everything):
+    /// `first_index` jumps to it. On replay after a purge that jump can also happen because
+    /// the entries before it were in a purged segment, and a later record may then rewrite
+    /// the log from an index between the two (see the `Entry` arm of [`GroupTable::apply`]).
+    pub floor_index: u64,
     pub entries: VecDeque<EntryLoc>,
     pub hard_state: Option<HardState>,
     pub snapshot: Option<SnapshotInfo>,
@@ -47,6 +54,7 @@ impl Default for GroupState {
     fn default() -> Self {
         GroupState {
             first_index: 1,
+            floor_index: 1,
             entries: VecDeque::new(),
             hard_state: None,
             snapshot: None,
@@ -140,14 +148,23 @@ impl GroupTable {
             RecordKind::Entry => {
                 let g = self.groups.entry(rec.group).or_default();
                 let index = rec.index;
-                if index < g.first_index {
+                if index < g.floor_index {
                     return Err(ApplyError {
                         group: rec.group,
                         index,
-                        why: format!("below first index {}", g.first_index),
+                        why: format!("below first index {}", g.floor_index),
                     });
                 }
-                if g.entries.is_empty() {
+                if index < g.first_index {
+                    // Only on replay after a purge: the entries in front of `first_index`
+                    // were in a purged segment (so all of them were dead), and this entry is
+                    // a Raft overwrite that at run time replaced them and everything after.
+                    // Run time never gets here: it validates against the same bounds.
+                    for loc in g.entries.drain(..) {
+                        Self::dec_live(live, &loc);
+                    }
+                    g.first_index = index;
+                } else if g.entries.is_empty() {
                     g.first_index = index;
                 } else if index > g.last_index() + 1 {
                     return Err(ApplyError {
@@ -185,6 +202,7 @@ impl GroupTable {
             }
             RecordKind::Compact => {
                 let g = self.groups.entry(rec.group).or_default();
+                g.floor_index = g.floor_index.max(rec.index);
                 if rec.index > g.first_index {
                     let drop = ((rec.index - g.first_index) as usize).min(g.entries.len());
                     for loc in g.entries.drain(..drop) {
@@ -217,6 +235,7 @@ impl GroupTable {
                     Self::dec_live(live, &loc);
                 }
                 g.first_index = rec.index + 1;
+                g.floor_index = g.first_index;
                 g.snapshot = Some(SnapshotInfo {
                     term: rec.term,
                     index: rec.index,

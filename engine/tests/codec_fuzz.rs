@@ -24,16 +24,22 @@ const KINDS: [RecordKind; 8] = [
 ];
 
 fn fields() -> impl Strategy<Value = RecordFields> {
-    (0..KINDS.len(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-        |(k, batch_seq, group, term, index, aux)| RecordFields {
+    (
+        0..KINDS.len(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(k, batch_seq, group, term, index, aux)| RecordFields {
             kind: KINDS[k],
             batch_seq,
             group,
             term,
             index,
             aux,
-        },
-    )
+        })
 }
 
 fn record(f: RecordFields, payload: &[u8]) -> Vec<u8> {
@@ -44,7 +50,14 @@ fn record(f: RecordFields, payload: &[u8]) -> Vec<u8> {
 
 fn index_entries() -> impl Strategy<Value = Vec<IndexEntry>> {
     prop::collection::vec(
-        (1..KINDS.len(), any::<u32>(), 0..1u64 << 30, any::<u64>(), any::<u64>(), any::<u64>()),
+        (
+            1..KINDS.len(),
+            any::<u32>(),
+            0..1u64 << 30,
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        ),
         0..40,
     )
     .prop_map(|v| {
@@ -145,7 +158,7 @@ proptest! {
         prop_assert_eq!(decode_batch_payload(&h, payload, BLOCK_BYTES).unwrap(), p);
         // Random payload bytes: an error or a payload within bounds, never a panic.
         if let Ok(q) = decode_batch_payload(&h, &junk, BLOCK_BYTES) {
-            prop_assert!(q.batch_bytes > 0 && q.batch_bytes as u64 % BLOCK_BYTES == 0);
+            prop_assert!(q.batch_bytes > 0 && (q.batch_bytes as u64).is_multiple_of(BLOCK_BYTES));
         }
         // Wrong kind is refused.
         let f2 = RecordFields { kind: RecordKind::Entry, ..f };

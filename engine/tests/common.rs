@@ -92,8 +92,8 @@ use tern_engine::{Entry, HardState};
 pub fn entry_len(group: u64, index: u64, term: u64) -> usize {
     let h = payload(group ^ 0x55, index, term, 8);
     let r = u64::from_le_bytes(h.try_into().unwrap());
-    if r % 13 == 0 {
-        8 << 10 | (r >> 8) as usize % (24 << 10)
+    if r.is_multiple_of(13) {
+        (8 << 10) | ((r >> 8) as usize % (24 << 10))
     } else {
         (r >> 8) as usize % 1500
     }

@@ -34,7 +34,7 @@ fn config() -> WalConfig {
 
 /// Steps that append many entries per call, so that a short workload rolls segments.
 fn big(step: u64) -> bool {
-    step % 3 != 0
+    !step.is_multiple_of(3)
 }
 
 /// The scripted workload. Stops at the first error (the power cut).

@@ -38,7 +38,10 @@ fn fsync_eio_fails_stop_and_is_never_retried() {
         let r = wal.append(1, &entry(11, &d)).await;
         assert!(matches!(r, Err(Error::FsyncFailed { .. })), "{r:?}");
         let msg = r.unwrap_err().to_string();
-        assert!(msg.contains("fail-stop") && msg.contains("never retried"), "{msg}");
+        assert!(
+            msg.contains("fail-stop") && msg.contains("never retried"),
+            "{msg}"
+        );
 
         // Everything after is refused, whatever its kind.
         let d = entry_data(1, 12, 1);
@@ -47,7 +50,15 @@ fn fsync_eio_fails_stop_and_is_never_retried() {
             wal.append(2, &entry(1, &d)).await,
             wal.truncate(1, 5).await,
             wal.compact(1, 3).await,
-            wal.set_hard_state(1, HardState { term: 1, vote: 1, commit: 1 }).await,
+            wal.set_hard_state(
+                1,
+                HardState {
+                    term: 1,
+                    vote: 1,
+                    commit: 1,
+                },
+            )
+            .await,
         ] {
             assert!(matches!(r, Err(Error::ShardStopped { .. })), "{r:?}");
         }
@@ -84,7 +95,11 @@ fn fsync_eio_with_appends_in_flight_acknowledges_none_of_them() {
         for i in 0..8u64 {
             // Three appends in the first batch; then yielding lets the writer cut more
             // batches until it sees the failed fsync, after which queueing is refused.
-            let (g, idx) = if i % 2 == 0 { (1, 6 + i / 2) } else { (2, 1 + i / 2) };
+            let (g, idx) = if i % 2 == 0 {
+                (1, 6 + i / 2)
+            } else {
+                (2, 1 + i / 2)
+            };
             match t.enqueue_append(&wal, g, idx, 1, 1).await {
                 Ok(()) => queued += 1,
                 Err(e) => {
@@ -99,7 +114,10 @@ fn fsync_eio_with_appends_in_flight_acknowledges_none_of_them() {
         assert!(queued >= 3, "only {queued} appends in flight");
         assert!(t.settle().await.is_err());
         let (acked, unacked) = t.split();
-        assert!(acked.is_empty(), "acknowledged despite the failed fsync: {acked:?}");
+        assert!(
+            acked.is_empty(),
+            "acknowledged despite the failed fsync: {acked:?}"
+        );
         assert_eq!(unacked.len(), queued);
         let _ = wal.close().await;
         sim.crash(2, CrashMode::LoseAllUnsynced);

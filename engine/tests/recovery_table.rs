@@ -351,7 +351,12 @@ fn rows() -> Vec<Row> {
 fn seal_and_create_next(sim: &SimStorage, checkpoint: bool) {
     let (batches, end) = last_batches(sim, 1);
     let last = batches.last().unwrap().seq;
-    let seal = craft_batch(sim, last + 1, last, &[(RecordKind::Seal, 0, 0, 0, 2, vec![])]);
+    let seal = craft_batch(
+        sim,
+        last + 1,
+        last,
+        &[(RecordKind::Seal, 0, 0, 0, 2, vec![])],
+    );
     sim.write_raw(&wal_path(1), end, &seal);
     futures_lite::future::block_on(async {
         use tern_engine::storage::StorageFile;

@@ -105,7 +105,9 @@ fn sigkill_child() {
                             rx.await.expect("ack channel").expect("append");
                             // Logged only now that the append is durable.
                             let line = format!("{g} {first} {count}\n");
-                            log.borrow_mut().write_all(line.as_bytes()).expect("ack log");
+                            log.borrow_mut()
+                                .write_all(line.as_bytes())
+                                .expect("ack log");
                         }
                     }
                 }));
@@ -205,7 +207,13 @@ fn kill_minus_nine_under_load() {
     for it in 0..iters {
         let before = ack_bytes(&base);
         let mut child = Command::new(&exe)
-            .args(["sigkill_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "sigkill_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("TERN_SIGKILL_CHILD", &base)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -272,7 +280,10 @@ fn kill_minus_nine_under_load() {
         started.elapsed()
     );
     assert!(killed >= iters, "only {killed} kills");
-    assert!(checked >= 100, "only {checked} acknowledged entries: not under load");
+    assert!(
+        checked >= 100,
+        "only {checked} acknowledged entries: not under load"
+    );
     // Once the children are gone, the lock is free again.
     drop(lock_dir(&data_dir(&base)).expect("lock after the last kill"));
 }
