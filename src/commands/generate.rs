@@ -107,7 +107,8 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
         let mine: Vec<u64> = (1..=groups)
             .filter(|g| shard_for_group(*g, ctx.shards) == ctx.shard)
             .collect();
-        let mut pending: Vec<futures_channel::oneshot::Receiver<tern_engine::Result<()>>> = Vec::new();
+        let mut pending: Vec<futures_channel::oneshot::Receiver<tern_engine::Result<()>>> =
+            Vec::new();
         let mut next = 1;
         let mut term = 0;
         while next <= entries {

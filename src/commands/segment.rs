@@ -368,13 +368,12 @@ pub fn dump(args: DumpArgs) -> CliResult<u8> {
                 if kind == RecordKind::BatchHeader || group.is_some_and(|g| g != h.group) {
                     return;
                 }
-                if from.is_some() || to.is_some() {
-                    if kind != RecordKind::Entry
+                if (from.is_some() || to.is_some())
+                    && (kind != RecordKind::Entry
                         || from.is_some_and(|f| h.index < f)
-                        || to.is_some_and(|t| h.index > t)
-                    {
-                        return;
-                    }
+                        || to.is_some_and(|t| h.index > t))
+                {
+                    return;
                 }
                 let (hex, text) = preview(r.payload, n);
                 let rec = DumpRecord {
