@@ -59,6 +59,17 @@ pub struct FaultCounts {
     pub snapshots_installed: u64,
     pub conf_changes: u64,
     pub transfers: u64,
+    /// Leader-churn episodes started (the leader and a minority cut off from the rest).
+    pub churn_episodes: u64,
+    /// ... of which reached a second leader, isolated with entries only it holds.
+    pub churn_second_leaders: u64,
+    /// ... of which reached a third leader, cut off (crashed, isolated, or partitioned with a
+    /// minority) at its first commit or shortly after its election, when the second returns.
+    pub churn_third_leaders_cut: u64,
+    /// Filler entries proposed straight to a leader by the fault injector.
+    pub burst_proposals: u64,
+    /// Seeds run with tight election timing (heartbeat 2, election timeout 6..12 ticks).
+    pub tight_timing_seeds: u64,
 }
 
 impl FaultCounts {
@@ -76,6 +87,11 @@ impl FaultCounts {
         self.snapshots_installed += o.snapshots_installed;
         self.conf_changes += o.conf_changes;
         self.transfers += o.transfers;
+        self.churn_episodes += o.churn_episodes;
+        self.churn_second_leaders += o.churn_second_leaders;
+        self.churn_third_leaders_cut += o.churn_third_leaders_cut;
+        self.burst_proposals += o.burst_proposals;
+        self.tight_timing_seeds += o.tight_timing_seeds;
     }
 
     /// (name, count) pairs in a stable order, for printing.
@@ -94,6 +110,11 @@ impl FaultCounts {
             ("snapshots_installed", self.snapshots_installed),
             ("conf_changes", self.conf_changes),
             ("transfers", self.transfers),
+            ("churn_episodes", self.churn_episodes),
+            ("churn_second_leaders", self.churn_second_leaders),
+            ("churn_third_leaders_cut", self.churn_third_leaders_cut),
+            ("burst_proposals", self.burst_proposals),
+            ("tight_timing_seeds", self.tight_timing_seeds),
         ]
     }
 }
@@ -176,6 +197,44 @@ struct Rates {
     transfer: u64,
     client: u64,
     compact_every: u64,
+    /// Leader-churn episodes (see [`Churn`]).
+    churn: u64,
+    /// Filler proposals straight to the leader, spreading entries across term changes.
+    burst: u64,
+}
+
+/// A leader-churn episode: the shape of Figure 8 of the Raft paper, driven one phase at a time
+/// by partitions. Node indexes (not ids).
+///
+/// 1. The leader (term `t1`) gets a burst of entries and is cut off together with a minority.
+/// 2. When the majority elects a leader of a higher term `t2`, that leader is isolated at once
+///    (before its no-op and its burst of entries leave) and everyone else is healed.
+/// 3. The next leader (term `t3`, usually one that holds the term-`t1` entries, which it then
+///    re-replicates) is cut off the moment its commit index first moves (or a few ticks after
+///    its election): crashed (losing what it has not fsynced), isolated, or partitioned with
+///    its most up-to-date followers; the second leader, whose log ends in term `t2`, returns
+///    and may win the next election.
+///
+/// Committing a `t1` entry by counting replicas in step 3 lets the second leader overwrite it.
+enum Churn {
+    Idle,
+    Split {
+        side: Vec<usize>,
+        term: u64,
+        until: u64,
+    },
+    Isolated {
+        second: usize,
+        term: u64,
+        until: u64,
+    },
+    Third {
+        second: usize,
+        third: usize,
+        term: u64,
+        commit: u64,
+        cut_at: u64,
+    },
 }
 
 /// Per-seed variations of the node configuration.
@@ -186,6 +245,8 @@ struct NodeKnobs {
     append_bytes_max: u64,
     inflight_msgs_max: usize,
     chunk_bytes: u64,
+    /// Heartbeat 2, election timeout 6..12 ticks: many short-lived leaders.
+    tight_timing: bool,
 }
 
 const KEYS: u64 = 3;
@@ -197,6 +258,13 @@ const LIVENESS_PROBE: Command = Command {
 };
 const CLIENTS: usize = 3;
 const CLIENT_TIMEOUT_TICKS: u64 = 150;
+/// Filler entries a fault burst proposes; the key is outside the clients' keys, op id 0 is
+/// never a client's.
+const FILLER: Command = Command {
+    op_id: 0,
+    key: 254,
+    kind: CommandKind::Put { value: 7 },
+};
 /// Ready rounds per node per step; the core converges in one or two.
 const READY_ROUNDS_MAX: usize = 8;
 
@@ -209,6 +277,7 @@ struct Sim {
     net: Vec<InFlight>,
     blocked: Vec<Vec<bool>>,
     heal_at: u64,
+    churn: Churn,
     faults_on: bool,
     rates: Rates,
     knobs: NodeKnobs,
@@ -239,10 +308,12 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         unavailable: rng.range(0, 30),
         crash: rng.range(0, 40),
         partition: rng.range(0, 25),
-        conf_change: rng.range(0, 10),
-        transfer: rng.range(0, 5),
+        conf_change: rng.range(0, 16),
+        transfer: rng.range(0, 6),
         client: rng.range(50, 400),
         compact_every: rng.range(8, 60),
+        churn: if rng.chance(250) { 0 } else { rng.range(3, 20) },
+        burst: rng.range(0, 20),
     };
     let knobs = NodeKnobs {
         pre_vote: rng.chance(700),
@@ -251,6 +322,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         append_bytes_max: rng.pick(&[1, 60, 200, 1000]),
         inflight_msgs_max: rng.range(1, 8) as usize,
         chunk_bytes: rng.range(4, 40),
+        tight_timing: rng.chance(250),
     };
     let mut sim = Sim {
         rng,
@@ -261,6 +333,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         net: Vec::new(),
         blocked: vec![vec![false; total + 1]; total + 1],
         heal_at: 0,
+        churn: Churn::Idle,
         faults_on: true,
         rates,
         knobs,
@@ -277,6 +350,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         faults: FaultCounts::default(),
         ops_ok: 0,
     };
+    sim.faults.tight_timing_seeds = knobs.tight_timing as u64;
     let initial: Vec<NodeId> = (1..=voters_base as u64).collect();
     for id in 1..=total as u64 {
         let conf = if id as usize <= voters_base {
@@ -336,6 +410,11 @@ impl Sim {
         cfg.pre_vote = self.knobs.pre_vote;
         cfg.check_quorum = self.knobs.check_quorum;
         cfg.snapshot_retry_ticks = 20;
+        if self.knobs.tight_timing {
+            cfg.heartbeat_ticks = 2;
+            cfg.election_ticks_min = 6;
+            cfg.election_ticks_max = 12;
+        }
         cfg
     }
 
@@ -414,7 +493,15 @@ impl Sim {
         if self.heal_at != 0 && self.now >= self.heal_at {
             self.heal();
         }
-        if self.heal_at == 0 && self.rng.chance(self.rates.partition) {
+        self.leader_churn();
+        if self.rates.burst > 0 && self.rng.chance(self.rates.burst) {
+            if let Some(l) = self.leader_index() {
+                let n = self.rng.range(1, 6);
+                self.burst(l, n);
+            }
+        }
+        let idle = matches!(self.churn, Churn::Idle);
+        if idle && self.heal_at == 0 && self.rng.chance(self.rates.partition) {
             self.heal_at = self.now + self.rng.range(20, 200);
             match self.rng.below(3) {
                 0 => {
@@ -490,6 +577,194 @@ impl Sim {
             row.iter_mut().for_each(|b| *b = false);
         }
         self.heal_at = 0;
+    }
+
+    /// Cuts node index `x` off from every other node.
+    fn isolate(&mut self, x: usize) {
+        for o in 1..self.blocked.len() {
+            self.blocked[x + 1][o] = true;
+            self.blocked[o][x + 1] = true;
+        }
+    }
+
+    /// Partitions the node indexes in `side` from all the others.
+    fn split(&mut self, side: &[usize]) {
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in 0..n {
+                self.blocked[a + 1][b + 1] = side.contains(&a) != side.contains(&b);
+            }
+        }
+    }
+
+    /// Proposes `n` filler entries straight to node index `l` (a leader).
+    fn burst(&mut self, l: usize, n: u64) {
+        for _ in 0..n {
+            let Some(raft) = self.nodes[l].raft.as_mut() else {
+                return;
+            };
+            if raft.propose(FILLER.encode()).is_ok() {
+                self.faults.burst_proposals += 1;
+            }
+        }
+    }
+
+    /// A live leader (node index) among `among` whose term is above `term`.
+    fn leader_above(&self, term: u64, among: impl Fn(usize) -> bool) -> Option<(usize, u64)> {
+        self.nodes.iter().enumerate().find_map(|(i, n)| {
+            let r = n.raft.as_ref()?;
+            (among(i) && r.role() == Role::Leader && r.term() > term).then(|| (i, r.term()))
+        })
+    }
+
+    /// Advances the leader-churn episode (see [`Churn`]) by one step.
+    fn leader_churn(&mut self) {
+        match std::mem::replace(&mut self.churn, Churn::Idle) {
+            Churn::Idle => {
+                if self.heal_at != 0 || !self.rng.chance(self.rates.churn) {
+                    return;
+                }
+                let Some(l) = self.leader_index() else { return };
+                let Some(raft) = self.nodes[l].raft.as_ref() else {
+                    return;
+                };
+                let (term, conf) = (raft.term(), raft.conf().clone());
+                if !conf.voters_outgoing.is_empty() || conf.voters.len() < 3 {
+                    return;
+                }
+                // The leader and followers up to a minority of the voters, cut off from the rest.
+                let mut others: Vec<usize> = conf
+                    .voters
+                    .iter()
+                    .map(|id| *id as usize - 1)
+                    .filter(|i| *i != l)
+                    .collect();
+                self.rng.shuffle(&mut others);
+                let mut side = vec![l];
+                side.extend(others.iter().take((conf.voters.len() - 3) / 2));
+                self.split(&side);
+                let k = self.rng.range(3, 16);
+                self.burst(l, k);
+                self.faults.churn_episodes += 1;
+                self.churn = Churn::Split {
+                    side,
+                    term,
+                    until: self.now + 300,
+                };
+            }
+            Churn::Split { side, term, until } => {
+                match self.leader_above(term, |i| !side.contains(&i)) {
+                    Some((second, t2)) => {
+                        // Before its no-op (sent last step) is delivered.
+                        self.heal();
+                        self.isolate(second);
+                        let k = self.rng.range(1, 6);
+                        self.burst(second, k);
+                        self.faults.churn_second_leaders += 1;
+                        self.churn = Churn::Isolated {
+                            second,
+                            term: t2,
+                            until: self.now + 300,
+                        };
+                    }
+                    None if self.now >= until => self.heal(),
+                    None => self.churn = Churn::Split { side, term, until },
+                }
+            }
+            Churn::Isolated {
+                second,
+                term,
+                until,
+            } => match self.leader_above(term, |i| i != second) {
+                Some((third, t3)) => {
+                    let commit = self.nodes[third].raft.as_ref().map_or(0, |r| r.commit());
+                    // Mostly: as soon as its commit index moves (its first commit of the term).
+                    let cut_at = if self.rng.chance(800) {
+                        self.now + 100
+                    } else {
+                        self.now + self.rng.range(1, 4 + 2 * self.rates.delay_max)
+                    };
+                    self.churn = Churn::Third {
+                        second,
+                        third,
+                        term: t3,
+                        commit,
+                        cut_at,
+                    };
+                }
+                None if self.now >= until => self.heal(),
+                None => {
+                    self.churn = Churn::Isolated {
+                        second,
+                        term,
+                        until,
+                    }
+                }
+            },
+            Churn::Third {
+                second,
+                third,
+                term,
+                commit,
+                cut_at,
+            } => {
+                let (leading, moved) = match self.nodes[third].raft.as_ref() {
+                    Some(r) => (
+                        r.role() == Role::Leader && r.term() == term,
+                        r.commit() > commit,
+                    ),
+                    None => (false, false),
+                };
+                if leading && !moved && self.now < cut_at {
+                    self.churn = Churn::Third {
+                        second,
+                        third,
+                        term,
+                        commit,
+                        cut_at,
+                    };
+                    return;
+                }
+                // The second leader returns; the third is cut off (or crashes) for a while.
+                self.heal();
+                if leading {
+                    self.faults.churn_third_leaders_cut += 1;
+                    match self.rng.below(4) {
+                        0 => self.crash(third),
+                        1 => {
+                            self.isolate(third);
+                            self.heal_at = self.now + self.rng.range(20, 150);
+                        }
+                        _ => {
+                            // With followers up to a minority, none of them the second leader;
+                            // often the ones it replicated the most to.
+                            let Some(raft) = self.nodes[third].raft.as_ref() else {
+                                return;
+                            };
+                            let voters = raft.conf().voters.clone();
+                            let mut others: Vec<(u64, usize)> = voters
+                                .iter()
+                                .map(|id| *id as usize - 1)
+                                .filter(|i| *i != third && *i != second)
+                                .map(|i| {
+                                    let id = i as NodeId + 1;
+                                    (raft.progress(id).map_or(0, |p| p.match_index), i)
+                                })
+                                .collect();
+                            self.rng.shuffle(&mut others);
+                            if self.rng.chance(500) {
+                                others.sort_by_key(|o| std::cmp::Reverse(o.0));
+                            }
+                            let others: Vec<usize> = others.into_iter().map(|(_, i)| i).collect();
+                            let mut side = vec![third];
+                            side.extend(others.iter().take(voters.len().saturating_sub(3) / 2));
+                            self.split(&side);
+                            self.heal_at = self.now + self.rng.range(20, 150);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn crash(&mut self, i: usize) {
@@ -754,7 +1029,19 @@ impl Sim {
                 self.applied_log.insert(e.index, (e.term, digest));
             }
         }
-        let voters_at_entry = self.nodes[i].sm_conf.voters.clone();
+        let mut voters_at_entry = self.nodes[i].sm_conf.voters.clone();
+        if voters_at_entry.is_empty() {
+            // A node that joined later starts without the bootstrap configuration.
+            voters_at_entry = (1..=self.voters_base as u64).collect();
+        }
+        // Nothing committed lost: every entry (client command, filler, no-op, configuration),
+        // when applied, is durable here and on a majority of the voters in force at its index.
+        if let Some(copies) = self.not_durable(i, e, &voters_at_entry) {
+            self.violations.push(format!(
+                "committed {}/{} applied on node {id} is durable on only {copies} of voters {voters_at_entry:?}",
+                e.term, e.index
+            ));
+        }
         self.nodes[i].applied = e.index;
         match e.kind {
             EntryKind::ConfChange => {
@@ -882,21 +1169,7 @@ impl Sim {
         };
         // Nothing acknowledged may be lost: before the client hears "done", the entry must be
         // durable here and on a majority of the voters in force at that index.
-        let durable_on = |n: &Node| {
-            let disk = n.disk.borrow();
-            let base = disk.snapshot.meta.index;
-            base >= e.index
-                || disk
-                    .entries
-                    .get((e.index - base - 1) as usize)
-                    .is_some_and(|x| x.term == e.term)
-        };
-        let copies = self
-            .nodes
-            .iter()
-            .filter(|n| voters_at_entry.contains(&n.id) && durable_on(n))
-            .count();
-        if !durable_on(&self.nodes[i]) || copies < voters_at_entry.len() / 2 + 1 {
+        if let Some(copies) = self.not_durable(i, e, voters_at_entry) {
             self.violations.push(format!(
                 "acknowledged {}/{} on node {id} is durable on only {copies} of voters {voters_at_entry:?}",
                 e.term, e.index
@@ -913,6 +1186,25 @@ impl Sim {
             self.last_written[p.key as usize] = new;
         }
         self.ops_ok += 1;
+    }
+
+    /// `Some(copies)` unless `e` is durable on node index `i` and on a majority of `voters`.
+    fn not_durable(&self, i: usize, e: &Entry, voters: &[NodeId]) -> Option<usize> {
+        let durable_on = |n: &Node| {
+            let disk = n.disk.borrow();
+            let base = disk.snapshot.meta.index;
+            base >= e.index
+                || disk
+                    .entries
+                    .get((e.index - base - 1) as usize)
+                    .is_some_and(|x| x.term == e.term)
+        };
+        let copies = self
+            .nodes
+            .iter()
+            .filter(|n| voters.contains(&n.id) && durable_on(n))
+            .count();
+        (!durable_on(&self.nodes[i]) || copies < voters.len() / 2 + 1).then_some(copies)
     }
 
     fn serve_reads(&mut self, i: usize) {
