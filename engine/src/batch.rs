@@ -33,7 +33,7 @@ pub struct BatchBuilder<B: IoBuf> {
 }
 
 impl<B: IoBuf> BatchBuilder<B> {
-    /// `buf` must be zeroed and at least one block long.
+    /// `buf` must be at least one block long; its contents do not matter.
     pub fn new(buf: B) -> Self {
         assert!(buf.as_bytes().len() as u64 >= BLOCK_BYTES);
         BatchBuilder {
@@ -106,7 +106,9 @@ impl<B: IoBuf> BatchBuilder<B> {
             let header = make_header(fields, payload);
             head.copy_from_slice(bytemuck::bytes_of(&header));
         }
-        // Padding after the last record must read as zero (the buffer came zeroed).
+        // Padding after the last record must read as zero: scanners and the format require
+        // it, and the buffer may hold stale bytes (see `alloc_buf_for_overwrite`).
+        bytes[self.len..batch_bytes as usize].fill(0);
         let payload = BatchHeaderPayload {
             batch_bytes: batch_bytes as u32,
             record_count: self.ops.len() as u32,

@@ -173,6 +173,12 @@ pub fn prepare_data_dir(
             path: root.to_path_buf(),
             why: "not a directory".into(),
         });
+    } else if !root.join(META_FILE).exists() {
+        // Checked before locking so that no LOCK file is left in a directory that is not ours.
+        return Err(Error::NotADataDir {
+            path: root.to_path_buf(),
+            why: format!("no {META_FILE} file"),
+        });
     }
     let lock = lock_dir(root)?;
     let meta = open_meta(root, cfg.shards, create)?;

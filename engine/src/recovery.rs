@@ -308,7 +308,9 @@ pub async fn recover_shard<S: Storage>(
                     // Crash after sealing, before the next segment was created.
                     open = None;
                 }
-                if !is_last || use_index {
+                // Rewrite the index only where recovery wanted it and found it missing or
+                // unusable; a scan-only recovery leaves existing indexes alone.
+                if use_index && !is_last {
                     let idx = SealedIndex::new(
                         id,
                         scan.header.map(|h| h.segment_bytes).unwrap_or(0),

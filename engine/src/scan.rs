@@ -10,7 +10,11 @@
 //! batch header newer than the last good batch, and finds the end of the non-zero bytes, so
 //! recovery can tell a torn tail from corruption followed by valid data.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::rc::Rc;
+
+use glommio::task::JoinHandle;
 
 use crate::constants::{
     BLOCK_BYTES, RECORD_HEADER_BYTES, SCAN_READ_BYTES_MAX, SEGMENT_HEADER_BYTES,
@@ -89,30 +93,124 @@ pub struct ScannedRecord<'a> {
     pub payload: &'a [u8],
 }
 
-/// Sequential reader over a file with a bounded window.
-struct Window<'f, F: StorageFile> {
-    file: &'f F,
+/// Sequential reader over a segment: fixed chunks of [`SCAN_READ_BYTES_MAX`] bytes, up to
+/// [`SCAN_READ_AHEAD_CHUNKS`] of them read ahead in background tasks so the device works while
+/// records are verified. Bytes are served from the read buffers without copying; a range that
+/// straddles two chunks (rare: one record per chunk boundary at most) is read on its own.
+struct Window<F: StorageFile> {
+    file: Rc<F>,
     file_len: u64,
-    base: u64,
-    data: Vec<u8>,
+    /// The chunk being consumed: (start offset, bytes).
+    current: Option<(u64, F::ReadBuf)>,
+    /// The chunk before it: a batch is verified in full before its records are visited, so
+    /// the visit of a batch that straddles two chunks reaches back into this one.
+    prev: Option<(u64, F::ReadBuf)>,
+    /// A straddling range read on its own: (start offset, bytes).
+    spill: Option<(u64, F::ReadBuf)>,
+    ahead: VecDeque<(u64, JoinHandle<std::io::Result<F::ReadBuf>>)>,
 }
 
-impl<'f, F: StorageFile> Window<'f, F> {
+/// Chunks read ahead of the one being verified: enough to keep the device busy while one chunk
+/// is checksummed, few enough to bound memory (3 x 4 MiB).
+const SCAN_READ_AHEAD_CHUNKS: usize = 3;
+
+impl<F: StorageFile> Window<F> {
+    fn new(file: Rc<F>, file_len: u64) -> Self {
+        Window {
+            file,
+            file_len,
+            current: None,
+            prev: None,
+            spill: None,
+            ahead: VecDeque::new(),
+        }
+    }
+
+    fn chunk_of(pos: u64) -> u64 {
+        pos - pos % SCAN_READ_BYTES_MAX as u64
+    }
+
+    fn spawn_read(&self, start: u64) -> JoinHandle<std::io::Result<F::ReadBuf>> {
+        let file = self.file.clone();
+        let len = (SCAN_READ_BYTES_MAX as u64).min(self.file_len - start) as usize;
+        glommio::spawn_local(async move { file.read_at(start, len).await }).detach()
+    }
+
+    /// Makes chunk `start` current, taking it from the read-ahead queue when it is there, and
+    /// tops the queue up.
+    async fn load_chunk(&mut self, start: u64) -> std::io::Result<()> {
+        while let Some((s, _)) = self.ahead.front() {
+            if *s >= start {
+                break;
+            }
+            // Skipped over (a large record): drain it before dropping.
+            if let Some((_, h)) = self.ahead.pop_front() {
+                let _ = h.await;
+            }
+        }
+        let buf = match self.ahead.front() {
+            Some((s, _)) if *s == start => match self.ahead.pop_front() {
+                Some((_, h)) => h
+                    .await
+                    .ok_or_else(|| std::io::Error::other("read-ahead task cancelled"))??,
+                None => unreachable!("front was just checked"),
+            },
+            _ => {
+                let len = (SCAN_READ_BYTES_MAX as u64).min(self.file_len - start) as usize;
+                self.file.read_at(start, len).await?
+            }
+        };
+        self.prev = self.current.replace((start, buf));
+        let mut next = self.ahead.back().map_or(start, |(s, _)| *s) + SCAN_READ_BYTES_MAX as u64;
+        while self.ahead.len() < SCAN_READ_AHEAD_CHUNKS && next < self.file_len {
+            let h = self.spawn_read(next);
+            self.ahead.push_back((next, h));
+            next += SCAN_READ_BYTES_MAX as u64;
+        }
+        Ok(())
+    }
+
     /// Makes `[pos, pos + len)` available (clamped to the file end) and returns it.
     async fn get(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]> {
         let end = (pos + len as u64).min(self.file_len);
-        if pos < self.base || end > self.base + self.data.len() as u64 {
-            let start = align_down(pos, BLOCK_BYTES);
-            let want = ((end - start) as usize)
-                .max(SCAN_READ_BYTES_MAX.min((self.file_len - start) as usize));
-            let got = self.file.read_at(start, want).await?;
-            self.base = start;
-            self.data.clear();
-            self.data.extend_from_slice(&got);
+        if pos >= end {
+            return Ok(&[]);
         }
-        let from = (pos - self.base) as usize;
-        let to = ((end - self.base) as usize).min(self.data.len());
-        Ok(&self.data[from.min(to)..to])
+        let holds = |slot: &Option<(u64, F::ReadBuf)>| {
+            slot.as_ref()
+                .is_some_and(|(s, b)| *s <= pos && end <= s + b.len() as u64)
+        };
+        if !holds(&self.current) && !holds(&self.prev) && !holds(&self.spill) {
+            let chunk = Self::chunk_of(pos);
+            let forward = self.current.as_ref().is_none_or(|(s, _)| chunk > *s);
+            if forward {
+                self.load_chunk(chunk).await?;
+            }
+            if !holds(&self.current) {
+                let start = align_down(pos, BLOCK_BYTES);
+                let buf = self.file.read_at(start, (end - start) as usize).await?;
+                self.spill = Some((start, buf));
+            }
+        }
+        let slot = if holds(&self.current) {
+            &self.current
+        } else if holds(&self.prev) {
+            &self.prev
+        } else {
+            &self.spill
+        };
+        let Some((s, b)) = slot.as_ref() else {
+            unreachable!("one slot holds the range")
+        };
+        let to = ((end - s) as usize).min(b.len());
+        Ok(&b[((pos - s) as usize).min(to)..to])
+    }
+
+    /// Waits for outstanding read-ahead so no I/O outlives the file handle's user.
+    async fn finish(&mut self) {
+        while let Some((_, h)) = self.ahead.pop_front() {
+            let _ = h.await;
+        }
     }
 }
 
@@ -130,14 +228,9 @@ where
     V: FnMut(&ScannedRecord<'_>),
 {
     let io = |e| Error::io(path, e);
-    let file = storage.open(path, false).await.map_err(io)?;
+    let file = Rc::new(storage.open(path, false).await.map_err(io)?);
     let file_len = file.len().await.map_err(io)?;
-    let mut w = Window {
-        file: &file,
-        file_len,
-        base: 0,
-        data: Vec::new(),
-    };
+    let mut w = Window::new(file.clone(), file_len);
     let mut scan = SegmentScan {
         header: None,
         file_len,
@@ -155,7 +248,9 @@ where
         Ok(h) => scan.header = Some(h),
         Err(e) => {
             scan.stop = ScanStop::BadHeader(e);
-            file.close().await.map_err(io)?;
+            w.finish().await;
+            drop(w);
+            close_rc(file, path).await?;
             return Ok(scan);
         }
     }
@@ -246,7 +341,10 @@ where
                     group,
                     index,
                     later_batches: later,
-                    garbage_end: garbage_end.max(pos + BLOCK_BYTES).min(file_len),
+                    // Block aligned (a file cut mid-block still clears whole blocks).
+                    garbage_end: garbage_end
+                        .max(pos + BLOCK_BYTES)
+                        .min(crate::format::align_up(file_len, BLOCK_BYTES)),
                 };
                 match next_after_damage(resume_after_damage, &damage, scan.last_batch_seq) {
                     Some(next) => {
@@ -261,8 +359,19 @@ where
             }
         }
     }
-    file.close().await.map_err(io)?;
+    w.finish().await;
+    drop(w);
+    close_rc(file, path).await?;
     Ok(scan)
+}
+
+/// Closes a file shared with read-ahead tasks once they are done with it.
+async fn close_rc<F: StorageFile>(file: Rc<F>, path: &Path) -> Result<()> {
+    match Rc::try_unwrap(file) {
+        Ok(f) => f.close().await.map_err(|e| Error::io(path, e)),
+        // Still shared (cannot happen after `finish`); the handle closes when dropped.
+        Err(_) => Ok(()),
+    }
 }
 
 fn next_after_damage(resume: bool, damage: &Damage, last_seq: Option<u64>) -> Option<u64> {
@@ -305,7 +414,7 @@ enum BatchRead {
 }
 
 async fn read_batch<F: StorageFile>(
-    w: &mut Window<'_, F>,
+    w: &mut Window<F>,
     pos: u64,
     last_seq: Option<u64>,
 ) -> std::io::Result<BatchRead> {
@@ -429,14 +538,15 @@ async fn read_batch<F: StorageFile>(
 /// Looks at every block boundary after `from` for a valid batch header newer than
 /// `last_seq`, and finds the end of the last non-zero block.
 async fn probe<F: StorageFile>(
-    w: &mut Window<'_, F>,
+    w: &mut Window<F>,
     from: u64,
     last_seq: Option<u64>,
 ) -> std::io::Result<(Vec<LaterBatch>, u64)> {
     let mut later = Vec::new();
     let mut garbage_end = from;
     let mut block = from;
-    while block + BLOCK_BYTES <= w.file_len {
+    // A final partial block (a file cut mid-block) is probed too.
+    while block < w.file_len {
         let bytes = w.get(block, BLOCK_BYTES as usize).await?;
         if bytes.iter().any(|&b| b != 0) {
             garbage_end = block + BLOCK_BYTES;

@@ -102,6 +102,8 @@ struct Inner<S: Storage> {
     segments: BTreeMap<u64, Option<Rc<S::File>>>,
     failed: Option<String>,
     closing: bool,
+    /// True while the writer has a batch write or fdatasync in flight.
+    writer_busy: bool,
     purge_wanted: bool,
     /// The next segment, prepared off the append path.
     spare: Option<Spare<S::File>>,
@@ -196,6 +198,7 @@ impl<S: Storage> ShardWal<S> {
             segments,
             failed: None,
             closing: false,
+            writer_busy: false,
             purge_wanted: true,
             spare,
             background: Vec::new(),
@@ -419,11 +422,15 @@ impl<S: Storage> ShardWal<S> {
         let batch_max = inner.cfg.batch_bytes_max as usize;
         let fits = inner.forming.back().is_some_and(|f| f.builder.fits(need));
         if !fits {
-            let size = align_up(
-                (BATCH_HEADER_RECORD_BYTES + need).max(batch_max) as u64,
-                BLOCK_BYTES,
-            ) as usize;
-            let buf = inner.storage.alloc_buf(size);
+            // An idle writer cuts this batch at once, so it only needs room for this request;
+            // a busy one lets it fill up to batch_bytes_max while the current I/O completes.
+            let room = if inner.writer_busy || !inner.forming.is_empty() {
+                need.max(batch_max)
+            } else {
+                need
+            };
+            let size = align_up((BATCH_HEADER_RECORD_BYTES + room) as u64, BLOCK_BYTES) as usize;
+            let buf = inner.storage.alloc_buf_for_overwrite(size);
             inner.forming.push_back(Forming {
                 builder: BatchBuilder::new(buf),
                 waiters: Vec::new(),
@@ -644,6 +651,7 @@ async fn writer_loop<S: Storage>(
                 front_small,
             )
         };
+        inner.borrow_mut().writer_busy = has_work || inflight.is_some();
         if !has_work {
             if let Some(s) = inflight.take() {
                 if finish_sync(&inner, s).await.is_err() {

@@ -50,6 +50,14 @@ impl Storage for DmaStorage {
         buf
     }
 
+    fn alloc_buf_for_overwrite(&self, len: usize) -> DmaBuffer {
+        assert!(
+            (len as u64).is_multiple_of(BLOCK_BYTES),
+            "unaligned DMA buffer length {len}"
+        );
+        glommio::allocate_dma_buffer(len)
+    }
+
     async fn create_new(&self, path: &Path) -> io::Result<DmaStorageFile> {
         let file = OpenOptions::new()
             .read(true)
@@ -82,7 +90,9 @@ impl Storage for DmaStorage {
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let d = glommio::io::Directory::open(dir).await.map_err(to_io)?;
+        // glommio opens directories relative to nothing: a relative path fails with EBADF.
+        let dir = std::path::absolute(dir)?;
+        let d = glommio::io::Directory::open(&dir).await.map_err(to_io)?;
         let synced = d.sync().await.map_err(to_io);
         let closed = d.close().await.map_err(to_io);
         synced.and(closed)
