@@ -120,14 +120,19 @@ pub struct EngineArgs {
     /// Bytes accepted but not yet written before appenders wait [default: 4 x batch-bytes-max].
     #[arg(long, value_parser = parse_bytes)]
     pub pending_bytes_max: Option<u64>,
-    /// Memory each shard registers with io_uring for I/O buffers, e.g. 64MiB [default:
-    /// 512KiB]. Batch and read buffers that fit come from it (pre-faulted, reused); the rest
-    /// are allocated per batch. Needs `ulimit -l` of at least shards x this.
+    /// Memory each shard reserves (and registers with io_uring) for I/O buffers, e.g. 64MiB
+    /// [default: the engine's, 32MiB]. Batch and read buffers that fit come from it; the rest
+    /// are allocated per batch. Registration needs `ulimit -l` of at least shards x this (or
+    /// root); without it the arena is still used, unregistered.
     #[arg(long, value_parser = parse_bytes)]
     pub io_memory_bytes: Option<u64>,
     /// Do not pin shard k to CPU k.
     #[arg(long)]
     pub no_pin: bool,
+    /// Only fallocate new segments instead of zero-filling them ahead of time (see
+    /// `WalConfig::prefill_segments`).
+    #[arg(long)]
+    pub no_prefill: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -161,6 +166,7 @@ impl EngineArgs {
         if let Some(s) = self.segment_bytes {
             wal.segment_bytes = s;
         }
+        wal.prefill_segments = !self.no_prefill;
         let mut cfg = EngineConfig {
             pin_cpus: !self.no_pin,
             wal,

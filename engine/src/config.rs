@@ -67,11 +67,17 @@ pub struct WalConfig {
     pub write_sealed_index: bool,
     /// Use sealed-segment indexes at recovery (default true).
     pub use_sealed_index: bool,
-    /// Zero-fill each new segment (off the append path, as a spare prepared ahead of time)
-    /// instead of only fallocating it. Default true: on ext4 an O_DIRECT write into a
-    /// fallocated (unwritten) extent makes every fdatasync commit the journal to convert the
-    /// extent, which costs milliseconds; on written extents fdatasync is a device flush.
+    /// Zero-fill new segments (off the append path, as a spare prepared ahead of time)
+    /// instead of only fallocating them, while batches are small. Default true. On ext4 an
+    /// O_DIRECT write into a fallocated (unwritten) extent makes the next fdatasync commit the
+    /// journal to convert the extent (about a millisecond here); on written extents fdatasync
+    /// is only a device flush (tens of µs). Zero-filling costs as many device writes as the
+    /// data itself, so it pays while batches are small and the commit dominates.
     pub prefill_segments: bool,
+    /// Prefill the next segment only while the average batch of the segment just sealed is
+    /// below this. Default 256 KiB: the commit (~0.5 ms) costs about as much as zero-filling
+    /// a megabyte, so larger batches amortize it better than prefilling would.
+    pub prefill_batch_bytes_max: u64,
 }
 
 impl Default for WalConfig {
@@ -85,6 +91,7 @@ impl Default for WalConfig {
             write_sealed_index: true,
             use_sealed_index: true,
             prefill_segments: true,
+            prefill_batch_bytes_max: 256 << 10,
         }
     }
 }

@@ -197,6 +197,12 @@ impl GroupTable {
                             Self::dec_live(live, &loc);
                         }
                     }
+                    if g.entries.is_empty() {
+                        // An empty log starts at its floor, whatever history emptied it: at
+                        // run time and on replay after a purge (which may have moved
+                        // `first_index` up) the answer must be the same.
+                        g.first_index = g.floor_index;
+                    }
                 }
                 Ok(())
             }
@@ -256,12 +262,15 @@ impl GroupTable {
 }
 
 /// The accepted (not necessarily written) bounds of a group, used to validate requests
-/// before they are queued, so that a write, once queued, always applies.
+/// before they are queued, so that a write, once queued, always applies. Mirrors the rules of
+/// [`GroupTable::apply`] for first, last and floor index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     pub first_index: u64,
     /// `first_index - 1` when empty.
     pub last_index: u64,
+    /// Lowest index an entry may have (raised by compaction and snapshots only).
+    pub floor_index: u64,
 }
 
 impl Bounds {
@@ -269,6 +278,7 @@ impl Bounds {
         Bounds {
             first_index: 1,
             last_index: 0,
+            floor_index: 1,
         }
     }
 
@@ -278,7 +288,7 @@ impl Bounds {
 
     /// Checks that entries starting at `index` may be appended, then records them.
     pub fn append(&mut self, index: u64, count: u64) -> Result<(), String> {
-        if index < self.first_index {
+        if index < self.floor_index || (!self.is_empty() && index < self.first_index) {
             return Err(format!(
                 "index {index} is below first index {}",
                 self.first_index
@@ -300,9 +310,14 @@ impl Bounds {
         if index <= self.last_index {
             self.last_index = index.max(self.first_index) - 1;
         }
+        if self.is_empty() {
+            self.first_index = self.floor_index;
+            self.last_index = self.floor_index - 1;
+        }
     }
 
     pub fn compact(&mut self, index: u64) {
+        self.floor_index = self.floor_index.max(index);
         if index > self.first_index {
             self.first_index = index;
             if self.last_index < index {
@@ -313,6 +328,7 @@ impl Bounds {
 
     pub fn snapshot(&mut self, index: u64, keeps_suffix: bool) {
         self.first_index = index + 1;
+        self.floor_index = self.first_index;
         if !keeps_suffix || self.last_index < index {
             self.last_index = index;
         }
@@ -330,6 +346,7 @@ impl From<&GroupState> for Bounds {
         Bounds {
             first_index: g.first_index,
             last_index: g.last_index(),
+            floor_index: g.floor_index,
         }
     }
 }

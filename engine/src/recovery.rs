@@ -84,6 +84,9 @@ pub struct Recovered {
     pub open: Option<OpenSegment>,
     /// Id the next new segment gets.
     pub next_segment_id: u64,
+    /// An unused segment prepared by the writer before the crash or shutdown (its id is
+    /// `next_segment_id`); the writer adopts it as its spare.
+    pub spare_id: Option<u64>,
     pub next_batch_seq: u64,
     pub report: RecoveryReport,
 }
@@ -152,6 +155,22 @@ pub async fn recover_shard<S: Storage>(
     let mut last_seq: Option<u64> = None;
     let mut max_seq_seen = 0u64;
     let mut expected_next: Option<u64> = None;
+    // The writer prepares the next segment ahead of time under its final name, header
+    // written and synced. If it was never used it is the last file, holds no batch and
+    // nothing but zeros: set it aside (it becomes the writer's spare) rather than treat it as
+    // the open segment, which would make its unsealed predecessor look damaged.
+    let mut spare_id = None;
+    if let Some(&last) = segment_ids.last() {
+        let path = dir.join(segment_file_name(last));
+        if first_batch_block_is_zero(storage, &path).await? {
+            let scan = scan_segment(storage, &path, false, |_| {}).await?;
+            if scan.is_unused_spare() {
+                spare_id = Some(last);
+                segment_ids.pop();
+                max_seq_seen = max_seq_seen.max(scan.header.map_or(0, |h| h.first_batch_seq));
+            }
+        }
+    }
     let count = segment_ids.len();
     let mut kept_ids = Vec::new();
     // Id of a last segment removed because its header was never written. Its sealed
@@ -514,15 +533,34 @@ pub async fn recover_shard<S: Storage>(
         elapsed_ms = report.elapsed.as_millis() as u64,
         "shard recovery done"
     );
-    let next_segment_id = reuse_id.unwrap_or_else(|| segment_ids.last().map_or(1, |l| l + 1));
+    let next_segment_id = spare_id
+        .or(reuse_id)
+        .unwrap_or_else(|| segment_ids.last().map_or(1, |l| l + 1));
     Ok(Recovered {
         table,
         segment_ids: kept_ids,
         open,
         next_segment_id,
         next_batch_seq: max_seq_seen + 1,
+        spare_id,
         report,
     })
+}
+
+/// Whether the block where a segment's first batch would start reads as zero (or is missing):
+/// a cheap test before scanning a possibly unused spare in full.
+async fn first_batch_block_is_zero<S: Storage>(storage: &S, path: &Path) -> Result<bool> {
+    let f = storage
+        .open(path, false)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let block = f
+        .read_at(BLOCK_BYTES, BLOCK_BYTES as usize)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let zero = block.iter().all(|&b| b == 0);
+    f.close().await.map_err(|e| Error::io(path, e))?;
+    Ok(zero)
 }
 
 fn describe_corruption(d: &Damage, is_last: bool) -> String {

@@ -571,6 +571,15 @@ async fn probe<F: StorageFile>(
     Ok((later, garbage_end))
 }
 
+impl SegmentScan {
+    /// A segment with a valid header, no batch and nothing but zeros after the header: a
+    /// spare the writer prepared ahead of time (header written and synced, never used). It
+    /// holds no data; recovery and verify set it aside as the next segment to use.
+    pub fn is_unused_spare(&self) -> bool {
+        self.header.is_some() && self.batches == 0 && self.stop == ScanStop::CleanEnd
+    }
+}
+
 impl Damage {
     /// A location for error messages.
     pub fn location(&self, file: &Path) -> Location {

@@ -509,6 +509,11 @@ pub async fn analyze_shard<S: Storage>(
         progress(a.scan.file_len);
         segments.push(a);
     }
+    // The writer prepares the next segment ahead of time (header written, no batch yet);
+    // as the last file of the shard it holds no data and is not part of the log.
+    if segments.last().is_some_and(|a| a.scan.is_unused_spare()) {
+        segments.pop();
+    }
     Ok(ShardAnalysis {
         shard,
         dir: dir.to_path_buf(),

@@ -28,7 +28,7 @@ use crate::config::WalConfig;
 use crate::constants::{BLOCK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Location, Result};
 use crate::format::record::decode_record;
-use crate::format::segment::{index_file_name, prep_file_name, segment_file_name, spare_file_name};
+use crate::format::segment::{index_file_name, prep_file_name, segment_file_name};
 use crate::format::{align_up, IndexEntry, RecordKind, SealedIndex, SegmentHeader};
 use crate::group::{Bounds, GroupInfo, GroupTable, HardState, RecordMeta};
 use crate::notify::Notify;
@@ -69,6 +69,37 @@ struct Active<F> {
     capacity: u64,
     index: Vec<IndexEntry>,
     first_batch_seq: u64,
+    /// Batches and bytes written here; their ratio decides whether the next spare is
+    /// zero-filled (see `WalConfig::prefill_batch_bytes_max`).
+    batches: u64,
+    batch_bytes: u64,
+}
+
+impl<S: Storage> Inner<S> {
+    /// How far (in bytes) the spare's zero-fill may have got: twice the active segment's
+    /// fill fraction plus some slack, so it is done by the time the segment is half full and
+    /// each fdatasync meanwhile flushes only a little of it. No limit when hurried.
+    fn prefill_allowance(&self, bytes: u64) -> u64 {
+        if self.prep_hurry || self.closing || self.failed.is_some() {
+            return u64::MAX;
+        }
+        match &self.active {
+            Some(a) if a.capacity > 0 => {
+                let frac = a.write_pos as f64 / a.capacity as f64;
+                (2.0 * frac * bytes as f64) as u64 + PREFILL_SLACK_BYTES
+            }
+            _ => u64::MAX,
+        }
+    }
+
+    /// Whether the next spare should be zero-filled: while batches are small, where the
+    /// extent-conversion commit would dominate each fdatasync (see `WalConfig`).
+    fn want_prefill(&self) -> bool {
+        self.cfg.prefill_segments
+            && self
+                .last_avg_batch_bytes
+                .is_none_or(|avg| avg < self.cfg.prefill_batch_bytes_max)
+    }
 }
 
 /// A segment file made ready ahead of the roll that needs it.
@@ -107,6 +138,12 @@ struct Inner<S: Storage> {
     purge_wanted: bool,
     /// The next segment, prepared off the append path.
     spare: Option<Spare<S::File>>,
+    /// Average batch size of the last sealed segment (None before the first roll).
+    last_avg_batch_bytes: Option<u64>,
+    /// Wakes the spare's preparation after each batch write (it paces itself on the active
+    /// segment's progress) and when it must finish now (`prep_hurry`).
+    prep_notify: Rc<Notify>,
+    prep_hurry: bool,
     /// Off-path work (sealed-index writes) that `close` must finish.
     background: Vec<(Rc<std::cell::Cell<bool>>, JoinHandle<()>)>,
     stats: WalStats,
@@ -173,6 +210,8 @@ impl<S: Storage> ShardWal<S> {
                 capacity,
                 index: open.index,
                 first_batch_seq: open.first_batch_seq,
+                batches: 0,
+                batch_bytes: 0,
             });
         }
         let bounds = rec
@@ -182,7 +221,17 @@ impl<S: Storage> ShardWal<S> {
             .map(|(g, s)| (*g, Bounds::from(s)))
             .collect();
         let segments = rec.segment_ids.iter().map(|id| (*id, None)).collect();
-        let spare = find_spare(&storage, dir, rec.next_segment_id, cfg.segment_bytes).await?;
+        let spare = match rec.spare_id {
+            Some(id) => {
+                let path = dir.join(segment_file_name(id));
+                let file = storage
+                    .open(&path, true)
+                    .await
+                    .map_err(|e| Error::io(&path, e))?;
+                Some(Spare::Ready { id, file })
+            }
+            None => None,
+        };
         let inner = Inner {
             storage,
             shard,
@@ -201,6 +250,9 @@ impl<S: Storage> ShardWal<S> {
             writer_busy: false,
             purge_wanted: true,
             spare,
+            last_avg_batch_bytes: None,
+            prep_notify: Rc::new(Notify::default()),
+            prep_hurry: false,
             background: Vec::new(),
             stats: WalStats::default(),
         };
@@ -572,6 +624,7 @@ impl<S: Storage> ShardWal<S> {
         if let Some(w) = writer {
             w.await;
         }
+        hurry_prep(&self.inner);
         let spare = self.inner.borrow_mut().spare.take();
         let spare_file = match spare {
             Some(Spare::Preparing { task, .. }) => task.await.and_then(|r| r.ok()),
@@ -579,7 +632,7 @@ impl<S: Storage> ShardWal<S> {
             None => None,
         };
         if let Some(f) = spare_file {
-            // A prepared spare stays on disk for the next run.
+            // A prepared spare stays on disk for the next run (recovery recognises it).
             let _ = f.close().await;
         }
         let background = std::mem::take(&mut self.inner.borrow_mut().background);
@@ -651,6 +704,9 @@ async fn writer_loop<S: Storage>(
                 front_small,
             )
         };
+        if inner.borrow().failed.is_some() {
+            break;
+        }
         inner.borrow_mut().writer_busy = has_work || inflight.is_some();
         if !has_work {
             if let Some(s) = inflight.take() {
@@ -739,7 +795,11 @@ async fn write_one_batch<S: Storage>(
     };
     if let Some(a) = inner.borrow_mut().active.as_mut() {
         a.write_pos = pos + batch_bytes;
+        a.batches += 1;
+        a.batch_bytes += batch_bytes;
     }
+    let prep_notify = inner.borrow().prep_notify.clone();
+    prep_notify.notify();
     let write_started = std::time::Instant::now();
     file.write_at(buf, pos)
         .await
@@ -753,6 +813,16 @@ async fn write_one_batch<S: Storage>(
         finish_sync(inner, s).await?;
     }
     purge_if_wanted(inner).await;
+    if let Some(reason) = inner.borrow().failed.clone() {
+        let shard = inner.borrow().shard;
+        for w in waiters {
+            let _ = w.send(Err(Error::ShardStopped {
+                shard,
+                reason: reason.clone(),
+            }));
+        }
+        return Err(Error::ShardStopped { shard, reason });
+    }
     {
         let mut i = inner.borrow_mut();
         apply_written(&mut i, seg_id, pos, &ops);
@@ -896,12 +966,15 @@ fn fail_stop<S: Storage>(
 /// Seals the active segment (seal batch + fdatasync + index) and starts the next one
 /// (create, preallocate, header, checkpoint of every group's state, fdatasync, dir fsync).
 async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
-    let (storage, dir, shard, cfg) = {
+    let (storage, dir, _shard, cfg) = {
         let i = inner.borrow();
         (i.storage.clone(), i.dir.clone(), i.shard, i.cfg.clone())
     };
     let old = inner.borrow_mut().active.take();
     if let Some(mut a) = old {
+        if let Some(avg) = a.batch_bytes.checked_div(a.batches) {
+            inner.borrow_mut().last_avg_batch_bytes = Some(avg);
+        }
         let next_id = inner.borrow().next_segment_id;
         let path = dir.join(segment_file_name(a.id));
         let mut b = BatchBuilder::new(storage.alloc_buf(BLOCK_BYTES as usize));
@@ -974,16 +1047,10 @@ async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
     };
     let path = dir.join(segment_file_name(id));
     let io = |e| Error::io(&path, e);
+    // The spare is already `<id>.wal`, its header written and durable, its directory entry
+    // synced: starting it costs nothing on this path but the checkpoint below.
     let file = take_spare(inner, id).await?;
-    storage
-        .rename(&dir.join(spare_file_name(id)), &path)
-        .await
-        .map_err(io)?;
     let first_seq = inner.borrow().next_seq;
-    let header = SegmentHeader::new(id, shard, cfg.segment_bytes, first_seq, now_unix_ms());
-    let mut hb = storage.alloc_buf(SEGMENT_HEADER_BYTES as usize);
-    header.encode_block(hb.as_bytes_mut());
-    file.write_at(hb, 0).await.map_err(io)?;
     let file = Rc::new(file);
     let mut active = Active {
         id,
@@ -992,9 +1059,11 @@ async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
         capacity: cfg.segment_bytes,
         index: Vec::new(),
         first_batch_seq: first_seq,
+        batches: 0,
+        batch_bytes: 0,
     };
 
-    // Checkpoint: restate every group's compaction point, snapshot and hard state, so older
+    // Checkpoint: restate every group's floor (compaction point), snapshot and hard state, so older
     // segments can be purged without losing them.
     let checkpoint: Vec<(RecordKind, u64, u64, u64, u64, Vec<u8>)> = {
         let i = inner.borrow();
@@ -1013,8 +1082,11 @@ async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
                     s.meta.clone(),
                 ));
             }
-            if st.first_index > 1 {
-                recs.push((RecordKind::Compact, g, 0, st.first_index, 0, Vec::new()));
+            // The floor, not the first index: replaying this must not raise a group's floor
+            // above what it was at run time (a log may start above its floor without any
+            // compaction, e.g. a new group's first append at index 5).
+            if st.floor_index > 1 {
+                recs.push((RecordKind::Compact, g, 0, st.floor_index, 0, Vec::new()));
             }
             if let Some(hs) = st.hard_state {
                 recs.push((
@@ -1059,15 +1131,9 @@ async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
         }
         active.write_pos += bytes;
     }
-    sync_or_fail(inner, &file, &path).await?;
-    storage
-        .sync_dir(&dir)
-        .await
-        .map_err(|e| Error::FsyncFailed {
-            shard,
-            path: dir.clone(),
-            reason: e.to_string(),
-        })?;
+    if !checkpoint.is_empty() {
+        sync_or_fail(inner, &file, &path).await?;
+    }
     {
         let mut i = inner.borrow_mut();
         i.durable_seq = i.next_seq - 1;
@@ -1081,7 +1147,7 @@ async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
 
 /// Starts preparing the next segment in the background.
 fn start_prepare<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
-    let (storage, dir, id, bytes, prefill) = {
+    let (storage, dir, shard, id, bytes, hint, prefill) = {
         let i = inner.borrow();
         if i.spare.is_some() {
             return;
@@ -1089,25 +1155,39 @@ fn start_prepare<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
         (
             i.storage.clone(),
             i.dir.clone(),
+            i.shard,
             i.next_segment_id,
             i.cfg.segment_bytes,
-            i.cfg.prefill_segments,
+            i.next_seq,
+            i.want_prefill(),
         )
     };
-    let task = glommio::spawn_local(prepare_segment(storage, dir, id, bytes, prefill)).detach();
+    // Paced on the active segment's progress (see `prefill_allowance`), not on a clock, so
+    // runs on the simulated disk stay deterministic.
+    inner.borrow_mut().prep_hurry = false;
+    let pace = Some(Rc::downgrade(inner));
+    let task = glommio::spawn_local(prepare_segment(
+        storage, dir, shard, id, bytes, hint, prefill, pace,
+    ))
+    .detach();
     inner.borrow_mut().spare = Some(Spare::Preparing { id, task });
 }
 
-/// Makes `<id>.wal.spare`: created as `.prep`, preallocated, zero-filled (with prefill) and
-/// fdatasynced, then renamed. A `.spare` file is therefore complete; a `.prep` file left by a
-/// crash is deleted by recovery. The rename needs no directory fsync: losing it only means the
-/// spare is prepared again.
+/// Prepares segment `id` off the append path: created as `<id>.wal.prep`, preallocated,
+/// zero-filled (with prefill), given its header (`first_batch_seq` is a lower bound: the next
+/// batch sequence when preparation began), fdatasynced, renamed to `<id>.wal` and its
+/// directory fsynced. A `.prep` file left by a crash is deleted by recovery; a prepared but
+/// unused `<id>.wal` is recognised by recovery as the spare (no batch, all zero).
+#[allow(clippy::too_many_arguments)]
 async fn prepare_segment<S: Storage>(
     storage: S,
     dir: PathBuf,
+    shard: u32,
     id: u64,
     bytes: u64,
+    first_seq_hint: u64,
     prefill: bool,
+    pace: Option<std::rc::Weak<RefCell<Inner<S>>>>,
 ) -> Result<S::File> {
     let prep = dir.join(prep_file_name(id));
     let io = |e| Error::io(&prep, e);
@@ -1117,8 +1197,19 @@ async fn prepare_segment<S: Storage>(
     let file = storage.create_new(&prep).await.map_err(io)?;
     file.allocate(bytes).await.map_err(io)?;
     if prefill {
-        let mut pos = 0;
+        let mut pos = SEGMENT_HEADER_BYTES;
         while pos < bytes {
+            while let Some(inner) = pace.as_ref().and_then(|w| w.upgrade()) {
+                let (allowed, notify) = {
+                    let i = inner.borrow();
+                    (i.prefill_allowance(bytes), i.prep_notify.clone())
+                };
+                drop(inner);
+                if pos < allowed {
+                    break;
+                }
+                notify.wait().await;
+            }
             let n = (bytes - pos).min(PREFILL_CHUNK_BYTES);
             file.write_at(storage.alloc_buf(n as usize), pos)
                 .await
@@ -1126,17 +1217,40 @@ async fn prepare_segment<S: Storage>(
             pos += n;
         }
     }
+    let header = SegmentHeader::new(id, shard, bytes, first_seq_hint, now_unix_ms());
+    let mut hb = storage.alloc_buf(SEGMENT_HEADER_BYTES as usize);
+    header.encode_block(hb.as_bytes_mut());
+    file.write_at(hb, 0).await.map_err(io)?;
     file.sync_data().await.map_err(io)?;
+    let path = dir.join(segment_file_name(id));
+    storage.rename(&prep, &path).await.map_err(io)?;
     storage
-        .rename(&prep, &dir.join(spare_file_name(id)))
+        .sync_dir(&dir)
         .await
-        .map_err(io)?;
+        .map_err(|e| Error::FsyncFailed {
+            shard,
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
     Ok(file)
 }
 
-/// Zero-fill write size when preparing a segment: large enough for full device bandwidth,
-/// small enough not to hold the device for long between batch writes.
-const PREFILL_CHUNK_BYTES: u64 = 1 << 20;
+/// Zero-fill write size when preparing a segment: large enough to be cheap per byte, small
+/// enough that a paced fill adds little to any one fdatasync of the active segment.
+const PREFILL_CHUNK_BYTES: u64 = 256 << 10;
+
+/// How far the paced zero-fill may run ahead of twice the active segment's fill fraction.
+const PREFILL_SLACK_BYTES: u64 = 2 << 20;
+
+/// Lets the spare's preparation run at full speed (the roll or close is waiting for it).
+fn hurry_prep<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
+    let notify = {
+        let mut i = inner.borrow_mut();
+        i.prep_hurry = true;
+        i.prep_notify.clone()
+    };
+    notify.notify();
+}
 
 /// Returns segment `id`'s prepared file (`<id>.wal.spare`), waiting for or doing the work.
 async fn take_spare<S: Storage>(inner: &Rc<RefCell<Inner<S>>>, id: u64) -> Result<S::File> {
@@ -1144,52 +1258,30 @@ async fn take_spare<S: Storage>(inner: &Rc<RefCell<Inner<S>>>, id: u64) -> Resul
     match spare {
         Some(Spare::Ready { id: sid, file }) if sid == id => return Ok(file),
         Some(Spare::Preparing { id: sid, task }) if sid == id => {
+            hurry_prep(inner);
             if let Some(r) = task.await {
                 return r;
             }
         }
         Some(Spare::Preparing { task, .. }) => {
+            hurry_prep(inner);
             let _ = task.await;
         }
         Some(Spare::Ready { .. }) | None => {}
     }
-    let (storage, dir, bytes, prefill) = {
+    let (storage, dir, shard, bytes, hint, prefill) = {
         let i = inner.borrow();
         (
             i.storage.clone(),
             i.dir.clone(),
+            i.shard,
             i.cfg.segment_bytes,
-            i.cfg.prefill_segments,
+            i.next_seq,
+            i.want_prefill(),
         )
     };
-    prepare_segment(storage, dir, id, bytes, prefill).await
-}
-
-/// Finds a spare prepared by an earlier run for segment `next_id`; removes stale ones.
-async fn find_spare<S: Storage>(
-    storage: &S,
-    dir: &Path,
-    next_id: u64,
-    bytes: u64,
-) -> Result<Option<Spare<S::File>>> {
-    let mut found = None;
-    for e in storage.list_dir(dir).await.map_err(|e| Error::io(dir, e))? {
-        if !e.name.ends_with(".wal.spare") {
-            continue;
-        }
-        let path = dir.join(&e.name);
-        let io = |err| Error::io(&path, err);
-        if e.name == spare_file_name(next_id) {
-            let file = storage.open(&path, true).await.map_err(io)?;
-            if file.len().await.map_err(io)? == bytes {
-                found = Some(Spare::Ready { id: next_id, file });
-                continue;
-            }
-            file.close().await.map_err(io)?;
-        }
-        storage.remove_file(&path).await.map_err(io)?;
-    }
-    Ok(found)
+    // The roll is waiting: no pacing.
+    prepare_segment::<S>(storage, dir, shard, id, bytes, hint, prefill, None).await
 }
 
 async fn sync_or_fail<S: Storage>(
@@ -1257,7 +1349,10 @@ async fn purge_if_wanted<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
         i.stats.segments_purged += 1;
     }
     if let Err(e) = storage.sync_dir(&dir).await {
-        tracing::warn!("purge: fsync of {} failed: {e}", dir.display());
+        // An fsync error is fatal, here too: the directory's state is unknown.
+        let reason = format!("fsync of {} after purge failed: {e}", dir.display());
+        fail_stop(inner, None, reason);
+        return;
     }
     tracing::info!(segments = ?victims, "purged segments with no live entries");
 }

@@ -72,6 +72,18 @@ pub fn segment_files(sim: &SimStorage) -> Vec<PathBuf> {
     v
 }
 
+/// Segment files that hold at least one batch (a prepared spare is a `.wal` file too, with a
+/// header and nothing after it).
+pub fn used_segment_files(sim: &SimStorage) -> Vec<PathBuf> {
+    segment_files(sim)
+        .into_iter()
+        .filter(|p| {
+            sim.read_current(p)
+                .is_some_and(|b| b.len() > 8192 && b[4096..4160].iter().any(|&x| x != 0))
+        })
+        .collect()
+}
+
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }

@@ -158,7 +158,7 @@ async fn run_point(point: Option<u64>, seed: u64, mode: CrashMode) -> Result<u64
         t.settle().await.map_err(|e| e.to_string())?;
         wal.close().await.map_err(|e| e.to_string())?;
         let ops = sim.mutating_ops();
-        let segs = segment_files(&sim).len();
+        let segs = used_segment_files(&sim).len();
         assert!(
             segs >= 2,
             "the workload should leave several segments ({segs})"

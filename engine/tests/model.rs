@@ -235,5 +235,7 @@ fn wal_matches_model_across_crashes() {
         }
     }
     eprintln!("{crashes} crashes checked, {storage_ops} storage ops");
-    assert!(crashes >= 12, "only {crashes} crashes");
+    // The default seed set must exercise crashes; one seed alone (a reproduction) may not.
+    let single = std::env::var("TERN_MODEL_SEED").is_ok();
+    assert!(single || crashes >= 12, "only {crashes} crashes");
 }

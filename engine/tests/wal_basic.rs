@@ -83,7 +83,7 @@ fn segments_roll_get_indexed_and_purge_after_compaction() {
             .await
             .unwrap();
         }
-        let segs = segment_files(&sim).len();
+        let segs = used_segment_files(&sim).len();
         assert!(segs >= 4, "expected several segments, got {segs}");
         wal.compact(1, 600).await.unwrap();
         // One more write so a sync completes after the compaction and purge runs.
@@ -98,7 +98,7 @@ fn segments_roll_get_indexed_and_purge_after_compaction() {
         .await
         .unwrap();
         wal.close().await.unwrap();
-        let after = segment_files(&sim).len();
+        let after = used_segment_files(&sim).len();
         assert!(after < segs, "purge removed nothing ({segs} -> {after})");
         sim.crash(2, CrashMode::LoseAllUnsynced);
 

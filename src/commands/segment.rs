@@ -99,7 +99,8 @@ fn stop_name(stop: &ScanStop) -> &'static str {
     }
 }
 
-/// Is this segment the newest of its shard directory (torn tails only exist there)?
+/// Is this segment the newest of its shard directory (torn tails only exist there)? A later
+/// segment that holds no batch is the writer's prepared spare and does not count.
 fn is_last_in_dir(path: &Path, id: u64) -> bool {
     let Some(dir) = path.parent() else {
         return true;
@@ -107,9 +108,24 @@ fn is_last_in_dir(path: &Path, id: u64) -> bool {
     std::fs::read_dir(dir)
         .map(|rd| {
             !rd.flatten().any(|e| {
-                parse_segment_file_name(&e.file_name().to_string_lossy()).is_some_and(|o| o > id)
+                parse_segment_file_name(&e.file_name().to_string_lossy())
+                    .is_some_and(|o| o > id && holds_a_batch(&e.path()))
             })
         })
+        .unwrap_or(true)
+}
+
+/// Whether the block where a segment's first batch starts holds anything.
+fn holds_a_batch(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut block = [0u8; 4096];
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(4096))?;
+            f.read_exact(&mut block)
+        })
+        .map(|()| block.iter().any(|&b| b != 0))
+        // Unreadable: count it, so damage before it is never called a mere torn tail.
         .unwrap_or(true)
 }
 
