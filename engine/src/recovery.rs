@@ -11,6 +11,8 @@
 //! | last segment                        | bad/zero batch, no later batch says it was durable | torn tail: quarantine + zero it, report | stop | torn tail: as tolerate-tail |
 //! | last segment                        | bad batch, a later batch says it was durable       | stop (corruption)        | stop     | quarantine region, skip, report |
 //! | sealed segment (has a successor)    | any damage, or no seal                             | stop (corruption)        | stop     | quarantine region, skip, report |
+//! | last segment                        | valid header, no batch, only zeros (an unused spare) | set aside, reused as the next segment | same | same |
+//! | last segment                        | header unreadable, nothing after the header block  | prepared, header lost: quarantine stray header bytes, reuse it | reuse only if all zero, else stop | as tolerate-tail |
 //! | last segment                        | header unreadable, no batch in it proves it durable | crash while creating: quarantine + remove it | stop | as tolerate-tail |
 //! | any                                 | entry leaves a hole in its group's log             | stop (corruption)        | stop     | cut the group at the hole, report |
 //!
@@ -22,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::RecoveryMode;
-use crate::constants::{BLOCK_BYTES, RECORD_HEADER_BYTES, SCAN_READ_BYTES_MAX};
+use crate::constants::{
+    BLOCK_BYTES, RECORD_HEADER_BYTES, SCAN_READ_BYTES_MAX, SEGMENT_HEADER_BYTES,
+};
 use crate::error::{Error, Location, Result};
 use crate::format::segment::{
     index_file_name, parse_index_file_name, parse_segment_file_name, segment_file_name,
@@ -87,6 +91,8 @@ pub struct Recovered {
     /// An unused segment prepared by the writer before the crash or shutdown (its id is
     /// `next_segment_id`); the writer adopts it as its spare.
     pub spare_id: Option<u64>,
+    /// The spare's header never reached the disk: the writer must write it again.
+    pub spare_needs_header: bool,
     pub next_batch_seq: u64,
     pub report: RecoveryReport,
 }
@@ -155,11 +161,17 @@ pub async fn recover_shard<S: Storage>(
     let mut last_seq: Option<u64> = None;
     let mut max_seq_seen = 0u64;
     let mut expected_next: Option<u64> = None;
+    // Id of a last segment removed because its header was never written. Its sealed
+    // predecessor names it as the next segment, so the writer must create it again under the
+    // same id: skipping to id + 1 would leave a gap in the chain that the next recovery
+    // reports as a missing segment.
+    let mut reuse_id: Option<u64> = None;
     // The writer prepares the next segment ahead of time under its final name, header
-    // written and synced. If it was never used it is the last file, holds no batch and
-    // nothing but zeros: set it aside (it becomes the writer's spare) rather than treat it as
-    // the open segment, which would make its unsealed predecessor look damaged.
+    // written. If it was never used it is the last file, holds no batch and nothing but
+    // zeros: set it aside (it becomes the writer's spare) rather than treat it as the open
+    // segment, which would make its unsealed predecessor look damaged.
     let mut spare_id = None;
+    let mut spare_needs_header = false;
     if let Some(&last) = segment_ids.last() {
         let path = dir.join(segment_file_name(last));
         if first_batch_block_is_zero(storage, &path).await? {
@@ -168,16 +180,48 @@ pub async fn recover_shard<S: Storage>(
                 spare_id = Some(last);
                 segment_ids.pop();
                 max_seq_seen = max_seq_seen.max(scan.header.map_or(0, |h| h.first_batch_seq));
+            } else if matches!(scan.stop, ScanStop::BadHeader(_)) {
+                // A spare whose name reached the disk but whose header did not (its header is
+                // made durable by the first batch written into it): nothing after the header
+                // block, so nothing in it was ever acknowledged. Its predecessor may be
+                // unsealed, so it must be set aside before the predecessor is judged. The
+                // writer adopts it and writes its header again.
+                let garbage_end = unwritten_segment(storage, &path, u64::MAX).await?;
+                let adopt = match garbage_end {
+                    Some(0) => true,
+                    // Stray bytes in the header block: kept in quarantine first, which
+                    // `absolute` (change nothing) does not do.
+                    Some(end) if end <= SEGMENT_HEADER_BYTES && mode != RecoveryMode::Absolute => {
+                        let q = quarantine_region(storage, quarantine, shard, last, &path, 0, end)
+                            .await?;
+                        report.removed.push(RemovedRegion {
+                            segment: last,
+                            offset: 0,
+                            len: end,
+                            reason: "prepared segment whose header never reached the disk".into(),
+                            torn_tail: true,
+                            quarantined_to: Some(q),
+                        });
+                        true
+                    }
+                    _ => false,
+                };
+                if adopt {
+                    tracing::warn!(
+                        shard,
+                        segment = last,
+                        "prepared segment {} has no header (crash before its first batch); reusing it",
+                        path.display()
+                    );
+                    segment_ids.pop();
+                    spare_id = Some(last);
+                    spare_needs_header = true;
+                }
             }
         }
     }
     let count = segment_ids.len();
     let mut kept_ids = Vec::new();
-    // Id of a last segment removed because its header was never written. Its sealed
-    // predecessor names it as the next segment, so the writer must create it again under the
-    // same id: skipping to id + 1 would leave a gap in the chain that the next recovery
-    // reports as a missing segment.
-    let mut reuse_id: Option<u64> = None;
 
     for (i, &id) in segment_ids.iter().enumerate() {
         let is_last = i + 1 == count;
@@ -543,6 +587,7 @@ pub async fn recover_shard<S: Storage>(
         next_segment_id,
         next_batch_seq: max_seq_seen + 1,
         spare_id,
+        spare_needs_header,
         report,
     })
 }

@@ -313,15 +313,9 @@ where
                     later_batches: later,
                     garbage_end,
                 };
-                match next_after_damage(resume_after_damage, &damage, scan.last_batch_seq) {
-                    Some(next) => {
-                        scan.skipped.push(damage);
-                        pos = next;
-                    }
-                    None => {
-                        scan.stop = ScanStop::Damaged(damage);
-                        break;
-                    }
+                match skip_or_stop(&mut scan, damage, resume_after_damage) {
+                    Some(next) => pos = next,
+                    None => break,
                 }
             }
             BatchRead::Bad {
@@ -346,15 +340,9 @@ where
                         .max(pos + BLOCK_BYTES)
                         .min(crate::format::align_up(file_len, BLOCK_BYTES)),
                 };
-                match next_after_damage(resume_after_damage, &damage, scan.last_batch_seq) {
-                    Some(next) => {
-                        scan.skipped.push(damage);
-                        pos = next;
-                    }
-                    None => {
-                        scan.stop = ScanStop::Damaged(damage);
-                        break;
-                    }
+                match skip_or_stop(&mut scan, damage, resume_after_damage) {
+                    Some(next) => pos = next,
+                    None => break,
                 }
             }
         }
@@ -363,6 +351,21 @@ where
     drop(w);
     close_rc(file, path).await?;
     Ok(scan)
+}
+
+/// Records damage: as skipped, returning where to resume (tolerate-any, when a later batch
+/// allows it), or as where the scan stops.
+fn skip_or_stop(scan: &mut SegmentScan, damage: Damage, resume: bool) -> Option<u64> {
+    match next_after_damage(resume, &damage, scan.last_batch_seq) {
+        Some(next) => {
+            scan.skipped.push(damage);
+            Some(next)
+        }
+        None => {
+            scan.stop = ScanStop::Damaged(damage);
+            None
+        }
+    }
 }
 
 /// Closes a file shared with read-ahead tasks once they are done with it.
@@ -572,11 +575,14 @@ async fn probe<F: StorageFile>(
 }
 
 impl SegmentScan {
-    /// A segment with a valid header, no batch and nothing but zeros after the header: a
-    /// spare the writer prepared ahead of time (header written and synced, never used). It
-    /// holds no data; recovery and verify set it aside as the next segment to use.
+    /// A segment with a valid header, no batch and nothing but zeros after the header (or
+    /// nothing at all: its preallocation may not have survived a crash): a spare the writer
+    /// prepared ahead of time and never used. It holds no data; recovery and verify set it
+    /// aside as the next segment to use.
     pub fn is_unused_spare(&self) -> bool {
-        self.header.is_some() && self.batches == 0 && self.stop == ScanStop::CleanEnd
+        self.header.is_some()
+            && self.batches == 0
+            && matches!(self.stop, ScanStop::CleanEnd | ScanStop::EndOfFile)
     }
 }
 

@@ -228,6 +228,25 @@ impl<S: Storage> ShardWal<S> {
                     .open(&path, true)
                     .await
                     .map_err(|e| Error::io(&path, e))?;
+                // Its preallocation may not have survived a crash.
+                file.allocate(cfg.segment_bytes)
+                    .await
+                    .map_err(|e| Error::io(&path, e))?;
+                if rec.spare_needs_header {
+                    // Made durable by the first batch's fdatasync, as when it was prepared.
+                    let header = SegmentHeader::new(
+                        id,
+                        shard,
+                        cfg.segment_bytes,
+                        rec.next_batch_seq,
+                        now_unix_ms(),
+                    );
+                    let mut hb = storage.alloc_buf(SEGMENT_HEADER_BYTES as usize);
+                    header.encode_block(hb.as_bytes_mut());
+                    file.write_at(hb, 0)
+                        .await
+                        .map_err(|e| Error::io(&path, e))?;
+                }
                 Some(Spare::Ready { id, file })
             }
             None => None,
@@ -1175,8 +1194,7 @@ fn start_prepare<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
 
 /// Prepares segment `id` off the append path: created as `<id>.wal.prep`, preallocated,
 /// zero-filled (with prefill), given its header (`first_batch_seq` is a lower bound: the next
-/// batch sequence when preparation began), fdatasynced, renamed to `<id>.wal` and its
-/// directory fsynced. A `.prep` file left by a crash is deleted by recovery; a prepared but
+/// batch sequence when preparation began), renamed to `<id>.wal` and its directory fsynced. A `.prep` file left by a crash is deleted by recovery; a prepared but
 /// unused `<id>.wal` is recognised by recovery as the spare (no batch, all zero).
 #[allow(clippy::too_many_arguments)]
 async fn prepare_segment<S: Storage>(
@@ -1221,7 +1239,10 @@ async fn prepare_segment<S: Storage>(
     let mut hb = storage.alloc_buf(SEGMENT_HEADER_BYTES as usize);
     header.encode_block(hb.as_bytes_mut());
     file.write_at(hb, 0).await.map_err(io)?;
-    file.sync_data().await.map_err(io)?;
+    // No fdatasync here: the first batch's fdatasync in this file makes the header durable
+    // before anything in it is acknowledged, and zero-filled blocks read as zero whether or
+    // not they reached the disk. A crash that keeps the name but not the header leaves a
+    // last segment with no header and nothing after it, which recovery removes.
     let path = dir.join(segment_file_name(id));
     storage.rename(&prep, &path).await.map_err(io)?;
     storage

@@ -295,8 +295,10 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            name: "last segment: header unreadable, rest all zero (crash while creating it)",
-            expect: [RemoveFile, Stop, RemoveFile],
+            // A prepared segment whose header write was lost: it holds nothing, so every mode
+            // reuses it as the next segment (the writer writes its header again).
+            name: "last segment: header unreadable, rest all zero (prepared, header lost)",
+            expect: [Apply, Apply, Apply],
             build: |sim| {
                 let m = one_segment(sim);
                 seal_and_create_next(sim, false);

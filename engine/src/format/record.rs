@@ -163,26 +163,8 @@ pub fn make_header(fields: RecordFields, payload: &[u8]) -> RecordHeader {
 /// Encodes one record (header + payload) into `out`, which must be exactly
 /// `RECORD_HEADER_BYTES + payload.len()` long. Returns the header as written.
 pub fn encode_record(out: &mut [u8], fields: RecordFields, payload: &[u8]) -> RecordHeader {
-    assert!(
-        payload.len() <= RECORD_PAYLOAD_BYTES_MAX as usize,
-        "payload over the record limit"
-    );
     assert_eq!(out.len(), RECORD_HEADER_BYTES + payload.len());
-    let mut header = RecordHeader {
-        magic: RECORD_MAGIC,
-        version: FORMAT_VERSION,
-        kind: fields.kind as u16,
-        payload_len: payload.len() as u32,
-        crc32c: 0,
-        batch_seq: fields.batch_seq,
-        group: fields.group,
-        term: fields.term,
-        index: fields.index,
-        aux: fields.aux,
-        reserved: 0,
-    };
-    let crc = crc32c_append(crc32c(bytemuck::bytes_of(&header)), payload);
-    header.crc32c = crc;
+    let header = make_header(fields, payload);
     out[..RECORD_HEADER_BYTES].copy_from_slice(bytemuck::bytes_of(&header));
     out[RECORD_HEADER_BYTES..].copy_from_slice(payload);
     header
