@@ -126,6 +126,9 @@ pub struct EngineArgs {
     /// root); without it the arena is still used, unregistered.
     #[arg(long, value_parser = parse_bytes)]
     pub io_memory_bytes: Option<u64>,
+    /// Batches written or being written and not yet durable, per shard [default: 2].
+    #[arg(long)]
+    pub batches_inflight: Option<usize>,
     /// Do not pin shard k to CPU k.
     #[arg(long)]
     pub no_pin: bool,
@@ -167,6 +170,9 @@ impl EngineArgs {
             wal.segment_bytes = s;
         }
         wal.prefill_segments = !self.no_prefill;
+        if let Some(n) = self.batches_inflight {
+            wal.batches_inflight_max = n;
+        }
         let mut cfg = EngineConfig {
             pin_cpus: !self.no_pin,
             wal,

@@ -58,6 +58,12 @@ pub struct WalConfig {
     /// as soon as the previous write is done; batches still form while the previous fsync is
     /// in flight, which is what bounds latency under light load.
     pub batch_delay_max: Duration,
+    /// Batches written or being written and not yet durable, at most. Each runs its own
+    /// write then fdatasync; they are acknowledged in sequence order. Default 2: the next
+    /// batch's write overlaps the previous batch's fdatasync (and may start before that
+    /// batch's write ends), which keeps the device busy without splitting the in-flight data
+    /// into batches too small to amortize an fdatasync.
+    pub batches_inflight_max: usize,
     /// Bytes of appends accepted but not yet written; appenders wait beyond it (backpressure).
     /// Default 4 x batch_bytes_max.
     pub pending_bytes_max: u64,
@@ -86,6 +92,7 @@ impl Default for WalConfig {
             segment_bytes: 64 << 20,
             batch_bytes_max: 2 << 20,
             batch_delay_max: Duration::ZERO,
+            batches_inflight_max: 2,
             pending_bytes_max: 8 << 20,
             recovery_mode: RecoveryMode::TolerateTail,
             write_sealed_index: true,
@@ -117,6 +124,12 @@ impl WalConfig {
                     self.batch_bytes_max,
                     self.segment_bytes / 4
                 ),
+            });
+        }
+        if !(1..=64).contains(&self.batches_inflight_max) {
+            return Err(Error::Config {
+                key: "batches_inflight_max",
+                why: format!("{} must be between 1 and 64", self.batches_inflight_max),
             });
         }
         if self.pending_bytes_max < self.batch_bytes_max {

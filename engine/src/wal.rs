@@ -5,12 +5,14 @@
 //! 1. The caller's records are validated against the group's accepted bounds and placed in
 //!    the forming batch (one call never spans two batches, so it is atomic on disk).
 //! 2. The writer task cuts the oldest forming batch: assigns its sequence number, fills the
-//!    headers and checksums, rolls the segment if the batch does not fit.
-//! 3. It writes the batch with one O_DIRECT write at the next block boundary (never over an
-//!    earlier batch), then applies its records to the group table (reads can see them).
-//! 4. It waits for the previous batch's fdatasync (if any), acknowledges that batch's callers,
-//!    and starts this batch's fdatasync in the background; meanwhile the next batch forms and
-//!    is written. At most one write and one fdatasync are in flight.
+//!    headers and checksums, rolls the segment if the batch does not fit (after every batch
+//!    in flight is durable).
+//! 3. It starts a task that writes the batch with one O_DIRECT write at the next block
+//!    boundary (never over an earlier batch) and then fdatasyncs the file. Up to
+//!    `batches_inflight_max` such tasks run at once; meanwhile the next batch forms.
+//! 4. Batches finish strictly in sequence order: once a batch's task is done, its records
+//!    enter the group table (which therefore holds only durable records: reads and purge see
+//!    nothing that a crash could take back) and its callers are acknowledged.
 //! 5. An fdatasync or write error stops the shard (fail-stop): every waiting and later caller
 //!    gets the error; nothing is retried.
 
@@ -694,10 +696,17 @@ async fn wait<S: Storage>(
     }
 }
 
-struct InflightSync {
-    task: JoinHandle<std::io::Result<()>>,
+/// A batch being written and made durable by its own task.
+struct Inflight {
+    /// Writes the batch, then fdatasyncs the file. The error says which step failed.
+    task: JoinHandle<Result<(), (bool, std::io::Error)>>,
+    ops: Vec<Op>,
     waiters: Vec<Waiter>,
+    units: u64,
     seq: u64,
+    segment: u64,
+    pos: u64,
+    batch_bytes: u64,
     path: PathBuf,
 }
 
@@ -707,9 +716,11 @@ async fn writer_loop<S: Storage>(
     notify: Rc<Notify>,
     space: Rc<Semaphore>,
 ) {
-    let mut inflight: Option<InflightSync> = None;
+    // Invariant: batches in `inflight` have consecutive sequence numbers, oldest first, and
+    // each was cut after the one before it; they are finished strictly in that order.
+    let mut inflight: VecDeque<Inflight> = VecDeque::new();
     loop {
-        let (has_work, closing, delay, front_small) = {
+        let (has_work, closing, delay, front_small, inflight_max) = {
             let i = inner.borrow();
             let front_small = i
                 .forming
@@ -721,15 +732,16 @@ async fn writer_loop<S: Storage>(
                 i.closing,
                 i.cfg.batch_delay_max,
                 front_small,
+                i.cfg.batches_inflight_max,
             )
         };
         if inner.borrow().failed.is_some() {
             break;
         }
-        inner.borrow_mut().writer_busy = has_work || inflight.is_some();
-        if !has_work {
-            if let Some(s) = inflight.take() {
-                if finish_sync(&inner, s).await.is_err() {
+        inner.borrow_mut().writer_busy = has_work || !inflight.is_empty();
+        if !has_work || inflight.len() >= inflight_max {
+            if let Some(b) = inflight.pop_front() {
+                if finish_batch(&inner, b, &space).await.is_err() {
                     break;
                 }
                 purge_if_wanted(&inner).await;
@@ -741,33 +753,44 @@ async fn writer_loop<S: Storage>(
             notify.wait().await;
             continue;
         }
-        if !delay.is_zero() && front_small && inflight.is_none() {
+        if !delay.is_zero() && front_small && inflight.is_empty() {
             // Let a small batch collect more appends, within the configured bound.
             glommio::timer::sleep(delay).await;
         }
-        let step = write_one_batch(&inner, &mut inflight, &space).await;
-        if let Err(e) = step {
-            fail_stop(&inner, inflight.take(), e.to_string());
-            break;
+        match start_batch(&inner, &mut inflight, &space).await {
+            Ok(Some(b)) => inflight.push_back(b),
+            Ok(None) => {}
+            Err(e) => {
+                fail_stop(&inner, inflight.drain(..).collect(), e.to_string());
+                break;
+            }
         }
     }
-    if let Some(s) = inflight.take() {
-        let _ = finish_sync(&inner, s).await;
+    // Stopped or closing: finish what is in flight (acknowledging or failing its callers).
+    while let Some(b) = inflight.pop_front() {
+        if finish_batch(&inner, b, &space).await.is_err() {
+            fail_stop(
+                &inner,
+                inflight.drain(..).collect(),
+                "writer stopped".into(),
+            );
+            break;
+        }
     }
     space.close();
 }
 
-/// Cuts the oldest forming batch, rolls the segment if needed, writes the batch, then
-/// acknowledges the previous batch and starts this one's fdatasync.
-async fn write_one_batch<S: Storage>(
+/// Cuts the oldest forming batch (rolling the segment first if it does not fit, which waits
+/// for every batch in flight) and starts its write + fdatasync task.
+async fn start_batch<S: Storage>(
     inner: &Rc<RefCell<Inner<S>>>,
-    inflight: &mut Option<InflightSync>,
+    inflight: &mut VecDeque<Inflight>,
     space: &Rc<Semaphore>,
-) -> Result<()> {
+) -> Result<Option<Inflight>> {
     let need = {
         let i = inner.borrow();
         let Some(f) = i.forming.front() else {
-            return Ok(());
+            return Ok(None);
         };
         align_up(f.builder.len as u64, BLOCK_BYTES)
     };
@@ -780,94 +803,76 @@ async fn write_one_batch<S: Storage>(
         }
     };
     if must_roll {
-        if let Some(s) = inflight.take() {
-            finish_sync(inner, s).await?;
+        // A segment is sealed only once everything in it is durable.
+        while let Some(b) = inflight.pop_front() {
+            finish_batch(inner, b, space).await?;
         }
+        purge_if_wanted(inner).await;
         roll_segment(inner).await?;
     }
-    let (buf, ops, waiters, units, seq, pos, file, seg_id, path, batch_bytes) = {
+    let (buf, ops, waiters, units, seq, pos, file, segment, path, batch_bytes) = {
         let mut i = inner.borrow_mut();
         let Some(f) = i.forming.pop_front() else {
-            return Ok(());
+            return Ok(None);
         };
         let seq = i.next_seq;
         i.next_seq += 1;
         let durable = i.durable_seq;
         let (buf, ops, batch_bytes) = f.builder.finish(seq, durable);
-        let Some(a) = i.active.as_ref() else {
+        let dir = i.dir.clone();
+        let Some(a) = i.active.as_mut() else {
             unreachable!("roll_segment leaves an active segment")
         };
-        assert!(a.write_pos % BLOCK_BYTES == 0 && a.write_pos + batch_bytes <= a.capacity);
-        let path = i.dir.join(segment_file_name(a.id));
+        let pos = a.write_pos;
+        assert!(pos.is_multiple_of(BLOCK_BYTES) && pos + batch_bytes <= a.capacity);
+        // Invariant kept: nothing is ever written below write_pos again.
+        a.write_pos = pos + batch_bytes;
+        a.batches += 1;
+        a.batch_bytes += batch_bytes;
+        let path = dir.join(segment_file_name(a.id));
         (
             buf,
             ops,
             f.waiters,
             f.units,
             seq,
-            a.write_pos,
+            pos,
             a.file.clone(),
             a.id,
             path,
             batch_bytes,
         )
     };
-    if let Some(a) = inner.borrow_mut().active.as_mut() {
-        a.write_pos = pos + batch_bytes;
-        a.batches += 1;
-        a.batch_bytes += batch_bytes;
-    }
     let prep_notify = inner.borrow().prep_notify.clone();
     prep_notify.notify();
-    let write_started = std::time::Instant::now();
-    file.write_at(buf, pos)
-        .await
-        .map_err(|e| Error::io(&path, e))?;
-    inner.borrow_mut().stats.write_us += write_started.elapsed().as_micros() as u64;
-    space.signal(units);
-    // The previous batch's fdatasync ran during this write. Once it is done, everything in
-    // the group table is durable, so purging on its strength is safe; only then does this
-    // batch enter the table.
-    if let Some(s) = inflight.take() {
-        finish_sync(inner, s).await?;
-    }
-    purge_if_wanted(inner).await;
-    if let Some(reason) = inner.borrow().failed.clone() {
-        let shard = inner.borrow().shard;
-        for w in waiters {
-            let _ = w.send(Err(Error::ShardStopped {
-                shard,
-                reason: reason.clone(),
-            }));
-        }
-        return Err(Error::ShardStopped { shard, reason });
-    }
-    {
-        let mut i = inner.borrow_mut();
-        apply_written(&mut i, seg_id, pos, &ops);
-        i.stats.batches += 1;
-        i.stats.batch_bytes += batch_bytes;
-        i.stats.records += ops.len() as u64;
-    }
-    let sync_file = file.clone();
-    let stats_inner = inner.clone();
+    let stats = inner.clone();
+    // fdatasync covers every write to the file completed before it is issued, so running it
+    // right after this batch's write makes this batch durable whatever the other tasks do.
     let task = glommio::spawn_local(async move {
         let started = std::time::Instant::now();
-        let r = sync_file.sync_data().await;
-        stats_inner.borrow_mut().stats.fsync_us += started.elapsed().as_micros() as u64;
+        file.write_at(buf, pos).await.map_err(|e| (false, e))?;
+        let written = std::time::Instant::now();
+        let r = file.sync_data().await.map_err(|e| (true, e));
+        let mut i = stats.borrow_mut();
+        i.stats.write_us += (written - started).as_micros() as u64;
+        i.stats.fsync_us += written.elapsed().as_micros() as u64;
         r
     })
     .detach();
-    *inflight = Some(InflightSync {
+    Ok(Some(Inflight {
         task,
+        ops,
         waiters,
+        units,
         seq,
+        segment,
+        pos,
+        batch_bytes,
         path,
-    });
-    Ok(())
+    }))
 }
 
-/// Applies records just written to the group table and to the open segment's index.
+/// Applies records just made durable to the group table and to the open segment's index.
 fn apply_written<S: Storage>(i: &mut Inner<S>, segment: u64, batch_pos: u64, ops: &[Op]) {
     for op in ops {
         let offset = batch_pos + op.offset_in_batch as u64;
@@ -898,7 +903,7 @@ fn apply_written<S: Storage>(i: &mut Inner<S>, segment: u64, batch_pos: u64, ops
         ) {
             i.purge_wanted = true;
         }
-        if let Some(a) = i.active.as_mut() {
+        if let Some(a) = i.active.as_mut().filter(|a| a.id == segment) {
             a.index.push(IndexEntry {
                 kind: op.kind as u16,
                 reserved: 0,
@@ -913,55 +918,75 @@ fn apply_written<S: Storage>(i: &mut Inner<S>, segment: u64, batch_pos: u64, ops
     }
 }
 
-/// Waits for a batch's fdatasync and acknowledges its callers. An error stops the shard.
-async fn finish_sync<S: Storage>(inner: &Rc<RefCell<Inner<S>>>, s: InflightSync) -> Result<()> {
-    match s.task.await {
+/// Waits for the oldest batch in flight to be durable, then applies it to the group table
+/// (so the table only ever holds durable records, which is what makes purging on it safe)
+/// and acknowledges its callers. A write or fdatasync error stops the shard.
+async fn finish_batch<S: Storage>(
+    inner: &Rc<RefCell<Inner<S>>>,
+    b: Inflight,
+    space: &Rc<Semaphore>,
+) -> Result<()> {
+    match b.task.await {
         Some(Ok(())) => {
-            let mut i = inner.borrow_mut();
-            i.durable_seq = i.durable_seq.max(s.seq);
-            i.stats.fsyncs += 1;
-            drop(i);
-            for w in s.waiters {
+            {
+                let mut i = inner.borrow_mut();
+                assert!(b.seq > i.durable_seq, "batches finish in sequence order");
+                apply_written(&mut i, b.segment, b.pos, &b.ops);
+                i.durable_seq = b.seq;
+                i.stats.fsyncs += 1;
+                i.stats.batches += 1;
+                i.stats.batch_bytes += b.batch_bytes;
+                i.stats.records += b.ops.len() as u64;
+            }
+            space.signal(b.units);
+            for w in b.waiters {
                 let _ = w.send(Ok(()));
             }
             Ok(())
         }
         other => {
-            let reason = match other {
-                Some(Err(e)) => e.to_string(),
-                _ => "fdatasync task cancelled".to_string(),
-            };
             let shard = inner.borrow().shard;
-            let err = Error::FsyncFailed {
-                shard,
-                path: s.path.clone(),
-                reason: reason.clone(),
+            let (is_sync, reason) = match other {
+                Some(Err((is_sync, e))) => (is_sync, e.to_string()),
+                _ => (true, "write/fdatasync task cancelled".to_string()),
+            };
+            let err = if is_sync {
+                Error::FsyncFailed {
+                    shard,
+                    path: b.path.clone(),
+                    reason: reason.clone(),
+                }
+            } else {
+                Error::io(&b.path, std::io::Error::other(reason.clone()))
             };
             tracing::error!(
                 shard,
-                "fdatasync of {} failed: {reason}; stopping the shard (fail-stop)",
-                s.path.display()
+                "{} of {} failed: {reason}; stopping the shard (fail-stop, never retried)",
+                if is_sync { "fdatasync" } else { "write" },
+                b.path.display()
             );
             let msg = err.to_string();
-            for w in s.waiters {
-                let _ = w.send(Err(Error::FsyncFailed {
-                    shard,
-                    path: s.path.clone(),
-                    reason: reason.clone(),
+            for w in b.waiters {
+                let _ = w.send(Err(if is_sync {
+                    Error::FsyncFailed {
+                        shard,
+                        path: b.path.clone(),
+                        reason: reason.clone(),
+                    }
+                } else {
+                    Error::io(&b.path, std::io::Error::other(reason.clone()))
                 }));
             }
-            fail_stop(inner, None, msg);
+            fail_stop(inner, Vec::new(), msg);
             Err(err)
         }
     }
 }
 
-/// Marks the shard stopped and fails every waiting caller.
-fn fail_stop<S: Storage>(
-    inner: &Rc<RefCell<Inner<S>>>,
-    inflight: Option<InflightSync>,
-    reason: String,
-) {
+/// Marks the shard stopped and fails every waiting caller (forming batches and the batches
+/// in flight handed over, whose outcome no longer matters: nothing after a failure is
+/// acknowledged).
+fn fail_stop<S: Storage>(inner: &Rc<RefCell<Inner<S>>>, inflight: Vec<Inflight>, reason: String) {
     let mut i = inner.borrow_mut();
     if i.failed.is_none() {
         tracing::error!(shard = i.shard, "shard stopped: {reason}");
@@ -971,8 +996,8 @@ fn fail_stop<S: Storage>(
     let forming: Vec<_> = i.forming.drain(..).collect();
     drop(i);
     let mut waiters: Vec<Waiter> = forming.into_iter().flat_map(|f| f.waiters).collect();
-    if let Some(s) = inflight {
-        waiters.extend(s.waiters);
+    for b in inflight {
+        waiters.extend(b.waiters);
     }
     for w in waiters {
         let _ = w.send(Err(Error::ShardStopped {
@@ -1372,7 +1397,7 @@ async fn purge_if_wanted<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
     if let Err(e) = storage.sync_dir(&dir).await {
         // An fsync error is fatal, here too: the directory's state is unknown.
         let reason = format!("fsync of {} after purge failed: {e}", dir.display());
-        fail_stop(inner, None, reason);
+        fail_stop(inner, Vec::new(), reason);
         return;
     }
     tracing::info!(segments = ?victims, "purged segments with no live entries");
