@@ -862,17 +862,7 @@ impl<S: LogStorage> RawNode<S> {
         entries: &[Entry],
     ) {
         if prev_index < self.log.committed {
-            let index = self.log.committed;
-            self.send(
-                from,
-                MessageBody::AppendResp {
-                    index,
-                    reject: false,
-                    hint_index: 0,
-                    hint_term: 0,
-                },
-                false,
-            );
+            self.ack_committed(from);
             return;
         }
         let malformed = entries
@@ -978,20 +968,26 @@ impl<S: LogStorage> RawNode<S> {
         }
     }
 
+    /// Answers a leader with an accepting AppendResp at our commit index: everything up to
+    /// it is committed here, so whatever the leader sent below it is already in place.
+    fn ack_committed(&mut self, to: NodeId) {
+        let index = self.log.committed;
+        self.send(
+            to,
+            MessageBody::AppendResp {
+                index,
+                reject: false,
+                hint_index: 0,
+                hint_term: 0,
+            },
+            false,
+        );
+    }
+
     fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: &[u8]) {
         if meta.index <= self.log.committed {
             // Already have it (or newer): tell the leader where we are.
-            let index = self.log.committed;
-            self.send(
-                from,
-                MessageBody::AppendResp {
-                    index,
-                    reject: false,
-                    hint_index: 0,
-                    hint_term: 0,
-                },
-                false,
-            );
+            self.ack_committed(from);
             return;
         }
         if meta.size_bytes > self.cfg.snapshot_bytes_max {
