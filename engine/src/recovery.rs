@@ -470,6 +470,18 @@ pub async fn recover_shard<S: Storage>(
                     None,
                     format!("segment header unreadable: {e}"),
                 )?;
+                // tolerate-any: the whole segment is skipped. Keep its bytes and say so; the
+                // groups it held report their losses as holes in the segments after it.
+                let end = scan.file_len;
+                let q = quarantine_region(storage, quarantine, shard, id, &path, 0, end).await?;
+                report.removed.push(RemovedRegion {
+                    segment: id,
+                    offset: 0,
+                    len: end,
+                    reason: format!("segment header unreadable ({e}); segment skipped"),
+                    torn_tail: false,
+                    quarantined_to: Some(q),
+                });
                 report.segments.push(SegmentReport {
                     segment: id,
                     bytes: 0,
