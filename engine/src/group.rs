@@ -229,19 +229,20 @@ impl GroupTable {
             }
             RecordKind::SnapshotMeta => {
                 let g = self.groups.entry(rec.group).or_default();
-                // Raft §7: keep the entries after the snapshot only if the log holds the
-                // snapshot's last entry with the same term; otherwise discard the whole log.
-                let matches = g.get(rec.index).is_some_and(|l| l.term == rec.term);
-                let drop = if matches {
-                    (rec.index + 1 - g.first_index) as usize
-                } else {
-                    g.entries.len()
-                };
-                for loc in g.entries.drain(..drop.min(g.entries.len())) {
-                    Self::dec_live(live, &loc);
+                // The log now starts after the snapshot: exactly a compaction to index + 1.
+                // Whether a suffix conflicts with the snapshot (Raft §7) is the Raft layer's
+                // decision, made explicit with a Truncate record; deciding it here from the
+                // log's state would let the accepted bounds and the durable table disagree
+                // while earlier writes are in flight.
+                let first = rec.index + 1;
+                g.floor_index = g.floor_index.max(first);
+                if first > g.first_index {
+                    let drop = ((first - g.first_index) as usize).min(g.entries.len());
+                    for loc in g.entries.drain(..drop) {
+                        Self::dec_live(live, &loc);
+                    }
+                    g.first_index = first;
                 }
-                g.first_index = rec.index + 1;
-                g.floor_index = g.first_index;
                 g.snapshot = Some(SnapshotInfo {
                     term: rec.term,
                     index: rec.index,
@@ -326,12 +327,9 @@ impl Bounds {
         }
     }
 
-    pub fn snapshot(&mut self, index: u64, keeps_suffix: bool) {
-        self.first_index = index + 1;
-        self.floor_index = self.first_index;
-        if !keeps_suffix || self.last_index < index {
-            self.last_index = index;
-        }
+    /// The log now starts after a snapshot at `index` (see `RecordKind::SnapshotMeta`).
+    pub fn snapshot(&mut self, index: u64) {
+        self.compact(index + 1);
     }
 }
 

@@ -369,38 +369,34 @@ impl<S: Storage> ShardWal<S> {
 
     /// Removes entries with index >= `index`.
     pub async fn truncate(&self, group: u64, index: u64) -> Result<()> {
-        let rx = self
-            .submit(group, &[(RecordKind::Truncate, 0, index, 0, &[])], |b| {
-                b.truncate(index);
-                Ok(())
-            })
-            .await?;
-        wait(rx, &self.inner).await
+        self.submit_wait(group, &[(RecordKind::Truncate, 0, index, 0, &[])], |b| {
+            b.truncate(index);
+            Ok(())
+        })
+        .await
     }
 
     /// Removes entries with index < `index` (their segments are purged once unused).
     pub async fn compact(&self, group: u64, index: u64) -> Result<()> {
-        let rx = self
-            .submit(group, &[(RecordKind::Compact, 0, index, 0, &[])], |b| {
-                b.compact(index);
-                Ok(())
-            })
-            .await?;
-        wait(rx, &self.inner).await
+        self.submit_wait(group, &[(RecordKind::Compact, 0, index, 0, &[])], |b| {
+            b.compact(index);
+            Ok(())
+        })
+        .await
     }
 
     pub async fn set_hard_state(&self, group: u64, hs: HardState) -> Result<()> {
-        let rx = self
-            .submit(
-                group,
-                &[(RecordKind::HardState, hs.term, hs.commit, hs.vote, &[])],
-                |_| Ok(()),
-            )
-            .await?;
-        wait(rx, &self.inner).await
+        self.submit_wait(
+            group,
+            &[(RecordKind::HardState, hs.term, hs.commit, hs.vote, &[])],
+            |_| Ok(()),
+        )
+        .await
     }
 
-    /// Records that the group's log now starts after a snapshot at (`term`, `index`).
+    /// Records that the group's log now starts after a snapshot at (`term`, `index`): entries
+    /// up to `index` are dropped, later ones kept. A caller whose later entries conflict with
+    /// the snapshot (Raft §7) truncates them first.
     pub async fn install_snapshot(
         &self,
         group: u64,
@@ -408,34 +404,33 @@ impl<S: Storage> ShardWal<S> {
         index: u64,
         meta: &[u8],
     ) -> Result<()> {
-        let keeps = self
-            .inner
-            .borrow()
-            .table
-            .groups
-            .get(&group)
-            .and_then(|g| g.get(index))
-            .is_some_and(|l| l.term == term);
-        let rx = self
-            .submit(
-                group,
-                &[(RecordKind::SnapshotMeta, term, index, 0, meta)],
-                move |b| {
-                    b.snapshot(index, keeps);
-                    Ok(())
-                },
-            )
-            .await?;
-        wait(rx, &self.inner).await
+        self.submit_wait(
+            group,
+            &[(RecordKind::SnapshotMeta, term, index, 0, meta)],
+            move |b| {
+                b.snapshot(index);
+                Ok(())
+            },
+        )
+        .await
     }
 
     pub async fn delete_group(&self, group: u64) -> Result<()> {
-        let rx = self
-            .submit(group, &[(RecordKind::DeleteGroup, 0, 0, 0, &[])], |b| {
-                *b = Bounds::new();
-                Ok(())
-            })
-            .await?;
+        self.submit_wait(group, &[(RecordKind::DeleteGroup, 0, 0, 0, &[])], |b| {
+            *b = Bounds::new();
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`submit`](Self::submit), then waits until the records are durable.
+    async fn submit_wait(
+        &self,
+        group: u64,
+        recs: &[(RecordKind, u64, u64, u64, &[u8])],
+        update_bounds: impl FnOnce(&mut Bounds) -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        let rx = self.submit(group, recs, update_bounds).await?;
         wait(rx, &self.inner).await
     }
 
@@ -1007,8 +1002,8 @@ fn fail_stop<S: Storage>(inner: &Rc<RefCell<Inner<S>>>, inflight: Vec<Inflight>,
     }
 }
 
-/// Seals the active segment (seal batch + fdatasync + index) and starts the next one
-/// (create, preallocate, header, checkpoint of every group's state, fdatasync, dir fsync).
+/// Seals the active segment (seal batch + fdatasync + index written in the background) and
+/// starts the spare prepared for the next one (checkpoint of every group's state + fdatasync).
 async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
     let (storage, dir, _shard, cfg) = {
         let i = inner.borrow();

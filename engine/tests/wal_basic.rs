@@ -177,3 +177,78 @@ fn truncate_and_overwrite_suffix() {
         wal.close().await.unwrap();
     });
 }
+
+/// A snapshot is a compaction to index + 1 (later entries kept), decided without looking at
+/// the log: an overwrite still in flight when the snapshot is queued cannot make the accepted
+/// bounds and the durable state disagree.
+#[test]
+fn install_snapshot_compacts_to_its_index_even_with_writes_in_flight() {
+    run(async {
+        let sim = SimStorage::new();
+        let cfg = small_config();
+        let wal = open(&sim, &cfg).await.unwrap();
+        for i in 1..=10u64 {
+            wal.append(
+                4,
+                &[Entry {
+                    term: 1,
+                    index: i,
+                    data: b"a",
+                }],
+            )
+            .await
+            .unwrap();
+        }
+        // Queued, not awaited: the snapshot below is accepted while this is in flight.
+        let overwrite = wal
+            .enqueue_append(
+                4,
+                &[Entry {
+                    term: 2,
+                    index: 7,
+                    data: b"b",
+                }],
+            )
+            .await
+            .unwrap();
+        wal.install_snapshot(4, 1, 5, b"meta").await.unwrap();
+        overwrite.await.unwrap().unwrap();
+        let info = wal.group(4).unwrap();
+        assert_eq!((info.first_index, info.last_index), (6, 7));
+        assert_eq!(info.snapshot, Some((1, 5)));
+        wal.append(
+            4,
+            &[Entry {
+                term: 2,
+                index: 8,
+                data: b"c",
+            }],
+        )
+        .await
+        .unwrap();
+        assert!(wal
+            .append(
+                4,
+                &[Entry {
+                    term: 2,
+                    index: 4,
+                    data: b"old"
+                }]
+            )
+            .await
+            .is_err());
+        wal.close().await.unwrap();
+        sim.crash(4, CrashMode::LoseAllUnsynced);
+
+        let wal = open(&sim, &cfg).await.unwrap();
+        let info = wal.group(4).unwrap();
+        assert_eq!((info.first_index, info.last_index), (6, 8));
+        assert_eq!(info.snapshot, Some((1, 5)));
+        let got = wal.read(4, 6, 9).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.term).collect::<Vec<_>>(),
+            vec![1, 2, 2]
+        );
+        wal.close().await.unwrap();
+    });
+}
