@@ -29,6 +29,7 @@ pub mod quorum;
 pub mod raft;
 pub mod read_only;
 pub mod ready;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod snapshot;
 pub mod storage;
