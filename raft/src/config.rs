@@ -45,8 +45,8 @@ pub struct Config {
     /// Read requests queued while a new leader has not yet committed an entry of its term.
     /// Default 1024.
     pub pending_reads_max: usize,
-    /// The index the application's state machine has applied (on restart). The core scans
-    /// configuration entries between the snapshot and this index. Default 0 (= the snapshot).
+    /// The index the application's state machine has applied (on restart); committed entries
+    /// after it are handed out to apply again. Default 0 (= the snapshot).
     pub applied: u64,
     /// Seed of the per-node random number generator used for election timeouts. 0 means
     /// derive it from `id`.

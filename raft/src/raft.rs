@@ -156,13 +156,10 @@ impl<S: LogStorage> RawNode<S> {
         if applied > committed {
             return Err(Error::Corrupt("applied index is beyond the commit index"));
         }
-        let confs =
-            crate::log::scan_confs(&storage, cfg.append_bytes_max).map_err(|e| match e {
-                crate::log::ScanError::Storage(e) => Error::Storage(e),
-                crate::log::ScanError::Corrupt => {
-                    Error::Corrupt("log gap or undecodable configuration entry")
-                }
-            })?;
+        let confs = crate::log::load_confs(&storage, committed).map_err(|e| match e {
+            crate::log::LoadConfError::Storage(e) => Error::Storage(e),
+            crate::log::LoadConfError::Corrupt(what) => Error::Corrupt(what),
+        })?;
         let rng = if cfg.seed == 0 {
             cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
         } else {

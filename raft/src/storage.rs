@@ -3,7 +3,7 @@
 //! `Unavailable` to exercise the core's retry paths.
 
 use crate::log::{LogStorage, StorageError};
-use crate::message::{ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta};
+use crate::message::{ConfState, Entry, EntryKind, HardState, NodeId, Snapshot, SnapshotMeta};
 
 /// Invariant: `entries[i].index == snapshot.meta.index + 1 + i`.
 #[derive(Clone, Debug, Default)]
@@ -154,6 +154,14 @@ impl LogStorage for MemStorage {
         let end = start.saturating_add(bytes_max as usize).min(data.len());
         Ok(data[start..end].to_vec())
     }
+
+    fn conf_entry_indexes(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .map(|e| e.index)
+            .collect()
+    }
 }
 
 /// Shared handles let a test or the simulator write the "disk" while the core reads it.
@@ -183,5 +191,8 @@ impl<T: LogStorage> LogStorage for std::rc::Rc<std::cell::RefCell<T>> {
         bytes_max: u64,
     ) -> Result<Vec<u8>, StorageError> {
         self.borrow().snapshot_chunk(index, offset, bytes_max)
+    }
+    fn conf_entry_indexes(&self) -> Vec<u64> {
+        self.borrow().conf_entry_indexes()
     }
 }
