@@ -39,6 +39,9 @@ pub struct Config {
     pub snapshot_chunk_bytes: u64,
     /// A snapshot chunk without an answer after this many ticks is sent again. Default 30.
     pub snapshot_retry_ticks: u64,
+    /// An entry fetch (`Ready::fetches`) not completed after this many ticks is forgotten and
+    /// asked again when the entries are next needed. Default 30.
+    pub fetch_retry_ticks: u64,
     /// Largest snapshot a follower accepts (it buffers one in memory while receiving).
     /// Default 1 GiB.
     pub snapshot_bytes_max: u64,
@@ -70,6 +73,7 @@ impl Config {
             uncommitted_bytes_max: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_retry_ticks: 30,
+            fetch_retry_ticks: 30,
             snapshot_bytes_max: 1 << 30,
             pending_reads_max: 1024,
             applied: 0,
@@ -117,6 +121,9 @@ impl Config {
         }
         if self.snapshot_retry_ticks == 0 {
             return bad("snapshot_retry_ticks", "must be at least 1");
+        }
+        if self.fetch_retry_ticks == 0 {
+            return bad("fetch_retry_ticks", "must be at least 1");
         }
         if self.pending_reads_max == 0 {
             return bad("pending_reads_max", "must be at least 1");
