@@ -39,14 +39,17 @@ pub struct Config {
     pub snapshot_chunk_bytes: u64,
     /// A snapshot chunk without an answer after this many ticks is sent again. Default 30.
     pub snapshot_retry_ticks: u64,
+    /// An entry fetch (`Ready::fetches`) not completed after this many ticks is forgotten and
+    /// asked again when the entries are next needed. Default 30.
+    pub fetch_retry_ticks: u64,
     /// Largest snapshot a follower accepts (it buffers one in memory while receiving).
     /// Default 1 GiB.
     pub snapshot_bytes_max: u64,
     /// Read requests queued while a new leader has not yet committed an entry of its term.
     /// Default 1024.
     pub pending_reads_max: usize,
-    /// The index the application's state machine has applied (on restart). The core scans
-    /// configuration entries between the snapshot and this index. Default 0 (= the snapshot).
+    /// The index the application's state machine has applied (on restart); committed entries
+    /// after it are handed out to apply again. Default 0 (= the snapshot).
     pub applied: u64,
     /// Seed of the per-node random number generator used for election timeouts. 0 means
     /// derive it from `id`.
@@ -70,6 +73,7 @@ impl Config {
             uncommitted_bytes_max: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_retry_ticks: 30,
+            fetch_retry_ticks: 30,
             snapshot_bytes_max: 1 << 30,
             pending_reads_max: 1024,
             applied: 0,
@@ -117,6 +121,9 @@ impl Config {
         }
         if self.snapshot_retry_ticks == 0 {
             return bad("snapshot_retry_ticks", "must be at least 1");
+        }
+        if self.fetch_retry_ticks == 0 {
+            return bad("fetch_retry_ticks", "must be at least 1");
         }
         if self.pending_reads_max == 0 {
             return bad("pending_reads_max", "must be at least 1");

@@ -16,6 +16,10 @@
 //!    already durable locally. Serve `read_states` once their index is applied.
 //! 6. When the batch of step 4 is durable (batches complete in order): send the remaining
 //!    messages, then call [`RawNode::on_persisted`] with the `Ready`'s `persist_ack`.
+//! 7. Start the asynchronous reads in `fetches` (storage answered `Unavailable` for entries
+//!    the core needed: older entries on disk, out of the cache). When one has filled storage's
+//!    cache, call [`RawNode::on_entries_fetched`] with it: the core retries at once (the next
+//!    `Ready` carries the AppendEntries, or the entries to apply) rather than on a later tick.
 //!
 //! Steps 4 and 6 may overlap with later rounds: the next `Ready` may be taken before the
 //! previous batch is durable.
@@ -29,6 +33,7 @@ pub mod quorum;
 pub mod raft;
 pub mod read_only;
 pub mod ready;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod snapshot;
 pub mod storage;
@@ -40,5 +45,5 @@ pub use message::{
     NO_NODE,
 };
 pub use raft::{ConfChange, Error, ProposeError, RawNode, Role, Status};
-pub use ready::{OutMessage, PersistAck, ReadState, Ready};
-pub use storage::MemStorage;
+pub use ready::{EntryFetch, FetchPurpose, OutMessage, PersistAck, ReadState, Ready};
+pub use storage::{MemStorage, SlowDisk};

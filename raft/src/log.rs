@@ -62,6 +62,12 @@ pub trait LogStorage {
         offset: u64,
         bytes_max: u64,
     ) -> Result<Vec<u8>, StorageError>;
+    /// The indexes of the `ConfChange` entries in `(snapshot index, last_index()]`, ascending.
+    /// Storage keeps them in memory (the engine notes them as entries are written and dropped
+    /// by truncation or compaction), so that a restarting member finds its configuration
+    /// without reading the log: `RawNode::new` then reads only the newest of these entries
+    /// through `entries`, which must be able to answer for them at that time.
+    fn conf_entry_indexes(&self) -> Vec<u64>;
 }
 
 /// Entries (and possibly a snapshot) accepted but not yet persisted.
@@ -96,7 +102,7 @@ pub struct RaftLog<S> {
 }
 
 impl<S: LogStorage> RaftLog<S> {
-    /// `confs` as computed by [`scan_confs`].
+    /// `confs` as computed by [`load_confs`].
     pub fn new(storage: S, committed: u64, applied: u64, confs: Vec<(u64, ConfState)>) -> Self {
         assert!(!confs.is_empty());
         let offset = storage.last_index() + 1;
@@ -410,41 +416,61 @@ impl<S: LogStorage> RaftLog<S> {
     }
 }
 
-/// The configurations of a log in storage: the snapshot's, then every configuration entry up
-/// to the last index (read in batches of `bytes_max`). Called once when a member restarts.
-pub fn scan_confs<S: LogStorage>(
+/// The configurations a restarting member needs, read without scanning the log: storage names
+/// its configuration entries ([`LogStorage::conf_entry_indexes`]) and only the newest ones are
+/// read: every one after `committed` (a truncation could remove them) and the latest at or
+/// below it (what the member falls back to). With none at or below `committed`, the
+/// snapshot's configuration is the fallback. Reads at most two or three entries.
+pub fn load_confs<S: LogStorage>(
     storage: &S,
-    bytes_max: u64,
-) -> Result<Vec<(u64, ConfState)>, ScanError> {
+    committed: u64,
+) -> Result<Vec<(u64, ConfState)>, LoadConfError> {
     let meta = storage.snapshot_meta();
-    let mut confs = vec![(meta.index, meta.conf)];
     let last = storage.last_index();
-    let mut next = meta.index + 1;
-    // Bounded: each round consumes at least one entry of (snapshot, last].
-    while next <= last {
-        let ents = storage
-            .entries(next, last + 1, bytes_max)
-            .map_err(ScanError::Storage)?;
-        let Some(tail) = ents.last() else {
-            return Err(ScanError::Corrupt);
+    let indexes = storage.conf_entry_indexes();
+    let in_range = indexes.iter().all(|&i| i > meta.index && i <= last);
+    let ascending = indexes.windows(2).all(|w| w[0] < w[1]);
+    if !in_range || !ascending {
+        return Err(LoadConfError::Corrupt(
+            "configuration entry indexes out of order or outside the log",
+        ));
+    }
+    let mut newest_first = Vec::new();
+    for &index in indexes.iter().rev() {
+        let entries = storage
+            .entries(index, index + 1, u64::MAX)
+            .map_err(LoadConfError::Storage)?;
+        let conf = match entries.as_slice() {
+            [e] if e.index == index && e.kind == EntryKind::ConfChange => {
+                ConfState::decode(&e.data).ok_or(LoadConfError::Corrupt(
+                    "configuration entry does not decode",
+                ))?
+            }
+            _ => {
+                return Err(LoadConfError::Corrupt(
+                    "storage named an entry that is not a configuration entry",
+                ))
+            }
         };
-        next = tail.index + 1;
-        for e in ents.iter().filter(|e| e.kind == EntryKind::ConfChange) {
-            confs.push((
-                e.index,
-                ConfState::decode(&e.data).ok_or(ScanError::Corrupt)?,
-            ));
+        newest_first.push((index, conf));
+        if index <= committed {
+            break;
         }
     }
-    Ok(confs)
+    let fallback_found = newest_first.last().is_some_and(|(i, _)| *i <= committed);
+    if !fallback_found {
+        newest_first.push((meta.index, meta.conf));
+    }
+    newest_first.reverse();
+    Ok(newest_first)
 }
 
-/// Why [`scan_confs`] failed.
+/// Why [`load_confs`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScanError {
+pub enum LoadConfError {
     Storage(StorageError),
-    /// The log has a gap or a configuration entry that does not decode.
-    Corrupt,
+    /// Storage contradicts itself about its configuration entries.
+    Corrupt(&'static str),
 }
 
 #[cfg(test)]
@@ -493,5 +519,127 @@ mod tests {
         assert_eq!(log.persisted_index(), 0);
         log.stable_to(2, 2);
         assert_eq!(log.persisted_index(), 2);
+    }
+
+    /// Counts the entries read through it, to show what a restart reads.
+    struct CountingStorage {
+        inner: MemStorage,
+        entries_read: std::cell::Cell<u64>,
+    }
+
+    impl LogStorage for CountingStorage {
+        fn initial_state(&self) -> Result<HardState, StorageError> {
+            self.inner.initial_state()
+        }
+        fn first_index(&self) -> u64 {
+            self.inner.first_index()
+        }
+        fn last_index(&self) -> u64 {
+            self.inner.last_index()
+        }
+        fn term(&self, index: u64) -> Result<u64, StorageError> {
+            self.inner.term(index)
+        }
+        fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+            let out = self.inner.entries(low, high, bytes_max)?;
+            self.entries_read
+                .set(self.entries_read.get() + out.len() as u64);
+            Ok(out)
+        }
+        fn snapshot_meta(&self) -> SnapshotMeta {
+            self.inner.snapshot_meta()
+        }
+        fn snapshot_chunk(&self, i: u64, o: u64, b: u64) -> Result<Vec<u8>, StorageError> {
+            self.inner.snapshot_chunk(i, o, b)
+        }
+        fn conf_entry_indexes(&self) -> Vec<u64> {
+            self.inner.conf_entry_indexes()
+        }
+    }
+
+    fn conf_ent(term: u64, index: u64, voters: &[u64]) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::ConfChange,
+            data: ConfState::with_voters(voters).encode(),
+        }
+    }
+
+    #[test]
+    fn restart_reads_only_the_newest_configuration_entries_not_the_log() {
+        let mut inner = MemStorage::new_with_conf(&[1]);
+        let mut log: Vec<Entry> = (1..=10_000).map(|i| ent(1, i)).collect();
+        log[99] = conf_ent(1, 100, &[1, 2]);
+        log[4_999] = conf_ent(1, 5_000, &[1, 2, 3]);
+        log[9_989] = conf_ent(1, 9_990, &[1, 2, 3, 4]);
+        inner.append(&log);
+        let storage = CountingStorage {
+            inner,
+            entries_read: std::cell::Cell::new(0),
+        };
+        // Committed 9000: 9990 may still be truncated, 5000 is the fallback, 100 is not needed.
+        let confs = load_confs(&storage, 9_000).expect("confs");
+        assert_eq!(
+            confs.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![5_000, 9_990]
+        );
+        assert_eq!(confs[1].1.voters, vec![1, 2, 3, 4]);
+        assert_eq!(storage.entries_read.get(), 2);
+        // Nothing committed after the snapshot: the snapshot's configuration is the fallback.
+        let confs = load_confs(&storage, 0).expect("confs");
+        assert_eq!(
+            confs.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 100, 5_000, 9_990]
+        );
+    }
+
+    #[test]
+    fn restart_refuses_storage_that_names_a_non_configuration_entry() {
+        struct Lying(MemStorage);
+        impl LogStorage for Lying {
+            fn initial_state(&self) -> Result<HardState, StorageError> {
+                self.0.initial_state()
+            }
+            fn first_index(&self) -> u64 {
+                self.0.first_index()
+            }
+            fn last_index(&self) -> u64 {
+                self.0.last_index()
+            }
+            fn term(&self, index: u64) -> Result<u64, StorageError> {
+                self.0.term(index)
+            }
+            fn entries(&self, l: u64, h: u64, b: u64) -> Result<Vec<Entry>, StorageError> {
+                self.0.entries(l, h, b)
+            }
+            fn snapshot_meta(&self) -> SnapshotMeta {
+                self.0.snapshot_meta()
+            }
+            fn snapshot_chunk(&self, i: u64, o: u64, b: u64) -> Result<Vec<u8>, StorageError> {
+                self.0.snapshot_chunk(i, o, b)
+            }
+            fn conf_entry_indexes(&self) -> Vec<u64> {
+                vec![2, 9]
+            }
+        }
+        let mut inner = MemStorage::new_with_conf(&[1]);
+        inner.append(&[ent(1, 1), ent(1, 2), ent(1, 3)]);
+        assert!(matches!(
+            load_confs(&Lying(inner.clone()), 0),
+            Err(LoadConfError::Corrupt(_))
+        ));
+        inner.append(&[
+            ent(1, 4),
+            ent(1, 5),
+            ent(1, 6),
+            ent(1, 7),
+            ent(1, 8),
+            ent(1, 9),
+        ]);
+        assert!(matches!(
+            load_confs(&Lying(inner), 0),
+            Err(LoadConfError::Corrupt(_))
+        ));
     }
 }

@@ -97,6 +97,10 @@ pub struct Progress {
     /// rejection will ever come: after [`STALL_HEARTBEATS_MAX`] the leader probes again.
     pub stalled_heartbeats: u8,
     match_at_heartbeat: u64,
+    /// Ticks since the core asked its driver to fetch entries for this follower from disk
+    /// (`Ready::fetches`), or `None`. While set, the leader does not read storage for this
+    /// follower again; `RawNode::on_entries_fetched` clears it and sends at once.
+    pub fetch_ticks: Option<u64>,
 }
 
 /// See [`Progress::stalled_heartbeats`].
@@ -116,6 +120,7 @@ impl Progress {
             snapshot: None,
             stalled_heartbeats: 0,
             match_at_heartbeat: 0,
+            fetch_ticks: None,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::message::{
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::{self, VoteResult};
 use crate::read_only::ReadOnly;
-use crate::ready::{OutMessage, PersistAck, ReadState, Ready};
+use crate::ready::{EntryFetch, FetchPurpose, OutMessage, PersistAck, ReadState, Ready};
 use crate::snapshot::{ChunkOutcome, SnapshotRecv, SnapshotSend};
 
 /// The role a member plays in the current term.
@@ -137,6 +137,12 @@ pub struct RawNode<S: LogStorage> {
     prev_hard_state: HardState,
     /// Leader only: bytes appended but not yet applied, bounded by `uncommitted_bytes_max`.
     uncommitted_bytes: u64,
+    /// Entry reads to hand to the driver in the next `Ready` (at most one per follower).
+    fetches: Vec<EntryFetch>,
+    /// Ticks since the core asked for committed entries to apply that storage could not read,
+    /// or `None`. While set, `ready` does not read them again (and `has_ready` does not report
+    /// them), so a driver is not spun by entries it cannot yet hand out.
+    apply_fetch_ticks: Option<u64>,
 }
 
 impl<S: LogStorage> RawNode<S> {
@@ -156,13 +162,10 @@ impl<S: LogStorage> RawNode<S> {
         if applied > committed {
             return Err(Error::Corrupt("applied index is beyond the commit index"));
         }
-        let confs =
-            crate::log::scan_confs(&storage, cfg.append_bytes_max).map_err(|e| match e {
-                crate::log::ScanError::Storage(e) => Error::Storage(e),
-                crate::log::ScanError::Corrupt => {
-                    Error::Corrupt("log gap or undecodable configuration entry")
-                }
-            })?;
+        let confs = crate::log::load_confs(&storage, committed).map_err(|e| match e {
+            crate::log::LoadConfError::Storage(e) => Error::Storage(e),
+            crate::log::LoadConfError::Corrupt(what) => Error::Corrupt(what),
+        })?;
         let rng = if cfg.seed == 0 {
             cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
         } else {
@@ -192,6 +195,8 @@ impl<S: LogStorage> RawNode<S> {
                 commit: committed,
             },
             uncommitted_bytes: 0,
+            fetches: Vec::new(),
+            apply_fetch_ticks: None,
             cfg,
         };
         node.become_follower(hs.term, NO_NODE);
@@ -266,6 +271,7 @@ impl<S: LogStorage> RawNode<S> {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        self.tick_fetches();
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -475,13 +481,32 @@ impl<S: LogStorage> RawNode<S> {
         }
     }
 
+    /// Entries asked for in `Ready::fetches` are now in storage's cache: retry at once what
+    /// needed them (an AppendEntries to that follower, or applying). A completion that no
+    /// longer matches anything (leadership lost, follower removed, fetch forgotten after
+    /// `fetch_retry_ticks`) changes nothing.
+    pub fn on_entries_fetched(&mut self, fetch: EntryFetch) {
+        match fetch.purpose {
+            FetchPurpose::Replicate { to } => {
+                let Some(i) = self.pr_index(to) else { return };
+                if self.progress[i].1.fetch_ticks.take().is_none() {
+                    return;
+                }
+                // Bounded by the in-flight window (or one message while probing).
+                while self.send_append(to, false) {}
+            }
+            FetchPurpose::Apply => self.apply_fetch_ticks = None,
+        }
+    }
+
     /// Whether `ready` has anything to hand out.
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
             || self.hard_state() != self.prev_hard_state
             || self.log.has_unpersisted()
-            || self.log.has_next_committed()
+            || (self.log.has_next_committed() && self.apply_fetch_ticks.is_none())
             || !self.read_states.is_empty()
+            || !self.fetches.is_empty()
     }
 
     /// Collects the work to do; see [`Ready`] for the order. Everything returned is
@@ -503,18 +528,35 @@ impl<S: LogStorage> RawNode<S> {
             rd.persist_ack.hard_state = Some(hs);
             self.prev_hard_state = hs;
         }
-        // Unavailable storage: nothing to apply this time, the next Ready retries.
-        if let Ok(committed) = self.log.next_committed(self.cfg.apply_bytes_max) {
-            for e in &committed {
-                assert_eq!(e.index, self.log.applied + 1, "applying out of order");
-                self.log.applied = e.index;
-                if self.role == Role::Leader {
-                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(e.size_bytes());
+        if self.apply_fetch_ticks.is_none() {
+            match self.log.next_committed(self.cfg.apply_bytes_max) {
+                Ok(committed) => {
+                    for e in &committed {
+                        assert_eq!(e.index, self.log.applied + 1, "applying out of order");
+                        self.log.applied = e.index;
+                        if self.role == Role::Leader {
+                            self.uncommitted_bytes =
+                                self.uncommitted_bytes.saturating_sub(e.size_bytes());
+                        }
+                    }
+                    rd.committed_entries = committed;
                 }
+                Err(StorageError::Unavailable) => {
+                    self.apply_fetch_ticks = Some(0);
+                    self.fetches.push(EntryFetch {
+                        purpose: FetchPurpose::Apply,
+                        low: self.log.applied + 1,
+                        high: self.log.applicable_index() + 1,
+                        bytes_max: self.cfg.apply_bytes_max,
+                    });
+                }
+                // Committed entries are never compacted before they are applied (compaction
+                // is the application's, at or below what it applied); nothing to do.
+                Err(_) => {}
             }
-            rd.committed_entries = committed;
         }
         rd.messages = std::mem::take(&mut self.msgs);
+        rd.fetches = std::mem::take(&mut self.fetches);
         rd.read_states = std::mem::take(&mut self.read_states);
         rd
     }
@@ -670,6 +712,24 @@ impl<S: LogStorage> RawNode<S> {
         quorum::vote_result(self.log.conf(), |id| {
             votes.iter().find(|(v, _)| *v == id).map(|(_, g)| *g)
         })
+    }
+
+    /// Forgets entry fetches the driver did not complete in time (the read failed or was
+    /// dropped): the entries are asked for again when next needed.
+    fn tick_fetches(&mut self) {
+        let limit = self.cfg.fetch_retry_ticks;
+        let expire = |ticks: &mut Option<u64>| {
+            if let Some(t) = ticks.as_mut() {
+                *t += 1;
+                if *t >= limit {
+                    *ticks = None;
+                }
+            }
+        };
+        expire(&mut self.apply_fetch_ticks);
+        for (_, pr) in self.progress.iter_mut() {
+            expire(&mut pr.fetch_ticks);
+        }
     }
 
     fn tick_election(&mut self) {
@@ -1126,7 +1186,9 @@ impl<S: LogStorage> RawNode<S> {
         };
         let last_index = self.log.last_index();
         let pr = &self.progress[i].1;
-        if pr.is_paused(self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max) {
+        if pr.is_paused(self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max)
+            || pr.fetch_ticks.is_some()
+        {
             return false;
         }
         if pr.next_index > last_index && !allow_empty {
@@ -1143,8 +1205,13 @@ impl<S: LogStorage> RawNode<S> {
                 self.start_snapshot(to);
                 return false;
             }
-            // Unavailable: the next heartbeat answer retries.
-            _ => return false,
+            (Err(StorageError::Unavailable), _) | (_, Err(StorageError::Unavailable)) => {
+                self.request_fetch(i);
+                return false;
+            }
+            // Not returned by `term` or `entries`.
+            (Err(StorageError::SnapshotOutOfDate), _)
+            | (_, Err(StorageError::SnapshotOutOfDate)) => return false,
         };
         let last = entries.last().map(|e| e.index);
         let bytes = entries.iter().map(Entry::size_bytes).sum();
@@ -1162,6 +1229,33 @@ impl<S: LogStorage> RawNode<S> {
             true,
         );
         sent
+    }
+
+    /// Storage could not read what follower `progress[i]` needs: ask the driver to read the
+    /// entries storage holds from its `next_index` on (and the term before them), enough for
+    /// the whole in-flight window when streaming, and wait for `on_entries_fetched`.
+    fn request_fetch(&mut self, i: usize) {
+        let (to, pr) = (self.progress[i].0, &self.progress[i].1);
+        let low = pr.next_index;
+        let high = (self.log.storage.last_index().min(self.log.last_index()) + 1).max(low);
+        let bytes_max = if pr.state == ProgressState::Replicate {
+            let window = self
+                .cfg
+                .append_bytes_max
+                .saturating_mul(self.cfg.inflight_msgs_max as u64);
+            window
+                .min(self.cfg.inflight_bytes_max)
+                .max(self.cfg.append_bytes_max)
+        } else {
+            self.cfg.append_bytes_max
+        };
+        self.progress[i].1.fetch_ticks = Some(0);
+        self.fetches.push(EntryFetch {
+            purpose: FetchPurpose::Replicate { to },
+            low,
+            high,
+            bytes_max,
+        });
     }
 
     fn start_snapshot(&mut self, to: NodeId) {

@@ -1,6 +1,6 @@
 //! `Ready`: everything the core asks its driver to do, and the order to do it in.
 
-use crate::message::{Entry, HardState, Message, Snapshot};
+use crate::message::{Entry, HardState, Message, NodeId, Snapshot};
 
 /// A message to send, with the persistence rule that governs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +31,31 @@ pub struct PersistAck {
     pub snapshot: Option<u64>,
 }
 
+/// Why the core wants entries that storage could not read at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FetchPurpose {
+    /// To build an AppendEntries for peer `to` (leader only).
+    Replicate { to: NodeId },
+    /// To hand committed entries to the application.
+    Apply,
+}
+
+/// An asynchronous read the core asks of its driver, because `LogStorage::entries` (or
+/// `term`) answered `Unavailable`: bring into storage's cache the term of entry `low - 1` and
+/// entries `[low, high)` (at least the first, then as many as fit in about `bytes_max`; none
+/// when `low == high`), so that `term` and `entries` answer for them, then call
+/// `RawNode::on_entries_fetched(fetch)`. The core sends (or applies) at once
+/// from there instead of waiting for a tick or a message. A fetch that never completes (the
+/// read failed, the driver dropped it) is forgotten after `Config::fetch_retry_ticks`, and the
+/// core asks again the next time it needs the entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EntryFetch {
+    pub purpose: FetchPurpose,
+    pub low: u64,
+    pub high: u64,
+    pub bytes_max: u64,
+}
+
 /// One batch of work. Process it in this order (see the crate docs for the whole loop):
 ///
 /// 1. Send `messages` with `before_persist == true`.
@@ -42,6 +67,8 @@ pub struct PersistAck {
 /// 4. Serve `read_states` once the state machine has applied their index.
 /// 5. When step 2 is durable: send the messages with `before_persist == false`, then call
 ///    `RawNode::on_persisted(persist_ack)`.
+/// 6. Start the reads in `fetches` (independent of steps 1-5); as each completes, call
+///    `RawNode::on_entries_fetched` with it.
 #[derive(Debug, Default)]
 pub struct Ready {
     pub hard_state: Option<HardState>,
@@ -51,6 +78,8 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
     pub persist_ack: PersistAck,
+    /// Entries to read asynchronously into storage's cache (see [`EntryFetch`]).
+    pub fetches: Vec<EntryFetch>,
 }
 
 impl Ready {

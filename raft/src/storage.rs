@@ -1,9 +1,13 @@
 //! `MemStorage`: an in-memory [`LogStorage`], the reference for what the engine must provide.
 //! The simulator uses it as each node's durable disk. Reads can be made to fail with
-//! `Unavailable` to exercise the core's retry paths.
+//! `Unavailable` to exercise the core's retry paths: all of them for a while (`unavailable`),
+//! or, like the engine over a real disk, those of older entries until the driver has fetched
+//! them into a bounded cache ([`SlowDisk`]).
+
+use std::collections::VecDeque;
 
 use crate::log::{LogStorage, StorageError};
-use crate::message::{ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta};
+use crate::message::{ConfState, Entry, EntryKind, HardState, NodeId, Snapshot, SnapshotMeta};
 
 /// Invariant: `entries[i].index == snapshot.meta.index + 1 + i`.
 #[derive(Clone, Debug, Default)]
@@ -13,6 +17,44 @@ pub struct MemStorage {
     pub entries: Vec<Entry>,
     /// When set, `term`, `entries` and `snapshot_chunk` answer `Unavailable`.
     pub unavailable: bool,
+    /// When set, older entries are readable only once fetched (see [`SlowDisk`]).
+    pub slow_disk: Option<SlowDisk>,
+}
+
+/// A model of the engine's read side over a slow disk. Terms and bounds answer at once (the
+/// engine keeps them in memory), and so do the newest `tail_entries` entries (its tail cache).
+/// Older entries answer `Unavailable` until [`MemStorage::fill_cache`] (the driver's
+/// asynchronous read, done for a `Ready::fetches` request) brings them into a cache of at most
+/// `cached_ranges_max` ranges, which evicts the oldest range first.
+#[derive(Clone, Debug)]
+pub struct SlowDisk {
+    pub tail_entries: u64,
+    pub cached_ranges_max: usize,
+    /// `[low, high)` ranges fetched, oldest first.
+    cached: VecDeque<(u64, u64)>,
+}
+
+impl SlowDisk {
+    pub fn new(tail_entries: u64, cached_ranges_max: usize) -> Self {
+        SlowDisk {
+            tail_entries,
+            cached_ranges_max,
+            cached: VecDeque::new(),
+        }
+    }
+
+    fn readable(&self, index: u64, last_index: u64) -> bool {
+        index.saturating_add(self.tail_entries) > last_index
+            || self
+                .cached
+                .iter()
+                .any(|&(lo, hi)| lo <= index && index < hi)
+    }
+
+    /// Forgets every fetched range (a restart empties the cache).
+    pub fn clear_cache(&mut self) {
+        self.cached.clear();
+    }
 }
 
 impl MemStorage {
@@ -41,6 +83,33 @@ impl MemStorage {
         );
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
+    }
+
+    /// The driver's asynchronous read of an `EntryFetch` completed: the term of `low - 1` and
+    /// entries `[low, high)` (at most about `bytes_max` of them, at least one) are now
+    /// readable. Without a [`SlowDisk`] this changes nothing.
+    pub fn fill_cache(&mut self, low: u64, high: u64, bytes_max: u64) {
+        let base = self.snapshot.meta.index + 1;
+        let Some(slow) = self.slow_disk.as_mut() else {
+            return;
+        };
+        // Like a real read: stop after `bytes_max`, but always bring the first entry.
+        let mut end = low;
+        let mut bytes = 0;
+        for e in self.entries.iter().skip(low.saturating_sub(base) as usize) {
+            if e.index >= high || (end > low && bytes + e.size_bytes() > bytes_max) {
+                break;
+            }
+            bytes += e.size_bytes();
+            end = e.index + 1;
+        }
+        let start = low.saturating_sub(1).max(base);
+        if end > start {
+            slow.cached.push_back((start, end));
+            while slow.cached.len() > slow.cached_ranges_max {
+                slow.cached.pop_front();
+            }
+        }
     }
 
     /// Installs a snapshot received from the leader, discarding the whole log.
@@ -114,7 +183,16 @@ impl LogStorage for MemStorage {
         if self.unavailable {
             return Err(StorageError::Unavailable);
         }
-        let high = high.min(self.last_index() + 1);
+        let last = self.last_index();
+        let readable = |index: u64| {
+            self.slow_disk
+                .as_ref()
+                .is_none_or(|s| s.readable(index, last))
+        };
+        if low <= last && !readable(low) {
+            return Err(StorageError::Unavailable);
+        }
+        let high = high.min(last + 1);
         let base = self.snapshot.meta.index + 1;
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -124,7 +202,9 @@ impl LogStorage for MemStorage {
             .skip((low - base) as usize)
             .take(high.saturating_sub(low) as usize)
         {
-            if !out.is_empty() && bytes + e.size_bytes() > bytes_max {
+            // A slow disk hands out the readable prefix, like a read that reached the end of
+            // the cached range.
+            if !out.is_empty() && (bytes + e.size_bytes() > bytes_max || !readable(e.index)) {
                 break;
             }
             bytes += e.size_bytes();
@@ -153,6 +233,14 @@ impl LogStorage for MemStorage {
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(bytes_max as usize).min(data.len());
         Ok(data[start..end].to_vec())
+    }
+
+    fn conf_entry_indexes(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .map(|e| e.index)
+            .collect()
     }
 }
 
@@ -183,5 +271,8 @@ impl<T: LogStorage> LogStorage for std::rc::Rc<std::cell::RefCell<T>> {
         bytes_max: u64,
     ) -> Result<Vec<u8>, StorageError> {
         self.borrow().snapshot_chunk(index, offset, bytes_max)
+    }
+    fn conf_entry_indexes(&self) -> Vec<u64> {
+        self.borrow().conf_entry_indexes()
     }
 }

@@ -17,8 +17,8 @@ use crate::message::{
     ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, Snapshot,
 };
 use crate::raft::{ConfChange, RawNode, Role};
-use crate::ready::PersistAck;
-use crate::storage::MemStorage;
+use crate::ready::{EntryFetch, PersistAck};
+use crate::storage::{MemStorage, SlowDisk};
 use crate::{Config, LogStorage};
 
 type Disk = Rc<RefCell<MemStorage>>;
@@ -70,6 +70,12 @@ pub struct FaultCounts {
     pub burst_proposals: u64,
     /// Seeds run with tight election timing (heartbeat 2, election timeout 6..12 ticks).
     pub tight_timing_seeds: u64,
+    /// Seeds whose disks keep only a short tail of the log readable at once (`SlowDisk`).
+    pub slow_disk_seeds: u64,
+    /// Asynchronous entry reads the cores asked for (`Ready::fetches`) ...
+    pub entry_fetches: u64,
+    /// ... of which the driver dropped (never completed; the core asks again later).
+    pub entry_fetches_lost: u64,
 }
 
 impl FaultCounts {
@@ -92,6 +98,9 @@ impl FaultCounts {
         self.churn_third_leaders_cut += o.churn_third_leaders_cut;
         self.burst_proposals += o.burst_proposals;
         self.tight_timing_seeds += o.tight_timing_seeds;
+        self.slow_disk_seeds += o.slow_disk_seeds;
+        self.entry_fetches += o.entry_fetches;
+        self.entry_fetches_lost += o.entry_fetches_lost;
     }
 
     /// (name, count) pairs in a stable order, for printing.
@@ -115,6 +124,9 @@ impl FaultCounts {
             ("churn_third_leaders_cut", self.churn_third_leaders_cut),
             ("burst_proposals", self.burst_proposals),
             ("tight_timing_seeds", self.tight_timing_seeds),
+            ("slow_disk_seeds", self.slow_disk_seeds),
+            ("entry_fetches", self.entry_fetches),
+            ("entry_fetches_lost", self.entry_fetches_lost),
         ]
     }
 }
@@ -201,6 +213,10 @@ struct Rates {
     churn: u64,
     /// Filler proposals straight to the leader, spreading entries across term changes.
     burst: u64,
+    /// Steps an entry fetch takes to complete: uniform in `[0, fetch_delay_max)`.
+    fetch_delay_max: u64,
+    /// Entry fetches the driver drops.
+    fetch_lost: u64,
 }
 
 /// A leader-churn episode: the shape of Figure 8 of the Raft paper, driven one phase at a time
@@ -247,6 +263,9 @@ struct NodeKnobs {
     chunk_bytes: u64,
     /// Heartbeat 2, election timeout 6..12 ticks: many short-lived leaders.
     tight_timing: bool,
+    /// The disk keeps this many newest entries readable at once; older ones must be fetched
+    /// (`SlowDisk`). `None`: every entry is readable.
+    slow_tail_entries: Option<u64>,
 }
 
 const KEYS: u64 = 3;
@@ -293,6 +312,8 @@ struct Sim {
     violations: Vec<String>,
     faults: FaultCounts,
     ops_ok: u64,
+    /// Entry fetches in progress: (due step, node index, request).
+    fetches: Vec<(u64, usize, EntryFetch)>,
 }
 
 /// Runs one seed to completion.
@@ -314,6 +335,8 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         compact_every: rng.range(8, 60),
         churn: if rng.chance(250) { 0 } else { rng.range(3, 20) },
         burst: rng.range(0, 20),
+        fetch_delay_max: rng.range(1, 6),
+        fetch_lost: rng.range(0, 60),
     };
     let knobs = NodeKnobs {
         pre_vote: rng.chance(700),
@@ -323,6 +346,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         inflight_msgs_max: rng.range(1, 8) as usize,
         chunk_bytes: rng.range(4, 40),
         tight_timing: rng.chance(250),
+        slow_tail_entries: rng.chance(500).then(|| rng.range(1, 30)),
     };
     let mut sim = Sim {
         rng,
@@ -349,8 +373,10 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         violations: Vec::new(),
         faults: FaultCounts::default(),
         ops_ok: 0,
+        fetches: Vec::new(),
     };
     sim.faults.tight_timing_seeds = knobs.tight_timing as u64;
+    sim.faults.slow_disk_seeds = knobs.slow_tail_entries.is_some() as u64;
     let initial: Vec<NodeId> = (1..=voters_base as u64).collect();
     for id in 1..=total as u64 {
         let conf = if id as usize <= voters_base {
@@ -421,7 +447,19 @@ impl Sim {
     /// (Re)starts a node from its disk: everything not persisted is gone.
     fn start(&mut self, node: &mut Node) {
         let disk = node.disk.clone();
-        disk.borrow_mut().unavailable = false;
+        {
+            let mut d = disk.borrow_mut();
+            d.unavailable = false;
+            // A restart starts with an empty cache; the driver first reads the configuration
+            // entries that `RawNode::new` will ask for (the contract of `conf_entry_indexes`).
+            d.slow_disk = self
+                .knobs
+                .slow_tail_entries
+                .map(|tail| SlowDisk::new(tail, 8));
+            for index in d.conf_entry_indexes() {
+                d.fill_cache(index, index + 1, u64::MAX);
+            }
+        }
         let snap = disk.borrow().snapshot.clone();
         node.kv = match KvStore::decode(&snap.data) {
             Some(kv) => kv,
@@ -469,6 +507,7 @@ impl Sim {
             }
         }
         self.deliver();
+        self.complete_fetches();
         for i in 0..self.nodes.len() {
             self.process_ready(i);
             // Group commit: one fsync makes every batch written so far durable.
@@ -779,6 +818,8 @@ impl Sim {
         node.pending.clear();
         node.read_waits.clear();
         node.restart_at = self.now + self.rng.range(1, 80);
+        // Reads in progress die with the process.
+        self.fetches.retain(|(_, n, _)| *n != i);
         let id = node.id;
         // Operations waiting on this node now have an unknown outcome.
         for c in self.clients.iter_mut() {
@@ -952,11 +993,36 @@ impl Sim {
             for e in &rd.committed_entries {
                 self.apply(i, e);
             }
+            for fetch in rd.fetches {
+                self.faults.entry_fetches += 1;
+                if self.faults_on && self.rng.chance(self.rates.fetch_lost) {
+                    self.faults.entry_fetches_lost += 1;
+                    continue;
+                }
+                let due = self.now + self.rng.range(0, self.rates.fetch_delay_max);
+                self.fetches.push((due, i, fetch));
+            }
             self.maybe_compact(i);
             self.nodes[i]
                 .read_waits
                 .extend(rd.read_states.iter().map(|r| (r.ctx, r.index)));
             self.serve_reads(i);
+        }
+    }
+
+    /// Completes the entry reads that are due: fills the node's cache, then tells its core.
+    fn complete_fetches(&mut self) {
+        let now = self.now;
+        let (due, rest): (Vec<_>, Vec<_>) = self.fetches.drain(..).partition(|f| f.0 <= now);
+        self.fetches = rest;
+        for (_, i, fetch) in due {
+            let node = &mut self.nodes[i];
+            node.disk
+                .borrow_mut()
+                .fill_cache(fetch.low, fetch.high, fetch.bytes_max);
+            if let Some(raft) = node.raft.as_mut() {
+                raft.on_entries_fetched(fetch);
+            }
         }
     }
 
@@ -1444,8 +1510,10 @@ mod tests {
 
     #[test]
     fn a_quiet_seed_makes_progress() {
+        // Seed 2 draws few faults (45 acknowledged operations in 300 steps); seed 1, quiet
+        // before the slow-disk knobs were drawn, now draws tight timing and crashes.
         let report = run_seed(&SimOptions {
-            seed: 1,
+            seed: 2,
             steps: 300,
             liveness_ticks_max: 600,
         });

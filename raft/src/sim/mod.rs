@@ -3,7 +3,8 @@
 //! every step and a linearizability check of the clients' history at the end.
 //!
 //! Run it with `cargo run --release -p tern-raft --example sim -- --seeds 1000` (see
-//! `docs/raft.md`). Everything here is test support; production code does not use it.
+//! `docs/raft.md`). Everything here is test support behind the `sim` feature; production builds
+//! of the crate do not contain it.
 
 pub mod cluster;
 pub mod kv;

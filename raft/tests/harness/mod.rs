@@ -9,8 +9,8 @@ use std::fmt::Write;
 use std::rc::Rc;
 
 use tern_raft::{
-    ConfChange, ConfState, Config, EntryKind, LogStorage, MemStorage, Message, NodeId, PersistAck,
-    RawNode, Ready, Role,
+    ConfChange, ConfState, Config, EntryFetch, EntryKind, LogStorage, MemStorage, Message, NodeId,
+    PersistAck, RawNode, Ready, Role,
 };
 
 pub type Disk = Rc<RefCell<MemStorage>>;
@@ -36,6 +36,8 @@ pub struct Cluster {
     pub queue: VecDeque<Message>,
     pub blocked: BTreeSet<(NodeId, NodeId)>,
     pub out: String,
+    /// Entry reads the cores asked for, completed by `complete_fetches` (and `stabilize`).
+    pub fetches: VecDeque<(NodeId, EntryFetch)>,
 }
 
 /// Options of `add-nodes`.
@@ -46,6 +48,8 @@ pub struct NodeOpts {
     pub append_bytes_max: u64,
     pub inflight_msgs_max: usize,
     pub snapshot_chunk_bytes: u64,
+    /// Election timeouts follow: `[3 * heartbeat_ticks, 6 * heartbeat_ticks)`.
+    pub heartbeat_ticks: u64,
 }
 
 impl Default for NodeOpts {
@@ -56,6 +60,7 @@ impl Default for NodeOpts {
             append_bytes_max: 1 << 20,
             inflight_msgs_max: 256,
             snapshot_chunk_bytes: 1 << 20,
+            heartbeat_ticks: 5,
         }
     }
 }
@@ -86,6 +91,9 @@ impl Cluster {
             cfg.append_bytes_max = opts.append_bytes_max;
             cfg.inflight_msgs_max = opts.inflight_msgs_max;
             cfg.snapshot_chunk_bytes = opts.snapshot_chunk_bytes;
+            cfg.heartbeat_ticks = opts.heartbeat_ticks;
+            cfg.election_ticks_min = 3 * opts.heartbeat_ticks;
+            cfg.election_ticks_max = 6 * opts.heartbeat_ticks;
             let disk = Rc::new(RefCell::new(MemStorage::new_with_conf(&voters)));
             let raft = RawNode::new(cfg.clone(), disk.clone()).expect("valid config");
             self.nodes.insert(
@@ -150,6 +158,14 @@ impl Cluster {
                 "{id} installs snapshot {}/{}",
                 s.meta.term, s.meta.index
             );
+        }
+        for f in &rd.fetches {
+            let _ = writeln!(
+                self.out,
+                "{id} fetch {:?} [{}, {})",
+                f.purpose, f.low, f.high
+            );
+            self.fetches.push_back((id, *f));
         }
         let ack = rd.persist_ack;
         self.queue.extend(sent);
@@ -217,12 +233,32 @@ impl Cluster {
         any
     }
 
-    /// Processes and delivers until nothing moves (bounded).
+    /// Completes every entry read asked for so far: fills the node's cache, then tells its
+    /// core. Returns whether there was any.
+    pub fn complete_fetches(&mut self) -> bool {
+        let fetches: Vec<(NodeId, EntryFetch)> = self.fetches.drain(..).collect();
+        let any = !fetches.is_empty();
+        for (id, f) in fetches {
+            let Some(node) = self.nodes.get_mut(&id) else {
+                continue;
+            };
+            node.disk
+                .borrow_mut()
+                .fill_cache(f.low, f.high, f.bytes_max);
+            if let Some(raft) = node.raft.as_mut() {
+                raft.on_entries_fetched(f);
+            }
+        }
+        any
+    }
+
+    /// Processes, delivers and completes fetches until nothing moves (bounded).
     pub fn stabilize(&mut self) {
         for _ in 0..1000 {
             let a = self.process_ready();
             let b = self.deliver();
-            if !a && !b {
+            let c = self.complete_fetches();
+            if !a && !b && !c {
                 return;
             }
         }
@@ -254,6 +290,7 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("known node");
         node.raft = None;
         node.pending.clear();
+        self.fetches.retain(|(n, _)| *n != id);
     }
 
     pub fn restart(&mut self, id: NodeId) {
