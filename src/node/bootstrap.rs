@@ -12,9 +12,12 @@
 //! whether its controller has been bootstrapped and which nodes are its voters
 //! ([`PeerView`]). Decision table (docs/operations/node.md repeats it):
 //!
+//! "created" below is a `NODE` file with `admitted=0`: written by this start or by an
+//! earlier one that was never admitted (it made no Raft promises either way).
+//!
 //! | identity at start | peer answers                                   | decision           |
 //! |-------------------|------------------------------------------------|--------------------|
-//! | existing          | any                                            | Resume             |
+//! | admitted          | any                                            | Resume             |
 //! | created, alone    | (none listed)                                  | Bootstrap          |
 //! | created           | any peer of another cluster                    | refuse (mismatch)  |
 //! | created           | a bootstrapped peer lists this node as voter   | refuse: rebuild    |
@@ -26,8 +29,6 @@
 //! the replica-rebuild issue's concern (the WAL recovery reports it).
 
 use uuid::Uuid;
-
-use crate::node::identity::IdentityOrigin;
 
 /// What one peer said about its cluster in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,16 +67,18 @@ pub enum AdmissionError {
     ClusterMismatch { peer: u64, ours: Uuid, theirs: Uuid },
 }
 
-/// The decision for this start. `initial_voters` is the configured `peers` (this node
-/// included); `answers` the peers heard from so far (at most one per node counts).
+/// The decision for this start. `admitted` is the `NODE` file's flag; `initial_voters` the
+/// configured `peers` (this node included); `answers` the peers heard from so far (at most
+/// one per node counts). After Bootstrap or Join the caller records the admission
+/// (`identity::mark_admitted`) before it creates any Raft group.
 pub fn decide(
-    origin: IdentityOrigin,
+    admitted: bool,
     node_id: u64,
     cluster_id: Uuid,
     initial_voters: &[u64],
     answers: &[PeerView],
 ) -> Result<Admission, AdmissionError> {
-    if origin != IdentityOrigin::Created {
+    if admitted {
         return Ok(Admission::Resume);
     }
     let others: Vec<u64> = initial_voters
@@ -142,9 +145,9 @@ mod tests {
         let c = Uuid::new_v4();
         let other = Uuid::new_v4();
         let three = [1, 2, 3];
-        use IdentityOrigin::*;
-        assert_eq!(decide(Existing, 2, c, &three, &[]), Ok(Admission::Resume));
-        assert_eq!(decide(Adopted, 1, c, &[], &[]), Ok(Admission::Resume));
+        #[allow(non_upper_case_globals)]
+        const Created: bool = false;
+        assert_eq!(decide(true, 2, c, &three, &[]), Ok(Admission::Resume));
         assert_eq!(decide(Created, 1, c, &[], &[]), Ok(Admission::Bootstrap));
         assert_eq!(decide(Created, 1, c, &[1], &[]), Ok(Admission::Bootstrap));
         assert_eq!(decide(Created, 2, c, &three, &[]), Ok(Admission::Wait));

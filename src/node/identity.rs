@@ -10,8 +10,14 @@
 //! format=1
 //! cluster=<uuid, hyphenated lower case>
 //! node=<decimal node id>
+//! admitted=<0 or 1>
 //! crc32c=<8 hex digits over the bytes of the lines above>
 //! ```
+//!
+//! `admitted=0`: the file was created but the node has not yet been admitted to its cluster
+//! (see [`crate::node::bootstrap`]); it must not vote or acknowledge, and the next start
+//! asks again. The node sets `admitted=1` (temp file + fsync + rename + directory fsync)
+//! once it bootstraps or joins.
 
 use std::fs::File;
 use std::io::Write;
@@ -30,6 +36,8 @@ const NODE_FILE_BYTES_MAX: u64 = 4096;
 pub struct NodeIdentity {
     pub cluster_id: Uuid,
     pub node_id: u64,
+    /// Admitted to the cluster: it may vote and acknowledge.
+    pub admitted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +84,8 @@ impl IdentityError {
 pub enum IdentityOrigin {
     /// The `NODE` file was there and matched the configuration.
     Existing,
-    /// The data directory was empty (or new): this start created it. The node has made no
-    /// Raft promises yet; see [`crate::node::bootstrap`] for what such a node may do.
+    /// The data directory was empty (or new): this start created it, not yet admitted.
+    /// See [`crate::node::bootstrap`] for what such a node may do.
     Created,
     /// The directory had engine data from before identities existed (a standalone node or
     /// an offline `tern generate`): it was adopted under this identity.
@@ -97,9 +105,10 @@ pub struct IdentityRequest {
 impl NodeIdentity {
     pub fn encode(&self) -> String {
         let body = format!(
-            "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\n",
+            "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\nadmitted={}\n",
             self.cluster_id.hyphenated(),
-            self.node_id
+            self.node_id,
+            self.admitted as u8
         );
         format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()))
     }
@@ -122,7 +131,7 @@ impl NodeIdentity {
                 crc_line.trim_end()
             )));
         }
-        let (mut format, mut cluster, mut node) = (None, None, None);
+        let (mut format, mut cluster, mut node, mut admitted) = (None, None, None, None);
         for line in body.lines() {
             let (key, value) = line
                 .split_once('=')
@@ -148,6 +157,13 @@ impl NodeIdentity {
                             .map_err(|e| corrupt(format!("node {value:?}: {e}")))?,
                     )
                     .is_some(),
+                "admitted" => admitted
+                    .replace(match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(corrupt(format!("admitted {value:?}"))),
+                    })
+                    .is_some(),
                 _ => return Err(corrupt(format!("unexpected key {key:?}"))),
             };
             if slot_taken {
@@ -164,6 +180,7 @@ impl NodeIdentity {
         let identity = NodeIdentity {
             cluster_id: cluster.ok_or_else(|| corrupt("missing cluster".into()))?,
             node_id: node.ok_or_else(|| corrupt("missing node".into()))?,
+            admitted: admitted.ok_or_else(|| corrupt("missing admitted".into()))?,
         };
         if identity.node_id == 0 || identity.cluster_id.is_nil() {
             return Err(corrupt("node 0 or nil cluster id".into()));
@@ -233,6 +250,7 @@ pub fn open_or_create(
     let identity = NodeIdentity {
         cluster_id,
         node_id: req.node_id,
+        admitted: false,
     };
     if !write_new(dir, &identity)? {
         // Another process created it first: check against what it wrote.
@@ -269,6 +287,24 @@ fn check(dir: &Path, found: NodeIdentity, req: IdentityRequest) -> Result<(), Id
         }
     }
     Ok(())
+}
+
+/// Records that the node was admitted to its cluster (bootstrapped it or joined it).
+pub fn mark_admitted(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    let admitted = NodeIdentity {
+        admitted: true,
+        ..identity
+    };
+    let path = dir.join(NODE_FILE);
+    let tmp = dir.join(format!("{NODE_FILE}.tmp.{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
+    f.write_all(admitted.encode().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| IdentityError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| IdentityError::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok(admitted)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
@@ -335,6 +371,10 @@ mod tests {
         assert!(!id.cluster_id.is_nil());
         let (again, origin) = open_or_create(&dir, req(3, Some(id.cluster_id), false)).unwrap();
         assert_eq!((again, origin), (id, IdentityOrigin::Existing));
+        assert!(!again.admitted);
+        let admitted = mark_admitted(&dir, again).unwrap();
+        assert_eq!(read_identity(&dir).unwrap(), Some(admitted));
+        assert!(admitted.admitted);
         let leftovers: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -390,6 +430,7 @@ mod tests {
         let id = NodeIdentity {
             cluster_id: Uuid::new_v4(),
             node_id: 42,
+            admitted: true,
         };
         let text = id.encode();
         let p = Path::new("NODE");
@@ -404,7 +445,7 @@ mod tests {
             assert!(NodeIdentity::decode(p, &text[..i]).is_err(), "cut at {i}");
         }
         let future = {
-            let body = format!("format=9\ncluster={}\nnode=1\n", Uuid::new_v4());
+            let body = format!("format=9\ncluster={}\nnode=1\nadmitted=1\n", Uuid::new_v4());
             format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()))
         };
         assert!(matches!(
