@@ -1,5 +1,7 @@
 //! `tern serve`: a thin shell over `tern::node` (flags → config → logging → run).
 
+use std::io::IsTerminal;
+
 use tern::node::config::{LogFormat, NodeConfig, ServeFlags};
 use tern::node::serve::{self, EXIT_REFUSED, EXIT_STOPPED};
 
@@ -27,7 +29,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to files stay greppable.
+        .with_ansi(std::io::stderr().is_terminal());
     // A subscriber already set (tests running in-process) is fine: keep it.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

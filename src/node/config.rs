@@ -95,6 +95,18 @@ impl std::fmt::Display for PeerSpec {
     }
 }
 
+/// The `--peers` flag's value: a whole list (one flag, comma-separated), so that clap does
+/// not treat it as repeated values.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerList(pub Vec<PeerSpec>);
+
+impl FromStr for PeerList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_peer_list(s).map(PeerList)
+    }
+}
+
 /// Parses `ID=IP:PORT,ID=IP:PORT,...` (the `--peers` flag); an empty string is no peers.
 pub fn parse_peer_list(s: &str) -> Result<Vec<PeerSpec>, String> {
     s.split(',')
@@ -399,8 +411,8 @@ pub struct ServeFlags {
     pub http_addr: Option<SocketAddr>,
     /// Initial voters, this node included: ID=IP:PORT,... (peer addresses). Empty: a
     /// single-node cluster.
-    #[arg(long, value_name = "ID=IP:PORT,...", value_parser = parse_peer_list)]
-    pub peers: Option<Vec<PeerSpec>>,
+    #[arg(long, value_name = "ID=IP:PORT,...")]
+    pub peers: Option<PeerList>,
     /// Shards (pinned executors), 0 = one per CPU [default: 0]. Fixed at creation.
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
@@ -464,7 +476,7 @@ impl NodeConfig {
             self.http_addr = v;
         }
         if let Some(v) = &flags.peers {
-            self.peers = v.clone();
+            self.peers = v.0.clone();
         }
         if let Some(v) = flags.shards {
             self.shards = v;
@@ -867,7 +879,7 @@ mod tests {
         let flags = ServeFlags {
             node_id: Some(3),
             data_dir: Some(PathBuf::from("/tmp/x")),
-            peers: Some(parse_peer_list("3=127.0.0.1:9093, 4=127.0.0.4:9093").unwrap()),
+            peers: Some("3=127.0.0.1:9093, 4=127.0.0.4:9093".parse().unwrap()),
             recovery_mode: Some(RecoveryMode::Absolute),
             ..ServeFlags::default()
         };
@@ -882,6 +894,45 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(cfg.peers.len(), 2);
         assert_eq!(cfg.engine.recovery_mode, RecoveryMode::Absolute);
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        flags: ServeFlags,
+    }
+
+    #[test]
+    fn flags_parse_on_the_command_line() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--node-id",
+            "2",
+            "--peers",
+            "1=127.0.0.1:9093,2=127.0.0.2:9093",
+            "--peer-addr",
+            "127.0.0.2:9093",
+            "--cluster-id",
+            "67e55044-10b1-426f-9247-bb680e5fe0c8",
+            "--recovery-mode",
+            "absolute",
+            "--log-format",
+            "json",
+            "--read-only",
+        ])
+        .unwrap();
+        let mut cfg = NodeConfig::default();
+        cfg.apply_flags(&cli.flags);
+        cfg.validate().unwrap();
+        assert_eq!(cfg.peers.len(), 2);
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert!(cfg.read_only && cfg.is_multi_node());
+        let cli = Cli::try_parse_from(["serve", "--peers", ""]).unwrap();
+        assert_eq!(cli.flags.peers, Some(PeerList(vec![])));
+        assert!(Cli::try_parse_from(["serve", "--peers", "1=nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["serve", "--cluster-id", "x"]).is_err());
     }
 
     #[test]
