@@ -76,10 +76,17 @@ enum Command {
     /// Write a practice data directory through the real engine (for runbook drills and tests).
     #[command(after_help = EXIT_CODES)]
     Generate(commands::generate::GenerateArgs),
+    /// Run the node (defaults: a standalone single-node cluster on ./tern-data). Partial
+    /// for now: see the status below.
+    #[command(after_help = commands::serve::SERVE_HELP)]
+    Serve(tern::node::config::ServeFlags),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve(flags) = cli.command {
+        return ExitCode::from(commands::serve::run(flags));
+    }
     let json = match &cli.command {
         Command::VerifyData(a) => a.common.json,
         Command::Scan(a) => a.common.json,
@@ -90,6 +97,7 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => a.common.json,
         Command::ImportTopic(a) => a.common.json,
         Command::Generate(a) => a.common.json,
+        Command::Serve(_) => false,
     };
     let result = match cli.command {
         Command::VerifyData(a) => commands::verify::run(a),
@@ -101,6 +109,7 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => commands::topic::export(a),
         Command::ImportTopic(a) => commands::topic::import(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Serve(_) => unreachable!("serve returned above"),
     };
     match result {
         Ok(code) => ExitCode::from(code),

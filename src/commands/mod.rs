@@ -3,6 +3,7 @@
 pub mod generate;
 pub mod repair;
 pub mod segment;
+pub mod serve;
 pub mod topic;
 pub mod verify;
 

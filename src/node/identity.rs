@@ -1,0 +1,471 @@
+//! The data directory's identity: the `NODE` file, naming the cluster and the node the
+//! directory belongs to. Written once, at the first start, and checked at every start after:
+//! a directory started under another node id, or handed to another cluster, is refused before
+//! the engine opens, because its Raft state (votes, acknowledged entries) was promised by
+//! that node in that cluster and must not be reused by another.
+//!
+//! Encoding (docs/format.md, "NODE"):
+//!
+//! ```text
+//! format=1
+//! cluster=<uuid, hyphenated lower case>
+//! node=<decimal node id>
+//! admitted=<0 or 1>
+//! crc32c=<8 hex digits over the bytes of the lines above>
+//! ```
+//!
+//! `admitted=0`: the file was created but the node has not yet been admitted to its cluster
+//! (see [`crate::node::bootstrap`]); it must not vote or acknowledge, and the next start
+//! asks again. The node sets `admitted=1` (temp file + fsync + rename + directory fsync)
+//! once it bootstraps or joins.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tern_engine::engine::META_FILE;
+use uuid::Uuid;
+
+pub const NODE_FILE: &str = "NODE";
+/// Version of the `NODE` file's encoding.
+pub const IDENTITY_FORMAT_VERSION: u16 = 1;
+/// A `NODE` file is a few dozen bytes; anything longer is not ours (read bound).
+const NODE_FILE_BYTES_MAX: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub cluster_id: Uuid,
+    pub node_id: u64,
+    /// Admitted to the cluster: it may vote and acknowledge.
+    pub admitted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged or not a tern NODE file ({why}); it names the node this data directory belongs to: restore it from a backup, or wipe the directory and rebuild the replica (docs/operations/node.md)")]
+    Corrupt { path: PathBuf, why: String },
+    #[error("{path}: NODE format version {found} (this build reads {IDENTITY_FORMAT_VERSION})")]
+    UnsupportedVersion { path: PathBuf, found: u16 },
+    #[error("data directory {dir} belongs to node {stored}, not node {requested}: start it with --node-id {stored}, or give node {requested} its own data directory")]
+    NodeIdMismatch {
+        dir: PathBuf,
+        stored: u64,
+        requested: u64,
+    },
+    #[error("data directory {dir} belongs to cluster {stored}, not cluster {requested}: a node cannot move between clusters; give it a new data directory to join {requested}")]
+    ClusterIdMismatch {
+        dir: PathBuf,
+        stored: Uuid,
+        requested: Uuid,
+    },
+    #[error("data directory {dir} is new and peers lists other voters: pass --cluster-id UUID (the same on every node of the cluster; e.g. from `uuidgen`) so the nodes recognise each other")]
+    ClusterIdRequired { dir: PathBuf },
+    #[error("data directory {dir} holds data but no NODE file, and peers lists other voters: it cannot be told which node it belongs to; wipe it and rebuild the replica (docs/operations/node.md)")]
+    DataWithoutIdentity { dir: PathBuf },
+}
+
+impl IdentityError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// How the identity was obtained at this start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityOrigin {
+    /// The `NODE` file was there and matched the configuration.
+    Existing,
+    /// The data directory was empty (or new): this start created it, not yet admitted.
+    /// See [`crate::node::bootstrap`] for what such a node may do.
+    Created,
+    /// The directory had engine data from before identities existed (a standalone node or
+    /// an offline `tern generate`): it was adopted under this identity.
+    Adopted,
+}
+
+/// What this start asks of the directory.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityRequest {
+    pub node_id: u64,
+    /// `--cluster-id`, if given.
+    pub cluster_id: Option<Uuid>,
+    /// The controller has voters besides this node (`peers` lists others).
+    pub multi_node: bool,
+}
+
+impl NodeIdentity {
+    pub fn encode(&self) -> String {
+        let body = format!(
+            "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\nadmitted={}\n",
+            self.cluster_id.hyphenated(),
+            self.node_id,
+            self.admitted as u8
+        );
+        format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()))
+    }
+
+    /// Checks the checksum before trusting any line; every field must be present once.
+    pub fn decode(path: &Path, text: &str) -> Result<NodeIdentity, IdentityError> {
+        let corrupt = |why: String| IdentityError::Corrupt {
+            path: path.to_path_buf(),
+            why,
+        };
+        let split = text
+            .rfind("crc32c=")
+            .ok_or_else(|| corrupt("no crc32c line".into()))?;
+        let (body, crc_line) = text.split_at(split);
+        let actual = crc32c::crc32c(body.as_bytes());
+        // Exactly the line the encoder writes: a truncated or altered line is damage.
+        if crc_line != format!("crc32c={actual:08x}\n") {
+            return Err(corrupt(format!(
+                "checksum line {:?} does not match the contents (crc32c {actual:08x})",
+                crc_line.trim_end()
+            )));
+        }
+        let (mut format, mut cluster, mut node, mut admitted) = (None, None, None, None);
+        for line in body.lines() {
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| corrupt(format!("unexpected line {line:?}")))?;
+            let slot_taken = match key {
+                "format" => format
+                    .replace(
+                        value
+                            .parse::<u16>()
+                            .map_err(|e| corrupt(format!("format {value:?}: {e}")))?,
+                    )
+                    .is_some(),
+                "cluster" => cluster
+                    .replace(
+                        Uuid::parse_str(value)
+                            .map_err(|e| corrupt(format!("cluster {value:?}: {e}")))?,
+                    )
+                    .is_some(),
+                "node" => node
+                    .replace(
+                        value
+                            .parse::<u64>()
+                            .map_err(|e| corrupt(format!("node {value:?}: {e}")))?,
+                    )
+                    .is_some(),
+                "admitted" => admitted
+                    .replace(match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(corrupt(format!("admitted {value:?}"))),
+                    })
+                    .is_some(),
+                _ => return Err(corrupt(format!("unexpected key {key:?}"))),
+            };
+            if slot_taken {
+                return Err(corrupt(format!("{key} given twice")));
+            }
+        }
+        let format = format.ok_or_else(|| corrupt("missing format".into()))?;
+        if format != IDENTITY_FORMAT_VERSION {
+            return Err(IdentityError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: format,
+            });
+        }
+        let identity = NodeIdentity {
+            cluster_id: cluster.ok_or_else(|| corrupt("missing cluster".into()))?,
+            node_id: node.ok_or_else(|| corrupt("missing node".into()))?,
+            admitted: admitted.ok_or_else(|| corrupt("missing admitted".into()))?,
+        };
+        if identity.node_id == 0 || identity.cluster_id.is_nil() {
+            return Err(corrupt("node 0 or nil cluster id".into()));
+        }
+        Ok(identity)
+    }
+}
+
+/// Reads the directory's `NODE` file; `None` when there is none.
+pub fn read_identity(dir: &Path) -> Result<Option<NodeIdentity>, IdentityError> {
+    let path = dir.join(NODE_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(IdentityError::io(&path, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| IdentityError::io(&path, e))?
+        .len();
+    if len > NODE_FILE_BYTES_MAX {
+        return Err(IdentityError::Corrupt {
+            path,
+            why: format!("{len} bytes, more than {NODE_FILE_BYTES_MAX}"),
+        });
+    }
+    let bytes = std::fs::read(&path).map_err(|e| IdentityError::io(&path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| IdentityError::Corrupt {
+        path: path.clone(),
+        why: "not UTF-8 text".into(),
+    })?;
+    NodeIdentity::decode(&path, &text).map(Some)
+}
+
+/// Checks the directory's identity against the request, or creates it when the directory
+/// has none. Creates `dir` (and fsyncs its parent) if missing.
+///
+/// Runs before the engine takes the directory's lock, so creation must be safe against a
+/// second process doing the same: the file is written to a temp name, fsynced, and linked to
+/// `NODE` with `link(2)`, which fails rather than replaces when `NODE` exists; then the
+/// directory is fsynced. Whoever loses the race reads the winner's file and is checked
+/// against it like any later start.
+pub fn open_or_create(
+    dir: &Path,
+    req: IdentityRequest,
+) -> Result<(NodeIdentity, IdentityOrigin), IdentityError> {
+    create_dir_durably(dir)?;
+    if let Some(found) = read_identity(dir)? {
+        check(dir, found, req)?;
+        return Ok((found, IdentityOrigin::Existing));
+    }
+    let has_engine_data = dir.join(META_FILE).exists();
+    if has_engine_data && req.multi_node {
+        return Err(IdentityError::DataWithoutIdentity {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let cluster_id = match req.cluster_id {
+        Some(id) => id,
+        None if req.multi_node => {
+            return Err(IdentityError::ClusterIdRequired {
+                dir: dir.to_path_buf(),
+            })
+        }
+        None => Uuid::new_v4(),
+    };
+    let identity = NodeIdentity {
+        cluster_id,
+        node_id: req.node_id,
+        admitted: false,
+    };
+    if !write_new(dir, &identity)? {
+        // Another process created it first: check against what it wrote.
+        let found = read_identity(dir)?.ok_or_else(|| IdentityError::Corrupt {
+            path: dir.join(NODE_FILE),
+            why: "vanished right after being created".into(),
+        })?;
+        check(dir, found, req)?;
+        return Ok((found, IdentityOrigin::Existing));
+    }
+    let origin = if has_engine_data {
+        IdentityOrigin::Adopted
+    } else {
+        IdentityOrigin::Created
+    };
+    Ok((identity, origin))
+}
+
+fn check(dir: &Path, found: NodeIdentity, req: IdentityRequest) -> Result<(), IdentityError> {
+    if found.node_id != req.node_id {
+        return Err(IdentityError::NodeIdMismatch {
+            dir: dir.to_path_buf(),
+            stored: found.node_id,
+            requested: req.node_id,
+        });
+    }
+    if let Some(requested) = req.cluster_id {
+        if requested != found.cluster_id {
+            return Err(IdentityError::ClusterIdMismatch {
+                dir: dir.to_path_buf(),
+                stored: found.cluster_id,
+                requested,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Records that the node was admitted to its cluster (bootstrapped it or joined it).
+pub fn mark_admitted(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    let admitted = NodeIdentity {
+        admitted: true,
+        ..identity
+    };
+    let path = dir.join(NODE_FILE);
+    let tmp = dir.join(format!("{NODE_FILE}.tmp.{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
+    f.write_all(admitted.encode().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| IdentityError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| IdentityError::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok(admitted)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| IdentityError::io(dir, e))
+}
+
+fn create_dir_durably(dir: &Path) -> Result<(), IdentityError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| IdentityError::io(dir, e))?;
+    // The new directory entry lives in the parent: make it durable before anything inside.
+    let abs = std::path::absolute(dir).map_err(|e| IdentityError::io(dir, e))?;
+    if let Some(parent) = abs.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Returns false when `NODE` already existed (nothing written).
+fn write_new(dir: &Path, identity: &NodeIdentity) -> Result<bool, IdentityError> {
+    let path = dir.join(NODE_FILE);
+    // A per-process temp name: two racing starts must not write into one temp file.
+    let tmp = dir.join(format!("{NODE_FILE}.tmp.{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
+    f.write_all(identity.encode().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| IdentityError::io(&tmp, e))?;
+    drop(f);
+    let linked = match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(IdentityError::io(&path, e));
+        }
+    };
+    std::fs::remove_file(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
+    sync_dir(dir)?;
+    Ok(linked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(node_id: u64, cluster_id: Option<Uuid>, multi_node: bool) -> IdentityRequest {
+        IdentityRequest {
+            node_id,
+            cluster_id,
+            multi_node,
+        }
+    }
+
+    #[test]
+    fn created_once_then_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let (id, origin) = open_or_create(&dir, req(3, None, false)).unwrap();
+        assert_eq!(origin, IdentityOrigin::Created);
+        assert_eq!(id.node_id, 3);
+        assert!(!id.cluster_id.is_nil());
+        let (again, origin) = open_or_create(&dir, req(3, Some(id.cluster_id), false)).unwrap();
+        assert_eq!((again, origin), (id, IdentityOrigin::Existing));
+        assert!(!again.admitted);
+        let admitted = mark_admitted(&dir, again).unwrap();
+        assert_eq!(read_identity(&dir).unwrap(), Some(admitted));
+        assert!(admitted.admitted);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from(NODE_FILE)]);
+    }
+
+    #[test]
+    fn another_node_id_is_refused_naming_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        open_or_create(tmp.path(), req(1, None, false)).unwrap();
+        let err = open_or_create(tmp.path(), req(2, None, false)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(
+            err,
+            IdentityError::NodeIdMismatch {
+                stored: 1,
+                requested: 2,
+                ..
+            }
+        ));
+        assert!(text.contains("node 1") && text.contains("node 2"), "{text}");
+    }
+
+    #[test]
+    fn another_cluster_is_refused_naming_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        open_or_create(tmp.path(), req(1, Some(a), true)).unwrap();
+        let err = open_or_create(tmp.path(), req(1, Some(b), true)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&a.to_string()) && text.contains(&b.to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn multi_node_needs_a_cluster_id_and_refuses_data_without_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = open_or_create(tmp.path(), req(1, None, true)).unwrap_err();
+        assert!(matches!(err, IdentityError::ClusterIdRequired { .. }));
+        std::fs::write(tmp.path().join(META_FILE), "x").unwrap();
+        let err = open_or_create(tmp.path(), req(1, Some(Uuid::new_v4()), true)).unwrap_err();
+        assert!(matches!(err, IdentityError::DataWithoutIdentity { .. }));
+        let (_, origin) = open_or_create(tmp.path(), req(1, None, false)).unwrap();
+        assert_eq!(origin, IdentityOrigin::Adopted);
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_every_damage_is_refused() {
+        let id = NodeIdentity {
+            cluster_id: Uuid::new_v4(),
+            node_id: 42,
+            admitted: true,
+        };
+        let text = id.encode();
+        let p = Path::new("NODE");
+        assert_eq!(NodeIdentity::decode(p, &text).unwrap(), id);
+        // Every single-byte change and every truncation is refused, never misread.
+        for i in 0..text.len() {
+            let mut bytes = text.clone().into_bytes();
+            bytes[i] ^= 0x01;
+            if let Ok(s) = String::from_utf8(bytes) {
+                assert!(NodeIdentity::decode(p, &s).is_err(), "flip at {i}");
+            }
+            assert!(NodeIdentity::decode(p, &text[..i]).is_err(), "cut at {i}");
+        }
+        let future = {
+            let body = format!("format=9\ncluster={}\nnode=1\nadmitted=1\n", Uuid::new_v4());
+            format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()))
+        };
+        assert!(matches!(
+            NodeIdentity::decode(p, &future),
+            Err(IdentityError::UnsupportedVersion { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn oversize_or_binary_file_is_corrupt() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(NODE_FILE), vec![0xffu8; 10]).unwrap();
+        assert!(matches!(
+            read_identity(tmp.path()),
+            Err(IdentityError::Corrupt { .. })
+        ));
+        std::fs::write(tmp.path().join(NODE_FILE), vec![b'a'; 5000]).unwrap();
+        assert!(matches!(
+            read_identity(tmp.path()),
+            Err(IdentityError::Corrupt { .. })
+        ));
+    }
+}
