@@ -431,6 +431,13 @@ fn mismatched_hellos_get_the_reason_back() {
     for (name, frame, reason) in cases {
         assert_eq!(refusal_reason(raw_exchange(to, &frame)), reason, "{name}");
     }
+    // A first frame claiming more than a handshake needs is refused before it is read.
+    let mut huge = vec![0u8; 12];
+    huge[0..4].copy_from_slice(&100_000u32.to_le_bytes());
+    assert_eq!(
+        refusal_reason(raw_exchange(to, &huge)),
+        RefuseReason::Malformed
+    );
     let mut not_hello = Vec::new();
     PeerFrame::Raft(Vec::new()).encode(&mut not_hello);
     assert_eq!(
@@ -517,4 +524,51 @@ fn a_port_in_use_is_refused_at_start() {
         .join()
         .unwrap();
     assert_eq!(refused, (true, true));
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_and_an_oversize_message_is_refused() {
+    let config = TransportConfig {
+        send_queue_messages_max: 4,
+        ..test_config()
+    };
+    // Node 2's address is a listener nobody accepts on: the messages only queue.
+    let parked = bind_std_listener(addr("127.0.0.2")).unwrap();
+    let dir = PeerDirectory::new([(2, parked.local_addr().unwrap())]);
+    let (net1, setups) =
+        PeerNetwork::start(identity(1, 1), addr("127.0.0.1"), dir, config).unwrap();
+    let results = run_shard(
+        setups.into_iter().next().unwrap(),
+        |t: TcpTransport| async move {
+            // No await between the sends: the writer cannot take any of them out meanwhile.
+            let sent: Vec<_> = (0..10)
+                .map(|i| t.send(2, Outbound::Raft(0, append(1, 2, i))))
+                .collect();
+            let mut huge = append(1, 2, 0);
+            if let MessageBody::Append { entries, .. } = &mut huge.body {
+                entries[0].data = vec![0; tern_net::constants::FRAME_PAYLOAD_BYTES_MAX];
+            }
+            let too_large = t.send(2, Outbound::Raft(0, huge));
+            let unknown = t.send(7, Outbound::Raft(0, append(1, 7, 0)));
+            (sent, too_large, unknown, t.stats())
+        },
+    )
+    .join()
+    .unwrap()
+    .expect("shard");
+    let (sent, too_large, unknown, stats) = results;
+    assert!(sent[..4].iter().all(Result::is_ok), "{sent:?}");
+    assert!(
+        sent[4..]
+            .iter()
+            .all(|r| *r == Err(tern_net::SendError::QueueFull(2))),
+        "{sent:?}"
+    );
+    assert_eq!(stats.dropped_queue_full, 6);
+    assert!(matches!(
+        too_large,
+        Err(tern_net::SendError::TooLarge { to: 2, .. })
+    ));
+    assert_eq!(unknown, Err(tern_net::SendError::UnknownPeer(7)));
+    drop((net1, parked));
 }
