@@ -14,8 +14,14 @@ pub const FRAME_HEADER_BYTES: usize = 12;
 /// entry larger than the batching limit.
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 16 << 20;
 
+/// The largest payload accepted as the first frame of a connection (a Hello or a Refuse), so a
+/// peer that has not yet proved who it is cannot make this node allocate much.
+pub const HANDSHAKE_PAYLOAD_BYTES_MAX: usize = 1024;
+
 /// Text of a handshake refusal; longer reasons are cut (at a character boundary).
 pub const REFUSE_DETAIL_BYTES_MAX: usize = 512;
 
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(REFUSE_DETAIL_BYTES_MAX <= u16::MAX as usize);
+// A Refuse (4 bytes of header fields + detail) and a Hello (36 bytes) fit a handshake frame.
+const _: () = assert!(4 + REFUSE_DETAIL_BYTES_MAX <= HANDSHAKE_PAYLOAD_BYTES_MAX);

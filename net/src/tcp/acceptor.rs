@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_channel::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::constants::HANDSHAKE_PAYLOAD_BYTES_MAX;
 use crate::error::{FrameError, WireError};
 use crate::handshake::{Hello, LocalIdentity, Refusal, RefuseReason};
 use crate::peer_frame::PeerFrame;
@@ -73,7 +74,7 @@ impl Acceptor {
             warn!(%addr, "peer connection set-up failed: {err}");
             return;
         }
-        let hello = match read_frame_blocking(&mut stream) {
+        let hello = match read_frame_blocking(&mut stream, HANDSHAKE_PAYLOAD_BYTES_MAX) {
             Ok(read) => match read.frame {
                 PeerFrame::Hello(hello) => hello,
                 other => {

@@ -63,17 +63,34 @@ fn finish(header: FrameHeader, payload: &[u8]) -> Result<ReadFrame, ReadError> {
     })
 }
 
-fn header(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, ReadError> {
-    FrameHeader::decode(bytes).map_err(|error: FrameError| ReadError::wire(error, None))
+/// Decodes a header and checks its length against the protocol's maximum and the caller's
+/// (smaller during the handshake), before the payload buffer is allocated.
+fn header(
+    bytes: &[u8; FRAME_HEADER_BYTES],
+    payload_bytes_max: usize,
+) -> Result<FrameHeader, ReadError> {
+    let header =
+        FrameHeader::decode(bytes).map_err(|error: FrameError| ReadError::wire(error, None))?;
+    if header.payload_bytes() > payload_bytes_max {
+        let error = FrameError::Oversize {
+            payload_bytes: header.payload_bytes(),
+            payload_bytes_max,
+        };
+        return Err(ReadError::wire(error, None));
+    }
+    Ok(header)
 }
 
 /// Reads one frame from a blocking socket (its read timeout bounds the wait).
-pub(crate) fn read_frame_blocking(stream: &mut impl io::Read) -> Result<ReadFrame, ReadError> {
+pub(crate) fn read_frame_blocking(
+    stream: &mut impl io::Read,
+    payload_bytes_max: usize,
+) -> Result<ReadFrame, ReadError> {
     let mut head = [0u8; FRAME_HEADER_BYTES];
     stream
         .read_exact(&mut head)
         .map_err(|e| eof_is_closed(e, true))?;
-    let header = header(&head)?;
+    let header = header(&head, payload_bytes_max)?;
     let mut payload = vec![0u8; header.payload_bytes()];
     stream
         .read_exact(&mut payload)
@@ -84,13 +101,14 @@ pub(crate) fn read_frame_blocking(stream: &mut impl io::Read) -> Result<ReadFram
 /// Reads one frame from an async socket.
 pub(crate) async fn read_frame(
     stream: &mut (impl AsyncRead + Unpin),
+    payload_bytes_max: usize,
 ) -> Result<ReadFrame, ReadError> {
     let mut head = [0u8; FRAME_HEADER_BYTES];
     stream
         .read_exact(&mut head)
         .await
         .map_err(|e| eof_is_closed(e, true))?;
-    let header = header(&head)?;
+    let header = header(&head, payload_bytes_max)?;
     let mut payload = vec![0u8; header.payload_bytes()];
     stream
         .read_exact(&mut payload)

@@ -134,3 +134,77 @@ pub(crate) async fn wait_ready(queue: &std::cell::RefCell<SendQueue>) -> bool {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_raft::message::{Message, MessageBody};
+
+    fn heartbeat_resp(seq: u64) -> Outbound {
+        Outbound::Raft(
+            seq,
+            Message {
+                from: 1,
+                to: 2,
+                term: 1,
+                body: MessageBody::HeartbeatResp { read_seq: seq },
+            },
+        )
+    }
+
+    fn push(queue: &mut SendQueue, outbound: Outbound) -> bool {
+        let bytes = outbound_bytes(&outbound);
+        queue.push(outbound, bytes)
+    }
+
+    #[test]
+    fn full_queue_refuses_by_count_and_by_bytes() {
+        let one = outbound_bytes(&heartbeat_resp(0));
+        let mut queue = SendQueue::new(3, 1 << 20);
+        assert!((0..3).all(|i| push(&mut queue, heartbeat_resp(i))));
+        assert!(!push(&mut queue, heartbeat_resp(3)));
+        assert_eq!(queue.len(), 3);
+
+        let mut queue = SendQueue::new(100, 2 * one);
+        assert!(push(&mut queue, heartbeat_resp(0)) && push(&mut queue, heartbeat_resp(1)));
+        assert!(!push(&mut queue, heartbeat_resp(2)));
+        assert_eq!(queue.clear(), 2);
+        assert!(
+            push(&mut queue, heartbeat_resp(3)),
+            "room again after clear"
+        );
+    }
+
+    #[test]
+    fn drain_packs_frames_and_bounds_one_write() {
+        let one = outbound_bytes(&heartbeat_resp(0));
+        let mut queue = SendQueue::new(1000, 1 << 20);
+        for i in 0..100 {
+            assert!(push(&mut queue, heartbeat_resp(i)));
+        }
+        assert!(push(
+            &mut queue,
+            Outbound::Heartbeats(HeartbeatBatch::new(1, 2))
+        ));
+        // Frames of 10 messages, writes of 35 messages at most.
+        let drained = queue.drain(10 * one, 35 * one);
+        assert_eq!(drained.messages, 35);
+        let sizes: Vec<usize> = drained.raft_frames.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 10, 5]);
+        assert!(drained.heartbeats.is_empty());
+        let rest = queue.drain(usize::MAX, usize::MAX);
+        assert_eq!(rest.messages, 66);
+        assert_eq!(rest.heartbeats.len(), 1);
+        let order: Vec<u64> = rest.raft_frames.concat().iter().map(|(g, _)| *g).collect();
+        assert_eq!(order, (35..100).collect::<Vec<_>>(), "order kept");
+        assert_eq!(queue.len(), 0);
+    }
+
+    #[test]
+    fn one_message_above_the_frame_limit_still_goes_alone() {
+        let mut queue = SendQueue::new(10, 1 << 20);
+        assert!(push(&mut queue, heartbeat_resp(0)));
+        let drained = queue.drain(1, 1);
+        assert_eq!((drained.messages, drained.raft_frames.len()), (1, 1));
+    }
+}

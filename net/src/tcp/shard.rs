@@ -30,7 +30,7 @@ use super::acceptor::HandedConnection;
 use super::frame_io::{read_frame, ReadError};
 use super::send_queue::{outbound_bytes, wait_ready, SendQueue};
 use super::PeerDirectory;
-use crate::constants::FRAME_PAYLOAD_BYTES_MAX;
+use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, HANDSHAKE_PAYLOAD_BYTES_MAX};
 use crate::handshake::{Hello, LocalIdentity, Refusal};
 use crate::message_codec::batch_encoded_bytes;
 use crate::peer_frame::PeerFrame;
@@ -260,7 +260,7 @@ async fn dial(shared: &Shared, peer: NodeId) -> Result<TcpStream, DialError> {
     let mut frame = Vec::new();
     PeerFrame::Hello(shared.identity.hello(peer, shared.shard)).encode(&mut frame);
     stream.write_all(&frame).await.map_err(io)?;
-    let answer = read_frame(&mut stream)
+    let answer = read_frame(&mut stream, HANDSHAKE_PAYLOAD_BYTES_MAX)
         .await
         .map_err(|source| DialError::Read { addr, source })?;
     match answer.frame {
@@ -445,7 +445,7 @@ async fn read_loop(shared: Rc<Shared>, peer: NodeId, stream: TcpStream) {
     let shard = shared.shard;
     let mut stream = stream.buffered();
     loop {
-        let read = match read_frame(&mut stream).await {
+        let read = match read_frame(&mut stream, FRAME_PAYLOAD_BYTES_MAX).await {
             Ok(read) => read,
             Err(ReadError::Closed) => {
                 debug!(node, shard, peer, "peer closed its connection");
