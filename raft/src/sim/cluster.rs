@@ -945,7 +945,14 @@ impl Sim {
                 .get_mut(msg.to as usize - 1)
                 .and_then(|n| n.raft.as_mut())
             {
-                raft.step(msg);
+                let (from, to, kind) = (msg.from, msg.to, msg.body.name());
+                if let Err(e) = raft.step(msg) {
+                    if e.is_peer_fault() {
+                        self.violations.push(format!(
+                            "node {to} refused a correct peer's {kind} from {from}: {e}"
+                        ));
+                    }
+                }
             }
         }
     }
