@@ -3,7 +3,10 @@
 //! ```text
 //! cargo run --release -p tern-raft --example sim -- --seeds 1000 [--first 0] [--steps 1000]
 //! cargo run --release -p tern-raft --example sim -- --seed 8812 [--verbose]
+//! cargo run --release -p tern-raft --example sim -- --seeds 1000 --mutate 50
 //! ```
+//! `--mutate N`: before N per mille of the delivered messages, deliver a copy made
+//! inconsistent (`sim/mutate.rs`) that the receiver must refuse or survive unharmed.
 //! Prints counts per fault class and ends with
 //! `seeds=N steps=N violations=0 nonlinearizable=0 stuck=0`; each failing seed prints the
 //! command that reproduces it. Exits 1 if any seed failed.
@@ -17,6 +20,7 @@ fn main() {
     let mut steps = SimOptions::new(0).steps;
     let mut single: Option<u64> = None;
     let mut verbose = false;
+    let mut mutate = 0u64;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -34,6 +38,7 @@ fn main() {
             "--first" => first = value(i),
             "--steps" => steps = value(i),
             "--seed" => single = Some(value(i)),
+            "--mutate" => mutate = value(i),
             "--verbose" => {
                 verbose = true;
                 i += 1;
@@ -57,6 +62,7 @@ fn main() {
     for seed in range {
         let mut opts = SimOptions::new(seed);
         opts.steps = steps;
+        opts.mutate_per_mille = mutate;
         let report = run_seed(&opts);
         total_steps += report.steps;
         faults.add(&report.faults);
@@ -88,13 +94,23 @@ fn main() {
             println!("seed {seed} state:{}", report.detail);
         }
         if report.failed() {
-            println!("seed {seed} failed: cargo run --release -p tern-raft --example sim -- --seed {seed}");
+            let extra = if mutate > 0 {
+                format!(" --mutate {mutate}")
+            } else {
+                String::new()
+            };
+            println!("seed {seed} failed: cargo run --release -p tern-raft --example sim -- --seed {seed}{extra}");
         }
     }
     println!("clusters: 3-voter={three} 5-voter={five}");
     println!("client ops: acknowledged={ops_ok} unknown-outcome={ops_unknown} linearizability-undecided={unknown}");
     println!("faults:");
-    for (name, n) in faults.rows() {
+    let optional = if mutate > 0 {
+        faults.optional_rows()
+    } else {
+        Vec::new()
+    };
+    for (name, n) in faults.rows().into_iter().chain(optional) {
         println!("  {name:<24} {n}");
     }
     println!("seeds={count} steps={total_steps} violations={violations} nonlinearizable={nonlinear} stuck={stuck}");

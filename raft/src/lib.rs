@@ -37,6 +37,7 @@ pub mod ready;
 pub mod sim;
 pub mod snapshot;
 pub mod storage;
+pub mod validate;
 
 pub use config::{Config, ConfigError};
 pub use log::{LogStorage, StorageError};
@@ -47,3 +48,4 @@ pub use message::{
 pub use raft::{ConfChange, Error, ProposeError, RawNode, Role, Status};
 pub use ready::{EntryFetch, FetchPurpose, OutMessage, PersistAck, ReadState, Ready};
 pub use storage::{MemStorage, SlowDisk};
+pub use validate::{check_message, StepError};

@@ -173,7 +173,12 @@ impl<S: LogStorage> RaftLog<S> {
         self.term(self.last_index())
     }
 
+    /// Whether the log holds an entry at `index` with `term`. Nothing beyond the last index
+    /// matches, whatever `term` (even 0, which `term` reports there).
     pub fn match_term(&self, index: u64, term: u64) -> Result<bool, StorageError> {
+        if index > self.last_index() {
+            return Ok(false);
+        }
         Ok(self.term(index)? == term)
     }
 

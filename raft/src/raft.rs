@@ -11,6 +11,7 @@ use crate::quorum::{self, VoteResult};
 use crate::read_only::ReadOnly;
 use crate::ready::{EntryFetch, FetchPurpose, OutMessage, PersistAck, ReadState, Ready};
 use crate::snapshot::{ChunkOutcome, SnapshotRecv, SnapshotSend};
+use crate::validate::{check_message, StepError};
 
 /// The role a member plays in the current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -137,6 +138,10 @@ pub struct RawNode<S: LogStorage> {
     prev_hard_state: HardState,
     /// Leader only: bytes appended but not yet applied, bounded by `uncommitted_bytes_max`.
     uncommitted_bytes: u64,
+    /// Follower only: (leader, ctx) of reads forwarded to the leader and not yet answered,
+    /// oldest first, at most `pending_reads_max` (the oldest is forgotten first; its reader
+    /// times out). An answer must match one of them.
+    forwarded_reads: std::collections::VecDeque<(NodeId, u64)>,
     /// Entry reads to hand to the driver in the next `Ready` (at most one per follower).
     fetches: Vec<EntryFetch>,
     /// Ticks since the core asked for committed entries to apply that storage could not read,
@@ -195,6 +200,7 @@ impl<S: LogStorage> RawNode<S> {
                 commit: committed,
             },
             uncommitted_bytes: 0,
+            forwarded_reads: std::collections::VecDeque::new(),
             fetches: Vec::new(),
             apply_fetch_ticks: None,
             cfg,
@@ -362,6 +368,10 @@ impl<S: LogStorage> RawNode<S> {
         if self.leader == NO_NODE {
             return Err(ProposeError::NotLeader { leader: NO_NODE });
         }
+        if self.forwarded_reads.len() >= self.cfg.pending_reads_max {
+            self.forwarded_reads.pop_front();
+        }
+        self.forwarded_reads.push_back((self.leader, ctx));
         self.send(self.leader, MessageBody::ReadIndex { ctx }, true);
         Ok(())
     }
@@ -413,11 +423,26 @@ impl<S: LogStorage> RawNode<S> {
         }
     }
 
-    /// Handles a message from a peer. Messages for another node or from an older term are
-    /// dropped or answered as Raft prescribes; this never fails.
-    pub fn step(&mut self, m: Message) {
-        if m.to != self.cfg.id || m.from == NO_NODE || m.from == self.cfg.id {
-            return;
+    /// Handles a message from a peer. Messages from an older term, and answers that come
+    /// too late, are dropped or answered as Raft prescribes (`Ok`). A message that no correct
+    /// peer sends in this situation (misaddressed, fields that contradict each other or this
+    /// node's state: see [`StepError`] and `validate.rs`) is refused with the reason and
+    /// changes nothing; it never panics.
+    pub fn step(&mut self, m: Message) -> Result<(), StepError> {
+        if m.to != self.cfg.id {
+            return Err(StepError::WrongRecipient { to: m.to });
+        }
+        if m.from == self.cfg.id {
+            return Err(StepError::FromSelf);
+        }
+        check_message(&m)?;
+        if let MessageBody::Snapshot { meta, .. } = &m.body {
+            if meta.size_bytes > self.cfg.snapshot_bytes_max {
+                return Err(StepError::SnapshotTooLarge {
+                    size_bytes: meta.size_bytes,
+                    max: self.cfg.snapshot_bytes_max,
+                });
+            }
         }
         if m.term > self.term {
             if let MessageBody::Vote { transfer, .. } = m.body {
@@ -427,7 +452,7 @@ impl<S: LogStorage> RawNode<S> {
                     && self.leader != NO_NODE
                     && self.election_elapsed < self.cfg.election_ticks_min;
                 if in_lease && !transfer {
-                    return;
+                    return Ok(());
                 }
             }
             match m.body {
@@ -462,7 +487,7 @@ impl<S: LogStorage> RawNode<S> {
                 }
                 _ => {}
             }
-            return;
+            return Ok(());
         }
         if let MessageBody::Vote {
             pre,
@@ -472,7 +497,7 @@ impl<S: LogStorage> RawNode<S> {
         } = m.body
         {
             self.handle_vote(m.from, m.term, pre, last_index, last_term);
-            return;
+            return Ok(());
         }
         match self.role {
             Role::Leader => self.step_leader(m),
@@ -609,6 +634,7 @@ impl<S: LogStorage> RawNode<S> {
         self.progress = Vec::new();
         self.transferee = NO_NODE;
         self.reads.clear();
+        self.forwarded_reads.clear();
         self.uncommitted_bytes = 0;
     }
 
@@ -806,7 +832,19 @@ impl<S: LogStorage> RawNode<S> {
         }
     }
 
-    fn step_follower(&mut self, m: Message) {
+    fn step_follower(&mut self, m: Message) -> Result<(), StepError> {
+        let from_leader = matches!(
+            m.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. }
+        );
+        if from_leader && self.leader != NO_NODE && self.leader != m.from {
+            // Election Safety: one leader per term. Following the second would mix two logs.
+            return Err(StepError::ConflictingLeader {
+                leader: self.leader,
+            });
+        }
         match m.body {
             MessageBody::Append {
                 prev_index,
@@ -830,26 +868,42 @@ impl<S: LogStorage> RawNode<S> {
                 self.leader = m.from;
                 self.handle_snapshot(m.from, meta, offset, &data);
             }
-            MessageBody::TimeoutNow => self.campaign_as(CampaignKind::Transfer),
+            MessageBody::TimeoutNow => {
+                // Unknown leader (we restarted since it caught us up): campaigning is always
+                // safe, so honour it; a known other leader contradicts the sender.
+                if self.leader != NO_NODE && m.from != self.leader {
+                    return Err(StepError::TimeoutNowNotFromLeader);
+                }
+                self.campaign_as(CampaignKind::Transfer)
+            }
             MessageBody::ReadIndexResp { ctx, index } => {
+                let Some(at) = self
+                    .forwarded_reads
+                    .iter()
+                    .position(|&(leader, c)| leader == m.from && c == ctx)
+                else {
+                    return Err(StepError::UnknownReadIndexResp { ctx });
+                };
+                self.forwarded_reads.remove(at);
                 self.read_states.push(ReadState { ctx, index })
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn step_candidate(&mut self, m: Message) {
+    fn step_candidate(&mut self, m: Message) -> Result<(), StepError> {
         match m.body {
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
             | MessageBody::Snapshot { .. } => {
                 // A leader exists in our term.
                 self.become_follower(m.term, m.from);
-                self.step_follower(m);
+                return self.step_follower(m);
             }
             MessageBody::VoteResp { pre, reject } => {
                 if pre != (self.role == Role::PreCandidate) {
-                    return;
+                    return Ok(());
                 }
                 match self.poll(m.from, !reject) {
                     VoteResult::Won if pre => self.campaign_as(CampaignKind::Election),
@@ -860,12 +914,37 @@ impl<S: LogStorage> RawNode<S> {
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn step_leader(&mut self, m: Message) {
+    fn step_leader(&mut self, m: Message) -> Result<(), StepError> {
+        match &m.body {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => {
+                return Err(StepError::ConflictingLeader {
+                    leader: self.cfg.id,
+                })
+            }
+            MessageBody::AppendResp { index, .. } if *index > self.log.last_index() => {
+                // Within its term a leader's log only grows: it never sent this index.
+                return Err(StepError::IndexBeyondLog {
+                    index: *index,
+                    last_index: self.log.last_index(),
+                });
+            }
+            MessageBody::HeartbeatResp { read_seq } if *read_seq > self.reads.seq => {
+                // Counting it would confirm reads no quorum confirmed (stale reads).
+                return Err(StepError::ReadSeqNeverSent {
+                    read_seq: *read_seq,
+                    sent: self.reads.seq,
+                });
+            }
+            _ => {}
+        }
         let Some(i) = self.pr_index(m.from) else {
-            // Not (or no longer) a member: only forwarded reads are served.
-            return;
+            // Not (or no longer) a member: nothing it says counts.
+            return Ok(());
         };
         self.progress[i].1.recent_active = true;
         match m.body {
@@ -911,6 +990,7 @@ impl<S: LogStorage> RawNode<S> {
             }
             _ => {}
         }
+        Ok(())
     }
 
     fn handle_append(
@@ -925,13 +1005,8 @@ impl<S: LogStorage> RawNode<S> {
             self.ack_committed(from);
             return;
         }
-        let malformed = entries
-            .iter()
-            .any(|e| e.kind == EntryKind::ConfChange && ConfState::decode(&e.data).is_none());
-        if malformed {
-            // Not something a correct leader sends; drop it rather than corrupt our log.
-            return;
-        }
+        // `step` checked the entries (contiguous after `prev_index`, terms in order,
+        // configurations decode) before we got here.
         match self
             .log
             .maybe_append(prev_index, prev_term, commit, entries)
@@ -1048,9 +1123,6 @@ impl<S: LogStorage> RawNode<S> {
         if meta.index <= self.log.committed {
             // Already have it (or newer): tell the leader where we are.
             self.ack_committed(from);
-            return;
-        }
-        if meta.size_bytes > self.cfg.snapshot_bytes_max {
             return;
         }
         match SnapshotRecv::accept(&mut self.snap_recv, &meta, offset, data) {

@@ -8,9 +8,12 @@
 //! `propose ID DATA`, `conf-change ID voters=.. [learners=..]`, `transfer-leader ID TO`,
 //! `read-index ID CTX`, `process-ready`, `deliver`, `stabilize`, `partition 1 2 | 3`,
 //! `heal`, `crash ID`, `restart ID`, `manual-persist ID`, `persist ID`, `compact ID INDEX
-//! [size=N]`, `status`, `log ID`.
+//! [size=N]`, `slow-disk ID tail=N` (only the newest N entries readable until fetched),
+//! `fetch` (complete the entry reads asked for), `status`, `log ID`.
 
 mod harness;
+
+use std::fmt::Write;
 
 use harness::{Cluster, NodeOpts};
 use tern_raft::{ConfChange, NodeId};
@@ -109,6 +112,17 @@ fn run_command(c: &mut Cluster, line: &str) -> String {
         "compact" => {
             let size = kv("size").map(|v| v.parse().expect("number")).unwrap_or(0);
             c.compact(arg(1), arg(2), size);
+        }
+        "slow-disk" => {
+            let tail = kv("tail").map(|v| v.parse().expect("number")).unwrap_or(0);
+            let disk = &c.nodes.get(&arg(1)).expect("node").disk;
+            disk.borrow_mut().slow_disk = Some(tern_raft::SlowDisk::new(tail, 8));
+        }
+        "fetch" => {
+            for (id, f) in c.fetches.clone() {
+                let _ = writeln!(c.out, "{id} fetched [{}, {})", f.low, f.high);
+            }
+            c.complete_fetches();
         }
         "status" => return c.status(),
         "log" => return c.log(arg(1)),

@@ -46,7 +46,7 @@ fn paper_5_1_stale_term_request_is_rejected() {
         },
     };
     let last = c.raft(2).last_index();
-    c.raft_mut(2).step(stale);
+    assert_eq!(c.raft_mut(2).step(stale), Ok(()));
     assert_eq!(c.raft(2).last_index(), last);
     assert_eq!(c.raft(2).term(), term);
 }
@@ -59,12 +59,13 @@ fn paper_5_1_leader_with_stale_term_reverts_to_follower() {
     c.add_nodes(3, None, &plain());
     elect(&mut c, 1);
     let higher = c.raft(1).term() + 5;
-    c.raft_mut(1).step(Message {
+    let stepped = c.raft_mut(1).step(Message {
         from: 2,
         to: 1,
         term: higher,
         body: MessageBody::HeartbeatResp { read_seq: 0 },
     });
+    assert_eq!(stepped, Ok(()));
     assert_eq!(c.raft(1).role(), Role::Follower);
     assert_eq!(c.raft(1).term(), higher);
 }
@@ -106,8 +107,8 @@ fn paper_5_2_one_vote_per_term_first_come_first_served() {
             transfer: false,
         },
     };
-    c.raft_mut(3).step(vote(1));
-    c.raft_mut(3).step(vote(2));
+    assert_eq!(c.raft_mut(3).step(vote(1)), Ok(()));
+    assert_eq!(c.raft_mut(3).step(vote(2)), Ok(()));
     let rd = c.raft_mut(3).ready();
     let grants: Vec<u64> = rd
         .messages
@@ -180,7 +181,7 @@ fn paper_5_3_follower_refuses_entries_without_matching_prev() {
             commit: 0,
         },
     };
-    c.raft_mut(2).step(gap);
+    assert_eq!(c.raft_mut(2).step(gap), Ok(()));
     assert_eq!(c.raft(2).last_index(), last);
     let rd = c.raft_mut(2).ready();
     assert!(rd
@@ -215,7 +216,7 @@ fn paper_5_4_1_vote_denied_to_a_less_up_to_date_candidate() {
             transfer: false,
         },
     };
-    c.raft_mut(3).step(ask(li - 1, lt));
+    assert_eq!(c.raft_mut(3).step(ask(li - 1, lt)), Ok(()));
     let rd = c.raft_mut(3).ready();
     assert!(
         rd.messages.iter().any(|m| m.msg.body

@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use super::kv::{Command, CommandKind, KvStore};
 use super::linearize::{self, Op, OpKind, Verdict};
+use super::mutate::{mutate, Expect};
 use super::rng::Rng;
 use crate::message::{
     ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, Snapshot,
@@ -31,6 +32,10 @@ pub struct SimOptions {
     pub steps: u64,
     /// Ticks allowed, once faults stop, to elect a leader and commit a new proposal.
     pub liveness_ticks_max: u64,
+    /// Per mille of delivered messages preceded by a mutated copy (`sim/mutate.rs`) that the
+    /// receiver must refuse or survive unharmed. 0 (the default) keeps the seeds' history as
+    /// without mutations.
+    pub mutate_per_mille: u64,
 }
 
 impl SimOptions {
@@ -39,6 +44,7 @@ impl SimOptions {
             seed,
             steps: 1000,
             liveness_ticks_max: 600,
+            mutate_per_mille: 0,
         }
     }
 }
@@ -76,6 +82,10 @@ pub struct FaultCounts {
     pub entry_fetches: u64,
     /// ... of which the driver dropped (never completed; the core asks again later).
     pub entry_fetches_lost: u64,
+    /// Mutated copies of messages delivered (only with `SimOptions::mutate_per_mille`) ...
+    pub msgs_mutated: u64,
+    /// ... of which the receiver refused.
+    pub msgs_mutated_refused: u64,
 }
 
 impl FaultCounts {
@@ -101,6 +111,8 @@ impl FaultCounts {
         self.slow_disk_seeds += o.slow_disk_seeds;
         self.entry_fetches += o.entry_fetches;
         self.entry_fetches_lost += o.entry_fetches_lost;
+        self.msgs_mutated += o.msgs_mutated;
+        self.msgs_mutated_refused += o.msgs_mutated_refused;
     }
 
     /// (name, count) pairs in a stable order, for printing.
@@ -127,6 +139,14 @@ impl FaultCounts {
             ("slow_disk_seeds", self.slow_disk_seeds),
             ("entry_fetches", self.entry_fetches),
             ("entry_fetches_lost", self.entry_fetches_lost),
+        ]
+    }
+
+    /// The rows of fault classes that fire only when asked for (`mutate_per_mille`).
+    pub fn optional_rows(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("msgs_mutated", self.msgs_mutated),
+            ("msgs_mutated_refused", self.msgs_mutated_refused),
         ]
     }
 }
@@ -314,6 +334,7 @@ struct Sim {
     ops_ok: u64,
     /// Entry fetches in progress: (due step, node index, request).
     fetches: Vec<(u64, usize, EntryFetch)>,
+    mutate_per_mille: u64,
 }
 
 /// Runs one seed to completion.
@@ -374,6 +395,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         faults: FaultCounts::default(),
         ops_ok: 0,
         fetches: Vec::new(),
+        mutate_per_mille: opts.mutate_per_mille,
     };
     sim.faults.tight_timing_seeds = knobs.tight_timing as u64;
     sim.faults.slow_disk_seeds = knobs.slow_tail_entries.is_some() as u64;
@@ -940,13 +962,48 @@ impl Sim {
             if self.blocked[msg.from as usize][msg.to as usize] {
                 continue;
             }
+            if self.mutate_per_mille > 0 && self.rng.chance(self.mutate_per_mille) {
+                self.deliver_mutant(&msg);
+            }
             if let Some(raft) = self
                 .nodes
                 .get_mut(msg.to as usize - 1)
                 .and_then(|n| n.raft.as_mut())
             {
-                raft.step(msg);
+                let (from, to, kind) = (msg.from, msg.to, msg.body.name());
+                if let Err(e) = raft.step(msg) {
+                    if e.is_peer_fault() {
+                        self.violations.push(format!(
+                            "node {to} refused a correct peer's {kind} from {from}: {e}"
+                        ));
+                    }
+                }
             }
+        }
+    }
+
+    /// Delivers a mutated copy of `msg` to its recipient (see `sim/mutate.rs`).
+    fn deliver_mutant(&mut self, msg: &Message) {
+        let nodes = self.nodes.len() as u64;
+        let Some((mutant, expect)) = mutate(msg, &mut self.rng, nodes) else {
+            return;
+        };
+        let Some(raft) = self
+            .nodes
+            .get_mut(msg.to as usize - 1)
+            .and_then(|n| n.raft.as_mut())
+        else {
+            return;
+        };
+        self.faults.msgs_mutated += 1;
+        let shown = mutant.to_string();
+        match raft.step(mutant) {
+            Err(_) => self.faults.msgs_mutated_refused += 1,
+            Ok(()) if expect == Expect::Refused => self.violations.push(format!(
+                "node {} accepted a malformed message: {shown}",
+                msg.to
+            )),
+            Ok(()) => {}
         }
     }
 
@@ -1515,7 +1572,7 @@ mod tests {
         let report = run_seed(&SimOptions {
             seed: 2,
             steps: 300,
-            liveness_ticks_max: 600,
+            ..SimOptions::new(2)
         });
         assert!(!report.failed(), "{report:?}");
         assert!(report.ops_ok > 0, "{report:?}");

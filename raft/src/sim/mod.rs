@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod kv;
 pub mod linearize;
+pub mod mutate;
 pub mod rng;
 
 pub use cluster::{run_seed, FaultCounts, SeedReport, SimOptions};

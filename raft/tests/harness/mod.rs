@@ -228,7 +228,9 @@ impl Cluster {
             }
             let _ = writeln!(self.out, "{m}");
             let to = m.to;
-            self.raft_mut(to).step(m);
+            if let Err(e) = self.raft_mut(to).step(m) {
+                let _ = writeln!(self.out, "{to} refused: {e}");
+            }
         }
         any
     }
