@@ -6,5 +6,27 @@
 pub mod bootstrap;
 pub mod config;
 pub mod controller;
+pub mod group;
 pub mod identity;
+pub mod log_store;
+pub mod partition;
+pub mod records;
+pub mod requests;
+pub mod runtime;
 pub mod serve;
+pub mod shard;
+pub mod snapshot_meta;
+
+/// Why a group could not start or had to stop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("group {group}: damaged state: {what}")]
+    Corrupt { group: u64, what: String },
+    #[error("group {group}: raft refused to start: {what}")]
+    Raft { group: u64, what: String },
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+#[cfg(test)]
+mod shard_tests;

@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::node::bootstrap::{self, Admission, AdmissionError};
 use crate::node::config::NodeConfig;
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
+use crate::node::runtime::NodeRuntime;
 
 /// Exit codes of `tern serve` (docs/operations/node.md).
 /// Stopped cleanly after SIGTERM/SIGINT.
@@ -54,6 +55,8 @@ pub enum ServeError {
     Signals(#[source] std::io::Error),
     #[error("a shard stopped while the node was running (see the lines above)")]
     ShardExited,
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl ServeError {
@@ -69,6 +72,7 @@ impl ServeError {
                 _ => EXIT_FAILED,
             },
             ServeError::ShardExited => EXIT_FAILED,
+            ServeError::Runtime(_) => EXIT_REFUSED,
         }
     }
 }
@@ -191,18 +195,25 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
     };
     // The peers' answers come from the transport handshake once it is integrated; until
     // then a new node of a multi-node cluster cannot be admitted and stays pending.
-    match bootstrap::decide(id.admitted, id.node_id, id.cluster_id, &voters, &[])? {
-        Admission::Resume => info!("admission: resume (admitted earlier)"),
+    let admitted = match bootstrap::decide(id.admitted, id.node_id, id.cluster_id, &voters, &[])? {
+        Admission::Resume => {
+            info!("admission: resume (admitted earlier)");
+            true
+        }
         Admission::Bootstrap | Admission::Join => {
             identity::mark_admitted(&cfg.data_dir, id)?;
             info!("admission: admitted as a voter of a new single-node cluster");
+            true
         }
-        Admission::Wait => warn!(
-            "admission: pending: a new node of a multi-node cluster must hear from its peers \
+        Admission::Wait => {
+            warn!(
+                "admission: pending: a new node of a multi-node cluster must hear from its peers \
              before it may vote; the peer transport is not integrated yet, so this node \
              recovers its WAL and holds its lock but takes no part in the cluster"
-        ),
-    }
+            );
+            false
+        }
+    };
 
     let switch = Arc::new(StopSwitch::new());
     let signals_thread = spawn_signal_thread(switch.clone(), cfg.shutdown_timeout)?;
@@ -212,15 +223,20 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
         recovery_mode = engine_cfg.wal.recovery_mode.name(),
         "recovery: opening the data directory and replaying each shard's WAL"
     );
+    let shards = crate::node::runtime::shard_count(cfg);
+    let runtime =
+        NodeRuntime::start(cfg, id.cluster_id, shards, admitted).map_err(ServeError::Runtime)?;
     let ready = Arc::new(AtomicU32::new(0));
     let watch = ShardWatch {
         switch: switch.clone(),
         armed: false,
     };
     let configured_shards = engine_cfg.shards;
+    let shard_runtime = runtime.clone();
     let result = tern_engine::engine::run_shards(&cfg.data_dir, &engine_cfg, true, move |ctx| {
         let watch = watch.clone();
         let ready = ready.clone();
+        let runtime = shard_runtime.clone();
         async move {
             let stop = watch.switch.register();
             let r = ctx.recovery();
@@ -252,8 +268,9 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
                      (listeners, Raft groups and the controller are not integrated yet)"
                 );
             }
-            // Err only when the switch was dropped, which cannot happen while we hold it.
-            let _ = stop.await;
+            if let Some(why) = runtime.run_shard(&ctx, stop).await {
+                error!(shard = ctx.shard, "shard stopped: {why}");
+            }
             info!(
                 shard = ctx.shard,
                 "shutdown: shard flushing and closing its WAL"
@@ -261,6 +278,7 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
             drop(watch);
         }
     });
+    runtime.stop_network();
     let reason = switch.reason();
     // Make the signal thread end: a stop requested by a failure did not come through it.
     signals_thread.close();

@@ -1,0 +1,126 @@
+//! The node's internal requests: what a client front end (the Kafka listener, tern's own
+//! client, the HTTP admin API) asks of the shard that owns a partition. They map one-to-one
+//! onto Kafka's requests, so the front end is a translation, never a second set of rules.
+//! Every request carries its reply channel; requests and replies are `Send`, because a request
+//! can arrive on any shard and travels to the owning shard over a channel.
+
+use futures_channel::oneshot;
+
+/// How durable a produce must be before it is acknowledged (Kafka `acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=-1/all: committed, that is durable on a majority of the partition's replicas.
+    Committed,
+    /// acks=1: durable on the leader (a failover can still lose it).
+    Leader,
+    /// acks=0: no answer is awaited by the client; the node still proposes the records.
+    None,
+}
+
+/// Errors a request is answered with; each maps onto one Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// NOT_LEADER_OR_FOLLOWER: retry on `leader` (0 = unknown, refresh metadata).
+    #[error("not the leader of this partition (leader: node {leader})")]
+    NotLeader { leader: u64 },
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    /// OFFSET_OUT_OF_RANGE, with the partition's current bounds.
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: u64, start: u64, end: u64 },
+    /// CORRUPT_MESSAGE: the produced batches failed their checks; nothing was stored.
+    #[error("corrupt record batch: {0}")]
+    CorruptMessage(String),
+    /// MESSAGE_TOO_LARGE.
+    #[error("request of {bytes} bytes is over the limit of {max}")]
+    TooLarge { bytes: u64, max: u64 },
+    /// NOT_ENOUGH_REPLICAS-like: the partition's leader is not ready to accept (a new leader
+    /// that has not yet committed an entry of its term, or too much uncommitted data).
+    #[error("partition not ready for writes: {0}")]
+    NotReady(String),
+    /// POLICY_VIOLATION / the node refuses writes (read_only mode).
+    #[error("node is read-only")]
+    ReadOnly,
+    /// KAFKA_STORAGE_ERROR: the shard owning the partition stopped on an I/O error.
+    #[error("storage failed: {0}")]
+    StorageFailed(String),
+    /// REQUEST_TIMED_OUT, or the outcome is unknown (leadership changed while the produce was
+    /// in flight: it may still commit).
+    #[error("request outcome unknown: {0}")]
+    Unknown(String),
+    /// INVALID_REQUEST / topic-level errors (exists, bad replication factor, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The node is shutting down.
+    #[error("node shutting down")]
+    ShuttingDown,
+}
+
+/// Where a partition lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionRef {
+    pub topic: String,
+    pub partition: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceReply {
+    /// Offset of the first record produced.
+    pub base_offset: u64,
+    /// The Raft term of the leader that accepted it (Kafka's leader epoch).
+    pub leader_epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchReply {
+    /// Stored record batches, verbatim, starting with the batch holding the requested offset
+    /// (a client skips records before the offset it asked for, as Kafka's do).
+    pub records: Vec<u8>,
+    /// Offset after the last committed record (Kafka's high watermark).
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// Which offset ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+}
+
+/// A partition as Metadata reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub group: u64,
+    pub partition: u32,
+    pub replicas: Vec<u64>,
+    /// 0 when unknown to this node.
+    pub leader: u64,
+    pub leader_epoch: u64,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// A request for one partition, routed to the shard that owns its group.
+#[derive(Debug)]
+pub enum PartitionRequest {
+    Produce {
+        records: Vec<u8>,
+        acks: Acks,
+        reply: Reply<ProduceReply>,
+    },
+    Fetch {
+        offset: u64,
+        bytes_max: u64,
+        reply: Reply<FetchReply>,
+    },
+    ListOffsets {
+        spec: OffsetSpec,
+        reply: Reply<u64>,
+    },
+    /// Leader, epoch and replicas of the partition as its shard knows them.
+    Describe {
+        reply: Reply<PartitionView>,
+    },
+}

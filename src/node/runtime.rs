@@ -1,0 +1,272 @@
+//! Wiring of a running node: the channels between shards, the peer network, and the shard
+//! drivers on their executors. `serve` owns start-up and shutdown; this module owns what
+//! runs in between.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::SinkExt;
+use tern_engine::engine::ShardContext;
+use tern_net::{
+    LocalIdentity, Outbound, PeerDirectory, PeerEvent, PeerNetwork, PeerTransport, SendError,
+    ShardPeerSetup, TcpTransport, TransportConfig, TransportStats,
+};
+use tern_raft::message::NodeId;
+use tracing::info;
+use uuid::Uuid;
+
+use super::config::NodeConfig;
+use super::controller::{Member, CONTROLLER_GROUP};
+use super::shard::{Shard, ShardMsg, ShardSetup};
+
+/// Requests queued to one shard before senders wait (backpressure on the front ends).
+pub const SHARD_INBOX_MAX: usize = 1024;
+
+/// What every shard's task takes its part of, once.
+pub struct NodeRuntime {
+    node_id: u64,
+    shards: u32,
+    tick: Duration,
+    raft: tern_raft::Config,
+    controller_voters: Vec<u64>,
+    initial_members: Vec<Member>,
+    senders: Vec<mpsc::Sender<ShardMsg>>,
+    inboxes: Mutex<Vec<Option<mpsc::Receiver<ShardMsg>>>>,
+    /// None for a standalone node (no peer listener).
+    peer_setups: Option<Mutex<Vec<Option<ShardPeerSetup>>>>,
+    network: Mutex<Option<PeerNetwork>>,
+}
+
+/// A shard's transport: TCP to the peers, or none at all for a standalone node.
+pub enum NodeTransport {
+    Tcp(TcpTransport),
+    /// `--standalone`: no peer listener, no peers; every send is refused.
+    Alone,
+}
+
+impl PeerTransport for NodeTransport {
+    fn send(&self, to: NodeId, outbound: Outbound) -> Result<(), SendError> {
+        match self {
+            NodeTransport::Tcp(t) => t.send(to, outbound),
+            NodeTransport::Alone => Err(SendError::UnknownPeer(to)),
+        }
+    }
+
+    async fn next_event(&self) -> Option<PeerEvent> {
+        match self {
+            NodeTransport::Tcp(t) => t.next_event().await,
+            NodeTransport::Alone => std::future::pending().await,
+        }
+    }
+
+    fn stats(&self) -> TransportStats {
+        match self {
+            NodeTransport::Tcp(t) => t.stats(),
+            NodeTransport::Alone => TransportStats::default(),
+        }
+    }
+}
+
+/// The peer protocol's cluster id: the node's UUID folded to 64 bits.
+pub fn wire_cluster_id(id: Uuid) -> u64 {
+    let v = id.as_u128();
+    (v as u64) ^ ((v >> 64) as u64)
+}
+
+/// The members a controller leader registers: this node with its configured addresses, and
+/// each other initial voter at its peer address. A peer's Kafka and HTTP addresses are not in
+/// this node's configuration: they are taken to be on the peer's host with this node's ports
+/// (what `scripts/cluster.sh` runs), and each node corrects its own entry when it leads the
+/// controller. docs/operations/cluster.md says so.
+pub fn initial_members(cfg: &NodeConfig) -> Vec<Member> {
+    let mut out = vec![Member {
+        node_id: cfg.node_id,
+        peer_addr: cfg.peer_addr,
+        kafka_addr: cfg.kafka_addr,
+        http_addr: cfg.http_addr,
+    }];
+    for p in cfg.peers.iter().filter(|p| p.node_id != cfg.node_id) {
+        let mut kafka = cfg.kafka_addr;
+        kafka.set_ip(p.addr.ip());
+        let mut http = cfg.http_addr;
+        http.set_ip(p.addr.ip());
+        out.push(Member {
+            node_id: p.node_id,
+            peer_addr: p.addr,
+            kafka_addr: kafka,
+            http_addr: http,
+        });
+    }
+    out
+}
+
+/// The shard count the data directory has (its `ENGINE` file), or will have when created.
+pub fn shard_count(cfg: &NodeConfig) -> u32 {
+    let path = cfg.data_dir.join("ENGINE");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match tern_engine::engine::EngineMeta::decode(&text) {
+            Ok(meta) => meta.shards,
+            // The engine refuses the directory with a clear error when it opens it.
+            Err(_) => cfg.shards_resolved(),
+        },
+        Err(_) => cfg.shards_resolved(),
+    }
+}
+
+impl NodeRuntime {
+    /// Binds the peer listener (refused if the address is taken, also by another process)
+    /// and prepares one inbox per shard.
+    /// `admitted`: this node may take part in the controller (see `bootstrap`); when not, it
+    /// hosts no group until it is.
+    pub fn start(
+        cfg: &NodeConfig,
+        cluster_id: Uuid,
+        shards: u32,
+        admitted: bool,
+    ) -> Result<Arc<Self>, String> {
+        let ticks = cfg.raft.ticks();
+        let mut raft = tern_raft::Config::new(cfg.node_id);
+        raft.heartbeat_ticks = ticks.heartbeat_ticks;
+        raft.election_ticks_min = ticks.election_ticks_min;
+        raft.election_ticks_max = ticks.election_ticks_max;
+        raft.validate().map_err(|e| format!("raft timing: {e}"))?;
+        let controller_voters: Vec<u64> = if !admitted {
+            Vec::new()
+        } else if cfg.peers.is_empty() {
+            vec![cfg.node_id]
+        } else {
+            cfg.peers.iter().map(|p| p.node_id).collect()
+        };
+        let initial_members = initial_members(cfg);
+        let mut senders = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::channel(SHARD_INBOX_MAX);
+            senders.push(tx);
+            inboxes.push(Some(rx));
+        }
+        if cfg.standalone {
+            info!("standalone: no peer listener");
+            return Ok(Arc::new(NodeRuntime {
+                node_id: cfg.node_id,
+                shards,
+                tick: cfg.raft.tick,
+                raft,
+                controller_voters,
+                initial_members,
+                senders,
+                inboxes: Mutex::new(inboxes),
+                peer_setups: None,
+                network: Mutex::new(None),
+            }));
+        }
+        let identity = LocalIdentity {
+            cluster_id: wire_cluster_id(cluster_id),
+            node_id: cfg.node_id,
+            shard_count: shards,
+        };
+        let directory = PeerDirectory::new(
+            cfg.peers
+                .iter()
+                .filter(|p| p.node_id != cfg.node_id)
+                .map(|p| (p.node_id, p.addr)),
+        );
+        let (network, setups) = PeerNetwork::start(
+            identity,
+            cfg.peer_addr,
+            directory,
+            TransportConfig::default(),
+        )
+        .map_err(|e| format!("peer listener on {}: {e}", cfg.peer_addr))?;
+        info!(addr = %network.local_addr(), "peer listener bound");
+        Ok(Arc::new(NodeRuntime {
+            node_id: cfg.node_id,
+            shards,
+            tick: cfg.raft.tick,
+            raft,
+            controller_voters,
+            initial_members,
+            senders,
+            inboxes: Mutex::new(inboxes),
+            peer_setups: Some(Mutex::new(setups.into_iter().map(Some).collect())),
+            network: Mutex::new(Some(network)),
+        }))
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// Senders to every shard, for front ends (Kafka, HTTP) on any thread.
+    pub fn senders(&self) -> Vec<mpsc::Sender<ShardMsg>> {
+        self.senders.clone()
+    }
+
+    /// The shard hosting the controller group.
+    pub fn controller_shard(&self) -> u32 {
+        tern_engine::shard_for_group(CONTROLLER_GROUP, self.shards)
+    }
+
+    /// Runs shard `ctx.shard`'s driver until `stop` fires. Returns the error that stopped the
+    /// shard early, if any.
+    pub async fn run_shard(
+        self: Arc<Self>,
+        ctx: &ShardContext,
+        stop: oneshot::Receiver<()>,
+    ) -> Option<String> {
+        let shard = ctx.shard as usize;
+        let inbox = self
+            .inboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(shard)
+            .and_then(Option::take);
+        let transport = match &self.peer_setups {
+            None => Some(NodeTransport::Alone),
+            Some(setups) => setups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(shard)
+                .and_then(Option::take)
+                .map(|s| NodeTransport::Tcp(s.start())),
+        };
+        let (Some(inbox), Some(transport)) = (inbox, transport) else {
+            return Some(format!(
+                "shard {shard} has no inbox or transport (the directory has more shards than the node was started for)"
+            ));
+        };
+        let transport = std::rc::Rc::new(transport);
+        let mut own = self.senders[shard].clone();
+        // The stop signal becomes a message in the shard's own inbox, after what was queued.
+        glommio::spawn_local(async move {
+            let _ = stop.await;
+            let _ = own.send(ShardMsg::Stop).await;
+        })
+        .detach();
+        let setup = ShardSetup {
+            node_id: self.node_id,
+            shard: ctx.shard,
+            shards: self.shards,
+            tick: self.tick,
+            controller_voters: self.controller_voters.clone(),
+            initial_members: self.initial_members.clone(),
+            raft: self.raft.clone(),
+            inbox,
+            shard_senders: self.senders.clone(),
+        };
+        Shard::run(setup, ctx.wal.clone(), transport).await
+    }
+
+    /// Stops the peer listener (connections end with their shards).
+    pub fn stop_network(&self) {
+        if let Some(mut n) = self
+            .network
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            n.stop();
+        }
+    }
+}

@@ -1,0 +1,1229 @@
+//! The shard driver: runs every Raft group placed on one shard over the shard's WAL and peer
+//! transport, on the shard's own executor. Nothing here is shared with another thread: other
+//! shards and the client front ends talk to it through channels.
+//!
+//! One round of the loop (see `tern_raft`'s crate docs for the contract it follows):
+//! 1. Take every event that arrived (ticks, peer messages, client requests, completed reads
+//!    and writes) and feed it to its group.
+//! 2. For every group with a `Ready`: send the messages that may leave before persistence
+//!    (the leader's AppendEntries go out in parallel with its own fsync), add its snapshot
+//!    point, entries and hard state to ONE engine write batch for the whole shard, apply its
+//!    committed entries, start the entry reads it asked for.
+//! 3. Submit the batch (one group-commit write, one fdatasync for every group of the shard)
+//!    and queue the round behind the batches before it.
+//! 4. When the batch is durable (batches finish in order): send the round's remaining
+//!    messages and tell each group what it persisted (`on_persisted`).
+//!
+//! If the shard's WAL stops on an I/O error (fail-stop), every group on the shard stops: no
+//! more heartbeats (so followers elect a leader elsewhere), no acknowledgement; requests are
+//! answered with a storage error. Other shards keep serving.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use tern_engine::storage::Storage;
+use tern_engine::{Durable, OwnedEntry, ShardWal, WriteBatch};
+use tern_net::{HeartbeatBatch, Outbound, PeerEvent, PeerTransport};
+use tern_raft::message::{ConfState, Entry, EntryKind, Message, NodeId};
+use tern_raft::ready::EntryFetch;
+use tern_raft::{Config as RaftConfig, PersistAck, RawNode, Role};
+use tracing::{debug, error, info, warn};
+
+use super::controller::{
+    desired_groups, Command, ControllerState, HostedGroup, Member, Outcome, CONTROLLER_GROUP,
+};
+use super::group::{Group, Machine, PendingCommand, PendingProduce};
+use super::log_store::{engine_kind, raft_kind, EngineLog};
+use super::partition::{OffsetMap, PartitionSnapshot};
+use super::records::{parse_batches, record_count, stamp};
+use super::requests::{
+    Acks, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply, RequestError,
+};
+use super::snapshot_meta::GroupSnapshot;
+
+/// The Raft tick. Election and heartbeat timeouts are counted in ticks (`RaftConfig`).
+pub const TICK: Duration = Duration::from_millis(10);
+/// Largest produce payload accepted in one request: one Raft entry, well inside a WAL batch.
+pub const PRODUCE_BYTES_MAX: u64 = 1 << 20;
+/// Events handled per round before the round's Readies are processed, so a flood of one kind
+/// of event cannot starve persistence.
+const EVENTS_PER_ROUND_MAX: usize = 4096;
+/// Fetch reads in flight per shard.
+const ENTRY_READS_INFLIGHT_MAX: usize = 64;
+
+/// Messages that reach a shard from outside its executor (other shards, front ends).
+#[derive(Debug)]
+pub enum ShardMsg {
+    Partition {
+        group: u64,
+        request: PartitionRequest,
+    },
+    /// A controller command, for the shard hosting group 0; answered once applied.
+    Controller {
+        command: Command,
+        reply: oneshot::Sender<Result<Outcome, RequestError>>,
+    },
+    /// The controller's state after it changed (sent by the shard hosting group 0).
+    ControllerState(Box<ControllerState>),
+    /// A copy of the shard's view, for status endpoints and the CLI.
+    Status { reply: oneshot::Sender<ShardStatus> },
+    /// Stop: fail waiting requests, stop the loop.
+    Stop,
+}
+
+/// One group as `tern raft-info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStatus {
+    pub group: u64,
+    pub topic: Option<String>,
+    pub partition: Option<u32>,
+    pub role: String,
+    pub term: u64,
+    pub leader: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub halted: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStatus {
+    pub shard: u32,
+    pub failed: Option<String>,
+    pub groups: Vec<GroupStatus>,
+}
+
+/// What a shard needs to run; `Send`, so it can move into the shard's executor.
+pub struct ShardSetup {
+    pub node_id: NodeId,
+    pub shard: u32,
+    pub shards: u32,
+    /// The Raft tick (`raft.tick`, default [`TICK`]).
+    pub tick: Duration,
+    /// Initial voters of the controller group (this node included), if this node is one.
+    pub controller_voters: Vec<NodeId>,
+    /// The members a controller leader registers when its state lacks them: this node with
+    /// its real addresses, and the other initial voters (see `runtime::initial_members`).
+    pub initial_members: Vec<Member>,
+    pub raft: RaftConfig,
+    pub inbox: mpsc::Receiver<ShardMsg>,
+    /// Senders to every shard (this one included), by shard index.
+    pub shard_senders: Vec<mpsc::Sender<ShardMsg>>,
+}
+
+enum Event {
+    Tick,
+    Peer(PeerEvent),
+    Msg(ShardMsg),
+    Fetched {
+        group: u64,
+        fetch: EntryFetch,
+        result: tern_engine::Result<Vec<OwnedEntry>>,
+    },
+    Persisted {
+        round: Vec<PersistedGroup>,
+        result: tern_engine::Result<()>,
+    },
+    Failed(String),
+}
+
+/// What one group does once a round's batch is durable.
+struct PersistedGroup {
+    group: u64,
+    ack: PersistAck,
+    messages: Vec<Message>,
+    /// The group wrote a snapshot point in this round: its log's view must be refreshed.
+    snapshot: bool,
+}
+
+struct Round {
+    durable: Option<Durable>,
+    groups: Vec<PersistedGroup>,
+}
+
+pub struct Shard<S: Storage, T: PeerTransport> {
+    node_id: NodeId,
+    shard: u32,
+    shards: u32,
+    tick: Duration,
+    raft: RaftConfig,
+    wal: Rc<ShardWal<S>>,
+    transport: Rc<T>,
+    groups: HashMap<u64, Group<S>>,
+    dirty: BTreeSet<u64>,
+    /// The latest controller state this shard knows (applied here, or received).
+    controller: Option<Box<ControllerState>>,
+    initial_members: Vec<Member>,
+    /// The controller term in which this node last proposed the missing members.
+    members_proposed_term: u64,
+    shard_senders: Vec<mpsc::Sender<ShardMsg>>,
+    events: mpsc::UnboundedSender<Event>,
+    rounds: mpsc::UnboundedSender<Round>,
+    reads_inflight: Rc<std::cell::Cell<usize>>,
+    /// Set by the ticker when it queues a tick, cleared when the loop handles it.
+    tick_pending: Rc<std::cell::Cell<bool>>,
+    failed: Option<String>,
+    stopping: bool,
+}
+
+impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
+    /// Runs the shard until it is told to stop. Returns the error that stopped it, if any.
+    pub async fn run(setup: ShardSetup, wal: Rc<ShardWal<S>>, transport: Rc<T>) -> Option<String> {
+        let (events_tx, events_rx) = mpsc::unbounded::<Event>();
+        let (rounds_tx, rounds_rx) = mpsc::unbounded::<Round>();
+        let mut shard = Shard {
+            node_id: setup.node_id,
+            shard: setup.shard,
+            shards: setup.shards,
+            tick: setup.tick,
+            raft: setup.raft,
+            wal: wal.clone(),
+            transport: transport.clone(),
+            groups: HashMap::new(),
+            dirty: BTreeSet::new(),
+            controller: None,
+            initial_members: setup.initial_members,
+            members_proposed_term: 0,
+            shard_senders: setup.shard_senders,
+            events: events_tx,
+            rounds: rounds_tx,
+            reads_inflight: Rc::new(std::cell::Cell::new(0)),
+            tick_pending: Rc::new(std::cell::Cell::new(false)),
+            failed: None,
+            stopping: false,
+        };
+        // Dropping these tasks (when the loop ends) cancels them.
+        let tasks = shard.spawn_sources(setup.inbox, rounds_rx);
+        if !setup.controller_voters.is_empty()
+            && tern_engine::shard_for_group(CONTROLLER_GROUP, shard.shards) == shard.shard
+        {
+            let voters = ConfState::with_voters(&setup.controller_voters);
+            if let Err(e) = shard.start_group(CONTROLLER_GROUP, voters, None).await {
+                error!(shard = shard.shard, "controller group did not start: {e}");
+                shard.failed = Some(format!("controller group did not start: {e}"));
+            }
+        }
+        shard.main_loop(events_rx).await;
+        drop(tasks);
+        shard.failed.clone()
+    }
+
+    /// The tasks that turn the outside world into events.
+    fn spawn_sources(
+        &self,
+        mut inbox: mpsc::Receiver<ShardMsg>,
+        mut rounds: mpsc::UnboundedReceiver<Round>,
+    ) -> Vec<glommio::Task<()>> {
+        let mut tasks = Vec::new();
+        let ev = self.events.clone();
+        // A tick is skipped rather than queued when the loop is behind: a slow round must not
+        // turn into a burst of ticks (and a burst of elections) afterwards.
+        let pending = self.tick_pending.clone();
+        let tick = self.tick;
+        tasks.push(glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(tick).await;
+                if pending.replace(true) {
+                    continue;
+                }
+                if ev.unbounded_send(Event::Tick).is_err() {
+                    break;
+                }
+            }
+        }));
+        let ev = self.events.clone();
+        let transport = self.transport.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(e) = transport.next_event().await {
+                if ev.unbounded_send(Event::Peer(e)).is_err() {
+                    break;
+                }
+            }
+        }));
+        let ev = self.events.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(m) = inbox.next().await {
+                if ev.unbounded_send(Event::Msg(m)).is_err() {
+                    break;
+                }
+            }
+        }));
+        // Rounds finish in submission order: one task awaits them one after another.
+        let ev = self.events.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(round) = rounds.next().await {
+                let result = match round.durable {
+                    Some(d) => d.await,
+                    None => Ok(()),
+                };
+                let event = Event::Persisted {
+                    round: round.groups,
+                    result,
+                };
+                if ev.unbounded_send(event).is_err() {
+                    break;
+                }
+            }
+        }));
+        let ev = self.events.clone();
+        let wal = self.wal.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let err = wal.failed().await;
+            let _ = ev.unbounded_send(Event::Failed(err.to_string()));
+        }));
+        tasks
+    }
+
+    async fn main_loop(&mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+        while !self.stopping {
+            let Some(first) = events.next().await else {
+                break;
+            };
+            self.handle(first).await;
+            let mut handled = 1;
+            while handled < EVENTS_PER_ROUND_MAX {
+                match events.try_recv() {
+                    Ok(e) => self.handle(e).await,
+                    _ => break,
+                }
+                handled += 1;
+            }
+            if self.failed.is_none() && !self.stopping {
+                self.register_members();
+                self.process_readies().await;
+            }
+        }
+        for g in self.groups.values_mut() {
+            g.fail_pending(RequestError::ShuttingDown);
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick => {
+                self.tick_pending.set(false);
+                if self.failed.is_some() {
+                    return;
+                }
+                for (id, g) in self.groups.iter_mut() {
+                    if g.halted.is_none() {
+                        g.raw.tick();
+                        self.dirty.insert(*id);
+                    }
+                }
+            }
+            Event::Peer(PeerEvent::Raft { messages, .. }) => {
+                for (group, m) in messages {
+                    self.step(group, m);
+                }
+            }
+            Event::Peer(PeerEvent::Heartbeats(batch)) => {
+                for (group, m) in batch.into_messages() {
+                    self.step(group, m);
+                }
+            }
+            Event::Peer(PeerEvent::Unreachable { peer }) => {
+                for (id, g) in self.groups.iter_mut() {
+                    g.raw.report_unreachable(peer);
+                    self.dirty.insert(*id);
+                }
+            }
+            Event::Msg(m) => self.handle_msg(m).await,
+            Event::Fetched {
+                group,
+                fetch,
+                result,
+            } => {
+                self.reads_inflight.set(self.reads_inflight.get() - 1);
+                let Some(g) = self.groups.get_mut(&group) else {
+                    return;
+                };
+                match result {
+                    Ok(entries) => {
+                        let entries: Vec<Entry> = entries
+                            .into_iter()
+                            .map(|e| Entry {
+                                term: e.term,
+                                index: e.index,
+                                kind: raft_kind(e.kind),
+                                data: e.data,
+                            })
+                            .collect();
+                        g.raw.storage_mut().cache.insert_read(entries);
+                        g.raw.on_entries_fetched(fetch);
+                        self.dirty.insert(group);
+                    }
+                    // The core forgets the fetch after `fetch_retry_ticks` and asks again.
+                    Err(e) => warn!(group, "entry read failed: {e}"),
+                }
+            }
+            Event::Persisted { round, result } => match result {
+                Ok(()) => self.on_round_durable(round),
+                Err(e) => self.fail(format!("write failed: {e}")),
+            },
+            Event::Failed(why) => self.fail(why),
+        }
+    }
+
+    fn step(&mut self, group: u64, m: Message) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            // Not (yet) hosted here: the controller has not told this shard, or the group was
+            // removed. Raft retransmits, so dropping is safe.
+            debug!(
+                group,
+                "message for a group not hosted on this shard dropped"
+            );
+            return;
+        };
+        if g.halted.is_some() || self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = g.raw.step(m) {
+            debug!(group, "message refused: {e}");
+        }
+        self.dirty.insert(group);
+    }
+
+    /// Fail-stop: the WAL refused a write or fsync. Nothing more is acknowledged or sent.
+    fn fail(&mut self, why: String) {
+        if self.failed.is_some() {
+            return;
+        }
+        error!(
+            shard = self.shard,
+            "shard stopped (fail-stop): {why}; its groups stop acknowledging and step down"
+        );
+        for g in self.groups.values_mut() {
+            g.fail_pending(RequestError::StorageFailed(why.clone()));
+        }
+        self.failed = Some(why);
+    }
+
+    async fn handle_msg(&mut self, m: ShardMsg) {
+        match m {
+            ShardMsg::Stop => self.stopping = true,
+            ShardMsg::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            ShardMsg::ControllerState(state) => self.on_controller_state(state).await,
+            ShardMsg::Controller { command, reply } => self.propose_command(command, reply),
+            ShardMsg::Partition { group, request } => self.partition_request(group, request),
+        }
+    }
+
+    pub fn status(&self) -> ShardStatus {
+        let mut groups: Vec<GroupStatus> = self
+            .groups
+            .iter()
+            .map(|(&id, g)| {
+                let (topic, partition) = match &g.machine {
+                    Machine::Partition { hosted, .. } => {
+                        (Some(hosted.topic.clone()), Some(hosted.partition))
+                    }
+                    Machine::Controller(_) => (None, None),
+                };
+                let conf = g.raw.conf();
+                GroupStatus {
+                    group: id,
+                    topic,
+                    partition,
+                    role: role_name(g.raw.role()).to_string(),
+                    term: g.raw.term(),
+                    leader: g.raw.leader(),
+                    commit: g.raw.commit(),
+                    applied: g.raw.applied(),
+                    first_index: g.raw.first_index(),
+                    last_index: g.raw.last_index(),
+                    voters: conf.voters.clone(),
+                    learners: conf.learners.clone(),
+                    halted: g.halted.clone(),
+                }
+            })
+            .collect();
+        groups.sort_by_key(|g| g.group);
+        ShardStatus {
+            shard: self.shard,
+            failed: self.failed.clone(),
+            groups,
+        }
+    }
+
+    // ----- Groups -----------------------------------------------------------------------------
+
+    /// Starts (or restarts from its durable state) a group hosted on this shard.
+    async fn start_group(
+        &mut self,
+        group: u64,
+        bootstrap: ConfState,
+        hosted: Option<HostedGroup>,
+    ) -> Result<(), super::NodeError> {
+        let mut log = EngineLog::open(self.wal.clone(), group, bootstrap)?;
+        // RawNode::new reads the newest configuration entries: bring them into the cache.
+        for index in tern_raft::LogStorage::conf_entry_indexes(&log) {
+            let entries = self
+                .wal
+                .read(group, index, index + 1, u64::MAX)
+                .await
+                .map_err(|e| super::NodeError::Engine(e.to_string()))?;
+            log.cache
+                .insert_read(entries.into_iter().map(to_raft_entry));
+        }
+        let snapshot_index = log.snapshot().meta.index;
+        let hs = tern_raft::LogStorage::initial_state(&log)
+            .map_err(|e| super::NodeError::Engine(e.to_string()))?;
+        let machine = match &hosted {
+            None => {
+                let state = if log.snapshot().data.is_empty() {
+                    ControllerState::default()
+                } else {
+                    ControllerState::decode_snapshot(&log.snapshot().data).map_err(|e| {
+                        super::NodeError::Corrupt {
+                            group,
+                            what: format!("controller snapshot: {e}"),
+                        }
+                    })?
+                };
+                Machine::Controller(Box::new(state))
+            }
+            Some(h) => {
+                let start = PartitionSnapshot::decode(&log.snapshot().data)
+                    .map_err(|what| super::NodeError::Corrupt { group, what })?;
+                let last = tern_raft::LogStorage::last_index(&log);
+                let offsets = self
+                    .rebuild_offsets(group, snapshot_index, start.end_offset, last)
+                    .await?;
+                Machine::Partition {
+                    hosted: h.clone(),
+                    offsets,
+                }
+            }
+        };
+        let mut cfg = self.raft.clone();
+        cfg.id = self.node_id;
+        // A partition's state is its log: nothing to re-apply after a restart. The controller
+        // re-applies its committed entries from its snapshot.
+        cfg.applied = match machine {
+            Machine::Partition { .. } => hs.commit.max(snapshot_index),
+            Machine::Controller(_) => snapshot_index,
+        };
+        cfg.seed = cfg.seed.wrapping_add(group.wrapping_mul(0x9E37_79B9));
+        let mut raw = RawNode::new(cfg, log).map_err(|e| super::NodeError::Raft {
+            group,
+            what: e.to_string(),
+        })?;
+        // A group whose only voter is this node (a standalone node) need not wait an election
+        // timeout.
+        if raw.conf().voters == [self.node_id] && raw.role() != Role::Leader {
+            raw.campaign();
+        }
+        info!(
+            shard = self.shard,
+            group,
+            first = raw.first_index(),
+            last = raw.last_index(),
+            commit = raw.commit(),
+            "group started (recovery: replay done, catching up)"
+        );
+        self.groups.insert(group, Group::new(raw, machine));
+        self.dirty.insert(group);
+        Ok(())
+    }
+
+    /// The offset map of a partition's log after a restart: each entry's end offset, from
+    /// the entries after the snapshot point (read in bounded chunks; only their batch headers
+    /// are looked at).
+    async fn rebuild_offsets(
+        &self,
+        group: u64,
+        snapshot_index: u64,
+        start_offset: u64,
+        last: u64,
+    ) -> Result<OffsetMap, super::NodeError> {
+        const READ_BYTES_MAX: u64 = 8 << 20;
+        let mut map = OffsetMap::new(snapshot_index, start_offset, []);
+        let mut next = snapshot_index + 1;
+        while next <= last {
+            let entries = self
+                .wal
+                .read(group, next, last + 1, READ_BYTES_MAX)
+                .await
+                .map_err(|e| super::NodeError::Engine(e.to_string()))?;
+            let Some(end) = entries.last().map(|e| e.index) else {
+                break;
+            };
+            let entries: Vec<Entry> = entries.into_iter().map(to_raft_entry).collect();
+            map.on_written(&entries)
+                .map_err(|e| super::NodeError::Corrupt {
+                    group,
+                    what: e.to_string(),
+                })?;
+            next = end + 1;
+        }
+        Ok(map)
+    }
+
+    /// Brings the partition groups of this shard in line with the controller's state.
+    async fn on_controller_state(&mut self, state: Box<ControllerState>) {
+        let desired: BTreeMap<u64, HostedGroup> = desired_groups(&state, self.node_id, self.shards)
+            .into_iter()
+            .filter(|(_, h)| h.shard == self.shard)
+            .collect();
+        self.controller = Some(state);
+        let running: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| matches!(g.machine, Machine::Partition { .. }))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in running {
+            if !desired.contains_key(&id) {
+                self.remove_group(id);
+            }
+        }
+        for (id, hosted) in desired {
+            if self.groups.contains_key(&id) {
+                continue;
+            }
+            let voters = ConfState::with_voters(&hosted.replicas);
+            if let Err(e) = self.start_group(id, voters, Some(hosted)).await {
+                error!(group = id, "partition group did not start: {e}");
+            }
+        }
+    }
+
+    fn remove_group(&mut self, group: u64) {
+        if let Some(mut g) = self.groups.remove(&group) {
+            g.fail_pending(RequestError::UnknownPartition);
+            info!(
+                shard = self.shard,
+                group, "group removed (topic deleted or replica moved); its data is purged"
+            );
+            let mut batch = WriteBatch::new();
+            batch.delete_group(group);
+            let wal = self.wal.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = wal.write(batch).await {
+                    warn!(group, "purging a removed group failed: {e}");
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// A controller leader proposes the members its state lacks (or whose addresses changed),
+    /// once per term, after its term's first entry committed.
+    fn register_members(&mut self) {
+        let Some(g) = self.groups.get_mut(&CONTROLLER_GROUP) else {
+            return;
+        };
+        let term = g.raw.term();
+        if g.raw.role() != Role::Leader
+            || self.members_proposed_term == term
+            || g.raw.log_term(g.raw.commit()) != Some(term)
+        {
+            return;
+        }
+        let Machine::Controller(state) = &g.machine else {
+            return;
+        };
+        let missing: Vec<Member> = self
+            .initial_members
+            .iter()
+            .filter(|m| match state.members().get(&m.node_id) {
+                None => true,
+                // Only this node's own addresses are authoritative here.
+                Some(known) => m.node_id == self.node_id && known != *m,
+            })
+            .cloned()
+            .collect();
+        self.members_proposed_term = term;
+        for m in missing {
+            let data = match Command::AddMember(m.clone()).encode() {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!("member {} not registered: {e}", m.node_id);
+                    continue;
+                }
+            };
+            match g.raw.propose(data) {
+                Ok(_) => info!(node = m.node_id, "controller: registering member"),
+                Err(e) => {
+                    // Retried in the next term (or after a restart).
+                    warn!(node = m.node_id, "controller: member not registered: {e}");
+                    self.members_proposed_term = 0;
+                }
+            }
+        }
+        self.dirty.insert(CONTROLLER_GROUP);
+    }
+
+    // ----- Requests -----------------------------------------------------------------------------
+
+    fn propose_command(
+        &mut self,
+        command: Command,
+        reply: oneshot::Sender<Result<Outcome, RequestError>>,
+    ) {
+        let Some(g) = self.groups.get_mut(&CONTROLLER_GROUP) else {
+            let _ = reply.send(Err(RequestError::NotLeader { leader: 0 }));
+            return;
+        };
+        if g.raw.role() != Role::Leader {
+            let _ = reply.send(Err(g.leader_hint()));
+            return;
+        }
+        let data = match command.encode() {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = reply.send(Err(RequestError::Invalid(e.to_string())));
+                return;
+            }
+        };
+        match g.raw.propose(data) {
+            Ok((term, index)) => {
+                g.commands.insert(index, PendingCommand { term, reply });
+                self.dirty.insert(CONTROLLER_GROUP);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(RequestError::NotReady(e.to_string())));
+            }
+        }
+    }
+
+    fn partition_request(&mut self, group: u64, request: PartitionRequest) {
+        if let Some(why) = &self.failed {
+            request.fail(RequestError::StorageFailed(why.clone()));
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&group) else {
+            request.fail(RequestError::UnknownPartition);
+            return;
+        };
+        let Machine::Partition { hosted, offsets } = &g.machine else {
+            request.fail(RequestError::UnknownPartition);
+            return;
+        };
+        match request {
+            PartitionRequest::Describe { reply } => {
+                let _ = reply.send(Ok(PartitionView {
+                    group,
+                    partition: hosted.partition,
+                    replicas: hosted.replicas.clone(),
+                    leader: g.raw.leader(),
+                    leader_epoch: g.raw.term(),
+                }));
+            }
+            PartitionRequest::ListOffsets { spec, reply } => {
+                if g.raw.role() != Role::Leader {
+                    let _ = reply.send(Err(g.leader_hint()));
+                    return;
+                }
+                let offset = match spec {
+                    OffsetSpec::Earliest => offsets.start_offset(),
+                    OffsetSpec::Latest => high_watermark(g),
+                };
+                let _ = reply.send(Ok(offset));
+            }
+            PartitionRequest::Produce {
+                mut records,
+                acks,
+                reply,
+            } => {
+                if g.raw.role() != Role::Leader {
+                    let _ = reply.send(Err(g.leader_hint()));
+                    return;
+                }
+                if records.len() as u64 > PRODUCE_BYTES_MAX {
+                    let _ = reply.send(Err(RequestError::TooLarge {
+                        bytes: records.len() as u64,
+                        max: PRODUCE_BYTES_MAX,
+                    }));
+                    return;
+                }
+                let batches = match parse_batches(&records) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = reply.send(Err(RequestError::CorruptMessage(e.to_string())));
+                        return;
+                    }
+                };
+                let term = g.raw.term();
+                let base = match g.next_offset {
+                    Some((t, next)) if t == term => next,
+                    _ => {
+                        // Just became leader: every entry before its no-op has been through a
+                        // Ready, so the offset map covers the log up to the no-op (which holds
+                        // no records).
+                        if offsets.last_index() + 1 < g.raw.last_index() {
+                            let _ = reply.send(Err(RequestError::NotReady(
+                                "new leader still writing its log".into(),
+                            )));
+                            return;
+                        }
+                        offsets.next_offset()
+                    }
+                };
+                stamp(&mut records, &batches, base, term as i32);
+                let count = record_count(&batches);
+                match g.raw.propose(records) {
+                    Ok((term, index)) => {
+                        g.next_offset = Some((term, base + count));
+                        g.produces.insert(
+                            index,
+                            PendingProduce {
+                                term,
+                                base_offset: base,
+                                acks,
+                                reply,
+                            },
+                        );
+                        self.dirty.insert(group);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(RequestError::NotReady(e.to_string())));
+                    }
+                }
+            }
+            PartitionRequest::Fetch {
+                offset,
+                bytes_max,
+                reply,
+            } => {
+                let hw = high_watermark(g);
+                let start = offsets.start_offset();
+                if offset < start || offset > hw {
+                    let _ = reply.send(Err(RequestError::OffsetOutOfRange {
+                        offset,
+                        start,
+                        end: hw,
+                    }));
+                    return;
+                }
+                let empty = FetchReply {
+                    records: Vec::new(),
+                    high_watermark: hw,
+                    log_start_offset: start,
+                };
+                let Some(lo) = offsets.index_of(offset) else {
+                    let _ = reply.send(Ok(empty));
+                    return;
+                };
+                // Only committed entries are served, and only durable ones are read.
+                let hi = g.raw.applied().min(self.wal.last_index(group)) + 1;
+                if lo >= hi {
+                    let _ = reply.send(Ok(empty));
+                    return;
+                }
+                let wal = self.wal.clone();
+                glommio::spawn_local(async move {
+                    let result = wal.read(group, lo, hi, bytes_max.max(1)).await;
+                    let answer = match result {
+                        Ok(entries) => {
+                            let mut records = Vec::new();
+                            for e in entries {
+                                if e.kind == tern_engine::EntryKind::Normal {
+                                    records.extend_from_slice(&e.data);
+                                }
+                            }
+                            Ok(FetchReply {
+                                records,
+                                high_watermark: hw,
+                                log_start_offset: start,
+                            })
+                        }
+                        Err(e) => Err(RequestError::StorageFailed(e.to_string())),
+                    };
+                    let _ = reply.send(answer);
+                })
+                .detach();
+            }
+        }
+    }
+
+    // ----- The Ready round ----------------------------------------------------------------------
+
+    async fn process_readies(&mut self) {
+        let mut batch = WriteBatch::new();
+        let mut round = Vec::new();
+        let mut heartbeats: HashMap<NodeId, HeartbeatBatch> = HashMap::new();
+        let mut controller_changed = false;
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in dirty {
+            let Some(g) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            if g.halted.is_some() {
+                continue;
+            }
+            self.check_role(id);
+            let Some(g) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            if !g.raw.has_ready() {
+                continue;
+            }
+            let rd = g.raw.ready();
+            let mut after = Vec::new();
+            for out in rd.messages {
+                if out.before_persist {
+                    send(&*self.transport, &mut heartbeats, self.node_id, id, out.msg);
+                } else {
+                    after.push(out.msg);
+                }
+            }
+            let mut wrote_snapshot = false;
+            if let Some(snap) = &rd.snapshot {
+                let meta = GroupSnapshot {
+                    conf: snap.meta.conf.clone(),
+                    data: snap.data.clone(),
+                }
+                .encode();
+                batch.snapshot(id, snap.meta.term, snap.meta.index, meta);
+                batch.truncate(id, snap.meta.index + 1);
+                g.raw.storage_mut().cache.evict_from(snap.meta.index + 1);
+                if let Machine::Partition { offsets, .. } = &mut g.machine {
+                    match PartitionSnapshot::decode(&snap.data) {
+                        Ok(p) => {
+                            *offsets = OffsetMap::new(snap.meta.index, p.end_offset, []);
+                        }
+                        Err(why) => {
+                            g.halted = Some(format!("installed snapshot does not decode: {why}"));
+                            continue;
+                        }
+                    }
+                }
+                if let Machine::Controller(state) = &mut g.machine {
+                    match ControllerState::decode_snapshot(&snap.data) {
+                        Ok(s) => {
+                            **state = s;
+                            controller_changed = true;
+                        }
+                        Err(e) => {
+                            g.halted = Some(format!("controller snapshot does not decode: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                wrote_snapshot = true;
+            }
+            if !rd.entries.is_empty() {
+                if let Machine::Partition { offsets, .. } = &mut g.machine {
+                    if let Err(e) = offsets.on_written(&rd.entries) {
+                        error!(group = id, "entry refused, group halted: {e}");
+                        g.halted = Some(e.to_string());
+                        continue;
+                    }
+                }
+                g.raw.storage_mut().cache.insert_written(&rd.entries);
+                batch.append(
+                    id,
+                    rd.entries.iter().map(|e| OwnedEntry {
+                        term: e.term,
+                        index: e.index,
+                        kind: engine_kind(e.kind),
+                        data: e.data.clone(),
+                    }),
+                );
+            }
+            if let Some(hs) = rd.hard_state {
+                batch.hard_state(
+                    id,
+                    tern_engine::HardState {
+                        term: hs.term,
+                        vote: hs.vote,
+                        commit: hs.commit,
+                    },
+                );
+            }
+            if !rd.committed_entries.is_empty() {
+                controller_changed |= apply_committed(g, id, &rd.committed_entries);
+            }
+            for fetch in rd.fetches {
+                self.start_fetch(id, fetch);
+            }
+            round.push(PersistedGroup {
+                group: id,
+                ack: rd.persist_ack,
+                messages: after,
+                snapshot: wrote_snapshot,
+            });
+        }
+        for (_, hb) in heartbeats {
+            if !hb.is_empty() {
+                let to = hb.to;
+                if let Err(e) = self.transport.send(to, Outbound::Heartbeats(hb)) {
+                    debug!("heartbeats to node {to} dropped: {e}");
+                }
+            }
+        }
+        if controller_changed {
+            self.broadcast_controller().await;
+        }
+        if round.is_empty() {
+            return;
+        }
+        let durable = if batch.is_empty() {
+            None
+        } else {
+            match self.wal.submit(batch).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    // A refused batch (over a limit): the groups' writes are lost before being
+                    // acknowledged; fail-stop, since Raft assumes a Ready's writes happen.
+                    self.fail(format!("write batch refused: {e}"));
+                    return;
+                }
+            }
+        };
+        let _ = self.rounds.unbounded_send(Round {
+            durable,
+            groups: round,
+        });
+    }
+
+    /// Notices leadership changes: a leader that lost its role answers its waiting producers.
+    fn check_role(&mut self, id: u64) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let role = g.raw.role();
+        if role == g.last_role {
+            return;
+        }
+        info!(
+            shard = self.shard,
+            group = id,
+            term = g.raw.term(),
+            "role {} -> {}",
+            role_name(g.last_role),
+            role_name(role)
+        );
+        if g.last_role == Role::Leader {
+            let hint = g.leader_hint();
+            g.fail_pending(hint);
+            g.next_offset = None;
+        }
+        g.last_role = role;
+    }
+
+    fn start_fetch(&self, group: u64, fetch: EntryFetch) {
+        if self.reads_inflight.get() >= ENTRY_READS_INFLIGHT_MAX {
+            // The core asks again after `fetch_retry_ticks`.
+            return;
+        }
+        self.reads_inflight.set(self.reads_inflight.get() + 1);
+        let wal = self.wal.clone();
+        let events = self.events.clone();
+        glommio::spawn_local(async move {
+            // The term of low - 1 comes from the engine's table; the entries from disk.
+            let result = if fetch.low >= fetch.high {
+                Ok(Vec::new())
+            } else {
+                wal.read(group, fetch.low, fetch.high, fetch.bytes_max.max(1))
+                    .await
+            };
+            let _ = events.unbounded_send(Event::Fetched {
+                group,
+                fetch,
+                result,
+            });
+        })
+        .detach();
+    }
+
+    fn on_round_durable(&mut self, round: Vec<PersistedGroup>) {
+        let mut heartbeats: HashMap<NodeId, HeartbeatBatch> = HashMap::new();
+        for pg in round {
+            for m in pg.messages {
+                send(&*self.transport, &mut heartbeats, self.node_id, pg.group, m);
+            }
+            let Some(g) = self.groups.get_mut(&pg.group) else {
+                continue;
+            };
+            if pg.snapshot {
+                if let Err(e) = g.raw.storage_mut().refresh_snapshot() {
+                    g.halted = Some(e.to_string());
+                    continue;
+                }
+            }
+            g.raw.on_persisted(pg.ack);
+            // acks=1: durable on the leader.
+            if let Some((_, last)) = pg.ack.entries {
+                let done: Vec<u64> = g
+                    .produces
+                    .range(..=last)
+                    .filter(|(_, p)| p.acks == Acks::Leader)
+                    .map(|(&i, _)| i)
+                    .collect();
+                for i in done {
+                    if let Some(p) = g.produces.remove(&i) {
+                        let ok = g.raw.log_term(i) == Some(p.term);
+                        let _ = p.reply.send(if ok {
+                            Ok(ProduceReply {
+                                base_offset: p.base_offset,
+                                leader_epoch: p.term,
+                            })
+                        } else {
+                            Err(RequestError::Unknown(
+                                "entry replaced before it was durable".into(),
+                            ))
+                        });
+                    }
+                }
+            }
+            self.dirty.insert(pg.group);
+        }
+        for (_, hb) in heartbeats {
+            if !hb.is_empty() {
+                let to = hb.to;
+                let _ = self.transport.send(to, Outbound::Heartbeats(hb));
+            }
+        }
+    }
+
+    async fn broadcast_controller(&mut self) {
+        let Some(g) = self.groups.get(&CONTROLLER_GROUP) else {
+            return;
+        };
+        let Machine::Controller(state) = &g.machine else {
+            return;
+        };
+        let state = state.clone();
+        for (i, tx) in self.shard_senders.iter_mut().enumerate() {
+            if i as u32 == self.shard {
+                continue;
+            }
+            if let Err(e) = tx.try_send(ShardMsg::ControllerState(state.clone())) {
+                warn!(shard = i, "controller state not delivered to shard: {e}");
+            }
+        }
+        self.on_controller_state(state).await;
+    }
+}
+
+/// Applies committed entries to the group's state machine and answers the requests waiting
+/// on them. Returns whether the controller's state changed.
+fn apply_committed<S: Storage>(g: &mut Group<S>, id: u64, entries: &[Entry]) -> bool {
+    let mut changed = false;
+    for e in entries {
+        match &mut g.machine {
+            Machine::Controller(state) => {
+                if e.kind == EntryKind::Normal && !e.data.is_empty() {
+                    match state.apply_payload(e.index, &e.data) {
+                        Ok(outcome) => {
+                            changed = true;
+                            if let Some(c) = g.commands.remove(&e.index) {
+                                let _ = c.reply.send(if c.term == e.term {
+                                    Ok(outcome)
+                                } else {
+                                    Err(RequestError::Unknown("leadership changed".into()))
+                                });
+                            }
+                        }
+                        Err(err) => {
+                            error!(group = id, "controller halted: {err}");
+                            g.halted = Some(err.to_string());
+                            return changed;
+                        }
+                    }
+                }
+            }
+            Machine::Partition { .. } => {
+                if let Some(p) = g.produces.remove(&e.index) {
+                    let _ = p.reply.send(if p.term == e.term {
+                        Ok(ProduceReply {
+                            base_offset: p.base_offset,
+                            leader_epoch: p.term,
+                        })
+                    } else {
+                        Err(RequestError::Unknown(
+                            "entry replaced by a new leader".into(),
+                        ))
+                    });
+                }
+            }
+        }
+        // Anything waiting at a lower index than a committed entry was replaced.
+        let stale: Vec<u64> = g.produces.range(..e.index).map(|(&i, _)| i).collect();
+        for i in stale {
+            if let Some(p) = g.produces.remove(&i) {
+                let _ = p.reply.send(Err(RequestError::Unknown(
+                    "entry replaced by a new leader".into(),
+                )));
+            }
+        }
+    }
+    changed
+}
+
+fn high_watermark<S: Storage>(g: &Group<S>) -> u64 {
+    match &g.machine {
+        Machine::Partition { offsets, .. } => offsets
+            .end_at(g.raw.applied())
+            .unwrap_or(offsets.start_offset()),
+        Machine::Controller(_) => 0,
+    }
+}
+
+/// Sends one Raft message, coalescing heartbeats per peer.
+fn send<T: PeerTransport>(
+    transport: &T,
+    heartbeats: &mut HashMap<NodeId, HeartbeatBatch>,
+    from: NodeId,
+    group: u64,
+    m: Message,
+) {
+    let to = m.to;
+    let batch = heartbeats
+        .entry(to)
+        .or_insert_with(|| HeartbeatBatch::new(from, to));
+    if let Some(m) = batch.push(group, m) {
+        if let Err(e) = transport.send(to, Outbound::Raft(group, m)) {
+            debug!(group, "message to node {to} dropped: {e}");
+        }
+    }
+}
+
+fn to_raft_entry(e: OwnedEntry) -> Entry {
+    Entry {
+        term: e.term,
+        index: e.index,
+        kind: raft_kind(e.kind),
+        data: e.data,
+    }
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+    }
+}
+
+impl PartitionRequest {
+    /// Answers the request with `err`.
+    pub fn fail(self, err: RequestError) {
+        match self {
+            PartitionRequest::Produce { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            PartitionRequest::Fetch { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            PartitionRequest::ListOffsets { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            PartitionRequest::Describe { reply } => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
