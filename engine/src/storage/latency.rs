@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use super::{DirEntry, Storage, StorageFile};
 
 /// Executor turns an operation may wait before it is issued, and again before it completes.
-pub const LATENCY_TURNS_MAX: u32 = 8;
+pub const LATENCY_TURNS_MAX: u32 = 256;
 
 /// `inner` with each operation delayed by a seeded number of executor turns.
 #[derive(Clone)]

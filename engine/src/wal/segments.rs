@@ -467,15 +467,20 @@ pub(super) async fn purge_if_wanted<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
     for id in &victims {
         let wal = dir.join(segment_file_name(*id));
         let idx = dir.join(index_file_name(*id));
+        // Unlisted before the file goes, so a read that finds its entries' segment gone
+        // (or finishes opening it meanwhile) reports them unavailable instead of failing on
+        // the missing file or listing the segment again.
+        let handle = inner.borrow_mut().segments.remove(id);
         if let Err(e) = storage.remove_file(&wal).await {
             tracing::warn!("purge: could not remove {}: {e}", wal.display());
+            // Listed again so the next purge retries it.
+            inner.borrow_mut().segments.insert(*id, handle.flatten());
             return;
         }
         if storage.exists(&idx).await.unwrap_or(false) {
             let _ = storage.remove_file(&idx).await;
         }
         let mut i = inner.borrow_mut();
-        i.segments.remove(id);
         i.table.live_per_segment.remove(id);
         i.stats.segments_purged += 1;
     }
