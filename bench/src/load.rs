@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
 use glommio::channels::local_channel;
 use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
@@ -222,7 +221,7 @@ fn stats_delta(before: &WalStats, after: &WalStats) -> WalStats {
 }
 
 type Wal = Rc<tern_engine::ShardWal<tern_engine::storage::dma::DmaStorage>>;
-type Ack = oneshot::Receiver<tern_engine::Result<()>>;
+type Ack = tern_engine::Durable;
 
 struct Appender {
     wal: Wal,
@@ -279,6 +278,7 @@ impl Appender {
             }
             let sent = intended.unwrap_or_else(Instant::now);
             let entry = Entry {
+                kind: tern_engine::EntryKind::Normal,
                 term: 1,
                 index,
                 data: &self.payload,
@@ -317,9 +317,8 @@ async fn ack_loop(
         let done = Instant::now();
         permits.signal(1);
         match res {
-            Ok(Ok(())) => meter.record(sent, done, bytes),
-            Ok(Err(e)) => meter.fail(format!("append not durable: {e}")),
-            Err(_) => meter.fail("WAL dropped an acknowledgement".into()),
+            Ok(()) => meter.record(sent, done, bytes),
+            Err(e) => meter.fail(format!("append not durable: {e}")),
         }
     }
 }

@@ -2,13 +2,36 @@
 //! appends arrive; headers and checksums are filled in when the writer cuts the batch and
 //! knows its sequence number (so every record carries its batch's sequence, checked on read).
 
-use crate::constants::{BATCH_HEADER_PAYLOAD_BYTES, BLOCK_BYTES, RECORD_HEADER_BYTES};
+use crate::constants::{
+    BATCH_BYTES_MAX, BATCH_HEADER_PAYLOAD_BYTES, BATCH_RECORDS_MAX, BLOCK_BYTES,
+    RECORD_HEADER_BYTES,
+};
 use crate::format::record::{encode_record, make_header, RecordFields};
 use crate::format::{align_up, BatchHeaderPayload, RecordKind};
 use crate::storage::IoBuf;
 
 /// Bytes taken by the batch header record at the start of every batch.
 pub const BATCH_HEADER_RECORD_BYTES: usize = RECORD_HEADER_BYTES + BATCH_HEADER_PAYLOAD_BYTES;
+
+/// A record to be placed in a batch: what a request asks to write, before the batch gives it
+/// a sequence number and an offset. The meaning of `term`, `index` and `aux` depends on
+/// `kind` (see [`RecordKind`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    pub kind: RecordKind,
+    pub group: u64,
+    pub term: u64,
+    pub index: u64,
+    pub aux: u64,
+    pub payload: &'a [u8],
+}
+
+impl NewRecord<'_> {
+    /// Bytes the record takes in a batch (header and payload; records are not padded).
+    pub fn bytes(&self) -> usize {
+        RECORD_HEADER_BYTES + self.payload.len()
+    }
+}
 
 /// One record of a forming batch.
 #[derive(Debug, Clone)]
@@ -47,41 +70,34 @@ impl<B: IoBuf> BatchBuilder<B> {
         self.buf.as_bytes().len()
     }
 
-    /// Bytes needed to add records with these payload sizes.
-    pub fn bytes_for(payload_lens: impl IntoIterator<Item = usize>) -> usize {
-        payload_lens
-            .into_iter()
-            .map(|l| RECORD_HEADER_BYTES + l)
-            .sum()
+    /// Bytes needed to add these records.
+    pub fn bytes_for<'a>(records: impl IntoIterator<Item = &'a NewRecord<'a>>) -> usize {
+        records.into_iter().map(NewRecord::bytes).sum()
     }
 
-    pub fn fits(&self, extra: usize) -> bool {
-        align_up((self.len + extra) as u64, BLOCK_BYTES) as usize <= self.capacity()
+    /// Whether `records` more records taking `bytes` fit the buffer and the record count
+    /// bound of one batch.
+    pub fn fits(&self, bytes: usize, records: usize) -> bool {
+        align_up((self.len + bytes) as u64, BLOCK_BYTES) as usize <= self.capacity()
+            && self.ops.len() + records <= BATCH_RECORDS_MAX as usize
     }
 
     /// Places a record; the caller checked `fits`.
-    pub fn push(
-        &mut self,
-        kind: RecordKind,
-        group: u64,
-        term: u64,
-        index: u64,
-        aux: u64,
-        payload: &[u8],
-    ) {
+    pub fn push(&mut self, rec: &NewRecord<'_>) {
         let at = self.len;
-        let end = at + RECORD_HEADER_BYTES + payload.len();
+        let end = at + rec.bytes();
         assert!(align_up(end as u64, BLOCK_BYTES) as usize <= self.capacity());
-        self.buf.as_bytes_mut()[at + RECORD_HEADER_BYTES..end].copy_from_slice(payload);
+        assert!(self.ops.len() < BATCH_RECORDS_MAX as usize);
+        self.buf.as_bytes_mut()[at + RECORD_HEADER_BYTES..end].copy_from_slice(rec.payload);
         self.ops.push(Op {
-            kind,
-            group,
-            term,
-            index,
-            aux,
+            kind: rec.kind,
+            group: rec.group,
+            term: rec.term,
+            index: rec.index,
+            aux: rec.aux,
             offset_in_batch: at,
-            payload_len: payload.len() as u32,
-            snapshot_meta: (kind == RecordKind::SnapshotMeta).then(|| payload.to_vec()),
+            payload_len: rec.payload.len() as u32,
+            snapshot_meta: (rec.kind == RecordKind::SnapshotMeta).then(|| rec.payload.to_vec()),
         });
         self.len = end;
     }
@@ -90,6 +106,9 @@ impl<B: IoBuf> BatchBuilder<B> {
     /// blocks and returns it with the ops and the batch size.
     pub fn finish(mut self, seq: u64, durable_seq: u64) -> (B, Vec<Op>, u64) {
         let batch_bytes = align_up(self.len as u64, BLOCK_BYTES);
+        // Requests are bounded before they are queued (`WalConfig::request_bytes_max`), so
+        // the header's u32 fields cannot wrap.
+        assert!(batch_bytes <= BATCH_BYTES_MAX && self.ops.len() <= BATCH_RECORDS_MAX as usize);
         let bytes = self.buf.as_bytes_mut();
         for op in &self.ops {
             let at = op.offset_in_batch;

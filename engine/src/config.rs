@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::constants::{
-    BLOCK_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SHARDS_MAX,
+    BATCH_BYTES_MAX, BATCH_HEADER_PAYLOAD_BYTES, BLOCK_BYTES, RECORD_HEADER_BYTES,
+    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SHARDS_MAX,
 };
 use crate::error::{Error, Result};
 
@@ -116,13 +117,13 @@ impl WalConfig {
                 ),
             });
         }
-        if self.batch_bytes_max < BLOCK_BYTES || self.batch_bytes_max > self.segment_bytes / 4 {
+        if self.batch_bytes_max < BLOCK_BYTES || self.batch_bytes_max > self.request_bytes_max() {
             return Err(Error::Config {
                 key: "batch_bytes_max",
                 why: format!(
-                    "{} must be between {BLOCK_BYTES} and a quarter of segment_bytes ({})",
+                    "{} must be between {BLOCK_BYTES} and a quarter of segment_bytes, at most {BATCH_BYTES_MAX} ({})",
                     self.batch_bytes_max,
-                    self.segment_bytes / 4
+                    self.request_bytes_max()
                 ),
             });
         }
@@ -150,10 +151,21 @@ impl WalConfig {
         Ok(())
     }
 
-    /// Largest payload one append may carry with this configuration: a record and its batch
-    /// header must fit in a batch placed in an empty segment.
+    /// Largest request (one write batch or append: its records, batch header and padding to
+    /// the block) this configuration accepts. A request is written as one batch inside one
+    /// segment, so it must fit a fresh segment beside the segment header, the checkpoint that
+    /// opens it and the seal block: a quarter of a segment (the bound `batch_bytes_max` has
+    /// too), and never more than the batch header's u32 size field can say.
+    pub fn request_bytes_max(&self) -> u64 {
+        (self.segment_bytes / 4).min(BATCH_BYTES_MAX)
+    }
+
+    /// Largest payload of one record with this configuration.
     pub fn payload_bytes_max(&self) -> u64 {
-        (self.segment_bytes / 2).min(RECORD_PAYLOAD_BYTES_MAX as u64)
+        (self.request_bytes_max()
+            - 2 * RECORD_HEADER_BYTES as u64
+            - BATCH_HEADER_PAYLOAD_BYTES as u64)
+            .min(RECORD_PAYLOAD_BYTES_MAX as u64)
     }
 }
 

@@ -29,6 +29,14 @@ pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 64 << 20;
 /// that trusts a (checksummed) count.
 pub const BATCH_RECORDS_MAX: u32 = 1 << 20;
 
+/// Largest batch (header, records and padding): its size is a u32 field of the batch header.
+pub const BATCH_BYTES_MAX: u64 = (u32::MAX as u64) & !(BLOCK_BYTES - 1);
+
+/// Largest snapshot metadata a group may store. Every segment's checkpoint restates each
+/// group's snapshot metadata, so it must stay small next to a segment; Raft's (a
+/// configuration and a few indexes) takes a few hundred bytes.
+pub const SNAPSHOT_META_BYTES_MAX: usize = 64 << 10;
+
 /// Smallest and largest segment size a configuration may ask for.
 pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 40;

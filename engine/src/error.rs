@@ -65,6 +65,20 @@ pub enum Error {
     #[error("group {group}: {why}")]
     InvalidRequest { group: u64, why: String },
 
+    /// A request over a limit of the engine; nothing of it was queued. `limit` names the
+    /// limit (a constant or configuration key), `max` is its value, `size` what was asked
+    /// (bytes, or records for a record count).
+    #[error(
+        "group {group}: {what} is {size}, over the limit {limit} = {max}; nothing was written"
+    )]
+    TooLarge {
+        group: u64,
+        what: String,
+        size: u64,
+        limit: &'static str,
+        max: u64,
+    },
+
     #[error("group {group}: index {index} is not available ({why})")]
     Unavailable { group: u64, index: u64, why: String },
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::format::RecordKind;
+use crate::format::{EntryKind, RecordKind};
 
 /// Where an entry's record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,20 +33,27 @@ pub struct SnapshotInfo {
     pub meta: Vec<u8>,
 }
 
+/// One group's durable log and state. Fields are private to the engine (the group table is
+/// the only writer, so its invariants hold); the layer above reads them through methods.
 #[derive(Debug, Clone)]
 pub struct GroupState {
     /// Invariant: entries[i] holds index `first_index + i`.
-    pub first_index: u64,
+    pub(crate) first_index: u64,
     /// Lowest index an entry may still have: raised only by compaction and snapshots.
     /// Invariant: floor_index <= first_index. They differ when an entry arrived in an empty
     /// log above the floor (a new group, or the first append after compacting everything):
     /// `first_index` jumps to it. On replay after a purge that jump can also happen because
     /// the entries before it were in a purged segment, and a later record may then rewrite
     /// the log from an index between the two (see the `Entry` arm of [`GroupTable::apply`]).
-    pub floor_index: u64,
-    pub entries: VecDeque<EntryLoc>,
-    pub hard_state: Option<HardState>,
-    pub snapshot: Option<SnapshotInfo>,
+    pub(crate) floor_index: u64,
+    pub(crate) entries: VecDeque<EntryLoc>,
+    pub(crate) hard_state: Option<HardState>,
+    pub(crate) snapshot: Option<SnapshotInfo>,
+    /// Index -> term of every configuration-change entry present in `entries`, so the Raft
+    /// layer finds its configuration without reading the log.
+    /// Invariant: every key k has first_index <= k <= last_index and
+    /// entries[k - first_index] has that term.
+    pub(crate) conf_entries: BTreeMap<u64, u64>,
 }
 
 impl Default for GroupState {
@@ -58,11 +65,68 @@ impl Default for GroupState {
             entries: VecDeque::new(),
             hard_state: None,
             snapshot: None,
+            conf_entries: BTreeMap::new(),
         }
     }
 }
 
 impl GroupState {
+    pub fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    /// Lowest index an entry may still have (raised by compaction and snapshots only).
+    pub fn floor_index(&self) -> u64 {
+        self.floor_index
+    }
+
+    /// Where each entry lives, `first_index` first.
+    pub fn entries(&self) -> &VecDeque<EntryLoc> {
+        &self.entries
+    }
+
+    pub fn hard_state(&self) -> Option<HardState> {
+        self.hard_state
+    }
+
+    pub fn snapshot(&self) -> Option<&SnapshotInfo> {
+        self.snapshot.as_ref()
+    }
+
+    /// (index, term) of the configuration-change entries in the log, oldest first.
+    pub fn conf_entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.conf_entries.iter().map(|(i, t)| (*i, *t))
+    }
+
+    /// Term of the entry at `index`, or of the snapshot point when `index` is its index.
+    pub fn term(&self, index: u64) -> Option<u64> {
+        if let Some(s) = self.snapshot.as_ref().filter(|s| s.index == index) {
+            return Some(s.term);
+        }
+        self.get(index).map(|l| l.term)
+    }
+
+    /// Drops the suffix of entries from `index` on (index >= first_index).
+    fn drop_from(&mut self, index: u64, live: &mut BTreeMap<u64, u64>) {
+        let keep = index.saturating_sub(self.first_index) as usize;
+        if keep < self.entries.len() {
+            for loc in self.entries.drain(keep..) {
+                GroupTable::dec_live(live, &loc);
+            }
+        }
+        self.conf_entries.split_off(&index);
+    }
+
+    /// Drops the entries below `first` and makes it the first index (first > first_index).
+    fn drop_before(&mut self, first: u64, live: &mut BTreeMap<u64, u64>) {
+        let drop = ((first - self.first_index) as usize).min(self.entries.len());
+        for loc in self.entries.drain(..drop) {
+            GroupTable::dec_live(live, &loc);
+        }
+        self.first_index = first;
+        self.conf_entries = self.conf_entries.split_off(&first);
+    }
+
     /// Last index present, or `first_index - 1` when the log is empty.
     pub fn last_index(&self) -> u64 {
         self.first_index + self.entries.len() as u64 - 1
@@ -109,14 +173,27 @@ pub struct ApplyError {
     pub why: String,
 }
 
+/// The groups of one shard. Written only by [`GroupTable::apply`] (and the purge, which
+/// forgets segments), so fields are private to the engine.
 #[derive(Debug, Default)]
 pub struct GroupTable {
-    pub groups: HashMap<u64, GroupState>,
+    pub(crate) groups: HashMap<u64, GroupState>,
     /// Live entries per segment id; a sealed segment at zero can be purged.
-    pub live_per_segment: BTreeMap<u64, u64>,
+    pub(crate) live_per_segment: BTreeMap<u64, u64>,
 }
 
 impl GroupTable {
+    pub fn group(&self, group: u64) -> Option<&GroupState> {
+        self.groups.get(&group)
+    }
+
+    /// Group ids, ascending.
+    pub fn group_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.groups.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn info(&self, group: u64) -> Option<GroupInfo> {
         self.groups.get(&group).map(|g| GroupInfo {
             group,
@@ -146,6 +223,11 @@ impl GroupTable {
         match rec.kind {
             RecordKind::BatchHeader | RecordKind::Seal => Ok(()),
             RecordKind::Entry => {
+                let kind = EntryKind::from_aux(rec.aux).map_err(|e| ApplyError {
+                    group: rec.group,
+                    index: rec.index,
+                    why: e.to_string(),
+                })?;
                 let g = self.groups.entry(rec.group).or_default();
                 let index = rec.index;
                 if index < g.floor_index {
@@ -163,6 +245,7 @@ impl GroupTable {
                     for loc in g.entries.drain(..) {
                         Self::dec_live(live, &loc);
                     }
+                    g.conf_entries.clear();
                     g.first_index = index;
                 } else if g.entries.is_empty() {
                     g.first_index = index;
@@ -174,10 +257,7 @@ impl GroupTable {
                     });
                 } else {
                     // Overwrite from `index` on: a Raft conflict replaced the suffix.
-                    let keep = (index - g.first_index) as usize;
-                    for loc in g.entries.drain(keep..) {
-                        Self::dec_live(live, &loc);
-                    }
+                    g.drop_from(index, live);
                 }
                 let loc = EntryLoc {
                     segment: rec.segment,
@@ -187,16 +267,14 @@ impl GroupTable {
                 };
                 *live.entry(rec.segment).or_insert(0) += 1;
                 g.entries.push_back(loc);
+                if kind == EntryKind::ConfChange {
+                    g.conf_entries.insert(index, rec.term);
+                }
                 Ok(())
             }
             RecordKind::Truncate => {
                 if let Some(g) = self.groups.get_mut(&rec.group) {
-                    let keep = rec.index.saturating_sub(g.first_index) as usize;
-                    if keep < g.entries.len() {
-                        for loc in g.entries.drain(keep..) {
-                            Self::dec_live(live, &loc);
-                        }
-                    }
+                    g.drop_from(rec.index.max(g.first_index), live);
                     if g.entries.is_empty() {
                         // An empty log starts at its floor, whatever history emptied it: at
                         // run time and on replay after a purge (which may have moved
@@ -210,11 +288,7 @@ impl GroupTable {
                 let g = self.groups.entry(rec.group).or_default();
                 g.floor_index = g.floor_index.max(rec.index);
                 if rec.index > g.first_index {
-                    let drop = ((rec.index - g.first_index) as usize).min(g.entries.len());
-                    for loc in g.entries.drain(..drop) {
-                        Self::dec_live(live, &loc);
-                    }
-                    g.first_index = rec.index;
+                    g.drop_before(rec.index, live);
                 }
                 Ok(())
             }
@@ -237,11 +311,7 @@ impl GroupTable {
                 let first = rec.index + 1;
                 g.floor_index = g.floor_index.max(first);
                 if first > g.first_index {
-                    let drop = ((first - g.first_index) as usize).min(g.entries.len());
-                    for loc in g.entries.drain(..drop) {
-                        Self::dec_live(live, &loc);
-                    }
-                    g.first_index = first;
+                    g.drop_before(first, live);
                 }
                 g.snapshot = Some(SnapshotInfo {
                     term: rec.term,

@@ -18,8 +18,11 @@ pub mod scan;
 pub mod storage;
 pub mod verify;
 pub mod wal;
+pub mod write_batch;
 
 pub use config::{shard_for_group, EngineConfig, RecoveryMode, WalConfig};
 pub use error::{Error, Result};
-pub use group::{GroupInfo, HardState};
-pub use wal::{Entry, OwnedEntry, ShardWal, WalStats};
+pub use format::EntryKind;
+pub use group::{GroupInfo, HardState, SnapshotInfo};
+pub use wal::{Durable, Entry, OwnedEntry, ShardWal, WalStats};
+pub use write_batch::WriteBatch;

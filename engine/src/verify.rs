@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::batch::BatchBuilder;
+use crate::batch::{BatchBuilder, NewRecord};
 use crate::constants::{BLOCK_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES};
 use crate::engine::{open_meta, shard_dir, EngineMeta, LOCK_FILE, META_FILE, QUARANTINE_DIR};
 use crate::error::{Error, Location, Result};
@@ -1785,7 +1785,14 @@ async fn rewrite_segment<S: Storage>(
                 _ => h.aux,
             };
             sealed |= kind == RecordKind::Seal;
-            builder.push(kind, h.group, h.term, h.index, aux, payload);
+            builder.push(&NewRecord {
+                kind,
+                group: h.group,
+                term: h.term,
+                index: h.index,
+                aux,
+                payload,
+            });
         }
         let (buf, ops, nbytes) = builder.finish(b.seq, b.durable_seq);
         if pos + nbytes > capacity {
@@ -1819,7 +1826,14 @@ async fn rewrite_segment<S: Storage>(
     if let (Some(next), false) = (seal_next, sealed) {
         let seq = last_seq.or(prev_seq).map_or(1, |s| s + 1);
         let mut builder = BatchBuilder::new(storage.alloc_buf(BLOCK_BYTES as usize));
-        builder.push(RecordKind::Seal, 0, 0, 0, next, &[]);
+        builder.push(&NewRecord {
+            kind: RecordKind::Seal,
+            group: 0,
+            term: 0,
+            index: 0,
+            aux: next,
+            payload: &[],
+        });
         let (buf, ops, nbytes) = builder.finish(seq, seq - 1);
         if pos + nbytes > capacity {
             return Err(Error::Corruption {
@@ -1908,14 +1922,14 @@ async fn append_hard_states<S: Storage>(
     let size = align_up(need as u64, BLOCK_BYTES);
     let mut b = BatchBuilder::new(storage.alloc_buf(size as usize));
     for (g, hs, last_index) in lower {
-        b.push(
-            RecordKind::HardState,
-            *g,
-            hs.term,
-            *last_index,
-            hs.vote,
-            &[],
-        );
+        b.push(&NewRecord {
+            kind: RecordKind::HardState,
+            group: *g,
+            term: hs.term,
+            index: *last_index,
+            aux: hs.vote,
+            payload: &[],
+        });
     }
     let seq = sa.max_seq().max(scan.last_batch_seq.unwrap_or(0)) + 1;
     let (buf, _, nbytes) = b.finish(seq, seq - 1);

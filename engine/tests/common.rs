@@ -94,9 +94,8 @@ pub fn path_str(p: &Path) -> String {
 
 use std::collections::{BTreeMap, VecDeque};
 
-use futures_channel::oneshot;
 use tern_engine::storage::sim::CrashMode;
-use tern_engine::{Entry, HardState};
+use tern_engine::{Durable, Entry, HardState, OwnedEntry, WriteBatch};
 
 /// Length of entry (group, index, term): deterministic, so the model stores only the term and
 /// a read-back is checked byte for byte. Mostly small, sometimes large enough to fill batches
@@ -137,6 +136,9 @@ pub enum ModelOp {
         group: u64,
         hs: HardState,
     },
+    /// One `WriteBatch`: its ops apply together (all or none), in this order, which is the
+    /// batch's own order (per group: truncate, entries, compact, hard state).
+    Batch(Vec<ModelOp>),
 }
 
 /// State of one group as the model sees it: mirrors `GroupTable::apply` of the engine.
@@ -181,6 +183,11 @@ impl Model {
 
     pub fn apply(&mut self, op: &ModelOp) {
         match *op {
+            ModelOp::Batch(ref ops) => {
+                for op in ops {
+                    self.apply(op);
+                }
+            }
             ModelOp::Append {
                 group,
                 first,
@@ -235,7 +242,7 @@ pub async fn observe(wal: &ShardWal<SimStorage>) -> Result<BTreeMap<u64, GroupMo
     for info in wal.groups() {
         let g = info.group;
         let entries = wal
-            .read(g, info.first_index, info.last_index + 1)
+            .read(g, info.first_index, info.last_index + 1, u64::MAX)
             .await
             .map_err(|e| format!("read of group {g} failed: {e}"))?;
         if entries.len() as u64 != info.last_index + 1 - info.first_index {
@@ -318,7 +325,7 @@ pub struct Tracker {
 
 pub enum Slot {
     /// Queued; resolves when durable.
-    Pending(oneshot::Receiver<tern_engine::Result<()>>),
+    Pending(Durable),
     Acked,
     /// Failed or never resolved: may or may not have reached the disk.
     Unacked,
@@ -341,6 +348,7 @@ impl Tracker {
             .iter()
             .enumerate()
             .map(|(k, d)| Entry {
+                kind: tern_engine::EntryKind::Normal,
                 term,
                 index: first + k as u64,
                 data: d,
@@ -359,6 +367,50 @@ impl Tracker {
         Ok(())
     }
 
+    /// Queues `ops` as one `WriteBatch` without waiting; `Err` means nothing was queued
+    /// (nothing recorded). `ops` must be in the batch's order within each group (truncate,
+    /// append, compact, hard state) with at most one of each per group.
+    pub async fn submit(
+        &mut self,
+        wal: &ShardWal<SimStorage>,
+        ops: Vec<ModelOp>,
+    ) -> tern_engine::Result<()> {
+        let mut b = WriteBatch::new();
+        for op in &ops {
+            match *op {
+                ModelOp::Append {
+                    group,
+                    first,
+                    count,
+                    term,
+                } => {
+                    b.append(
+                        group,
+                        (first..first + count).map(|index| OwnedEntry {
+                            term,
+                            index,
+                            kind: tern_engine::EntryKind::Normal,
+                            data: entry_data(group, index, term),
+                        }),
+                    );
+                }
+                ModelOp::Truncate { group, index } => {
+                    b.truncate(group, index);
+                }
+                ModelOp::Compact { group, index } => {
+                    b.compact(group, index);
+                }
+                ModelOp::HardState { group, hs } => {
+                    b.hard_state(group, hs);
+                }
+                ModelOp::Batch(_) => panic!("batches do not nest"),
+            }
+        }
+        let rx = wal.submit(b).await?;
+        self.ops.push((ModelOp::Batch(ops), Slot::Pending(rx)));
+        Ok(())
+    }
+
     /// Runs a control op to completion. An error leaves it unacknowledged (it may have been
     /// queued before the shard failed).
     pub async fn control(
@@ -370,7 +422,9 @@ impl Tracker {
             ModelOp::Truncate { group, index } => wal.truncate(group, index).await,
             ModelOp::Compact { group, index } => wal.compact(group, index).await,
             ModelOp::HardState { group, hs } => wal.set_hard_state(group, hs).await,
-            ModelOp::Append { .. } => panic!("appends go through enqueue_append"),
+            ModelOp::Append { .. } | ModelOp::Batch(_) => {
+                panic!("appends and batches are queued, not run as control ops")
+            }
         };
         let ok = r.is_ok();
         // The control op waited for itself, so every op queued before it is resolved too.
@@ -384,13 +438,7 @@ impl Tracker {
         let mut first_err = None;
         for (_, slot) in self.ops.iter_mut() {
             if let Slot::Pending(rx) = slot {
-                let r = match rx.await {
-                    Ok(r) => r,
-                    Err(_) => Err(tern_engine::Error::ShardStopped {
-                        shard: 0,
-                        reason: "receiver cancelled".into(),
-                    }),
-                };
+                let r = rx.await;
                 *slot = if r.is_ok() {
                     Slot::Acked
                 } else {
@@ -412,8 +460,8 @@ impl Tracker {
     pub fn resolve_now(&mut self) {
         for (_, slot) in self.ops.iter_mut() {
             if let Slot::Pending(rx) = slot {
-                *slot = match rx.try_recv() {
-                    Ok(Some(Ok(()))) => Slot::Acked,
+                *slot = match rx.try_result() {
+                    Some(Ok(())) => Slot::Acked,
                     _ => Slot::Unacked,
                 };
             }
@@ -533,7 +581,14 @@ pub fn craft_batch(sim: &SimStorage, seq: u64, durable_seq: u64, recs: &[RawReco
     let size = need.div_ceil(4096) * 4096;
     let mut b = tern_engine::batch::BatchBuilder::new(sim.alloc_buf(size));
     for (kind, g, term, index, aux, payload) in recs {
-        b.push(*kind, *g, *term, *index, *aux, payload);
+        b.push(&tern_engine::batch::NewRecord {
+            kind: *kind,
+            group: *g,
+            term: *term,
+            index: *index,
+            aux: *aux,
+            payload,
+        });
     }
     let (buf, _, _) = b.finish(seq, durable_seq);
     buf.as_bytes().to_vec()
@@ -547,6 +602,7 @@ pub async fn fill(wal: &ShardWal<SimStorage>, model: &mut Model, group: u64, fro
         wal.append(
             group,
             &[Entry {
+                kind: tern_engine::EntryKind::Normal,
                 term: 1,
                 index: i,
                 data: &data,

@@ -225,7 +225,7 @@ async fn read_each(wal: &ShardWal<SimStorage>, m: &Model) -> Result<Vec<(u64, u6
     for (g, gm) in &m.groups {
         for (k, term) in gm.terms.iter().enumerate() {
             let i = gm.first + k as u64;
-            match wal.read(*g, i, i + 1).await {
+            match wal.read(*g, i, i + 1, u64::MAX).await {
                 Ok(v) => {
                     if v.len() != 1 || v[0].term != *term || v[0].data != entry_data(*g, i, *term) {
                         return Err(format!("read of {g}/{i} returned wrong bytes"));

@@ -17,6 +17,7 @@ use tern_engine::{EngineConfig, Entry, Error, HardState, WalConfig};
 
 fn entry(index: u64, data: &[u8]) -> [Entry<'_>; 1] {
     [Entry {
+        kind: tern_engine::EntryKind::Normal,
         term: 1,
         index,
         data,

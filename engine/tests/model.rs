@@ -1,7 +1,9 @@
 //! Model-based test of the WAL against an in-memory model of its durable state.
 //!
 //! Random sequences of append (several in flight at once, so group commit batches form;
-//! sometimes overwriting a suffix with a new term), truncate, compact, hard state and crash
+//! sometimes overwriting a suffix with a new term), write batches (`ShardWal::submit`: a
+//! random mix over several groups of truncation, entries, compaction and hard state, queued
+//! without waiting and atomic across a crash), truncate, compact, hard state and crash
 //! run on the simulated disk. A crash cuts the power after a random number of further storage
 //! ops (so it lands inside a batch write, an fsync, a segment roll or a purge), then the disk
 //! loses, keeps, or tears the unsynced writes (every `CrashMode`). After each restart the
@@ -71,7 +73,18 @@ impl Case {
         let roll = self.rng.gen_range(0..100);
         let g = self.group();
         let r = match roll {
-            0..=54 => {
+            0..=14 => {
+                let ops = self.mixed_batch();
+                if ops.is_empty() {
+                    return Ok(());
+                }
+                let r = self.tracker.submit(wal, ops.clone()).await;
+                if r.is_ok() {
+                    self.queued.apply(&ModelOp::Batch(ops));
+                }
+                r
+            }
+            15..=54 => {
                 let (at, term) = self.append_at(g);
                 let count = self.rng.gen_range(1..=4);
                 let r = self.tracker.enqueue_append(wal, g, at, count, term).await;
@@ -116,6 +129,64 @@ impl Case {
             _ => return Err("crash".into()),
         };
         r.map_err(|e| format!("op failed without a crash: {e}"))
+    }
+
+    /// A write batch as one Raft `Ready` might make: for one to three groups, in the batch's
+    /// order, maybe a conflict truncation, maybe entries (sometimes overwriting with a new
+    /// term), maybe a compaction, maybe hard state.
+    fn mixed_batch(&mut self) -> Vec<ModelOp> {
+        let mut scratch = self.queued.clone();
+        let mut ops = Vec::new();
+        let mut groups: Vec<u64> = (1..=GROUPS).collect();
+        let n = self.rng.gen_range(1..=3);
+        for _ in 0..n {
+            let g = groups.swap_remove(self.rng.gen_range(0..groups.len()));
+            let mut push = |scratch: &mut Model, op: ModelOp| {
+                scratch.apply(&op);
+                ops.push(op);
+            };
+            if self.rng.gen_bool(0.2) {
+                let gm = scratch.group(g);
+                let index = self.rng.gen_range(gm.first..=gm.last() + 1);
+                push(&mut scratch, ModelOp::Truncate { group: g, index });
+            }
+            if self.rng.gen_bool(0.8) {
+                let gm = scratch.group(g);
+                let term = self.term[g as usize];
+                let (first, term) = if !gm.terms.is_empty() && self.rng.gen_bool(0.1) {
+                    self.term[g as usize] += 1;
+                    (self.rng.gen_range(gm.first..=gm.last()), term + 1)
+                } else if gm.terms.is_empty() {
+                    (gm.first, term)
+                } else {
+                    (gm.last() + 1, term)
+                };
+                let count = self.rng.gen_range(1..=5);
+                push(
+                    &mut scratch,
+                    ModelOp::Append {
+                        group: g,
+                        first,
+                        count,
+                        term,
+                    },
+                );
+            }
+            if self.rng.gen_bool(0.15) {
+                let gm = scratch.group(g);
+                let index = self.rng.gen_range(gm.first..=gm.last() + 2);
+                push(&mut scratch, ModelOp::Compact { group: g, index });
+            }
+            if self.rng.gen_bool(0.5) {
+                let hs = HardState {
+                    term: self.term[g as usize],
+                    vote: self.rng.gen_range(0..4),
+                    commit: scratch.group(g).last(),
+                };
+                push(&mut scratch, ModelOp::HardState { group: g, hs });
+            }
+        }
+        ops
     }
 
     async fn control(

@@ -92,6 +92,7 @@ fn sigkill_child() {
                             .iter()
                             .enumerate()
                             .map(|(k, d)| Entry {
+                                kind: tern_engine::EntryKind::Normal,
                                 term: 1,
                                 index: next + k as u64,
                                 data: d,
@@ -102,7 +103,7 @@ fn sigkill_child() {
                         next += count;
                         if inflight.len() >= INFLIGHT {
                             let (first, count, rx) = inflight.pop_front().unwrap();
-                            rx.await.expect("ack channel").expect("append");
+                            rx.await.expect("append");
                             // Logged only now that the append is durable.
                             let line = format!("{g} {first} {count}\n");
                             log.borrow_mut()
@@ -154,7 +155,7 @@ fn verify(base: &Path) -> Result<u64, String> {
                     .ok_or_else(|| format!("group {g} with acknowledged appends is gone"))?;
                 let entries = ctx
                     .wal
-                    .read(*g, info.first_index, info.last_index + 1)
+                    .read(*g, info.first_index, info.last_index + 1, u64::MAX)
                     .await
                     .map_err(|e| format!("read group {g}: {e}"))?;
                 for e in &entries {

@@ -17,6 +17,7 @@ fn append_read_reopen_round_trip() {
             wal.append(
                 7,
                 &[Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: 1,
                     index: i,
                     data: &data,
@@ -35,7 +36,7 @@ fn append_read_reopen_round_trip() {
         )
         .await
         .unwrap();
-        let got = wal.read(7, 1, 101).await.unwrap();
+        let got = wal.read(7, 1, 101, u64::MAX).await.unwrap();
         assert_eq!(got.len(), 100);
         for e in &got {
             assert_eq!(
@@ -57,7 +58,7 @@ fn append_read_reopen_round_trip() {
                 commit: 90
             })
         );
-        let got = wal.read(7, 1, 101).await.unwrap();
+        let got = wal.read(7, 1, 101, u64::MAX).await.unwrap();
         assert_eq!(got.len(), 100);
         assert!(wal.recovery_report().removed.is_empty());
         wal.close().await.unwrap();
@@ -75,6 +76,7 @@ fn segments_roll_get_indexed_and_purge_after_compaction() {
             wal.append(
                 1,
                 &[Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: 2,
                     index: i,
                     data: &data,
@@ -90,6 +92,7 @@ fn segments_roll_get_indexed_and_purge_after_compaction() {
         wal.append(
             1,
             &[Entry {
+                kind: tern_engine::EntryKind::Normal,
                 term: 2,
                 index: 1001,
                 data: &data,
@@ -111,7 +114,7 @@ fn segments_roll_get_indexed_and_purge_after_compaction() {
             "sealed segments should load from their index: {rep:?} files {:?}",
             sim.list_files()
         );
-        assert_eq!(wal.read(1, 600, 1002).await.unwrap().len(), 402);
+        assert_eq!(wal.read(1, 600, 1002, u64::MAX).await.unwrap().len(), 402);
         wal.close().await.unwrap();
     });
 }
@@ -126,6 +129,7 @@ fn truncate_and_overwrite_suffix() {
             wal.append(
                 3,
                 &[Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: 1,
                     index: i,
                     data: b"a",
@@ -137,6 +141,7 @@ fn truncate_and_overwrite_suffix() {
         wal.append(
             3,
             &[Entry {
+                kind: tern_engine::EntryKind::Normal,
                 term: 2,
                 index: 6,
                 data: b"b",
@@ -148,6 +153,7 @@ fn truncate_and_overwrite_suffix() {
         wal.append(
             3,
             &[Entry {
+                kind: tern_engine::EntryKind::Normal,
                 term: 3,
                 index: 5,
                 data: b"c",
@@ -159,6 +165,7 @@ fn truncate_and_overwrite_suffix() {
             .append(
                 3,
                 &[Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: 3,
                     index: 9,
                     data: b"gap"
@@ -169,7 +176,7 @@ fn truncate_and_overwrite_suffix() {
         wal.close().await.unwrap();
         sim.crash(3, CrashMode::LoseAllUnsynced);
         let wal = open(&sim, &cfg).await.unwrap();
-        let got = wal.read(3, 1, 6).await.unwrap();
+        let got = wal.read(3, 1, 6, u64::MAX).await.unwrap();
         assert_eq!(
             got.iter().map(|e| e.term).collect::<Vec<_>>(),
             vec![1, 1, 1, 1, 3]
@@ -191,6 +198,7 @@ fn install_snapshot_compacts_to_its_index_even_with_writes_in_flight() {
             wal.append(
                 4,
                 &[Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: 1,
                     index: i,
                     data: b"a",
@@ -204,6 +212,7 @@ fn install_snapshot_compacts_to_its_index_even_with_writes_in_flight() {
             .enqueue_append(
                 4,
                 &[Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: 2,
                     index: 7,
                     data: b"b",
@@ -212,13 +221,14 @@ fn install_snapshot_compacts_to_its_index_even_with_writes_in_flight() {
             .await
             .unwrap();
         wal.install_snapshot(4, 1, 5, b"meta").await.unwrap();
-        overwrite.await.unwrap().unwrap();
+        overwrite.await.unwrap();
         let info = wal.group(4).unwrap();
         assert_eq!((info.first_index, info.last_index), (6, 7));
         assert_eq!(info.snapshot, Some((1, 5)));
         wal.append(
             4,
             &[Entry {
+                kind: tern_engine::EntryKind::Normal,
                 term: 2,
                 index: 8,
                 data: b"c",
@@ -230,6 +240,7 @@ fn install_snapshot_compacts_to_its_index_even_with_writes_in_flight() {
             .append(
                 4,
                 &[Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: 2,
                     index: 4,
                     data: b"old"
@@ -244,7 +255,7 @@ fn install_snapshot_compacts_to_its_index_even_with_writes_in_flight() {
         let info = wal.group(4).unwrap();
         assert_eq!((info.first_index, info.last_index), (6, 8));
         assert_eq!(info.snapshot, Some((1, 5)));
-        let got = wal.read(4, 6, 9).await.unwrap();
+        let got = wal.read(4, 6, 9, u64::MAX).await.unwrap();
         assert_eq!(
             got.iter().map(|e| e.term).collect::<Vec<_>>(),
             vec![1, 2, 2]

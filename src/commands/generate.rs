@@ -107,8 +107,7 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
         let mine: Vec<u64> = (1..=groups)
             .filter(|g| shard_for_group(*g, ctx.shards) == ctx.shard)
             .collect();
-        let mut pending: Vec<futures_channel::oneshot::Receiver<tern_engine::Result<()>>> =
-            Vec::new();
+        let mut pending: Vec<tern_engine::Durable> = Vec::new();
         let mut next = 1;
         let mut term = 0;
         while next <= entries {
@@ -117,7 +116,7 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
                 // A new term is made durable before entries of that term are appended.
                 term = term_of(next, entries);
                 for rx in pending.drain(..) {
-                    rx.await.map_err(|_| shard_stopped(ctx.shard))??;
+                    rx.await?;
                 }
                 for &g in &mine {
                     let hs = HardState {
@@ -143,6 +142,7 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
                 let batch: Vec<Entry<'_>> = data
                     .iter()
                     .map(|(i, d)| Entry {
+                        kind: tern_engine::EntryKind::Normal,
                         term: term_of(*i, entries),
                         index: *i,
                         data: d,
@@ -155,7 +155,7 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
             if crossed {
                 // Commit only what is durable, as Raft would.
                 for rx in pending.drain(..) {
-                    rx.await.map_err(|_| shard_stopped(ctx.shard))??;
+                    rx.await?;
                 }
                 for &g in &mine {
                     let hs = HardState {
@@ -190,11 +190,4 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
         );
     })?;
     Ok(EXIT_CLEAN)
-}
-
-fn shard_stopped(shard: u32) -> tern_engine::Error {
-    tern_engine::Error::ShardStopped {
-        shard,
-        reason: "writer stopped".into(),
-    }
 }

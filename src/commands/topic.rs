@@ -162,7 +162,7 @@ async fn export_group(
     if !blocking.is_empty() {
         return Ok(Err(blocking));
     }
-    let Some(st) = table.groups.get(&group) else {
+    let Some(st) = table.group(group) else {
         return Err(CliError::Usage(format!(
             "group {group} has no data in {}",
             dir.display()
@@ -170,20 +170,17 @@ async fn export_group(
     };
     let meta = ExportMeta {
         group,
-        first_index: st.first_index,
+        first_index: st.first_index(),
         last_index: st.last_index(),
-        term_first: st.entries.front().map_or(0, |e| e.term),
-        term_last: st.entries.back().map_or(0, |e| e.term),
-        hard_state: st.hard_state.map(|h| (h.term, h.vote, h.commit)),
-        snapshot: st
-            .snapshot
-            .as_ref()
-            .map(|s| (s.term, s.index, s.meta.clone())),
+        term_first: st.entries().front().map_or(0, |e| e.term),
+        term_last: st.entries().back().map_or(0, |e| e.term),
+        hard_state: st.hard_state().map(|h| (h.term, h.vote, h.commit)),
+        snapshot: st.snapshot().map(|s| (s.term, s.index, s.meta.clone())),
         created_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     };
-    let total: u64 = st.entries.iter().map(|e| e.payload_len as u64).sum();
+    let total: u64 = st.entries().iter().map(|e| e.payload_len as u64).sum();
     let progress = Progress::new(total, json, "exporting");
     let tmp = output.with_extension("tmp-export");
     let file = File::create(&tmp).map_err(|e| CliError::io(&tmp, e))?;
@@ -193,8 +190,8 @@ async fn export_group(
     };
     let mut w = ExportWriter::new(BufWriter::new(file), meta.clone()).map_err(export_err)?;
     let mut open: Option<(u64, <DmaStorage as Storage>::File)> = None;
-    for (i, loc) in st.entries.iter().enumerate() {
-        let index = st.first_index + i as u64;
+    for (i, loc) in st.entries().iter().enumerate() {
+        let index = st.first_index() + i as u64;
         if open.as_ref().is_none_or(|(id, _)| *id != loc.segment) {
             if let Some((_, f)) = open.take() {
                 f.close().await.map_err(|e| CliError::io(dir, e))?;
@@ -426,6 +423,7 @@ async fn import_into(
             let entries: Vec<Entry<'_>> = chunk
                 .iter()
                 .map(|(term, index, data)| Entry {
+                    kind: tern_engine::EntryKind::Normal,
                     term: *term,
                     index: *index,
                     data,
@@ -444,8 +442,7 @@ async fn import_into(
         }
     }
     for rx in pending {
-        rx.await
-            .map_err(|_| CliError::Usage("the shard stopped during the import".into()))??;
+        rx.await?;
     }
     if let Some((term, vote, commit)) = meta.hard_state {
         wal.set_hard_state(group, HardState { term, vote, commit })

@@ -157,6 +157,9 @@ impl SealedIndex {
             .collect();
         for e in &entries {
             let kind = RecordKind::from_u16(e.kind)?;
+            if kind == RecordKind::Entry {
+                super::EntryKind::from_aux(e.aux)?;
+            }
             if kind == RecordKind::BatchHeader {
                 return Err(DecodeError::BadField {
                     field: "kind",

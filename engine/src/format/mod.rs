@@ -12,7 +12,7 @@ pub mod segment;
 compile_error!("tern's on-disk structs are cast in place and assume a little-endian host");
 
 pub use index::{IndexEntry, IndexHeader, SealedIndex};
-pub use record::{BatchHeaderPayload, RecordHeader, RecordKind};
+pub use record::{BatchHeaderPayload, EntryKind, RecordHeader, RecordKind};
 pub use segment::SegmentHeader;
 
 /// Format version written by this build. Readers accept exactly the versions listed in

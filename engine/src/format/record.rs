@@ -52,7 +52,8 @@ pub enum RecordKind {
     /// highest batch sequence known durable (fsynced) when this batch was formed, payload a
     /// [`BatchHeaderPayload`].
     BatchHeader = 1,
-    /// A Raft log entry: `group`, `term`, `index`; payload = entry data.
+    /// A Raft log entry: `group`, `term`, `index`, its [`EntryKind`] in `aux`; payload =
+    /// entry data.
     Entry = 2,
     /// Suffix truncation: entries of `group` with index >= `index` are removed.
     Truncate = 3,
@@ -95,6 +96,39 @@ impl RecordKind {
             RecordKind::SnapshotMeta => "snapshot-meta",
             RecordKind::DeleteGroup => "delete-group",
             RecordKind::Seal => "seal",
+        }
+    }
+}
+
+/// The Raft kind of an entry, stored in the `aux` field of its [`RecordKind::Entry`] record so
+/// the group table knows which entries change the configuration without reading their
+/// payloads. Values are part of the format: never renumber. Records written before the field
+/// had a meaning carry 0, which reads as `Normal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EntryKind {
+    #[default]
+    Normal,
+    /// A membership change (Raft `ConfChange`/`ConfChangeV2`).
+    ConfChange,
+}
+
+impl EntryKind {
+    /// The value stored in the record's `aux` field.
+    pub fn to_aux(self) -> u64 {
+        match self {
+            EntryKind::Normal => 0,
+            EntryKind::ConfChange => 1,
+        }
+    }
+
+    pub fn from_aux(aux: u64) -> Result<Self, DecodeError> {
+        match aux {
+            0 => Ok(EntryKind::Normal),
+            1 => Ok(EntryKind::ConfChange),
+            other => Err(DecodeError::BadField {
+                field: "aux (entry kind)",
+                why: format!("{other} is not an entry kind (0 normal, 1 conf change)"),
+            }),
         }
     }
 }
@@ -192,7 +226,9 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
     if header.version != FORMAT_VERSION {
         return Err(DecodeError::BadVersion(header.version));
     }
-    RecordKind::from_u16(header.kind)?;
+    if RecordKind::from_u16(header.kind)? == RecordKind::Entry {
+        EntryKind::from_aux(header.aux)?;
+    }
     if header.payload_len > RECORD_PAYLOAD_BYTES_MAX {
         return Err(DecodeError::BadLength {
             len: header.payload_len as u64,

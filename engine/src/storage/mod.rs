@@ -1,5 +1,7 @@
 //! The I/O seam. The engine is generic over [`Storage`]: glommio DMA files in production
-//! ([`dma::DmaStorage`]), an in-memory disk with fault injection in tests ([`sim::SimStorage`]).
+//! ([`dma::DmaStorage`]), an in-memory disk with fault injection in tests (`sim::SimStorage`,
+//! with seeded I/O latency from `latency::Latent`; both behind the `sim` cargo feature so
+//! production builds do not carry them).
 //!
 //! Contract every implementation upholds (the WAL relies on it):
 //! - `write_at` offsets and buffer lengths are multiples of [`BLOCK_BYTES`]; a write either
@@ -18,6 +20,9 @@ use std::ops::Deref;
 use std::path::Path;
 
 pub mod dma;
+#[cfg(feature = "sim")]
+pub mod latency;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use crate::constants::BLOCK_BYTES;

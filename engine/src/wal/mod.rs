@@ -18,12 +18,17 @@
 
 mod segments;
 mod state;
+mod stop;
 mod writer;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
@@ -31,34 +36,49 @@ use glommio::task::JoinHandle;
 
 use crate::batch::{BatchBuilder, BATCH_HEADER_RECORD_BYTES};
 use crate::config::WalConfig;
-use crate::constants::{BLOCK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::constants::{BATCH_RECORDS_MAX, BLOCK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Location, Result};
 use crate::format::record::decode_record;
 use crate::format::segment::segment_file_name;
-use crate::format::{align_up, RecordKind, SegmentHeader};
-use crate::group::{Bounds, GroupInfo, HardState};
+use crate::format::{align_up, EntryKind, RecordKind, SegmentHeader};
+use crate::group::{Bounds, GroupInfo, HardState, SnapshotInfo};
 use crate::notify::Notify;
 use crate::recovery::{now_unix_ms, recover_shard, RecoveryReport};
 use crate::storage::{IoBuf, Storage, StorageFile};
+use crate::write_batch::{plan, GroupOps, Limits, WriteBatch};
 
 use segments::{hurry_prep, start_prepare, Spare};
 use state::{Active, Forming, Inner};
+use stop::StopSignal;
 use writer::writer_loop;
 
-/// An entry to append.
+/// An entry to append (borrowed data).
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
     pub term: u64,
     pub index: u64,
+    pub kind: EntryKind,
     pub data: &'a [u8],
 }
 
-/// An entry read back (checksum verified).
+/// An entry owned: what a [`WriteBatch`] carries and what a read returns (checksum verified).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedEntry {
     pub term: u64,
     pub index: u64,
+    pub kind: EntryKind,
     pub data: Vec<u8>,
+}
+
+impl OwnedEntry {
+    pub fn as_entry(&self) -> Entry<'_> {
+        Entry {
+            term: self.term,
+            index: self.index,
+            kind: self.kind,
+            data: &self.data,
+        }
+    }
 }
 
 /// Counters for benchmarks and metrics.
@@ -78,6 +98,7 @@ pub struct WalStats {
 /// The WAL of one shard. Not `Send`: it lives on its shard's executor.
 pub struct ShardWal<S: Storage> {
     inner: Rc<RefCell<Inner<S>>>,
+    stop: Rc<StopSignal>,
     notify: Rc<Notify>,
     space: Rc<Semaphore>,
     writer: RefCell<Option<JoinHandle<()>>>,
@@ -163,6 +184,7 @@ impl<S: Storage> ShardWal<S> {
             }
             None => None,
         };
+        let stop = Rc::new(StopSignal::new(shard));
         let inner = Inner {
             storage,
             shard,
@@ -176,7 +198,7 @@ impl<S: Storage> ShardWal<S> {
             active,
             next_segment_id: rec.next_segment_id,
             segments,
-            failed: None,
+            stop: stop.clone(),
             closing: false,
             writer_busy: false,
             purge_wanted: true,
@@ -198,6 +220,7 @@ impl<S: Storage> ShardWal<S> {
                 .detach();
         Ok(ShardWal {
             inner,
+            stop,
             notify,
             space,
             writer: RefCell::new(Some(writer)),
@@ -227,86 +250,128 @@ impl<S: Storage> ShardWal<S> {
         self.inner.borrow().table.info(group)
     }
 
+    // The query side: synchronous answers from the durable group table (what a crash cannot
+    // take back). The Raft layer keeps its own unstable entries on top.
+
+    /// First index of the group's log (1 for a group with no state).
+    pub fn first_index(&self, group: u64) -> u64 {
+        self.inner
+            .borrow()
+            .table
+            .group(group)
+            .map_or(1, |g| g.first_index())
+    }
+
+    /// Last index of the group's log (`first_index - 1` when empty, 0 for a group with no
+    /// state).
+    pub fn last_index(&self, group: u64) -> u64 {
+        self.inner
+            .borrow()
+            .table
+            .group(group)
+            .map_or(0, |g| g.last_index())
+    }
+
+    /// Term of the entry at `index`, or of the snapshot point at `index`; None when neither
+    /// is in the log (compacted away, or not written).
+    pub fn term(&self, group: u64, index: u64) -> Option<u64> {
+        self.inner.borrow().table.group(group)?.term(index)
+    }
+
+    pub fn hard_state(&self, group: u64) -> Option<HardState> {
+        self.inner.borrow().table.group(group)?.hard_state()
+    }
+
+    /// The group's snapshot point: term, index and the metadata bytes it was written with.
+    pub fn snapshot(&self, group: u64) -> Option<SnapshotInfo> {
+        self.inner.borrow().table.group(group)?.snapshot().cloned()
+    }
+
+    /// (index, term) of the configuration-change entries in the group's log, oldest first.
+    /// Kept in memory (recovery rebuilds it from record headers, never from payloads).
+    pub fn conf_entries(&self, group: u64) -> Vec<(u64, u64)> {
+        self.inner
+            .borrow()
+            .table
+            .group(group)
+            .map(|g| g.conf_entries().collect())
+            .unwrap_or_default()
+    }
+
+    /// The error that stopped the shard, if it has stopped (fail-stop); checked without
+    /// waiting.
+    pub fn failure(&self) -> Option<Error> {
+        self.stop.error()
+    }
+
+    /// Resolves the moment the shard stops on an I/O error, with that error; never resolves
+    /// while the shard is healthy (select it against your own shutdown).
+    pub async fn failed(&self) -> Error {
+        self.stop.wait().await
+    }
+
+    // The write side. Every write is a request placed whole in one group-commit batch, so
+    // all of it survives a crash or none of it; requests become durable in submission order.
+
+    /// Queues a write batch and returns at once with a [`Durable`] that resolves when all of
+    /// it is fsynced. Waits only for queue room (backpressure). Every operation is checked
+    /// first: an invalid one, or a batch over a limit, is refused with a typed error and
+    /// nothing of the batch is queued.
+    pub async fn submit(&self, batch: WriteBatch) -> Result<Durable> {
+        let ops = batch.views();
+        self.queue(&ops).await
+    }
+
+    /// [`submit`](Self::submit), then waits until the batch is durable.
+    pub async fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.submit(batch).await?.await
+    }
+
     /// Appends entries of one group; resolves once they are durable. Entries must be
     /// consecutive; an index at or below the last one replaces the suffix from there
     /// (a Raft conflict). All entries of one call become durable together.
     pub async fn append(&self, group: u64, entries: &[Entry<'_>]) -> Result<()> {
-        let rx = self.enqueue_append(group, entries).await?;
-        wait(rx, &self.inner).await
+        self.enqueue_append(group, entries).await?.await
     }
 
     /// Like [`append`](Self::append) but returns once the entries are queued; the returned
-    /// receiver resolves when they are durable. Lets one caller keep many appends in flight.
-    pub async fn enqueue_append(
-        &self,
-        group: u64,
-        entries: &[Entry<'_>],
-    ) -> Result<oneshot::Receiver<Result<()>>> {
+    /// [`Durable`] resolves when they are durable. Borrows the entries (no copy but the one
+    /// into the batch buffer), for callers that keep many appends in flight.
+    pub async fn enqueue_append(&self, group: u64, entries: &[Entry<'_>]) -> Result<Durable> {
         if entries.is_empty() {
             return Err(Error::InvalidRequest {
                 group,
                 why: "empty append".into(),
             });
         }
-        for pair in entries.windows(2) {
-            if pair[1].index != pair[0].index + 1 {
-                return Err(Error::InvalidRequest {
-                    group,
-                    why: format!("entries not consecutive at index {}", pair[1].index),
-                });
-            }
-        }
-        let max = self.inner.borrow().cfg.payload_bytes_max();
-        if let Some(e) = entries.iter().find(|e| e.data.len() as u64 > max) {
-            return Err(Error::InvalidRequest {
-                group,
-                why: format!(
-                    "entry {} is {} bytes, over the {max}-byte limit",
-                    e.index,
-                    e.data.len()
-                ),
-            });
-        }
-        let recs: Vec<(RecordKind, u64, u64, u64, &[u8])> = entries
-            .iter()
-            .map(|e| (RecordKind::Entry, e.term, e.index, 0, e.data))
-            .collect();
-        let first = entries[0].index;
-        let count = entries.len() as u64;
-        self.submit(group, &recs, move |b| b.append(first, count))
-            .await
+        let mut ops = GroupOps::new(group);
+        ops.entries = Cow::Borrowed(entries);
+        self.queue(std::slice::from_ref(&ops)).await
     }
 
     /// Removes entries with index >= `index`.
     pub async fn truncate(&self, group: u64, index: u64) -> Result<()> {
-        self.submit_wait(group, &[(RecordKind::Truncate, 0, index, 0, &[])], |b| {
-            b.truncate(index);
-            Ok(())
-        })
-        .await
+        let mut b = WriteBatch::new();
+        b.truncate(group, index);
+        self.write(b).await
     }
 
     /// Removes entries with index < `index` (their segments are purged once unused).
     pub async fn compact(&self, group: u64, index: u64) -> Result<()> {
-        self.submit_wait(group, &[(RecordKind::Compact, 0, index, 0, &[])], |b| {
-            b.compact(index);
-            Ok(())
-        })
-        .await
+        let mut b = WriteBatch::new();
+        b.compact(group, index);
+        self.write(b).await
     }
 
     pub async fn set_hard_state(&self, group: u64, hs: HardState) -> Result<()> {
-        self.submit_wait(
-            group,
-            &[(RecordKind::HardState, hs.term, hs.commit, hs.vote, &[])],
-            |_| Ok(()),
-        )
-        .await
+        let mut b = WriteBatch::new();
+        b.hard_state(group, hs);
+        self.write(b).await
     }
 
     /// Records that the group's log now starts after a snapshot at (`term`, `index`): entries
     /// up to `index` are dropped, later ones kept. A caller whose later entries conflict with
-    /// the snapshot (Raft §7) truncates them first.
+    /// the snapshot (Raft §7) truncates them too (in one [`WriteBatch`]).
     pub async fn install_snapshot(
         &self,
         group: u64,
@@ -314,52 +379,37 @@ impl<S: Storage> ShardWal<S> {
         index: u64,
         meta: &[u8],
     ) -> Result<()> {
-        self.submit_wait(
-            group,
-            &[(RecordKind::SnapshotMeta, term, index, 0, meta)],
-            move |b| {
-                b.snapshot(index);
-                Ok(())
-            },
-        )
-        .await
+        let mut b = WriteBatch::new();
+        b.snapshot(group, term, index, meta.to_vec());
+        self.write(b).await
     }
 
     pub async fn delete_group(&self, group: u64) -> Result<()> {
-        self.submit_wait(group, &[(RecordKind::DeleteGroup, 0, 0, 0, &[])], |b| {
-            *b = Bounds::new();
-            Ok(())
-        })
-        .await
+        let mut b = WriteBatch::new();
+        b.delete_group(group);
+        self.write(b).await
     }
 
-    /// [`submit`](Self::submit), then waits until the records are durable.
-    async fn submit_wait(
-        &self,
-        group: u64,
-        recs: &[(RecordKind, u64, u64, u64, &[u8])],
-        update_bounds: impl FnOnce(&mut Bounds) -> std::result::Result<(), String>,
-    ) -> Result<()> {
-        let rx = self.submit(group, recs, update_bounds).await?;
-        wait(rx, &self.inner).await
-    }
-
-    /// Places records of one request in a forming batch, after waiting for queue space.
-    async fn submit(
-        &self,
-        group: u64,
-        recs: &[(RecordKind, u64, u64, u64, &[u8])],
-        update_bounds: impl FnOnce(&mut Bounds) -> std::result::Result<(), String>,
-    ) -> Result<oneshot::Receiver<Result<()>>> {
-        let need = BatchBuilder::<S::Buf>::bytes_for(recs.iter().map(|r| r.4.len()));
+    /// Checks a request, then places all its records in one forming batch after waiting for
+    /// queue space. Nothing is queued unless every check passed.
+    async fn queue(&self, ops: &[GroupOps<'_>]) -> Result<Durable> {
+        let limits = {
+            let i = self.inner.borrow();
+            Limits {
+                request_bytes_max: i.cfg.request_bytes_max(),
+                records_max: BATCH_RECORDS_MAX as usize,
+                payload_bytes_max: i.cfg.payload_bytes_max(),
+            }
+        };
+        if let Some(e) = self.stop.error() {
+            return Err(e);
+        }
+        // Checked against the accepted bounds once before waiting for room (so an invalid
+        // request fails at once) and again after (other requests may have been accepted
+        // meanwhile).
+        let need = plan(ops, &self.inner.borrow().bounds, &limits)?.bytes;
         let cap = self.inner.borrow().cfg.pending_bytes_max;
         let units = (need as u64).min(cap);
-        if let Some(reason) = self.inner.borrow().failed.clone() {
-            return Err(Error::ShardStopped {
-                shard: self.shard(),
-                reason,
-            });
-        }
         self.space
             .acquire(units)
             .await
@@ -368,37 +418,43 @@ impl<S: Storage> ShardWal<S> {
                 reason: "closed".into(),
             })?;
         let mut inner = self.inner.borrow_mut();
-        if let Some(reason) = inner.failed.clone() {
+        let refuse = |inner: std::cell::RefMut<'_, Inner<S>>, e: Error| {
             drop(inner);
             self.space.signal(units);
-            return Err(Error::ShardStopped {
-                shard: self.shard(),
-                reason,
-            });
+            Err(e)
+        };
+        if let Some(e) = self.stop.error() {
+            return refuse(inner, e);
         }
         if inner.closing {
-            drop(inner);
-            self.space.signal(units);
-            return Err(Error::ShardStopped {
-                shard: self.shard(),
+            let e = Error::ShardStopped {
+                shard: inner.shard,
                 reason: "closing".into(),
-            });
+            };
+            return refuse(inner, e);
         }
-        // Validate against the accepted bounds before anything is queued.
-        let bounds = inner.bounds.entry(group).or_default();
-        let mut next = *bounds;
-        if let Err(why) = update_bounds(&mut next) {
-            drop(inner);
-            self.space.signal(units);
-            return Err(Error::InvalidRequest { group, why });
-        }
-        *inner.bounds.entry(group).or_default() = next;
-        if recs[0].0 == RecordKind::DeleteGroup {
-            inner.bounds.remove(&group);
+        let plan = match plan(ops, &inner.bounds, &limits) {
+            Ok(p) => p,
+            Err(e) => return refuse(inner, e),
+        };
+        for (group, b) in &plan.bounds {
+            match b {
+                Some(b) => {
+                    inner.bounds.insert(*group, *b);
+                }
+                None => {
+                    inner.bounds.remove(group);
+                }
+            }
         }
 
+        let need = plan.bytes;
+        let count = plan.records.len();
         let batch_max = inner.cfg.batch_bytes_max as usize;
-        let fits = inner.forming.back().is_some_and(|f| f.builder.fits(need));
+        let fits = inner
+            .forming
+            .back()
+            .is_some_and(|f| f.builder.fits(need, count));
         if !fits {
             // An idle writer cuts this batch at once, so it only needs room for this request;
             // a busy one lets it fill up to batch_bytes_max while the current I/O completes.
@@ -419,43 +475,58 @@ impl<S: Storage> ShardWal<S> {
         let Some(f) = inner.forming.back_mut() else {
             unreachable!("a forming batch was just pushed");
         };
-        for (kind, term, index, aux, payload) in recs {
-            f.builder.push(*kind, group, *term, *index, *aux, payload);
+        for rec in &plan.records {
+            f.builder.push(rec);
         }
         f.waiters.push(tx);
         f.units += units;
         drop(inner);
         self.notify.notify();
-        Ok(rx)
+        Ok(Durable {
+            rx,
+            stop: self.stop.clone(),
+        })
     }
 
-    /// Reads entries `lo..hi` of a group, verifying each record's checksum and identity.
-    pub async fn read(&self, group: u64, lo: u64, hi: u64) -> Result<Vec<OwnedEntry>> {
+    /// Reads whole entries of a group from `lo` up to `hi` (exclusive), stopping before the
+    /// entry that would take the payload bytes over `bytes_max` but always returning at least
+    /// one entry when `lo < hi`. Each record's checksum and identity are verified.
+    pub async fn read(
+        &self,
+        group: u64,
+        lo: u64,
+        hi: u64,
+        bytes_max: u64,
+    ) -> Result<Vec<OwnedEntry>> {
         let locs = {
             let inner = self.inner.borrow();
-            let g = inner
-                .table
-                .groups
-                .get(&group)
-                .ok_or_else(|| Error::Unavailable {
-                    group,
-                    index: lo,
-                    why: "unknown group".into(),
-                })?;
-            if lo < g.first_index || hi > g.last_index() + 1 || lo > hi {
+            let g = inner.table.group(group).ok_or_else(|| Error::Unavailable {
+                group,
+                index: lo,
+                why: "unknown group".into(),
+            })?;
+            if lo < g.first_index() || hi > g.last_index() + 1 || lo > hi {
                 return Err(Error::Unavailable {
                     group,
                     index: lo,
                     why: format!(
                         "range {lo}..{hi} outside written {}..={}",
-                        g.first_index,
+                        g.first_index(),
                         g.last_index()
                     ),
                 });
             }
-            (lo..hi)
-                .filter_map(|i| g.get(i).map(|l| (i, *l)))
-                .collect::<Vec<_>>()
+            let mut locs = Vec::new();
+            let mut bytes = 0u64;
+            for i in lo..hi {
+                let Some(l) = g.get(i) else { break };
+                bytes += l.payload_len as u64;
+                if bytes > bytes_max && !locs.is_empty() {
+                    break;
+                }
+                locs.push((i, *l));
+            }
+            locs
         };
         let mut out = Vec::with_capacity(locs.len());
         // Coalesce neighbouring records of one segment into one read of at most 1 MiB.
@@ -474,7 +545,7 @@ impl<S: Storage> ShardWal<S> {
                 end = n_end;
                 j += 1;
             }
-            let (file, path) = self.segment_file(seg).await?;
+            let (file, path) = self.segment_file(group, locs[i].0, seg).await?;
             let bytes = file
                 .read_at(start, (end - start) as usize)
                 .await
@@ -505,9 +576,15 @@ impl<S: Storage> ShardWal<S> {
                         what: format!("record is kind {} group {} index {} term {}, expected entry {group}/{index} term {}", h.kind, h.group, h.index, h.term, loc.term),
                     });
                 }
+                // `decode_record` checked the kind field of an entry record.
+                let kind = EntryKind::from_aux(h.aux).map_err(|e| Error::Corruption {
+                    at,
+                    what: e.to_string(),
+                })?;
                 out.push(OwnedEntry {
                     term: h.term,
                     index: h.index,
+                    kind,
                     data: payload.to_vec(),
                 });
             }
@@ -516,30 +593,45 @@ impl<S: Storage> ShardWal<S> {
         Ok(out)
     }
 
-    async fn segment_file(&self, id: u64) -> Result<(Rc<S::File>, PathBuf)> {
+    /// The file of segment `id` holding entry `index` of `group`. A purge may delete the
+    /// segment while this waits for the open: the handle is kept only if the segment is
+    /// still listed, and the read fails as unavailable otherwise (its entries were dead).
+    async fn segment_file(
+        &self,
+        group: u64,
+        index: u64,
+        id: u64,
+    ) -> Result<(Rc<S::File>, PathBuf)> {
+        let gone = || Error::Unavailable {
+            group,
+            index,
+            why: format!("segment {id} was purged during the read"),
+        };
         let (existing, storage, path) = {
             let inner = self.inner.borrow();
             let path = inner.dir.join(segment_file_name(id));
             if let Some(a) = inner.active.as_ref().filter(|a| a.id == id) {
                 return Ok((a.file.clone(), path));
             }
-            (
-                inner.segments.get(&id).cloned().flatten(),
-                inner.storage.clone(),
-                path,
-            )
+            let Some(slot) = inner.segments.get(&id) else {
+                return Err(gone());
+            };
+            (slot.clone(), inner.storage.clone(), path)
         };
         if let Some(f) = existing {
             return Ok((f, path));
         }
-        let f = Rc::new(
-            storage
-                .open(&path, false)
-                .await
-                .map_err(|e| Error::io(&path, e))?,
-        );
-        self.inner.borrow_mut().segments.insert(id, Some(f.clone()));
-        Ok((f, path))
+        let opened = storage.open(&path, false).await;
+        let mut inner = self.inner.borrow_mut();
+        if !inner.segments.contains_key(&id) {
+            return Err(gone());
+        }
+        let f = Rc::new(opened.map_err(|e| Error::io(&path, e))?);
+        match inner.segments.get_mut(&id) {
+            // Keep the first handle if another read opened it meanwhile.
+            Some(slot) => Ok((slot.get_or_insert(f).clone(), path)),
+            None => Err(gone()),
+        }
     }
 
     /// Waits until everything queued is durable, then stops the writer task.
@@ -567,7 +659,7 @@ impl<S: Storage> ShardWal<S> {
         }
         let (active, failed) = {
             let mut inner = self.inner.borrow_mut();
-            (inner.active.take(), inner.failed.clone())
+            (inner.active.take(), inner.stop.reason())
         };
         if let Some(a) = active {
             if let Ok(file) = Rc::try_unwrap(a.file) {
@@ -585,18 +677,49 @@ impl<S: Storage> ShardWal<S> {
     }
 }
 
-async fn wait<S: Storage>(
+/// Resolves when a submitted request is durable (fsynced), or with the error that stopped the
+/// shard before it was. Requests resolve in submission order. Dropping it does not cancel the
+/// write.
+#[must_use = "a write is acknowledged only when its Durable resolves"]
+pub struct Durable {
     rx: oneshot::Receiver<Result<()>>,
-    inner: &Rc<RefCell<Inner<S>>>,
-) -> Result<()> {
-    match rx.await {
-        Ok(r) => r,
-        Err(_) => {
-            let i = inner.borrow();
-            Err(Error::ShardStopped {
-                shard: i.shard,
-                reason: i.failed.clone().unwrap_or_else(|| "writer stopped".into()),
-            })
+    stop: Rc<StopSignal>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("shard", &self.stop.shard())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durable {
+    /// The outcome if it is known, without waiting.
+    pub fn try_result(&mut self) -> Option<Result<()>> {
+        match self.rx.try_recv() {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => None,
+            Err(_) => Some(Err(self.stopped())),
+        }
+    }
+
+    fn stopped(&self) -> Error {
+        self.stop.error().unwrap_or_else(|| Error::ShardStopped {
+            shard: self.stop.shard(),
+            reason: "writer stopped".into(),
+        })
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            // The writer dropped the request without an answer: it stopped.
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.stopped())),
         }
     }
 }

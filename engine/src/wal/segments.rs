@@ -10,8 +10,8 @@ use glommio::task::JoinHandle;
 
 use super::state::{Active, Inner};
 use super::writer::fail_stop;
-use crate::batch::{BatchBuilder, BATCH_HEADER_RECORD_BYTES};
-use crate::constants::{BLOCK_BYTES, SEGMENT_HEADER_BYTES};
+use crate::batch::{BatchBuilder, NewRecord, BATCH_HEADER_RECORD_BYTES};
+use crate::constants::{BATCH_RECORDS_MAX, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::format::segment::{index_file_name, prep_file_name, segment_file_name};
 use crate::format::{align_up, IndexEntry, RecordKind, SealedIndex, SegmentHeader};
@@ -23,7 +23,7 @@ impl<S: Storage> Inner<S> {
     /// fill fraction plus some slack, so it is done by the time the segment is half full and
     /// each fdatasync meanwhile flushes only a little of it. No limit when hurried.
     fn prefill_allowance(&self, bytes: u64) -> u64 {
-        if self.prep_hurry || self.closing || self.failed.is_some() {
+        if self.prep_hurry || self.closing || self.stop.is_stopped() {
             return u64::MAX;
         }
         match &self.active {
@@ -72,7 +72,14 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
         let next_id = inner.borrow().next_segment_id;
         let path = dir.join(segment_file_name(a.id));
         let mut b = BatchBuilder::new(storage.alloc_buf(BLOCK_BYTES as usize));
-        b.push(RecordKind::Seal, 0, 0, 0, next_id, &[]);
+        b.push(&NewRecord {
+            kind: RecordKind::Seal,
+            group: 0,
+            term: 0,
+            index: 0,
+            aux: next_id,
+            payload: &[],
+        });
         let (seq, durable) = {
             let mut i = inner.borrow_mut();
             let s = i.next_seq;
@@ -196,11 +203,39 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
         recs
     };
     if !checkpoint.is_empty() {
-        let need = BatchBuilder::<S::Buf>::bytes_for(checkpoint.iter().map(|r| r.5.len()));
+        let recs: Vec<NewRecord<'_>> = checkpoint
+            .iter()
+            .map(|(kind, g, term, index, aux, payload)| NewRecord {
+                kind: *kind,
+                group: *g,
+                term: *term,
+                index: *index,
+                aux: *aux,
+                payload,
+            })
+            .collect();
+        let need = BatchBuilder::<S::Buf>::bytes_for(&recs);
         let size = align_up((BATCH_HEADER_RECORD_BYTES + need) as u64, BLOCK_BYTES);
+        // One batch, beside the segment header, one request (at most a quarter of the
+        // segment) and the seal block. Past that the shard stops with this error rather than
+        // write a batch its segment cannot hold (not reachable with snapshot metadata within
+        // SNAPSHOT_META_BYTES_MAX unless a shard holds tens of thousands of groups per MiB
+        // of segment).
+        let room = cfg.segment_bytes / 2;
+        if size > room || recs.len() > BATCH_RECORDS_MAX as usize {
+            return Err(Error::Io {
+                path: path.clone(),
+                source: std::io::Error::other(format!(
+                    "the checkpoint of {} records ({size} bytes) does not fit half a segment \
+                     ({room} bytes) or one batch ({BATCH_RECORDS_MAX} records): raise \
+                     segment_bytes",
+                    recs.len()
+                )),
+            });
+        }
         let mut b = BatchBuilder::new(storage.alloc_buf(size as usize));
-        for (kind, g, term, index, aux, payload) in &checkpoint {
-            b.push(*kind, *g, *term, *index, *aux, payload);
+        for r in &recs {
+            b.push(r);
         }
         let (seq, durable) = {
             let mut i = inner.borrow_mut();
@@ -401,7 +436,7 @@ async fn sync_or_fail<S: Storage>(
 pub(super) async fn purge_if_wanted<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
     let victims: Vec<u64> = {
         let mut i = inner.borrow_mut();
-        if !i.purge_wanted || i.failed.is_some() {
+        if !i.purge_wanted || i.stop.is_stopped() {
             return;
         }
         i.purge_wanted = false;
@@ -432,15 +467,20 @@ pub(super) async fn purge_if_wanted<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
     for id in &victims {
         let wal = dir.join(segment_file_name(*id));
         let idx = dir.join(index_file_name(*id));
+        // Unlisted before the file goes, so a read that finds its entries' segment gone
+        // (or finishes opening it meanwhile) reports them unavailable instead of failing on
+        // the missing file or listing the segment again.
+        let handle = inner.borrow_mut().segments.remove(id);
         if let Err(e) = storage.remove_file(&wal).await {
             tracing::warn!("purge: could not remove {}: {e}", wal.display());
+            // Listed again so the next purge retries it.
+            inner.borrow_mut().segments.insert(*id, handle.flatten());
             return;
         }
         if storage.exists(&idx).await.unwrap_or(false) {
             let _ = storage.remove_file(&idx).await;
         }
         let mut i = inner.borrow_mut();
-        i.segments.remove(id);
         i.table.live_per_segment.remove(id);
         i.stats.segments_purged += 1;
     }

@@ -9,6 +9,7 @@ use futures_channel::oneshot;
 use glommio::task::JoinHandle;
 
 use super::segments::Spare;
+use super::stop::StopSignal;
 use super::WalStats;
 use crate::batch::BatchBuilder;
 use crate::config::WalConfig;
@@ -59,7 +60,8 @@ pub(super) struct Inner<S: Storage> {
     pub(super) next_segment_id: u64,
     /// Segments on disk, oldest first, with a read handle once one was opened.
     pub(super) segments: BTreeMap<u64, Option<Rc<S::File>>>,
-    pub(super) failed: Option<String>,
+    /// Set once when the shard stops on an I/O error (fail-stop).
+    pub(super) stop: Rc<StopSignal>,
     pub(super) closing: bool,
     /// True while the writer has a batch write or fdatasync in flight.
     pub(super) writer_busy: bool,

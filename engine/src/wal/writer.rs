@@ -60,7 +60,7 @@ pub(super) async fn writer_loop<S: Storage>(
                 i.cfg.batches_inflight_max,
             )
         };
-        if inner.borrow().failed.is_some() {
+        if inner.borrow().stop.is_stopped() {
             break;
         }
         inner.borrow_mut().writer_busy = has_work || !inflight.is_empty();
@@ -317,9 +317,8 @@ pub(super) fn fail_stop<S: Storage>(
     reason: String,
 ) {
     let mut i = inner.borrow_mut();
-    if i.failed.is_none() {
+    if i.stop.stop(reason.clone()) {
         tracing::error!(shard = i.shard, "shard stopped: {reason}");
-        i.failed = Some(reason.clone());
     }
     let shard = i.shard;
     let forming: Vec<_> = i.forming.drain(..).collect();
