@@ -68,9 +68,7 @@ where
         .io_memory(4 << 20)
         .spawn(move || async move {
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("probe"), vec![1u8; 8192]).unwrap();
-            let f = glommio::io::DmaFile::open(dir.join("probe")).await.unwrap();
-            f.close().await.unwrap();
+            tern_engine::storage::dma::probe_iopoll(&dir).await.unwrap();
             let wal = ShardWal::open(
                 DmaStorage,
                 0,

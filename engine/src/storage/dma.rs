@@ -173,3 +173,30 @@ impl StorageFile for DmaStorageFile {
         self.file.close().await.map_err(to_io)
     }
 }
+
+/// Settles glommio's per-device "can this device do polled I/O?" probe on a file that has
+/// data, before the WAL opens anything.
+///
+/// glommio decides it once per device, the first time a DMA file is opened, by reading the
+/// file's first block through the polled ring: `EOPNOTSUPP` means no. On a file that is new
+/// and empty (a fresh data directory's first segment) the read ends at end-of-file without
+/// reaching the device, looks like success, and every later read on that device fails with
+/// `EOPNOTSUPP`. Opening a file with a block of data first gives the probe a real read.
+pub async fn probe_iopoll(dir: &Path) -> crate::Result<()> {
+    let dir = std::path::absolute(dir).map_err(|e| crate::Error::io(dir, e))?;
+    let path = dir.join(".iopoll-probe");
+    std::fs::write(&path, vec![0u8; BLOCK_BYTES as usize])
+        .map_err(|e| crate::Error::io(&path, e))?;
+    let opened = OpenOptions::new().read(true).dma_open(&path).await;
+    let result = match opened {
+        Ok(f) => f
+            .close()
+            .await
+            .map_err(|e| crate::Error::io(&path, to_io(e))),
+        Err(e) => Err(crate::Error::io(&path, to_io(e))),
+    };
+    // The file held nothing; it is not part of the data directory's format, so no directory
+    // fsync is owed for it.
+    let removed = std::fs::remove_file(&path).map_err(|e| crate::Error::io(&path, e));
+    result.and(removed)
+}
