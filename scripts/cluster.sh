@@ -108,6 +108,13 @@ start_node() {
         read -r -a extra <<< "$TERN_SERVE_ARGS"
     fi
     echo "=== $(date -u +%FT%TZ) cluster.sh start node $n" >> "$log"
+    # A cluster is created once: `start` of a cluster none of whose nodes has data passes
+    # --bootstrap (etcd's initial-cluster-state=new). Any later start (restart, or start of a
+    # wiped node) does not, so a node that lost its data asks its peers and is refused
+    # rather than voting again with its promises forgotten.
+    if [[ "${BOOTSTRAP:-0}" == 1 ]]; then
+        extra+=(--bootstrap)
+    fi
     # The trailing argument after --data-dir keeps running_pid's match exact.
     "$BIN" serve \
         --node-id "$n" \
@@ -231,7 +238,13 @@ for_nodes() {
 
 cmd="${1:-}"
 case "$cmd" in
-    start) ensure_bin; for_nodes start_node "${2:-}" ;;
+    start)
+        ensure_bin
+        BOOTSTRAP=1
+        for ((i = 1; i <= NODES; i++)); do
+            [[ -e "$(data_of "$i")" ]] && BOOTSTRAP=0
+        done
+        for_nodes start_node "${2:-}" ;;
     stop) for_nodes stop_node "${2:-}" ;;
     status) status ;;
     kill) check_node "${2:-}"; kill_node "$2" ;;

@@ -235,7 +235,7 @@ where
             .spawn(move || async move {
                 let root = shard_root;
                 let dir = shard_dir(&root, shard);
-                crate::storage::dma::probe_iopoll(&root).await?;
+                crate::storage::dma::probe_iopoll(&root, shard).await?;
                 let wal = ShardWal::open(DmaStorage, shard, &dir, &quarantine_dir(&root), wal_cfg)
                     .await?;
                 let wal = Rc::new(wal);

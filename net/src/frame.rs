@@ -28,14 +28,20 @@ pub enum FrameType {
     RaftBatch = 3,
     /// The heartbeats and heartbeat responses of many groups for one node pair (`heartbeat`).
     Heartbeats = 4,
+    /// Instead of Hello: "what is your cluster view?" (`view`); answered by one View frame.
+    ViewQuery = 5,
+    /// The answer to ViewQuery; the sender closes the connection after it.
+    View = 6,
 }
 
 impl FrameType {
-    pub const ALL: [FrameType; 4] = [
+    pub const ALL: [FrameType; 6] = [
         FrameType::Hello,
         FrameType::Refuse,
         FrameType::RaftBatch,
         FrameType::Heartbeats,
+        FrameType::ViewQuery,
+        FrameType::View,
     ];
 
     pub fn from_u16(frame_type: u16) -> Result<FrameType, FrameError> {
@@ -51,6 +57,8 @@ impl FrameType {
             FrameType::Refuse => "Refuse",
             FrameType::RaftBatch => "RaftBatch",
             FrameType::Heartbeats => "Heartbeats",
+            FrameType::ViewQuery => "ViewQuery",
+            FrameType::View => "View",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod message_codec;
 pub mod peer_frame;
 pub mod tcp;
 pub mod transport;
+pub mod view;
 
 /// A Raft group's id (a partition, or the controller: group 0).
 pub type GroupId = u64;
@@ -35,3 +36,4 @@ pub use tcp::{PeerDirectory, PeerNetwork, ShardPeerSetup, TcpTransport};
 pub use transport::{
     Outbound, PeerEvent, PeerTransport, SendError, TransportConfig, TransportStats,
 };
+pub use view::{query_view, ClusterView, SharedView, ViewQueryError};

@@ -8,6 +8,7 @@ use crate::frame::{decode_frame, encode_frame, FrameType};
 use crate::handshake::{Hello, Refusal};
 use crate::heartbeat::HeartbeatBatch;
 use crate::message_codec::{decode_batch, encode_batch};
+use crate::view::ClusterView;
 use crate::GroupId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum PeerFrame {
     Refuse(Refusal),
     Raft(Vec<(GroupId, Message)>),
     Heartbeats(HeartbeatBatch),
+    ViewQuery(Hello),
+    View(ClusterView),
 }
 
 impl PeerFrame {
@@ -25,6 +28,8 @@ impl PeerFrame {
             PeerFrame::Refuse(_) => FrameType::Refuse,
             PeerFrame::Raft(_) => FrameType::RaftBatch,
             PeerFrame::Heartbeats(_) => FrameType::Heartbeats,
+            PeerFrame::ViewQuery(_) => FrameType::ViewQuery,
+            PeerFrame::View(_) => FrameType::View,
         }
     }
 
@@ -35,6 +40,8 @@ impl PeerFrame {
             PeerFrame::Refuse(refusal) => refusal.encode(payload),
             PeerFrame::Raft(messages) => encode_batch(payload, messages.iter()),
             PeerFrame::Heartbeats(batch) => batch.encode(payload),
+            PeerFrame::ViewQuery(hello) => hello.encode(payload),
+            PeerFrame::View(view) => view.encode(payload),
         })
     }
 
@@ -45,6 +52,8 @@ impl PeerFrame {
             FrameType::Refuse => PeerFrame::Refuse(Refusal::decode(payload)?),
             FrameType::RaftBatch => PeerFrame::Raft(decode_batch(payload)?),
             FrameType::Heartbeats => PeerFrame::Heartbeats(HeartbeatBatch::decode(payload)?),
+            FrameType::ViewQuery => PeerFrame::ViewQuery(Hello::decode(payload)?),
+            FrameType::View => PeerFrame::View(ClusterView::decode(payload)?),
         })
     }
 

@@ -348,6 +348,10 @@ pub struct NodeConfig {
     pub read_only: bool,
     /// A single-node cluster that opens no peer listener and refuses to grow.
     pub standalone: bool,
+    /// Flag only (`--bootstrap`): this start creates a new cluster with `peers` as its
+    /// initial voters, without asking them first (see `bootstrap.rs`).
+    #[serde(skip)]
+    pub bootstrap: bool,
     pub log_format: LogFormat,
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
@@ -374,6 +378,7 @@ impl Default for NodeConfig {
             shards: 0,
             read_only: false,
             standalone: false,
+            bootstrap: false,
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(10),
             raft: RaftSection::default(),
@@ -422,6 +427,11 @@ pub struct ServeFlags {
     /// Single-node cluster without a peer listener; refuses --peers naming other nodes.
     #[arg(long)]
     pub standalone: bool,
+    /// This start creates a new cluster: a node whose data directory is new becomes a voter
+    /// of it at once, without asking its peers (as etcd's --initial-cluster-state=new). Never
+    /// pass it to a node whose data was lost: it would forget the votes it gave.
+    #[arg(long)]
+    pub bootstrap: bool,
     /// Log line format [default: text].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -484,6 +494,7 @@ impl NodeConfig {
         // Boolean flags can only turn a setting on: the file's `true` stays true.
         self.read_only |= flags.read_only;
         self.standalone |= flags.standalone;
+        self.bootstrap |= flags.bootstrap;
         if let Some(v) = flags.log_format {
             self.log_format = v;
         }

@@ -2,23 +2,29 @@
 //! drivers on their executors. `serve` owns start-up and shutdown; this module owns what
 //! runs in between.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::SinkExt;
 use tern_engine::engine::ShardContext;
+use tern_net::{query_view, SharedView};
 use tern_net::{
     LocalIdentity, Outbound, PeerDirectory, PeerEvent, PeerNetwork, PeerTransport, SendError,
     ShardPeerSetup, TcpTransport, TransportConfig, TransportStats,
 };
 use tern_raft::message::NodeId;
-use tracing::info;
+use tracing::{debug, info};
 use uuid::Uuid;
 
+use super::bootstrap::PeerView;
 use super::config::NodeConfig;
 use super::controller::{Member, CONTROLLER_GROUP};
 use super::shard::{Shard, ShardMsg, ShardSetup};
+
+/// Bounds each step of one view query to a peer.
+const VIEW_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Requests queued to one shard before senders wait (backpressure on the front ends).
 pub const SHARD_INBOX_MAX: usize = 1024;
@@ -30,6 +36,8 @@ pub struct NodeRuntime {
     tick: Duration,
     raft: tern_raft::Config,
     controller_voters: Vec<u64>,
+    admitted: AtomicBool,
+    identity: LocalIdentity,
     initial_members: Vec<Member>,
     senders: Vec<mpsc::Sender<ShardMsg>>,
     inboxes: Mutex<Vec<Option<mpsc::Receiver<ShardMsg>>>>,
@@ -117,13 +125,13 @@ pub fn shard_count(cfg: &NodeConfig) -> u32 {
 impl NodeRuntime {
     /// Binds the peer listener (refused if the address is taken, also by another process)
     /// and prepares one inbox per shard.
-    /// `admitted`: this node may take part in the controller (see `bootstrap`); when not, it
-    /// hosts no group until it is.
+    /// `view` is what the peer listener answers view queries with. The node hosts no group
+    /// until [`NodeRuntime::set_admitted`] says it may.
     pub fn start(
         cfg: &NodeConfig,
         cluster_id: Uuid,
         shards: u32,
-        admitted: bool,
+        view: SharedView,
     ) -> Result<Arc<Self>, String> {
         let ticks = cfg.raft.ticks();
         let mut raft = tern_raft::Config::new(cfg.node_id);
@@ -131,9 +139,7 @@ impl NodeRuntime {
         raft.election_ticks_min = ticks.election_ticks_min;
         raft.election_ticks_max = ticks.election_ticks_max;
         raft.validate().map_err(|e| format!("raft timing: {e}"))?;
-        let controller_voters: Vec<u64> = if !admitted {
-            Vec::new()
-        } else if cfg.peers.is_empty() {
+        let controller_voters: Vec<u64> = if cfg.peers.is_empty() {
             vec![cfg.node_id]
         } else {
             cfg.peers.iter().map(|p| p.node_id).collect()
@@ -147,6 +153,8 @@ impl NodeRuntime {
             inboxes.push(Some(rx));
         }
         if cfg.standalone {
+            // Nobody asks a standalone node for its view.
+            drop(view);
             info!("standalone: no peer listener");
             return Ok(Arc::new(NodeRuntime {
                 node_id: cfg.node_id,
@@ -154,6 +162,12 @@ impl NodeRuntime {
                 tick: cfg.raft.tick,
                 raft,
                 controller_voters,
+                admitted: AtomicBool::new(false),
+                identity: LocalIdentity {
+                    cluster_id: wire_cluster_id(cluster_id),
+                    node_id: cfg.node_id,
+                    shard_count: shards,
+                },
                 initial_members,
                 senders,
                 inboxes: Mutex::new(inboxes),
@@ -186,12 +200,36 @@ impl NodeRuntime {
             tick: cfg.raft.tick,
             raft,
             controller_voters,
+            admitted: AtomicBool::new(false),
+            identity,
             initial_members,
             senders,
             inboxes: Mutex::new(inboxes),
             peer_setups: Some(Mutex::new(setups.into_iter().map(Some).collect())),
             network: Mutex::new(Some(network)),
         }))
+    }
+
+    /// Whether this node may run the controller group (decided before the shards start).
+    pub fn set_admitted(&self, admitted: bool) {
+        self.admitted.store(admitted, Ordering::SeqCst);
+    }
+
+    /// One round of view queries to every other initial voter; the answers that came back.
+    pub fn ask_peers(&self, cfg: &NodeConfig) -> Vec<PeerView> {
+        let mut answers = Vec::new();
+        for p in cfg.peers.iter().filter(|p| p.node_id != cfg.node_id) {
+            match query_view(p.addr, &self.identity, p.node_id, VIEW_QUERY_TIMEOUT) {
+                Ok(v) => answers.push(PeerView {
+                    node_id: p.node_id,
+                    cluster_id: Uuid::from_bytes(v.cluster_uuid),
+                    bootstrapped: v.bootstrapped,
+                    voters: v.voters,
+                }),
+                Err(e) => debug!(peer = p.node_id, "admission: no answer yet: {e}"),
+            }
+        }
+        answers
     }
 
     pub fn shards(&self) -> u32 {
@@ -249,7 +287,11 @@ impl NodeRuntime {
             shard: ctx.shard,
             shards: self.shards,
             tick: self.tick,
-            controller_voters: self.controller_voters.clone(),
+            controller_voters: if self.admitted.load(Ordering::SeqCst) {
+                self.controller_voters.clone()
+            } else {
+                Vec::new()
+            },
             initial_members: self.initial_members.clone(),
             raft: self.raft.clone(),
             inbox,

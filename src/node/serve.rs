@@ -30,6 +30,7 @@ use crate::node::bootstrap::{self, Admission, AdmissionError};
 use crate::node::config::NodeConfig;
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
 use crate::node::runtime::NodeRuntime;
+use tern_net::{ClusterView, SharedView};
 
 /// Exit codes of `tern serve` (docs/operations/node.md).
 /// Stopped cleanly after SIGTERM/SIGINT.
@@ -193,27 +194,30 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
     } else {
         cfg.peers.iter().map(|p| p.node_id).collect()
     };
-    // The peers' answers come from the transport handshake once it is integrated; until
-    // then a new node of a multi-node cluster cannot be admitted and stays pending.
-    let admitted = match bootstrap::decide(id.admitted, id.node_id, id.cluster_id, &voters, &[])? {
-        Admission::Resume => {
-            info!("admission: resume (admitted earlier)");
-            true
-        }
-        Admission::Bootstrap | Admission::Join => {
-            identity::mark_admitted(&cfg.data_dir, id)?;
-            info!("admission: admitted as a voter of a new single-node cluster");
-            true
-        }
-        Admission::Wait => {
-            warn!(
-                "admission: pending: a new node of a multi-node cluster must hear from its peers \
-             before it may vote; the peer transport is not integrated yet, so this node \
-             recovers its WAL and holds its lock but takes no part in the cluster"
-            );
-            false
-        }
-    };
+    // The peer listener comes first: peers starting at the same time ask it for this node's
+    // view while this node asks theirs.
+    let shards = crate::node::runtime::shard_count(cfg);
+    let view = SharedView::new(ClusterView {
+        node_id: id.node_id,
+        cluster_uuid: *id.cluster_id.as_bytes(),
+        bootstrapped: id.admitted,
+        voters: if id.admitted {
+            voters.clone()
+        } else {
+            Vec::new()
+        },
+    });
+    let runtime = NodeRuntime::start(cfg, id.cluster_id, shards, view.clone())
+        .map_err(ServeError::Runtime)?;
+    let admitted = admit(cfg, &id, &voters, &runtime)?;
+    if admitted {
+        view.set(ClusterView {
+            bootstrapped: true,
+            voters: voters.clone(),
+            ..view.get()
+        });
+    }
+    runtime.set_admitted(admitted);
 
     let switch = Arc::new(StopSwitch::new());
     let signals_thread = spawn_signal_thread(switch.clone(), cfg.shutdown_timeout)?;
@@ -223,9 +227,6 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
         recovery_mode = engine_cfg.wal.recovery_mode.name(),
         "recovery: opening the data directory and replaying each shard's WAL"
     );
-    let shards = crate::node::runtime::shard_count(cfg);
-    let runtime =
-        NodeRuntime::start(cfg, id.cluster_id, shards, admitted).map_err(ServeError::Runtime)?;
     let ready = Arc::new(AtomicU32::new(0));
     let watch = ShardWatch {
         switch: switch.clone(),
@@ -292,6 +293,74 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
         Err(e) => error!("stopped: {e}"),
     }
     outcome
+}
+
+/// How long a new node of a multi-node cluster asks its peers before it gives up.
+const ADMISSION_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Pause between rounds of questions.
+const ADMISSION_RETRY: Duration = Duration::from_millis(300);
+
+/// Decides whether this node may take part in the controller (`bootstrap.rs` has the table),
+/// asking the peers for their view until the answer is clear. Records an admission in the
+/// NODE file before any Raft group exists.
+fn admit(
+    cfg: &NodeConfig,
+    id: &identity::NodeIdentity,
+    voters: &[u64],
+    runtime: &NodeRuntime,
+) -> Result<bool, ServeError> {
+    if cfg.bootstrap && !id.admitted {
+        identity::mark_admitted(&cfg.data_dir, *id)?;
+        info!(voters = ?voters, "admission: bootstrap (--bootstrap): a voter of the new cluster");
+        return Ok(true);
+    }
+    let started = std::time::Instant::now();
+    let mut logged_wait = false;
+    loop {
+        let answers = if id.admitted {
+            Vec::new()
+        } else {
+            runtime.ask_peers(cfg)
+        };
+        match bootstrap::decide(id.admitted, id.node_id, id.cluster_id, voters, &answers)? {
+            Admission::Resume => {
+                info!("admission: resume (admitted earlier)");
+                return Ok(true);
+            }
+            Admission::Bootstrap => {
+                identity::mark_admitted(&cfg.data_dir, *id)?;
+                info!(voters = ?voters, answers = answers.len(), "admission: bootstrap: a voter of the new cluster");
+                return Ok(true);
+            }
+            Admission::Join => {
+                // Joining as a learner needs `tern cluster add-node` (membership change),
+                // which is not integrated yet: refuse with what to do rather than guess.
+                return Err(ServeError::Runtime(
+                    "admission: the cluster exists and does not list this node as a voter; \
+                     adding a node to a running cluster (tern cluster add-node) is not \
+                     supported yet: start it with the cluster's other initial voters"
+                        .into(),
+                ));
+            }
+            Admission::Wait => {
+                if started.elapsed() > ADMISSION_WAIT_MAX {
+                    return Err(ServeError::Runtime(format!(
+                        "admission: no majority of the initial voters {voters:?} answered within \
+                         {}s; start them (or pass --bootstrap when creating a new cluster)",
+                        ADMISSION_WAIT_MAX.as_secs()
+                    )));
+                }
+                if !logged_wait {
+                    info!(
+                        answers = answers.len(),
+                        "admission: waiting for a majority of the initial voters to answer"
+                    );
+                    logged_wait = true;
+                }
+                std::thread::sleep(ADMISSION_RETRY);
+            }
+        }
+    }
 }
 
 struct SignalThread {

@@ -68,7 +68,9 @@ where
         .io_memory(4 << 20)
         .spawn(move || async move {
             std::fs::create_dir_all(&dir).unwrap();
-            tern_engine::storage::dma::probe_iopoll(&dir).await.unwrap();
+            tern_engine::storage::dma::probe_iopoll(&dir, 0)
+                .await
+                .unwrap();
             let wal = ShardWal::open(
                 DmaStorage,
                 0,

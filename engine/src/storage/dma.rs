@@ -182,9 +182,12 @@ impl StorageFile for DmaStorageFile {
 /// and empty (a fresh data directory's first segment) the read ends at end-of-file without
 /// reaching the device, looks like success, and every later read on that device fails with
 /// `EOPNOTSUPP`. Opening a file with a block of data first gives the probe a real read.
-pub async fn probe_iopoll(dir: &Path) -> crate::Result<()> {
+///
+/// `shard` names the probe file, so executors probing the same directory at once do not
+/// remove each other's file.
+pub async fn probe_iopoll(dir: &Path, shard: u32) -> crate::Result<()> {
     let dir = std::path::absolute(dir).map_err(|e| crate::Error::io(dir, e))?;
-    let path = dir.join(".iopoll-probe");
+    let path = dir.join(format!(".iopoll-probe-{shard}"));
     std::fs::write(&path, vec![0u8; BLOCK_BYTES as usize])
         .map_err(|e| crate::Error::io(&path, e))?;
     let opened = OpenOptions::new().read(true).dma_open(&path).await;

@@ -24,6 +24,7 @@ use crate::peer_frame::PeerFrame;
 use crate::tcp::frame_io::{read_frame_blocking, ReadError};
 use crate::tcp::PeerDirectory;
 use crate::transport::TransportConfig;
+use crate::view::SharedView;
 
 /// A connection whose Hello was accepted, on its way to its shard.
 pub(crate) struct HandedConnection {
@@ -41,6 +42,8 @@ pub(crate) struct Acceptor {
     pub config: TransportConfig,
     pub shards: Vec<mpsc::Sender<HandedConnection>>,
     pub stop: Arc<AtomicBool>,
+    /// What this node answers a ViewQuery with.
+    pub view: SharedView,
 }
 
 impl Acceptor {
@@ -77,6 +80,7 @@ impl Acceptor {
         let hello = match read_frame_blocking(&mut stream, HANDSHAKE_PAYLOAD_BYTES_MAX) {
             Ok(read) => match read.frame {
                 PeerFrame::Hello(hello) => hello,
+                PeerFrame::ViewQuery(hello) => return self.answer_view(stream, addr, &hello),
                 other => {
                     let detail = format!("first frame is {}, not Hello", other.frame_type().name());
                     return refuse(stream, addr, Refusal::new(RefuseReason::Malformed, detail));
@@ -129,6 +133,22 @@ impl Acceptor {
                 addr,
                 Refusal::new(RefuseReason::Busy, detail),
             );
+        }
+    }
+}
+
+impl Acceptor {
+    /// Answers a ViewQuery (checked like a Hello, whatever shard it names) and closes.
+    fn answer_view(&self, mut stream: TcpStream, addr: SocketAddr, hello: &Hello) {
+        let query = Hello { shard: 0, ..*hello };
+        let known = |node| self.peers.contains(node);
+        if let Err(refusal) = self.identity.check(&query, None, None, known) {
+            return refuse(stream, addr, refusal);
+        }
+        let mut frame = Vec::new();
+        PeerFrame::View(self.view.get()).encode(&mut frame);
+        if let Err(err) = stream.write_all(&frame) {
+            debug!(%addr, "could not send the view: {err}");
         }
     }
 }

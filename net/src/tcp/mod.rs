@@ -13,7 +13,7 @@
 //! to A. Raft traffic never crosses shards, and each side redials only its own connections.
 
 mod acceptor;
-mod frame_io;
+pub(crate) mod frame_io;
 mod send_queue;
 mod shard;
 
@@ -31,6 +31,7 @@ use crate::error::NetError;
 use crate::handshake::LocalIdentity;
 use crate::listen::bind_std_listener;
 use crate::transport::TransportConfig;
+use crate::view::SharedView;
 
 pub use frame_io::ReadError;
 pub use shard::TcpTransport;
@@ -103,6 +104,17 @@ impl PeerNetwork {
         peers: PeerDirectory,
         config: TransportConfig,
     ) -> Result<(PeerNetwork, Vec<ShardPeerSetup>), NetError> {
+        Self::start_with_view(identity, listen_addr, peers, config, SharedView::default())
+    }
+
+    /// [`PeerNetwork::start`], answering view queries (`view.rs`) with `view`.
+    pub fn start_with_view(
+        identity: LocalIdentity,
+        listen_addr: SocketAddr,
+        peers: PeerDirectory,
+        config: TransportConfig,
+        view: SharedView,
+    ) -> Result<(PeerNetwork, Vec<ShardPeerSetup>), NetError> {
         config.validate()?;
         if identity.shard_count == 0 {
             return Err(NetError::Config {
@@ -132,6 +144,7 @@ impl PeerNetwork {
             config,
             shards: senders,
             stop: stop.clone(),
+            view,
         };
         let thread = std::thread::Builder::new()
             .name(format!("tern-peer-accept-{}", identity.node_id))
