@@ -1,5 +1,7 @@
 //! `RawNode`: the Raft state machine of one group member. See the crate docs for how to drive it.
 
+use std::collections::VecDeque;
+
 use crate::config::{Config, ConfigError};
 use crate::log::{LogStorage, RaftLog, StorageError};
 use crate::message::{
@@ -141,7 +143,7 @@ pub struct RawNode<S: LogStorage> {
     /// Follower only: (leader, ctx) of reads forwarded to the leader and not yet answered,
     /// oldest first, at most `pending_reads_max` (the oldest is forgotten first; its reader
     /// times out). An answer must match one of them.
-    forwarded_reads: std::collections::VecDeque<(NodeId, u64)>,
+    forwarded_reads: VecDeque<(NodeId, u64)>,
     /// Entry reads to hand to the driver in the next `Ready` (at most one per follower).
     fetches: Vec<EntryFetch>,
     /// Ticks since the core asked for committed entries to apply that storage could not read,
@@ -200,7 +202,7 @@ impl<S: LogStorage> RawNode<S> {
                 commit: committed,
             },
             uncommitted_bytes: 0,
-            forwarded_reads: std::collections::VecDeque::new(),
+            forwarded_reads: VecDeque::new(),
             fetches: Vec::new(),
             apply_fetch_ticks: None,
             cfg,
@@ -427,7 +429,8 @@ impl<S: LogStorage> RawNode<S> {
     /// too late, are dropped or answered as Raft prescribes (`Ok`). A message that no correct
     /// peer sends in this situation (misaddressed, fields that contradict each other or this
     /// node's state: see [`StepError`] and `validate.rs`) is refused with the reason and
-    /// changes nothing; it never panics.
+    /// changes nothing (except that a well-formed message of a higher term first moves the
+    /// node to that term, as any message does); it never panics.
     pub fn step(&mut self, m: Message) -> Result<(), StepError> {
         if m.to != self.cfg.id {
             return Err(StepError::WrongRecipient { to: m.to });
