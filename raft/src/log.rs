@@ -13,29 +13,19 @@
 use crate::message::{ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta};
 
 /// Why a storage read did not return data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
     /// The entry was compacted into the snapshot.
+    #[error("entry compacted into the snapshot")]
     Compacted,
     /// The data exists but cannot be read right now (slow disk, read in progress). The core
     /// never blocks: it skips the work and retries on a later tick or message.
+    #[error("log storage temporarily unavailable")]
     Unavailable,
     /// A snapshot chunk was requested for a snapshot that has since been replaced.
+    #[error("snapshot replaced by a newer one")]
     SnapshotOutOfDate,
 }
-
-impl std::fmt::Display for StorageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = match self {
-            StorageError::Compacted => "entry compacted into the snapshot",
-            StorageError::Unavailable => "log storage temporarily unavailable",
-            StorageError::SnapshotOutOfDate => "snapshot replaced by a newer one",
-        };
-        f.write_str(text)
-    }
-}
-
-impl std::error::Error for StorageError {}
 
 /// Durable log storage of one group, backed by the engine in production and by
 /// `MemStorage` in tests. It holds what the caller persisted from `Ready`s; the core only reads.
@@ -471,10 +461,12 @@ pub fn load_confs<S: LogStorage>(
 }
 
 /// Why [`load_confs`] failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LoadConfError {
+    #[error("raft storage: {0}")]
     Storage(StorageError),
     /// Storage contradicts itself about its configuration entries.
+    #[error("raft configuration entries corrupt: {0}")]
     Corrupt(&'static str),
 }
 

@@ -1,5 +1,7 @@
 //! `RawNode`: the Raft state machine of one group member. See the crate docs for how to drive it.
 
+use std::collections::VecDeque;
+
 use crate::config::{Config, ConfigError};
 use crate::log::{LogStorage, RaftLog, StorageError};
 use crate::message::{
@@ -24,56 +26,38 @@ pub enum Role {
 }
 
 /// Why `RawNode::new` failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    #[error("{0}")]
     Config(ConfigError),
+    #[error("raft storage: {0}")]
     Storage(StorageError),
     /// The persisted state contradicts itself (for example commit beyond the last index).
+    #[error("raft state corrupt: {0}")]
     Corrupt(&'static str),
 }
 
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Config(e) => write!(f, "{e}"),
-            Error::Storage(e) => write!(f, "raft storage: {e}"),
-            Error::Corrupt(what) => write!(f, "raft state corrupt: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
 /// Why a proposal, read, configuration change or transfer was refused. None of these changed
 /// any state: the caller may retry (at the leader, or later).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// Only the leader accepts this; `leader` is the known leader or [`NO_NODE`].
+    #[error("not the leader (leader: {leader})")]
     NotLeader { leader: NodeId },
     /// A leadership transfer is under way; proposals resume when it ends.
+    #[error("leadership transfer in progress")]
     TransferInProgress,
     /// A configuration change is not yet applied (or this leader has not yet committed an
     /// entry of its own term, or a joint configuration is being left).
+    #[error("a configuration change is pending")]
     ConfChangePending,
     /// A bounded queue is full (`uncommitted_bytes_max`, `pending_reads_max`).
+    #[error("too much work queued")]
     Backpressure,
     /// The requested change or transfer target is not valid.
+    #[error("invalid request: {0}")]
     Invalid(&'static str),
 }
-
-impl std::fmt::Display for ProposeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProposeError::NotLeader { leader } => write!(f, "not the leader (leader: {leader})"),
-            ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
-            ProposeError::ConfChangePending => write!(f, "a configuration change is pending"),
-            ProposeError::Backpressure => write!(f, "too much work queued"),
-            ProposeError::Invalid(why) => write!(f, "invalid request: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for ProposeError {}
 
 /// A requested membership: the voters and learners wanted after the change.
 ///
@@ -141,7 +125,7 @@ pub struct RawNode<S: LogStorage> {
     /// Follower only: (leader, ctx) of reads forwarded to the leader and not yet answered,
     /// oldest first, at most `pending_reads_max` (the oldest is forgotten first; its reader
     /// times out). An answer must match one of them.
-    forwarded_reads: std::collections::VecDeque<(NodeId, u64)>,
+    forwarded_reads: VecDeque<(NodeId, u64)>,
     /// Entry reads to hand to the driver in the next `Ready` (at most one per follower).
     fetches: Vec<EntryFetch>,
     /// Ticks since the core asked for committed entries to apply that storage could not read,
@@ -200,7 +184,7 @@ impl<S: LogStorage> RawNode<S> {
                 commit: committed,
             },
             uncommitted_bytes: 0,
-            forwarded_reads: std::collections::VecDeque::new(),
+            forwarded_reads: VecDeque::new(),
             fetches: Vec::new(),
             apply_fetch_ticks: None,
             cfg,
@@ -427,7 +411,8 @@ impl<S: LogStorage> RawNode<S> {
     /// too late, are dropped or answered as Raft prescribes (`Ok`). A message that no correct
     /// peer sends in this situation (misaddressed, fields that contradict each other or this
     /// node's state: see [`StepError`] and `validate.rs`) is refused with the reason and
-    /// changes nothing; it never panics.
+    /// changes nothing (except that a well-formed message of a higher term first moves the
+    /// node to that term, as any message does); it never panics.
     pub fn step(&mut self, m: Message) -> Result<(), StepError> {
         if m.to != self.cfg.id {
             return Err(StepError::WrongRecipient { to: m.to });

@@ -30,20 +30,26 @@ pub const INDEX_MAX: u64 = u64::MAX >> 1;
 /// Why `RawNode::step` refused a message. Nothing changed in the node. Except where noted, a
 /// correct peer never sends such a message: the driver should log it with the peer's address
 /// and count it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
     /// Addressed to node `to`, not to this one (misrouted).
+    #[error("message addressed to node {to}")]
     WrongRecipient { to: NodeId },
     /// Sent from node id 0, which means "no node".
+    #[error("message from node id 0")]
     FromNoNode,
     /// Claims to come from this node itself.
+    #[error("message claims to come from this node")]
     FromSelf,
     /// A term or index beyond [`TERM_MAX`] / [`INDEX_MAX`].
+    #[error("{what} {value} out of range")]
     OutOfRange { what: &'static str, value: u64 },
     /// The entries of an AppendEntries do not follow `prev_index` one by one.
+    #[error("entries not contiguous: expected index {expected}, found {found}")]
     EntriesNotContiguous { expected: u64, found: u64 },
     /// An entry's term is below the term before it (or below `prev_term`): terms in a log
     /// never go backwards.
+    #[error("entry {index} has term {term}, below the term {previous} before it")]
     EntryTermsGoBack {
         index: u64,
         term: u64,
@@ -51,35 +57,48 @@ pub enum StepError {
     },
     /// A term in the message (an entry's, `prev_term`, a log's last term, a snapshot's) is above
     /// the sender's own term.
+    #[error("{what} {term} is above the sender's term")]
     TermAboveSenderTerm { what: &'static str, term: u64 },
     /// Term 0 (which no entry has) where a real entry's term is needed, or a non-zero term at
     /// index 0.
+    #[error("{what} at index {index}: term 0 only belongs to index 0")]
     TermZeroMismatch { what: &'static str, index: u64 },
     /// A configuration entry or snapshot configuration that does not decode or is empty.
+    #[error("configuration at index {index} does not decode or is empty")]
     BadConfiguration { index: u64 },
     /// A rejection whose hint is above the rejected index.
+    #[error("rejection hint {hint_index} above rejected index {index}")]
     HintAboveIndex { hint_index: u64, index: u64 },
     /// A snapshot chunk that does not fit inside its snapshot.
+    #[error(
+        "snapshot chunk at offset {offset} of {len} bytes past the snapshot's {size_bytes} bytes"
+    )]
     SnapshotChunkPastSize {
         offset: u64,
         len: u64,
         size_bytes: u64,
     },
     /// A snapshot larger than `Config::snapshot_bytes_max`.
+    #[error("snapshot of {size_bytes} bytes exceeds snapshot_bytes_max {max}")]
     SnapshotTooLarge { size_bytes: u64, max: u64 },
     /// A follower acknowledged (or rejected) an index this leader never had.
+    #[error("answer about index {index} beyond the leader's last index {last_index}")]
     IndexBeyondLog { index: u64, last_index: u64 },
     /// A heartbeat answer confirms a read sequence this leader never sent.
+    #[error("heartbeat answer confirms read sequence {read_seq}, only {sent} sent")]
     ReadSeqNeverSent { read_seq: u64, sent: u64 },
     /// A leader's message from a node that is not the leader this node knows in this term
     /// (two leaders in one term), or received by the leader itself.
+    #[error("leader message in a term whose leader is node {leader}")]
     ConflictingLeader { leader: NodeId },
     /// `TimeoutNow` from a node that is not the leader this node knows in this term.
+    #[error("TimeoutNow not from the leader")]
     TimeoutNowNotFromLeader,
     /// An answer to a read this node did not forward to that leader. A correct leader can
     /// cause this: the answer to a read this node forgot when its leader changed or when
     /// newer reads pushed it out (bounded by `pending_reads_max`); dropping it is harmless,
     /// the reader times out and retries.
+    #[error("read index answer for unknown request {ctx}")]
     UnknownReadIndexResp { ctx: u64 },
 }
 
@@ -90,69 +109,6 @@ impl StepError {
         !matches!(self, StepError::UnknownReadIndexResp { .. })
     }
 }
-
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StepError::WrongRecipient { to } => write!(f, "message addressed to node {to}"),
-            StepError::FromNoNode => write!(f, "message from node id 0"),
-            StepError::FromSelf => write!(f, "message claims to come from this node"),
-            StepError::OutOfRange { what, value } => write!(f, "{what} {value} out of range"),
-            StepError::EntriesNotContiguous { expected, found } => {
-                write!(f, "entries not contiguous: expected index {expected}, found {found}")
-            }
-            StepError::EntryTermsGoBack {
-                index,
-                term,
-                previous,
-            } => write!(
-                f,
-                "entry {index} has term {term}, below the term {previous} before it"
-            ),
-            StepError::TermAboveSenderTerm { what, term } => {
-                write!(f, "{what} {term} is above the sender's term")
-            }
-            StepError::TermZeroMismatch { what, index } => {
-                write!(f, "{what} at index {index}: term 0 only belongs to index 0")
-            }
-            StepError::BadConfiguration { index } => {
-                write!(f, "configuration at index {index} does not decode or is empty")
-            }
-            StepError::HintAboveIndex { hint_index, index } => {
-                write!(f, "rejection hint {hint_index} above rejected index {index}")
-            }
-            StepError::SnapshotChunkPastSize {
-                offset,
-                len,
-                size_bytes,
-            } => write!(
-                f,
-                "snapshot chunk at offset {offset} of {len} bytes past the snapshot's {size_bytes} bytes"
-            ),
-            StepError::SnapshotTooLarge { size_bytes, max } => {
-                write!(f, "snapshot of {size_bytes} bytes exceeds snapshot_bytes_max {max}")
-            }
-            StepError::IndexBeyondLog { index, last_index } => write!(
-                f,
-                "answer about index {index} beyond the leader's last index {last_index}"
-            ),
-            StepError::ReadSeqNeverSent { read_seq, sent } => write!(
-                f,
-                "heartbeat answer confirms read sequence {read_seq}, only {sent} sent"
-            ),
-            StepError::ConflictingLeader { leader } => write!(
-                f,
-                "leader message in a term whose leader is node {leader}"
-            ),
-            StepError::TimeoutNowNotFromLeader => write!(f, "TimeoutNow not from the leader"),
-            StepError::UnknownReadIndexResp { ctx } => {
-                write!(f, "read index answer for unknown request {ctx}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for StepError {}
 
 /// The rules every message from a correct peer satisfies, whatever the receiver's state (see
 /// the module docs). Does not look at `to`: the transport routes by it.
