@@ -1,4 +1,37 @@
-//! tern-net: wire format, peer transport, client library and HTTP endpoints.
+//! tern-net: the peer protocol and transport between tern nodes (and, later, the client
+//! library and HTTP endpoints).
 //!
-//! Empty for now: the node issue fills it in.
+//! Reading order:
+//! 1. `frame.rs` — the frame every byte travels in (length, CRC32C, version, type).
+//! 2. `message_codec.rs`, `heartbeat.rs`, `handshake.rs` — the payloads; `peer_frame.rs` ties
+//!    a frame type to its payload codec.
+//! 3. `transport.rs` — the trait a shard uses ([`PeerTransport`]), its limits and counters.
+//! 4. `tcp/` — the glommio TCP implementation: acceptor thread, per-shard connections.
+//! 5. `listen.rs` — binding listeners without silently sharing a port with another process.
+//!
+//! The byte layouts are specified in `docs/format.md`, "Wire format (peer protocol)".
 #![forbid(unsafe_code)]
+
+pub mod constants;
+mod cursor;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod heartbeat;
+pub mod listen;
+pub mod message_codec;
+pub mod peer_frame;
+pub mod tcp;
+pub mod transport;
+
+/// A Raft group's id (a partition, or the controller: group 0).
+pub type GroupId = u64;
+
+pub use error::{DecodeError, FrameError, ListenError, NetError, WireError};
+pub use handshake::{Hello, LocalIdentity, Refusal, RefuseReason};
+pub use heartbeat::{GroupHeartbeat, GroupHeartbeatResp, HeartbeatBatch};
+pub use peer_frame::PeerFrame;
+pub use tcp::{PeerDirectory, PeerNetwork, ShardPeerSetup, TcpTransport};
+pub use transport::{
+    Outbound, PeerEvent, PeerTransport, SendError, TransportConfig, TransportStats,
+};
