@@ -91,7 +91,10 @@ pub struct TransportConfig {
     /// the protocol maximum). Default 1 MiB.
     pub frame_batch_bytes_max: usize,
     /// Received events queued for the shard before readers stop reading (TCP flow control then
-    /// pushes back on the sender, whose queue drops). Default 1024.
+    /// pushes back on the sender, whose queue drops). Each event is one frame, so the memory
+    /// they hold is at most this many frames: senders pack frames up to their
+    /// `frame_batch_bytes_max` (1 MiB), and Raft's flow control (`inflight_bytes_max`) keeps
+    /// far less than that in flight per follower. Default 256.
     pub inbound_events_max: usize,
     /// Handshakes waiting for their shard to take them. Default 64.
     pub handoff_queue_max: usize,
@@ -114,7 +117,7 @@ impl Default for TransportConfig {
             send_queue_messages_max: 4096,
             send_queue_bytes_max: 64 << 20,
             frame_batch_bytes_max: 1 << 20,
-            inbound_events_max: 1024,
+            inbound_events_max: 256,
             handoff_queue_max: 64,
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(2),

@@ -97,3 +97,143 @@ proptest! {
         }
     }
 }
+
+fn conf_strategy() -> impl Strategy<Value = tern_raft::message::ConfState> {
+    (
+        proptest::collection::btree_set(1u64..20, 0..5),
+        proptest::collection::btree_set(1u64..20, 0..3),
+        proptest::collection::btree_set(20u64..30, 0..3),
+    )
+        .prop_map(
+            |(voters, outgoing, learners)| tern_raft::message::ConfState {
+                voters: voters.into_iter().collect(),
+                voters_outgoing: outgoing.into_iter().collect(),
+                learners: learners.into_iter().collect(),
+            },
+        )
+}
+
+/// Any message the Raft core could send, with field values across their whole range.
+fn message_strategy() -> impl Strategy<Value = (u64, tern_raft::message::Message)> {
+    use tern_raft::message::{Entry, EntryKind, Message, MessageBody, SnapshotMeta};
+    let body = prop_oneof![
+        (
+            any::<u64>(),
+            0u64..u64::MAX / 2,
+            proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..40)),
+                0..6
+            ),
+            any::<u64>(),
+            conf_strategy(),
+        )
+            .prop_map(|(prev_term, prev_index, entries, commit, conf)| {
+                let entries = entries
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (conf_change, data))| Entry {
+                        term: prev_term.saturating_add(i as u64 / 2),
+                        index: prev_index + 1 + i as u64,
+                        kind: if conf_change {
+                            EntryKind::ConfChange
+                        } else {
+                            EntryKind::Normal
+                        },
+                        data: if conf_change { conf.encode() } else { data },
+                    })
+                    .collect();
+                MessageBody::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                }
+            }),
+        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>()).prop_map(
+            |(index, reject, hint_index, hint_term)| {
+                MessageBody::AppendResp {
+                    index,
+                    reject,
+                    hint_index,
+                    hint_term,
+                }
+            }
+        ),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(commit, read_seq)| MessageBody::Heartbeat { commit, read_seq }),
+        any::<u64>().prop_map(|read_seq| MessageBody::HeartbeatResp { read_seq }),
+        (any::<bool>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+            |(pre, last_index, last_term, transfer)| {
+                MessageBody::Vote {
+                    pre,
+                    last_index,
+                    last_term,
+                    transfer,
+                }
+            }
+        ),
+        (any::<bool>(), any::<bool>())
+            .prop_map(|(pre, reject)| MessageBody::VoteResp { pre, reject }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            conf_strategy(),
+            0u64..1 << 40,
+            proptest::collection::vec(any::<u8>(), 0..64),
+            0u64..1000,
+        )
+            .prop_map(
+                |(index, term, conf, offset, data, spare)| MessageBody::Snapshot {
+                    meta: SnapshotMeta {
+                        index,
+                        term,
+                        conf,
+                        size_bytes: offset + data.len() as u64 + spare,
+                    },
+                    offset,
+                    data,
+                }
+            ),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(index, next_offset)| MessageBody::SnapshotResp { index, next_offset }),
+        Just(MessageBody::TimeoutNow),
+        any::<u64>().prop_map(|ctx| MessageBody::ReadIndex { ctx }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(ctx, index)| MessageBody::ReadIndexResp { ctx, index }),
+    ];
+    (any::<u64>(), 1u64..u64::MAX, 1u64..u64::MAX, body).prop_map(|(group, from, to, body)| {
+        // `from < u64::MAX`, so `from + 1` is a valid, different node.
+        let to = if to == from { from + 1 } else { to };
+        // The message's term is at least every entry's term.
+        let term = match &body {
+            MessageBody::Append {
+                entries, prev_term, ..
+            } => entries
+                .last()
+                .map_or(*prev_term, |e| e.term)
+                .saturating_add(from % 3),
+            _ => from.wrapping_mul(31) % 1000,
+        };
+        (
+            group,
+            Message {
+                from,
+                to,
+                term,
+                body,
+            },
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn any_valid_batch_round_trips(messages in proptest::collection::vec(message_strategy(), 0..20)) {
+        let frame = PeerFrame::Raft(messages);
+        let mut buf = Vec::new();
+        frame.encode(&mut buf);
+        let (decoded, used) = PeerFrame::decode(&buf).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(used, buf.len());
+        prop_assert_eq!(decoded, frame);
+    }
+}

@@ -572,3 +572,64 @@ fn a_full_queue_drops_and_counts_and_an_oversize_message_is_refused() {
     assert_eq!(unknown, Err(tern_net::SendError::UnknownPeer(7)));
     drop((net1, parked));
 }
+
+#[test]
+fn a_silent_dialer_delays_handshakes_only_until_the_handshake_timeout() {
+    let config = TransportConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    let dir2 = PeerDirectory::default();
+    let (net2, setups2) = PeerNetwork::start(
+        identity(2, 1),
+        addr("127.0.0.2"),
+        dir2.clone(),
+        config.clone(),
+    )
+    .unwrap();
+    let dir1 = PeerDirectory::new([(2, net2.local_addr())]);
+    let (net1, setups1) =
+        PeerNetwork::start(identity(1, 1), addr("127.0.0.1"), dir1, config).unwrap();
+    dir2.set(1, net1.local_addr());
+
+    // Connects and says nothing: the acceptor gives up on it after the timeout and closes it.
+    let mut silent =
+        TcpStream::connect_timeout(&net2.local_addr(), Duration::from_secs(5)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    let receiver = run_shard(
+        setups2.into_iter().next().unwrap(),
+        |t: TcpTransport| async move { next_event(&t, TEST_DEADLINE).await },
+    );
+    let sender = run_shard(
+        setups1.into_iter().next().unwrap(),
+        |t: TcpTransport| async move {
+            // Resent until it arrives: the first attempt may queue behind the silent dialer.
+            let start = Instant::now();
+            while t.stats().messages_sent == 0 && start.elapsed() < TEST_DEADLINE {
+                let _ = t.send(2, Outbound::Raft(0, append(1, 2, 0)));
+                let _ = next_event(&t, Duration::from_millis(50)).await;
+            }
+            t.stats()
+        },
+    );
+    let mut nothing = Vec::new();
+    assert_eq!(
+        silent.read_to_end(&mut nothing).map(|_| nothing.len()).ok(),
+        Some(0),
+        "closed"
+    );
+    let event = receiver.join().unwrap().expect("receiver");
+    assert!(
+        matches!(event, Some(PeerEvent::Raft { from: 1, .. })),
+        "{event:?}"
+    );
+    let stats = sender.join().unwrap().expect("sender");
+    // The dialer's own handshake may have timed out behind the silent one (both wait
+    // `handshake_timeout`); then it retried after its backoff and got through.
+    assert!(stats.messages_sent >= 1 && stats.connects == 1, "{stats:?}");
+    assert!(stats.connect_failures <= 1, "{stats:?}");
+    drop((net1, net2));
+}

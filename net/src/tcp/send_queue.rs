@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
 use crate::heartbeat::HeartbeatBatch;
-use crate::message_codec::message_encoded_bytes;
+use crate::message_codec::{batch_encoded_bytes, message_encoded_bytes};
 use crate::transport::Outbound;
 
 pub(crate) struct SendQueue {
@@ -103,7 +103,11 @@ impl SendQueue {
             match outbound {
                 Outbound::Heartbeats(batch) => drained.heartbeats.push(batch),
                 Outbound::Raft(group, message) => {
-                    if !frame.is_empty() && frame_bytes + bytes > frame_bytes_max {
+                    // Counted as the frame's payload (with the batch's count field), so a frame
+                    // of several messages never passes `frame_bytes_max`.
+                    if !frame.is_empty()
+                        && batch_encoded_bytes(frame_bytes + bytes) > frame_bytes_max
+                    {
                         drained.raft_frames.push(std::mem::take(&mut frame));
                         frame_bytes = 0;
                     }
@@ -186,8 +190,8 @@ mod tests {
             &mut queue,
             Outbound::Heartbeats(HeartbeatBatch::new(1, 2))
         ));
-        // Frames of 10 messages, writes of 35 messages at most.
-        let drained = queue.drain(10 * one, 35 * one);
+        // Frames of 10 messages (plus the count field), writes of 35 messages at most.
+        let drained = queue.drain(batch_encoded_bytes(10 * one), 35 * one);
         assert_eq!(drained.messages, 35);
         let sizes: Vec<usize> = drained.raft_frames.iter().map(Vec::len).collect();
         assert_eq!(sizes, [10, 10, 10, 5]);

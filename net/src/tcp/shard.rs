@@ -361,6 +361,9 @@ async fn write_loop(shared: Rc<Shared>, peer: NodeId, queue: Rc<RefCell<SendQueu
         );
         buf.clear();
         let mut frames = 0u64;
+        // Heartbeats go first and may overtake Raft messages queued before them: Raft
+        // tolerates any reordering (a heartbeat's commit is capped at what the follower is
+        // known to hold), and liveness signals should not wait behind bulk appends.
         for batch in drained.heartbeats {
             PeerFrame::Heartbeats(batch).encode(&mut buf);
             frames += 1;
