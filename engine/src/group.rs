@@ -418,3 +418,76 @@ impl From<&GroupState> for Bounds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(group: u64, index: u64, term: u64, kind: EntryKind) -> RecordMeta {
+        RecordMeta {
+            kind: RecordKind::Entry,
+            group,
+            term,
+            index,
+            aux: kind.to_aux(),
+            segment: 1,
+            offset: index * 64,
+            payload_len: 0,
+            snapshot_meta: None,
+        }
+    }
+
+    fn control(kind: RecordKind, index: u64) -> RecordMeta {
+        RecordMeta {
+            kind,
+            group: 1,
+            term: 9,
+            index,
+            aux: 0,
+            segment: 1,
+            offset: 0,
+            payload_len: 0,
+            snapshot_meta: Some(Vec::new()),
+        }
+    }
+
+    fn confs(t: &GroupTable) -> Vec<(u64, u64)> {
+        t.group(1)
+            .map(|g| g.conf_entries().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn conf_entries_follow_overwrite_truncation_compaction_and_snapshot() {
+        let mut t = GroupTable::default();
+        for i in 1..=10 {
+            let kind = if i % 3 == 0 {
+                EntryKind::ConfChange
+            } else {
+                EntryKind::Normal
+            };
+            t.apply(&entry(1, i, 1, kind)).unwrap();
+        }
+        assert_eq!(confs(&t), vec![(3, 1), (6, 1), (9, 1)]);
+        // A Raft conflict at 8 replaces 8..=10 (dropping the change at 9).
+        t.apply(&entry(1, 8, 2, EntryKind::ConfChange)).unwrap();
+        assert_eq!(confs(&t), vec![(3, 1), (6, 1), (8, 2)]);
+        t.apply(&control(RecordKind::Truncate, 7)).unwrap();
+        assert_eq!(confs(&t), vec![(3, 1), (6, 1)]);
+        t.apply(&control(RecordKind::Compact, 4)).unwrap();
+        assert_eq!(confs(&t), vec![(6, 1)]);
+        assert_eq!(t.group(1).unwrap().term(6), Some(1));
+        t.apply(&control(RecordKind::SnapshotMeta, 6)).unwrap();
+        assert!(confs(&t).is_empty());
+        assert_eq!(
+            t.group(1).unwrap().term(6),
+            Some(9),
+            "the snapshot point's term"
+        );
+        // An unknown kind in a record is refused, the table unchanged.
+        let mut bad = entry(1, 7, 1, EntryKind::Normal);
+        bad.aux = 5;
+        assert!(t.apply(&bad).is_err());
+        assert_eq!(t.group(1).unwrap().last_index(), 6);
+    }
+}

@@ -203,6 +203,11 @@ pub(crate) fn plan<'a, 'b: 'a>(
                     max: SNAPSHOT_META_BYTES_MAX as u64,
                 });
             }
+            if index == u64::MAX {
+                return Err(invalid(format!(
+                    "snapshot index {index} leaves no room after it"
+                )));
+            }
             b.snapshot(index);
             records.push(rec(RecordKind::SnapshotMeta, group, term, index, 0, meta));
         }
@@ -232,6 +237,12 @@ pub(crate) fn plan<'a, 'b: 'a>(
                     max: limits.payload_bytes_max,
                 });
             }
+            if first.index == 0 || first.index.checked_add(g.entries.len() as u64).is_none() {
+                return Err(invalid(format!(
+                    "entries from index {} are outside 1..u64::MAX",
+                    first.index
+                )));
+            }
             b.append(first.index, g.entries.len() as u64)
                 .map_err(invalid)?;
             records.extend(g.entries.iter().map(|e| {
@@ -246,6 +257,9 @@ pub(crate) fn plan<'a, 'b: 'a>(
             }));
         }
         if let Some(index) = g.compact {
+            if index == u64::MAX {
+                return Err(invalid(format!("compaction to index {index}")));
+            }
             b.compact(index);
             records.push(rec(RecordKind::Compact, group, 0, index, 0, &[]));
         }

@@ -38,7 +38,12 @@ fn fields() -> impl Strategy<Value = RecordFields> {
             group,
             term,
             index,
-            aux,
+            // An entry's aux is its kind: 0 or 1 (other values are refused, tested below).
+            aux: if KINDS[k] == RecordKind::Entry {
+                aux % 2
+            } else {
+                aux
+            },
         })
 }
 
@@ -88,6 +93,14 @@ proptest! {
         let mut longer = buf.clone();
         longer.extend_from_slice(&[0xAB; 100]);
         prop_assert_eq!(decode_record(&longer).unwrap().1, &payload[..]);
+    }
+
+    #[test]
+    fn entry_with_an_unknown_kind_is_an_error(f in fields(), aux in 2..u64::MAX, payload in prop::collection::vec(any::<u8>(), 0..100)) {
+        let f = RecordFields { kind: RecordKind::Entry, aux, ..f };
+        let buf = record(f, &payload);
+        prop_assert!(decode_header(&buf).is_err());
+        prop_assert!(decode_record(&buf).is_err());
     }
 
     #[test]

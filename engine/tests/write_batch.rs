@@ -348,6 +348,29 @@ fn oversize_requests_are_refused_nothing_is_lost_and_the_shard_lives() {
         ));
         assert_eq!(wal.last_index(2), 0);
 
+        // Indexes at the end of the u64 range, as a corrupt or hostile peer might send.
+        let mut b = WriteBatch::new();
+        b.snapshot(3, 1, u64::MAX, Vec::new());
+        assert!(matches!(
+            wal.submit(b).await,
+            Err(Error::InvalidRequest { .. })
+        ));
+        let mut b = WriteBatch::new();
+        b.append(
+            3,
+            [u64::MAX - 1, u64::MAX].map(|i| owned(3, i, 1, EntryKind::Normal)),
+        );
+        assert!(matches!(
+            wal.submit(b).await,
+            Err(Error::InvalidRequest { .. })
+        ));
+        let mut b = WriteBatch::new();
+        b.compact(3, u64::MAX);
+        assert!(matches!(
+            wal.submit(b).await,
+            Err(Error::InvalidRequest { .. })
+        ));
+
         // The shard is alive and nothing was lost, also after a restart.
         assert!(wal.failure().is_none());
         fill(&wal, &mut m, 1, 6, 8).await;
