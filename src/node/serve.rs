@@ -160,12 +160,27 @@ impl Drop for ShardWatch {
     }
 }
 
-/// Runs the node until it is stopped. `Ok` after a clean stop on a signal.
+/// Runs the node until it is stopped. `Ok` after a clean stop on a signal. Every error is
+/// logged (`stopped: …`) before it is returned.
 pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
+    let result = run_until_stopped(cfg);
+    match &result {
+        Ok(()) => info!("shutdown: complete; WAL closed, lock released"),
+        Err(e) => error!("stopped: {e}"),
+    }
+    result
+}
+
+fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
     info!(
         node_id = cfg.node_id,
         data_dir = %cfg.data_dir.display(),
+        kafka_addr = %cfg.kafka_addr,
+        peer_addr = %cfg.peer_addr,
+        http_addr = %cfg.http_addr,
         peers = cfg.peers.len(),
+        standalone = cfg.standalone,
+        read_only = cfg.read_only,
         "starting tern {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -264,16 +279,11 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
     let reason = switch.reason();
     // Make the signal thread end: a stop requested by a failure did not come through it.
     signals_thread.close();
-    let outcome = match (result, reason) {
+    match (result, reason) {
         (Err(e), _) => Err(ServeError::Engine(e)),
         (Ok(_), Some(StopReason::ShardExited)) => Err(ServeError::ShardExited),
         (Ok(_), _) => Ok(()),
-    };
-    match &outcome {
-        Ok(()) => info!("shutdown: complete; WAL closed, lock released"),
-        Err(e) => error!("stopped: {e}"),
     }
-    outcome
 }
 
 struct SignalThread {
