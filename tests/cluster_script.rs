@@ -114,6 +114,8 @@ fn cluster_script_three_nodes_start_kill_restart_wipe_stop() {
             "{identity}"
         );
         assert!(identity.contains(&format!("node={n}\n")), "{identity}");
+        // Without the peer transport a new node of a multi-node cluster is not admitted.
+        assert!(identity.contains("admitted=0\n"), "{identity}");
     }
 
     let (code, out) = c.script(&["kill", "2"]);

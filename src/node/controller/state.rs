@@ -90,6 +90,30 @@ pub enum Rejection {
     LastMember(u64),
 }
 
+impl Rejection {
+    /// The Kafka error code a client gets for this rejection (CreateTopics, DeleteTopics,
+    /// AlterConfigs); `None` for member changes, which are not Kafka requests.
+    pub fn kafka_error_code(&self) -> Option<i16> {
+        Some(match self {
+            Rejection::UnknownTopic(_) => 3, // UNKNOWN_TOPIC_OR_PARTITION
+            Rejection::InvalidTopicName { .. } => 17, // INVALID_TOPIC_EXCEPTION
+            Rejection::TopicExists(_) => 36, // TOPIC_ALREADY_EXISTS
+            Rejection::InvalidPartitionCount(_) => 37, // INVALID_PARTITIONS
+            Rejection::InvalidReplicationFactor(_)
+            | Rejection::ReplicationFactorTooLarge { .. } => 38, // INVALID_REPLICATION_FACTOR
+            Rejection::InvalidRetention(_) => 40, // INVALID_CONFIG
+            Rejection::TooManyPartitions { .. } => 44, // POLICY_VIOLATION
+            Rejection::TopicIdInUse(_) | Rejection::NilTopicId => 42, // INVALID_REQUEST
+            Rejection::TopicIdMismatch { .. } => 103, // INCONSISTENT_TOPIC_ID
+            Rejection::UnknownMember(_)
+            | Rejection::InvalidNodeId
+            | Rejection::TooManyMembers
+            | Rejection::AddressInUse { .. }
+            | Rejection::LastMember(_) => return None,
+        })
+    }
+}
+
 /// What applying one command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -116,7 +116,16 @@ fn validation_failures_are_outcomes_and_leave_the_state_alone() {
     for (i, (cmd, what)) in cases.iter().enumerate() {
         let index = before.applied_index() + 1 + i as u64;
         let out = s.apply(index, cmd).unwrap();
-        assert!(matches!(out, Outcome::Rejected(_)), "{what}: {out:?}");
+        let Outcome::Rejected(rejection) = &out else {
+            panic!("{what}: {out:?}")
+        };
+        // Topic requests map onto a Kafka error code; member changes are not Kafka's.
+        let is_member_change = matches!(cmd, Command::RemoveMember { .. });
+        assert_eq!(
+            rejection.kafka_error_code().is_none(),
+            is_member_change,
+            "{what}"
+        );
     }
     // Only the applied index moved.
     let mut expected = before;
@@ -213,6 +222,14 @@ fn add_member_updates_addresses_and_refuses_a_taken_one() {
         out[0],
         Outcome::Rejected(Rejection::AddressInUse { other: 1, .. })
     ));
+}
+
+#[test]
+fn proposer_draws_a_fresh_topic_id() {
+    let a = TopicSpec::new("t", 1, 1, Retention::default());
+    let b = TopicSpec::new("t", 1, 1, Retention::default());
+    assert_ne!(a.id, b.id);
+    assert!(!a.id.is_nil());
 }
 
 #[test]
