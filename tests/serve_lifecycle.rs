@@ -156,3 +156,29 @@ fn serve_refuses_bad_configuration_by_key() {
         "refused before the engine created anything"
     );
 }
+
+#[test]
+fn serve_stops_every_shard_when_one_cannot_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("serve.log");
+    let args = ["--data-dir", p(&data), "--shards", "2"];
+    let mut node = ServeProcess::start(&args, &log);
+    node.wait_for("caught_up", 1, UP);
+    node.signal("TERM");
+    assert_eq!(node.wait_exit(DOWN).code(), Some(0));
+
+    // Shard 1's directory is replaced by a file: its WAL cannot open. The node must not run
+    // on with shard 0 alone (nor hang waiting for a signal): it stops it and exits 1.
+    std::fs::remove_dir_all(data.join("shard-1")).unwrap();
+    std::fs::write(data.join("shard-1"), b"not a directory").unwrap();
+    let mut node = ServeProcess::start(&args, &log);
+    let status = node.wait_exit(DOWN);
+    let text = node.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("stopped:"), "{text}");
+    assert!(
+        text.contains("shard-1"),
+        "the error names the shard's path: {text}"
+    );
+}
