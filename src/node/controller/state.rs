@@ -129,6 +129,10 @@ pub enum Outcome {
         node_id: u64,
         /// Groups that had a replica on it, in group order.
         dropped: Vec<u64>,
+        /// Of those, the groups whose only replica it was: their data is gone with the node
+        /// (removal is allowed, because a dead node's copy is lost anyway, but the operator
+        /// must be told which partitions restart empty).
+        orphaned: Vec<u64>,
         /// Replacement replicas placed on the remaining members (none where every member
         /// already holds one: the partition stays under-replicated until a member is added).
         added: Vec<ReplicaAdded>,
@@ -316,19 +320,25 @@ impl ControllerState {
         }
         self.members.remove(&node_id);
         let mut dropped = Vec::new();
+        let mut orphaned = Vec::new();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
                 if let Some(pos) = p.replicas.iter().position(|&r| r == node_id) {
                     p.replicas.remove(pos);
                     dropped.push(p.group);
+                    if p.replicas.is_empty() {
+                        orphaned.push(p.group);
+                    }
                 }
             }
         }
         dropped.sort_unstable();
+        orphaned.sort_unstable();
         let added = self.fill_under_replicated();
         Ok(Outcome::MemberRemoved {
             node_id,
             dropped,
+            orphaned,
             added,
         })
     }

@@ -161,10 +161,17 @@ fn removing_a_member_moves_its_replicas_and_adding_one_refills() {
         .map(|p| p.group)
         .collect();
     let out = run(&mut s, &[Command::RemoveMember { node_id: 4 }]);
-    let Outcome::MemberRemoved { dropped, added, .. } = &out[0] else {
+    let Outcome::MemberRemoved {
+        dropped,
+        orphaned,
+        added,
+        ..
+    } = &out[0]
+    else {
         panic!("{out:?}")
     };
     assert_eq!(dropped, &hosted_on_4);
+    assert!(orphaned.is_empty(), "RF 3: other copies remain");
     // Three members remain for RF 3: every dropped replica found a new home.
     assert_eq!(
         added.iter().map(|a| a.group).collect::<Vec<_>>(),
@@ -205,6 +212,32 @@ fn removing_a_member_moves_its_replicas_and_adding_one_refills() {
     assert!(matches!(out[1], Outcome::MemberRemoved { .. }));
     let out = run(&mut s, &[Command::RemoveMember { node_id: 5 }]);
     assert_eq!(out[0], Outcome::Rejected(Rejection::LastMember(5)));
+}
+
+#[test]
+fn removing_the_only_replica_is_reported_as_orphaned() {
+    let mut s = ControllerState::default();
+    run(&mut s, &[1, 2].map(|i| Command::AddMember(member(i))));
+    run(&mut s, &[create("solo", 1, 4, 1)]);
+    let on_2: Vec<u64> = s
+        .topic("solo")
+        .unwrap()
+        .partitions
+        .iter()
+        .filter(|p| p.replicas == [2])
+        .map(|p| p.group)
+        .collect();
+    assert_eq!(on_2.len(), 2, "balanced over two nodes");
+    let out = run(&mut s, &[Command::RemoveMember { node_id: 2 }]);
+    let Outcome::MemberRemoved {
+        orphaned, added, ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(orphaned, &on_2);
+    // The partitions get a new, empty home on the remaining member.
+    assert!(added.iter().all(|a| a.node == 1) && added.len() == 2);
 }
 
 #[test]
