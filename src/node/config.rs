@@ -127,9 +127,19 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     parse_optional_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// A size written as a number of bytes or as text (`"10 GiB"`, `"none"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BytesOrText {
+    Bytes(u64),
+    Text(String),
+}
+
 fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_optional_bytes(&text).map_err(serde::de::Error::custom)
+    match BytesOrText::deserialize(d)? {
+        BytesOrText::Bytes(n) => Ok(Some(ByteSize::b(n))),
+        BytesOrText::Text(text) => parse_optional_bytes(&text).map_err(serde::de::Error::custom),
+    }
 }
 
 fn de_recovery_mode<'de, D: Deserializer<'de>>(d: D) -> Result<RecoveryMode, D::Error> {
@@ -798,6 +808,25 @@ mod tests {
             Some(7 * 24 * 3600 * 1000)
         );
         assert_eq!(cfg.member().kafka_addr, cfg.kafka_addr);
+    }
+
+    #[test]
+    fn plain_numbers_are_bytes_and_cluster_id_is_a_uuid() {
+        let cfg = parse(
+            "cluster_id = \"67e55044-10b1-426f-9247-bb680e5fe0c8\"\n\
+             [engine]\nbatch_bytes_max = 65536\n[retention]\nbytes_max = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.engine.batch_bytes_max, ByteSize::kib(64));
+        assert_eq!(cfg.retention.bytes_max, Some(ByteSize::kib(4)));
+        assert_eq!(
+            cfg.cluster_id.unwrap().to_string(),
+            "67e55044-10b1-426f-9247-bb680e5fe0c8"
+        );
+        let err = parse("cluster_id = \"not-a-uuid\"\n").unwrap_err();
+        assert!(err.to_string().contains("cluster_id"), "{err}");
+        let err = parse("cluster_id = \"00000000-0000-0000-0000-000000000000\"\n").unwrap_err();
+        assert_eq!(key_of(err), "cluster_id");
     }
 
     #[test]
