@@ -22,7 +22,7 @@ fn serve_standalone_starts_holds_the_lock_and_stops_on_sigterm_then_sigint() {
     node.wait_for("caught_up", 1, UP);
     let text = node.log_text();
     assert!(text.contains("identity: created"), "{text}");
-    assert!(text.contains("admission: admitted"), "{text}");
+    assert!(text.contains("admission: bootstrapping"), "{text}");
     assert_eq!(text.matches("replay: shard recovered").count(), 2, "{text}");
     let identity = std::fs::read_to_string(data.join("NODE")).unwrap();
     assert!(

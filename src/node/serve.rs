@@ -118,9 +118,13 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
     // then a new node of a multi-node cluster cannot be admitted and stays pending.
     match bootstrap::decide(id.admitted, id.node_id, id.cluster_id, &voters, &[])? {
         Admission::Resume => info!("admission: resume (admitted earlier)"),
-        Admission::Bootstrap | Admission::Join => {
+        Admission::Bootstrap => {
             identity::mark_admitted(&cfg.data_dir, id)?;
-            info!("admission: admitted as a voter of a new single-node cluster");
+            info!("admission: bootstrapping a new cluster with the initial voters");
+        }
+        Admission::Join => {
+            identity::mark_admitted(&cfg.data_dir, id)?;
+            info!("admission: joining an existing cluster as an empty learner");
         }
         Admission::Wait => warn!(
             "admission: pending: a new node of a multi-node cluster must hear from its peers \
