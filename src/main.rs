@@ -84,9 +84,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Serve(flags) = cli.command {
-        return ExitCode::from(commands::serve::run(flags));
-    }
     let json = match &cli.command {
         Command::VerifyData(a) => a.common.json,
         Command::Scan(a) => a.common.json,
@@ -97,6 +94,7 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => a.common.json,
         Command::ImportTopic(a) => a.common.json,
         Command::Generate(a) => a.common.json,
+        // serve logs instead of printing one result.
         Command::Serve(_) => false,
     };
     let result = match cli.command {
@@ -109,7 +107,7 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => commands::topic::export(a),
         Command::ImportTopic(a) => commands::topic::import(a),
         Command::Generate(a) => commands::generate::run(a),
-        Command::Serve(_) => unreachable!("serve returned above"),
+        Command::Serve(flags) => return ExitCode::from(commands::serve::run(flags)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

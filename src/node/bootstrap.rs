@@ -130,6 +130,52 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the peers answer, a new node is never admitted (Bootstrap or Join) when
+        /// any bootstrapped peer of its cluster counts it as a voter, and never bootstraps
+        /// while a peer says the cluster exists.
+        #[test]
+        fn prop_a_known_voter_with_a_new_directory_is_never_admitted(
+            node_id in 1u64..6,
+            voters in prop::collection::btree_set(1u64..6, 1..6),
+            answers in prop::collection::vec(
+                (1u64..8, any::<bool>(), prop::collection::vec(1u64..6, 0..5)),
+                0..8,
+            ),
+        ) {
+            let c = Uuid::from_u128(7);
+            let mut initial: Vec<u64> = voters.into_iter().collect();
+            if !initial.contains(&node_id) {
+                initial.push(node_id);
+            }
+            let views: Vec<PeerView> = answers
+                .into_iter()
+                .filter(|(id, _, _)| *id != node_id)
+                .map(|(id, bootstrapped, voters)| PeerView {
+                    node_id: id,
+                    cluster_id: c,
+                    bootstrapped,
+                    voters: if bootstrapped { voters } else { vec![] },
+                })
+                .collect();
+            let decision = decide(false, node_id, c, &initial, &views);
+            let known = views.iter().any(|v| v.bootstrapped && v.voters.contains(&node_id));
+            let exists = views.iter().any(|v| v.bootstrapped);
+            match decision {
+                Ok(Admission::Bootstrap) => prop_assert!(!exists || initial.len() == 1),
+                Ok(Admission::Join) => prop_assert!(!known && exists),
+                Ok(Admission::Resume) => prop_assert!(false, "a new directory never resumes"),
+                Ok(Admission::Wait) => prop_assert!(!exists),
+                Err(AdmissionError::WipedVoter { .. }) => prop_assert!(known),
+                Err(AdmissionError::ClusterMismatch { .. }) => prop_assert!(false),
+            }
+            if known && initial.len() > 1 {
+                prop_assert!(decision.is_err());
+            }
+        }
+    }
 
     fn view(node_id: u64, cluster_id: Uuid, voters: &[u64]) -> PeerView {
         PeerView {

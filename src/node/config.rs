@@ -16,6 +16,8 @@ use tern_engine::constants::SHARDS_MAX;
 use tern_engine::{EngineConfig, RecoveryMode, WalConfig};
 use uuid::Uuid;
 
+use crate::node::controller::{Member, Retention};
+
 /// Node ids are 1..=NODE_ID_MAX; 0 means "no node" in the Raft core.
 pub const NODE_ID_MAX: u64 = u32::MAX as u64;
 /// Initial voters listed in `peers`, at most. Raft groups of more than a handful of voters
@@ -125,9 +127,19 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     parse_optional_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// A size written as a number of bytes or as text (`"10 GiB"`, `"none"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BytesOrText {
+    Bytes(u64),
+    Text(String),
+}
+
 fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_optional_bytes(&text).map_err(serde::de::Error::custom)
+    match BytesOrText::deserialize(d)? {
+        BytesOrText::Bytes(n) => Ok(Some(ByteSize::b(n))),
+        BytesOrText::Text(text) => parse_optional_bytes(&text).map_err(serde::de::Error::custom),
+    }
 }
 
 fn de_recovery_mode<'de, D: Deserializer<'de>>(d: D) -> Result<RecoveryMode, D::Error> {
@@ -513,6 +525,28 @@ impl NodeConfig {
         self.other_peers().next().is_some()
     }
 
+    /// This node as a controller member (what it proposes about itself once the controller
+    /// has a leader; an unchanged member is a no-op update).
+    pub fn member(&self) -> Member {
+        Member {
+            node_id: self.node_id,
+            peer_addr: self.peer_addr,
+            kafka_addr: self.kafka_addr,
+            http_addr: self.http_addr,
+        }
+    }
+
+    /// Retention of a topic created without its own.
+    pub fn default_retention(&self) -> Retention {
+        Retention {
+            bytes_max: self.retention.bytes_max.map(|b| b.as_u64()),
+            age_ms_max: self
+                .retention
+                .age_max
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
     /// Shard count for a new data directory (0 resolved to the CPU count).
     pub fn shards_resolved(&self) -> u32 {
         if self.shards == 0 {
@@ -773,6 +807,37 @@ mod tests {
         assert_eq!(cfg.retention.bytes_max, Some(ByteSize::gib(10)));
         assert_eq!(cfg.retention.age_max, None);
         assert_eq!(cfg.engine_config().wal.segment_bytes, 128 << 20);
+        assert_eq!(
+            cfg.default_retention(),
+            Retention {
+                bytes_max: Some(10 << 30),
+                age_ms_max: None
+            }
+        );
+        assert_eq!(
+            NodeConfig::default().default_retention().age_ms_max,
+            Some(7 * 24 * 3600 * 1000)
+        );
+        assert_eq!(cfg.member().kafka_addr, cfg.kafka_addr);
+    }
+
+    #[test]
+    fn plain_numbers_are_bytes_and_cluster_id_is_a_uuid() {
+        let cfg = parse(
+            "cluster_id = \"67e55044-10b1-426f-9247-bb680e5fe0c8\"\n\
+             [engine]\nbatch_bytes_max = 65536\n[retention]\nbytes_max = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.engine.batch_bytes_max, ByteSize::kib(64));
+        assert_eq!(cfg.retention.bytes_max, Some(ByteSize::kib(4)));
+        assert_eq!(
+            cfg.cluster_id.unwrap().to_string(),
+            "67e55044-10b1-426f-9247-bb680e5fe0c8"
+        );
+        let err = parse("cluster_id = \"not-a-uuid\"\n").unwrap_err();
+        assert!(err.to_string().contains("cluster_id"), "{err}");
+        let err = parse("cluster_id = \"00000000-0000-0000-0000-000000000000\"\n").unwrap_err();
+        assert_eq!(key_of(err), "cluster_id");
     }
 
     #[test]

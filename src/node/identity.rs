@@ -103,6 +103,15 @@ pub struct IdentityRequest {
 }
 
 impl NodeIdentity {
+    /// The cluster id as the peer handshake's 64-bit field carries it (`tern_net::Hello`'s
+    /// `cluster_id: u64`): the XOR of the UUID's two halves. A fingerprint, not the id: two
+    /// clusters collide with probability 2^-64, which is acceptable for refusing a peer of
+    /// another cluster by mistake but is why the handshake should carry all 16 bytes.
+    pub fn wire_cluster_id(&self) -> u64 {
+        let (hi, lo) = self.cluster_id.as_u64_pair();
+        hi ^ lo
+    }
+
     pub fn encode(&self) -> String {
         let body = format!(
             "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\nadmitted={}\n",
@@ -452,6 +461,20 @@ mod tests {
             NodeIdentity::decode(p, &future),
             Err(IdentityError::UnsupportedVersion { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn wire_cluster_id_is_stable_and_tells_clusters_apart() {
+        let id = |u: u128| NodeIdentity {
+            cluster_id: Uuid::from_u128(u),
+            node_id: 1,
+            admitted: true,
+        };
+        assert_eq!(
+            id(0x1234_0000_0000_0000_0000_0000_0000_5678).wire_cluster_id(),
+            0x1234_0000_0000_5678
+        );
+        assert_ne!(id(1).wire_cluster_id(), id(2).wire_cluster_id());
     }
 
     #[test]

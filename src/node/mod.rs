@@ -1,7 +1,7 @@
 //! The node: what `tern serve` runs. Reading order: [`config`] (settings and where they come
 //! from) → [`identity`] (the data directory's NODE file) → [`bootstrap`] (may a new node
-//! vote?) → [`controller`] (cluster metadata, group 0) → [`serve`] (start-up, the shards,
-//! signals, shutdown).
+//! vote?) → [`controller`] (cluster metadata, group 0) → [`serve`] (start-up, the shards) →
+//! [`stop`] (signals, a bounded shutdown).
 
 pub mod bootstrap;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod serve;
 pub mod shard;
 pub mod snapshot_meta;
+pub mod stop;
 
 /// Why a group could not start or had to stop.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,19 +17,17 @@
 //! top of this): listeners, Raft groups, the controller group. A multi-node node that is not
 //! yet admitted stays pending (it cannot ask its peers without the transport).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_channel::oneshot;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
 use crate::node::bootstrap::{self, Admission, AdmissionError};
 use crate::node::config::NodeConfig;
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
 use crate::node::runtime::NodeRuntime;
+use crate::node::stop::{spawn_signal_thread, ShardWatch, StopReason, StopSwitch};
 use tern_net::{ClusterView, SharedView};
 
 /// Exit codes of `tern serve` (docs/operations/node.md).
@@ -78,99 +76,27 @@ impl ServeError {
     }
 }
 
-/// Why the node is stopping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
-    Signal(&'static str),
-    ShardExited,
-}
-
-/// Broadcasts "stop" to every shard, from any thread.
-struct StopSwitch {
-    requested: AtomicBool,
-    reason: Mutex<Option<StopReason>>,
-    /// One sender per registered shard.
-    senders: Mutex<Vec<oneshot::Sender<()>>>,
-}
-
-impl StopSwitch {
-    fn new() -> Self {
-        StopSwitch {
-            requested: AtomicBool::new(false),
-            reason: Mutex::new(None),
-            senders: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// A future that completes when the stop is requested (at once if it already was).
-    fn register(&self) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        if self.requested.load(Ordering::SeqCst) {
-            let _ = tx.send(());
-        } else {
-            senders.push(tx);
-        }
-        rx
-    }
-
-    /// Returns true for the first request.
-    fn request(&self, reason: StopReason) -> bool {
-        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        if self.requested.swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-        for tx in senders.drain(..) {
-            // A shard that already ended dropped its receiver; nothing to tell it.
-            let _ = tx.send(());
-        }
-        true
-    }
-
-    fn reason(&self) -> Option<StopReason> {
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Held by each copy of the shard task. `run_shards` gives every shard its own copy and
-/// drops it when that shard ends; a copy dropped before the stop was requested means a shard
-/// ended on its own (its WAL failed to open or recover, or its executor died), and the node
-/// stops rather than run with a shard missing at start-up.
-///
-/// Only copies are armed: the original, kept by `run_shards` itself, is dropped when it
-/// returns (also when it fails before starting any shard, e.g. on a locked directory).
-struct ShardWatch {
-    switch: Arc<StopSwitch>,
-    armed: bool,
-}
-
-impl Clone for ShardWatch {
-    fn clone(&self) -> Self {
-        ShardWatch {
-            switch: self.switch.clone(),
-            armed: true,
-        }
-    }
-}
-
-impl Drop for ShardWatch {
-    fn drop(&mut self) {
-        if self.armed
-            && !self.switch.requested.load(Ordering::SeqCst)
-            && self.switch.request(StopReason::ShardExited)
-        {
-            error!("shutdown: a shard ended while the node was running; stopping the others");
-        }
-    }
-}
-
-/// Runs the node until it is stopped. `Ok` after a clean stop on a signal.
+/// Runs the node until it is stopped. `Ok` after a clean stop on a signal. Every error is
+/// logged (`stopped: …`) before it is returned.
 pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
+    let result = run_until_stopped(cfg);
+    match &result {
+        Ok(()) => info!("shutdown: complete; WAL closed, lock released"),
+        Err(e) => error!("stopped: {e}"),
+    }
+    result
+}
+
+fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
     info!(
         node_id = cfg.node_id,
         data_dir = %cfg.data_dir.display(),
+        kafka_addr = %cfg.kafka_addr,
+        peer_addr = %cfg.peer_addr,
+        http_addr = %cfg.http_addr,
         peers = cfg.peers.len(),
+        standalone = cfg.standalone,
+        read_only = cfg.read_only,
         "starting tern {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -219,8 +145,9 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
     }
     runtime.set_admitted(admitted);
 
-    let switch = Arc::new(StopSwitch::new());
-    let signals_thread = spawn_signal_thread(switch.clone(), cfg.shutdown_timeout)?;
+    let switch = Arc::new(StopSwitch::default());
+    let signals_thread =
+        spawn_signal_thread(switch.clone(), cfg.shutdown_timeout).map_err(ServeError::Signals)?;
     let engine_cfg = cfg.engine_config();
     info!(
         shards = engine_cfg.shards,
@@ -228,10 +155,7 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
         "recovery: opening the data directory and replaying each shard's WAL"
     );
     let ready = Arc::new(AtomicU32::new(0));
-    let watch = ShardWatch {
-        switch: switch.clone(),
-        armed: false,
-    };
+    let watch = ShardWatch::new(switch.clone());
     let configured_shards = engine_cfg.shards;
     let shard_runtime = runtime.clone();
     let result = tern_engine::engine::run_shards(&cfg.data_dir, &engine_cfg, true, move |ctx| {
@@ -239,7 +163,7 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
         let ready = ready.clone();
         let runtime = shard_runtime.clone();
         async move {
-            let stop = watch.switch.register();
+            let stop = watch.register();
             let r = ctx.recovery();
             info!(
                 shard = ctx.shard,
@@ -283,16 +207,11 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
     let reason = switch.reason();
     // Make the signal thread end: a stop requested by a failure did not come through it.
     signals_thread.close();
-    let outcome = match (result, reason) {
+    match (result, reason) {
         (Err(e), _) => Err(ServeError::Engine(e)),
         (Ok(_), Some(StopReason::ShardExited)) => Err(ServeError::ShardExited),
         (Ok(_), _) => Ok(()),
-    };
-    match &outcome {
-        Ok(()) => info!("shutdown: complete; WAL closed, lock released"),
-        Err(e) => error!("stopped: {e}"),
     }
-    outcome
 }
 
 /// How long a new node of a multi-node cluster asks its peers before it gives up.
@@ -360,69 +279,5 @@ fn admit(
                 std::thread::sleep(ADMISSION_RETRY);
             }
         }
-    }
-}
-
-struct SignalThread {
-    handle: signal_hook::iterator::Handle,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl SignalThread {
-    fn close(self) {
-        self.handle.close();
-        let _ = self.thread.join();
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        SIGTERM => "SIGTERM",
-        SIGINT => "SIGINT",
-        _ => "a signal",
-    }
-}
-
-fn spawn_signal_thread(
-    switch: Arc<StopSwitch>,
-    shutdown_timeout: Duration,
-) -> Result<SignalThread, ServeError> {
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
-    let handle = signals.handle();
-    let thread = std::thread::Builder::new()
-        .name("tern-signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                let name = signal_name(sig);
-                if switch.request(StopReason::Signal(name)) {
-                    info!(
-                        timeout_ms = shutdown_timeout.as_millis() as u64,
-                        "shutdown: {name} received; stopping"
-                    );
-                    spawn_watchdog(shutdown_timeout);
-                } else {
-                    error!("shutdown: {name} received again; exiting now without a clean close");
-                    std::process::exit(EXIT_FORCED.into());
-                }
-            }
-        })
-        .map_err(ServeError::Signals)?;
-    Ok(SignalThread { handle, thread })
-}
-
-/// Ends the process if the stop outlives its bound; a clean stop exits first.
-fn spawn_watchdog(timeout: Duration) {
-    let spawned = std::thread::Builder::new()
-        .name("tern-shutdown-watchdog".into())
-        .spawn(move || {
-            std::thread::sleep(timeout);
-            error!(
-                timeout_ms = timeout.as_millis() as u64,
-                "shutdown: not finished within shutdown_timeout; exiting without a clean close"
-            );
-            std::process::exit(EXIT_FORCED.into());
-        });
-    if let Err(e) = spawned {
-        warn!("shutdown: cannot start the watchdog ({e}); the stop is unbounded");
     }
 }

@@ -52,6 +52,20 @@ pub struct TopicSpec {
     pub retention: Retention,
 }
 
+impl TopicSpec {
+    /// A CreateTopic request as its proposer builds it: the topic's UUID is drawn here, once,
+    /// and travels in the command, so every replica applies the same id.
+    pub fn new(name: &str, partitions: u32, replication_factor: u8, retention: Retention) -> Self {
+        TopicSpec {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor,
+            retention,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Adds a member, or updates the addresses of an existing one. Under-replicated

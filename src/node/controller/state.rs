@@ -90,6 +90,30 @@ pub enum Rejection {
     LastMember(u64),
 }
 
+impl Rejection {
+    /// The Kafka error code a client gets for this rejection (CreateTopics, DeleteTopics,
+    /// AlterConfigs); `None` for member changes, which are not Kafka requests.
+    pub fn kafka_error_code(&self) -> Option<i16> {
+        Some(match self {
+            Rejection::UnknownTopic(_) => 3, // UNKNOWN_TOPIC_OR_PARTITION
+            Rejection::InvalidTopicName { .. } => 17, // INVALID_TOPIC_EXCEPTION
+            Rejection::TopicExists(_) => 36, // TOPIC_ALREADY_EXISTS
+            Rejection::InvalidPartitionCount(_) => 37, // INVALID_PARTITIONS
+            Rejection::InvalidReplicationFactor(_)
+            | Rejection::ReplicationFactorTooLarge { .. } => 38, // INVALID_REPLICATION_FACTOR
+            Rejection::InvalidRetention(_) => 40, // INVALID_CONFIG
+            Rejection::TooManyPartitions { .. } => 44, // POLICY_VIOLATION
+            Rejection::TopicIdInUse(_) | Rejection::NilTopicId => 42, // INVALID_REQUEST
+            Rejection::TopicIdMismatch { .. } => 103, // INCONSISTENT_TOPIC_ID
+            Rejection::UnknownMember(_)
+            | Rejection::InvalidNodeId
+            | Rejection::TooManyMembers
+            | Rejection::AddressInUse { .. }
+            | Rejection::LastMember(_) => return None,
+        })
+    }
+}
+
 /// What applying one command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -105,6 +129,10 @@ pub enum Outcome {
         node_id: u64,
         /// Groups that had a replica on it, in group order.
         dropped: Vec<u64>,
+        /// Of those, the groups whose only replica it was: their data is gone with the node
+        /// (removal is allowed, because a dead node's copy is lost anyway, but the operator
+        /// must be told which partitions restart empty).
+        orphaned: Vec<u64>,
         /// Replacement replicas placed on the remaining members (none where every member
         /// already holds one: the partition stays under-replicated until a member is added).
         added: Vec<ReplicaAdded>,
@@ -292,19 +320,25 @@ impl ControllerState {
         }
         self.members.remove(&node_id);
         let mut dropped = Vec::new();
+        let mut orphaned = Vec::new();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
                 if let Some(pos) = p.replicas.iter().position(|&r| r == node_id) {
                     p.replicas.remove(pos);
                     dropped.push(p.group);
+                    if p.replicas.is_empty() {
+                        orphaned.push(p.group);
+                    }
                 }
             }
         }
         dropped.sort_unstable();
+        orphaned.sort_unstable();
         let added = self.fill_under_replicated();
         Ok(Outcome::MemberRemoved {
             node_id,
             dropped,
+            orphaned,
             added,
         })
     }

@@ -116,7 +116,16 @@ fn validation_failures_are_outcomes_and_leave_the_state_alone() {
     for (i, (cmd, what)) in cases.iter().enumerate() {
         let index = before.applied_index() + 1 + i as u64;
         let out = s.apply(index, cmd).unwrap();
-        assert!(matches!(out, Outcome::Rejected(_)), "{what}: {out:?}");
+        let Outcome::Rejected(rejection) = &out else {
+            panic!("{what}: {out:?}")
+        };
+        // Topic requests map onto a Kafka error code; member changes are not Kafka's.
+        let is_member_change = matches!(cmd, Command::RemoveMember { .. });
+        assert_eq!(
+            rejection.kafka_error_code().is_none(),
+            is_member_change,
+            "{what}"
+        );
     }
     // Only the applied index moved.
     let mut expected = before;
@@ -152,10 +161,17 @@ fn removing_a_member_moves_its_replicas_and_adding_one_refills() {
         .map(|p| p.group)
         .collect();
     let out = run(&mut s, &[Command::RemoveMember { node_id: 4 }]);
-    let Outcome::MemberRemoved { dropped, added, .. } = &out[0] else {
+    let Outcome::MemberRemoved {
+        dropped,
+        orphaned,
+        added,
+        ..
+    } = &out[0]
+    else {
         panic!("{out:?}")
     };
     assert_eq!(dropped, &hosted_on_4);
+    assert!(orphaned.is_empty(), "RF 3: other copies remain");
     // Three members remain for RF 3: every dropped replica found a new home.
     assert_eq!(
         added.iter().map(|a| a.group).collect::<Vec<_>>(),
@@ -199,6 +215,32 @@ fn removing_a_member_moves_its_replicas_and_adding_one_refills() {
 }
 
 #[test]
+fn removing_the_only_replica_is_reported_as_orphaned() {
+    let mut s = ControllerState::default();
+    run(&mut s, &[1, 2].map(|i| Command::AddMember(member(i))));
+    run(&mut s, &[create("solo", 1, 4, 1)]);
+    let on_2: Vec<u64> = s
+        .topic("solo")
+        .unwrap()
+        .partitions
+        .iter()
+        .filter(|p| p.replicas == [2])
+        .map(|p| p.group)
+        .collect();
+    assert_eq!(on_2.len(), 2, "balanced over two nodes");
+    let out = run(&mut s, &[Command::RemoveMember { node_id: 2 }]);
+    let Outcome::MemberRemoved {
+        orphaned, added, ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(orphaned, &on_2);
+    // The partitions get a new, empty home on the remaining member.
+    assert!(added.iter().all(|a| a.node == 1) && added.len() == 2);
+}
+
+#[test]
 fn add_member_updates_addresses_and_refuses_a_taken_one() {
     let mut s = three_nodes();
     let mut moved = member(2);
@@ -213,6 +255,14 @@ fn add_member_updates_addresses_and_refuses_a_taken_one() {
         out[0],
         Outcome::Rejected(Rejection::AddressInUse { other: 1, .. })
     ));
+}
+
+#[test]
+fn proposer_draws_a_fresh_topic_id() {
+    let a = TopicSpec::new("t", 1, 1, Retention::default());
+    let b = TopicSpec::new("t", 1, 1, Retention::default());
+    assert_ne!(a.id, b.id);
+    assert!(!a.id.is_nil());
 }
 
 #[test]
