@@ -15,8 +15,31 @@ use super::{DirEntry, IoBuf, Storage, StorageFile, BLOCK_BYTES};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DmaStorage;
 
+/// glommio's error for a failed file operation reads `op: Pre-allocate space path: Some(…)
+/// with fd: Some(8)`; an operator needs what failed and the errno's name. Callers add the
+/// file (`Error::io(path, …)`), so the message here is only the operation and the cause:
+/// `pre-allocate space failed: ENOSPC (No space left on device)`. The error kind is kept.
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::from(e)
+    match e {
+        glommio::GlommioError::EnhancedIoError { source, op, .. } => {
+            io::Error::new(source.kind(), describe_failure(op, &source))
+        }
+        other => io::Error::from(other),
+    }
+}
+
+/// `<operation> failed: <ERRNO> (<description>)`.
+pub fn describe_failure(op: &str, source: &io::Error) -> String {
+    let op = op.to_lowercase();
+    match source.raw_os_error() {
+        Some(code) => {
+            let name = format!("{:?}", nix::errno::Errno::from_i32(code));
+            let text = io::Error::from_raw_os_error(code).to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            format!("{op} failed: {name} ({text})")
+        }
+        None => format!("{op} failed: {source}"),
+    }
 }
 
 impl IoBuf for DmaBuffer {
@@ -171,5 +194,26 @@ impl StorageFile for DmaStorageFile {
 
     async fn close(self) -> io::Result<()> {
         self.file.close().await.map_err(to_io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glommio_failures_read_as_operation_errno_and_text() {
+        let e = glommio::GlommioError::<()>::EnhancedIoError {
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+            op: "Pre-allocate space",
+            path: Some("/d/shard-0/x.wal".into()),
+            fd: Some(8),
+        };
+        let io = to_io(e);
+        assert_eq!(io.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            io.to_string(),
+            "pre-allocate space failed: ENOSPC (No space left on device)"
+        );
     }
 }
