@@ -147,9 +147,12 @@ fn usage_error(e: clap::Error) -> ExitCode {
         return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
     }
     let _ = e.print();
+    // The message without the usage lines that follow it, on one line.
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or_default();
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let message = text.split("\n\n").next().unwrap_or_default();
+    let message: Vec<&str> = message.split_whitespace().collect();
+    let message = message.join(" ");
+    let first = message.strip_prefix("error: ").unwrap_or(&message);
     let doc = serde_json::json!({ "error": first, "exit_code": EXIT_ERROR });
     let _ = say!("{doc}");
     ExitCode::from(EXIT_ERROR)

@@ -257,8 +257,12 @@ fn main() -> ExitCode {
             if !e.use_stderr() || informational {
                 return ExitCode::SUCCESS;
             }
+            // The message without the usage lines that follow it, on one line.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or_default();
+            let message = text.split("\n\n").next().unwrap_or_default();
+            let message: Vec<&str> = message.split_whitespace().collect();
+            let message = message.join(" ");
+            let first = message.strip_prefix("error: ").unwrap_or(&message);
             json_error(
                 json,
                 first.strip_prefix("error: ").unwrap_or(first),
