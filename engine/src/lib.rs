@@ -1,8 +1,8 @@
 //! tern-engine: per-core shard WALs with O_DIRECT group commit and crash-safe recovery.
 //!
 //! Start with `docs/ARCHITECTURE.md`; the on-disk format is `docs/format.md`, mirrored in
-//! [`format`]. Reading order: [`format`] → [`storage`] → [`scan`] → [`recovery`] → [`wal`] →
-//! [`engine`].
+//! [`format`]. Reading order: [`format`] → [`storage`] → [`scan`] → [`recovery`] → [`wal`]
+//! (the API, then `wal/writer.rs` and `wal/segments.rs`) → [`engine`].
 
 pub mod batch;
 pub mod config;

@@ -1,0 +1,499 @@
+//! Reading a data directory: its layout, a scan of every segment, and the group table
+//! recovery would build from it (replay).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::constants::{BLOCK_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES};
+use crate::engine::{open_meta, EngineMeta, LOCK_FILE, META_FILE, QUARANTINE_DIR};
+use crate::error::{Error, Result};
+use crate::format::record::decode_batch_payload;
+use crate::format::segment::{parse_index_file_name, parse_segment_file_name, segment_file_name};
+use crate::format::{align_up, IndexEntry, RecordHeader, RecordKind, SegmentHeader};
+use crate::group::{GroupTable, RecordMeta};
+use crate::recovery::now_unix_ms;
+use crate::scan::{scan_segment, Damage, ScanStop, SegmentScan};
+use crate::storage::Storage;
+
+// ---------------------------------------------------------------------------------------
+// Reading a data directory
+
+/// A data directory's files, as found on disk.
+#[derive(Debug, Clone)]
+pub struct DirLayout {
+    pub root: PathBuf,
+    /// The `ENGINE` file, or why it is unusable.
+    pub meta: std::result::Result<EngineMeta, String>,
+    /// `shard-<k>` directories, by shard id.
+    pub shards: BTreeMap<u32, PathBuf>,
+    /// Entries of the root that tern did not write.
+    pub strays: Vec<PathBuf>,
+}
+
+/// True if `root` looks like a tern data directory (it has an `ENGINE` file).
+pub fn is_data_dir(root: &Path) -> bool {
+    root.join(META_FILE).is_file()
+}
+
+/// Lists a data directory. Fails with [`Error::NotADataDir`] if it has no `ENGINE` file.
+pub fn read_layout(root: &Path) -> Result<DirLayout> {
+    if !root.is_dir() {
+        return Err(Error::NotADataDir {
+            path: root.to_path_buf(),
+            why: "not a directory".into(),
+        });
+    }
+    if !is_data_dir(root) {
+        let empty = std::fs::read_dir(root)
+            .map_err(|e| Error::io(root, e))?
+            .next()
+            .is_none();
+        return Err(Error::NotADataDir {
+            path: root.to_path_buf(),
+            why: if empty {
+                "the directory is empty (no ENGINE file)".into()
+            } else {
+                "no ENGINE file".into()
+            },
+        });
+    }
+    let meta = match open_meta(root, 0, false) {
+        Ok(m) => Ok(m),
+        Err(Error::NotADataDir { why, .. }) => Err(why),
+        Err(e) => return Err(e),
+    };
+    let mut shards = BTreeMap::new();
+    let mut strays = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let entry = entry.map_err(|e| Error::io(root, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name == LOCK_FILE || name == META_FILE || name == QUARANTINE_DIR {
+            continue;
+        }
+        match name
+            .strip_prefix("shard-")
+            .and_then(|k| k.parse::<u32>().ok())
+        {
+            Some(k) if path.is_dir() && name == format!("shard-{k}") => {
+                shards.insert(k, path);
+            }
+            _ => strays.push(path),
+        }
+    }
+    strays.sort();
+    Ok(DirLayout {
+        root: root.to_path_buf(),
+        meta,
+        shards,
+        strays,
+    })
+}
+
+/// One valid record (batch headers excluded).
+#[derive(Debug, Clone)]
+pub struct RecordInfo {
+    pub offset: u64,
+    pub batch_offset: u64,
+    pub header: RecordHeader,
+    /// Payload of `SnapshotMeta` records (the group table keeps it).
+    pub snapshot_meta: Option<Vec<u8>>,
+}
+
+impl RecordInfo {
+    pub fn kind(&self) -> RecordKind {
+        self.header.kind()
+    }
+
+    fn meta(&self, segment: u64) -> RecordMeta {
+        RecordMeta {
+            kind: self.kind(),
+            group: self.header.group,
+            term: self.header.term,
+            index: self.header.index,
+            aux: self.header.aux,
+            segment,
+            offset: self.offset,
+            payload_len: self.header.payload_len,
+            snapshot_meta: self.snapshot_meta.clone(),
+        }
+    }
+
+    pub(super) fn index_entry(&self) -> IndexEntry {
+        IndexEntry {
+            kind: self.header.kind,
+            reserved: 0,
+            payload_len: self.header.payload_len,
+            offset: self.offset,
+            group: self.header.group,
+            term: self.header.term,
+            index: self.header.index,
+            aux: self.header.aux,
+        }
+    }
+}
+
+/// One valid batch.
+#[derive(Debug, Clone)]
+pub struct BatchInfo {
+    pub offset: u64,
+    pub bytes: u64,
+    pub seq: u64,
+    pub durable_seq: u64,
+}
+
+/// Everything the scanner saw in one segment (scanned with `resume_after_damage`, so every
+/// damaged region is listed and every valid batch after it is seen).
+#[derive(Debug, Clone)]
+pub struct SegmentAnalysis {
+    pub id: u64,
+    pub shard: Option<u32>,
+    pub path: PathBuf,
+    /// Where batches were read from: `path`, or a scratch copy with a rebuilt header.
+    pub source: PathBuf,
+    /// The segment header was unreadable and the scan ran on a copy with a rebuilt header.
+    pub header_rebuilt: Option<String>,
+    pub scan: SegmentScan,
+    pub batches: Vec<BatchInfo>,
+    pub records: Vec<RecordInfo>,
+    /// Every damaged region, in file order (the scan's skipped regions, then where it stopped).
+    pub damages: Vec<Damage>,
+}
+
+impl SegmentAnalysis {
+    pub fn sealed_next(&self) -> Option<u64> {
+        match self.scan.stop {
+            ScanStop::Sealed { next_segment } => Some(next_segment),
+            _ => None,
+        }
+    }
+
+    pub fn bad_header(&self) -> Option<String> {
+        match &self.scan.stop {
+            ScanStop::BadHeader(e) => Some(e.to_string()),
+            _ => self.header_rebuilt.clone(),
+        }
+    }
+
+    fn last_seq_before(&self, offset: u64, prev: Option<u64>) -> Option<u64> {
+        self.batches
+            .iter()
+            .filter(|b| b.offset < offset)
+            .map(|b| b.seq)
+            .max()
+            .or(prev)
+    }
+
+    /// Whether a later valid batch proves the damaged batch was durable (acknowledged):
+    /// the rule recovery uses to tell corruption from a torn tail.
+    pub fn proven_durable(&self, d: &Damage, prev_last_seq: Option<u64>) -> bool {
+        let damaged_seq = d.batch_seq.unwrap_or(
+            self.last_seq_before(d.offset, prev_last_seq)
+                .map_or(1, |s| s + 1),
+        );
+        d.later_batches.iter().any(|b| b.durable_seq >= damaged_seq)
+    }
+
+    /// For the last segment of a shard: the first damage recovery would truncate as a torn
+    /// tail (everything from its offset on is dropped, as recovery zeroes it).
+    pub fn torn_from(&self, is_last: bool, prev_last_seq: Option<u64>) -> Option<usize> {
+        if !is_last {
+            return None;
+        }
+        self.damages
+            .iter()
+            .position(|d| !self.proven_durable(d, prev_last_seq))
+    }
+
+    /// Highest batch sequence seen, including valid batches found after damage.
+    pub fn max_seq(&self) -> u64 {
+        let later = self
+            .damages
+            .iter()
+            .flat_map(|d| d.later_batches.iter().map(|b| b.seq));
+        self.batches
+            .iter()
+            .map(|b| b.seq)
+            .chain(later)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Scans one segment file. With `salvage`, a segment whose header is unreadable but which
+/// holds data is scanned through a scratch copy (`<id>.salvage.tmp`, removed by
+/// [`remove_salvage`] or by recovery) whose header is rebuilt from the file name.
+pub async fn analyze_segment<S: Storage>(
+    storage: &S,
+    path: &Path,
+    id: u64,
+    shard: Option<u32>,
+    salvage: bool,
+) -> Result<SegmentAnalysis> {
+    let (scan, batches, records) = scan_collect(storage, path).await?;
+    let mut a = SegmentAnalysis {
+        id,
+        shard,
+        path: path.to_path_buf(),
+        source: path.to_path_buf(),
+        header_rebuilt: None,
+        damages: damages_of(&scan),
+        scan,
+        batches,
+        records,
+    };
+    if let (ScanStop::BadHeader(e), true) = (&a.scan.stop, salvage) {
+        let why = e.to_string();
+        let scratch = salvage_path(path, id);
+        make_salvage_copy(path, &scratch, id, shard.unwrap_or(0))?;
+        let (scan, batches, records) = scan_collect(storage, &scratch).await?;
+        a.damages = damages_of(&scan);
+        a.scan = scan;
+        a.batches = batches;
+        a.records = records;
+        a.source = scratch;
+        a.header_rebuilt = Some(why);
+    }
+    Ok(a)
+}
+
+pub(super) fn damages_of(scan: &SegmentScan) -> Vec<Damage> {
+    let mut d = scan.skipped.clone();
+    if let ScanStop::Damaged(last) = &scan.stop {
+        d.push(last.clone());
+    }
+    d
+}
+
+pub(super) async fn scan_collect<S: Storage>(
+    storage: &S,
+    path: &Path,
+) -> Result<(SegmentScan, Vec<BatchInfo>, Vec<RecordInfo>)> {
+    let mut batches = Vec::new();
+    let mut records = Vec::new();
+    let mut batch_offset = 0;
+    let scan = scan_segment(storage, path, true, |r| {
+        let kind = r.header.kind();
+        if kind == RecordKind::BatchHeader {
+            // The scanner only hands out batches whose header payload decoded.
+            let bytes = decode_batch_payload(&r.header, r.payload, BLOCK_BYTES)
+                .map_or(BLOCK_BYTES, |p| p.batch_bytes as u64);
+            batch_offset = r.offset;
+            batches.push(BatchInfo {
+                offset: r.offset,
+                bytes,
+                seq: r.header.batch_seq,
+                durable_seq: r.header.aux,
+            });
+            return;
+        }
+        records.push(RecordInfo {
+            offset: r.offset,
+            batch_offset,
+            header: r.header,
+            snapshot_meta: (kind == RecordKind::SnapshotMeta).then(|| r.payload.to_vec()),
+        });
+    })
+    .await?;
+    Ok((scan, batches, records))
+}
+
+pub(super) fn salvage_path(path: &Path, id: u64) -> PathBuf {
+    path.with_file_name(format!("{id:020}.salvage.tmp"))
+}
+
+/// Removes the scratch copy made for a segment with a rebuilt header, if any.
+pub fn remove_salvage(a: &SegmentAnalysis) -> Result<()> {
+    if a.source != a.path {
+        std::fs::remove_file(&a.source).map_err(|e| Error::io(&a.source, e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn rebuilt_segment_bytes(len: u64) -> u64 {
+    align_up(len, BLOCK_BYTES).clamp(SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)
+}
+
+pub(super) fn make_salvage_copy(path: &Path, scratch: &Path, id: u64, shard: u32) -> Result<()> {
+    std::fs::copy(path, scratch).map_err(|e| Error::io(scratch, e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(scratch)
+        .map_err(|e| Error::io(scratch, e))?;
+    let len = f.metadata().map_err(|e| Error::io(scratch, e))?.len();
+    let header = SegmentHeader::new(id, shard, rebuilt_segment_bytes(len), 0, now_unix_ms());
+    let mut block = vec![0u8; SEGMENT_HEADER_BYTES as usize];
+    header.encode_block(&mut block);
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.write_all(&block))
+        .map_err(|e| Error::io(scratch, e))?;
+    // Reads go through O_DIRECT: keep the copy a whole number of blocks long.
+    let aligned = align_up(len.max(SEGMENT_HEADER_BYTES), BLOCK_BYTES);
+    f.set_len(aligned).map_err(|e| Error::io(scratch, e))
+}
+
+/// The files of one shard directory.
+#[derive(Debug, Clone)]
+pub struct ShardAnalysis {
+    pub shard: u32,
+    pub dir: PathBuf,
+    pub segments: Vec<SegmentAnalysis>,
+    pub index_ids: BTreeSet<u64>,
+    pub strays: Vec<PathBuf>,
+}
+
+impl ShardAnalysis {
+    /// Last batch sequence of the segment before `i` (for the torn-tail rule).
+    pub fn prev_last_seq(&self, i: usize) -> Option<u64> {
+        self.segments[..i]
+            .iter()
+            .rev()
+            .find_map(|s| s.batches.last().map(|b| b.seq))
+    }
+
+    pub fn is_last(&self, i: usize) -> bool {
+        i + 1 == self.segments.len()
+    }
+
+    pub fn torn_from(&self, i: usize) -> Option<usize> {
+        self.segments[i].torn_from(self.is_last(i), self.prev_last_seq(i))
+    }
+
+    pub fn max_seq(&self) -> u64 {
+        self.segments.iter().map(|s| s.max_seq()).max().unwrap_or(0)
+    }
+}
+
+/// Lists and scans every segment of a shard directory, oldest first. `progress` is called
+/// with the bytes of each segment once it is scanned.
+pub async fn analyze_shard<S: Storage>(
+    storage: &S,
+    shard: u32,
+    dir: &Path,
+    salvage: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ShardAnalysis> {
+    let mut ids = Vec::new();
+    let mut index_ids = BTreeSet::new();
+    let mut strays = Vec::new();
+    for entry in storage.list_dir(dir).await.map_err(|e| Error::io(dir, e))? {
+        if let Some(id) = parse_segment_file_name(&entry.name) {
+            ids.push(id);
+        } else if let Some(id) = parse_index_file_name(&entry.name) {
+            index_ids.insert(id);
+        } else {
+            strays.push(dir.join(&entry.name));
+        }
+    }
+    ids.sort_unstable();
+    let mut segments = Vec::new();
+    for id in ids {
+        let path = dir.join(segment_file_name(id));
+        let a = analyze_segment(storage, &path, id, Some(shard), salvage).await?;
+        progress(a.scan.file_len);
+        segments.push(a);
+    }
+    // The writer prepares the next segment ahead of time (header written, no batch yet);
+    // as the last file of the shard it holds no data and is not part of the log.
+    if segments.last().is_some_and(|a| a.scan.is_unused_spare()) {
+        segments.pop();
+    }
+    Ok(ShardAnalysis {
+        shard,
+        dir: dir.to_path_buf(),
+        segments,
+        index_ids,
+        strays,
+    })
+}
+
+/// Total bytes of the segment files under a data directory (for progress bars).
+pub fn segment_bytes_total(layout: &DirLayout) -> u64 {
+    let mut total = 0;
+    for dir in layout.shards.values() {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if parse_segment_file_name(&name).is_some() {
+                    total += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    total
+}
+
+// ---------------------------------------------------------------------------------------
+// Replay: the group table that recovery would build
+
+/// Entries of a group that cannot stay because they follow a hole in the group's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupLoss {
+    pub shard: u32,
+    pub group: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub why: String,
+}
+
+pub struct Replay {
+    pub table: GroupTable,
+    /// (segment position, record position) of every record that did not apply.
+    pub orphans: BTreeSet<(usize, usize)>,
+    /// Per group: (first index of the hole, highest orphan index).
+    pub holes: BTreeMap<u64, (u64, u64)>,
+}
+
+/// Applies the records `keep` selects, in file order, to a fresh group table, as recovery
+/// does; records that leave a hole in their group's log are collected as orphans.
+pub fn replay(shard: &ShardAnalysis, keep: &dyn Fn(usize, &RecordInfo) -> bool) -> Replay {
+    let mut table = GroupTable::default();
+    let mut orphans = BTreeSet::new();
+    let mut holes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    // The first damaged spot of the shard: a group whose log starts after it, above the
+    // first index its records justify, lost its first entries there.
+    let first_damage = shard.segments.iter().enumerate().find_map(|(si, s)| {
+        if s.bad_header().is_some() && s.header_rebuilt.is_none() {
+            return Some((si, 0));
+        }
+        s.damages.first().map(|d| (si, d.offset))
+    });
+    for (si, seg) in shard.segments.iter().enumerate() {
+        for (ri, rec) in seg.records.iter().enumerate() {
+            if !keep(si, rec) {
+                continue;
+            }
+            let after_damage = first_damage.is_some_and(|d| (si, rec.offset) > d);
+            if after_damage && rec.kind() == RecordKind::Entry {
+                let expected = table
+                    .groups
+                    .get(&rec.header.group)
+                    .map_or(Some(1), |g| g.entries.is_empty().then_some(g.first_index));
+                if let Some(first) = expected.filter(|f| rec.header.index > *f) {
+                    let h = holes
+                        .entry(rec.header.group)
+                        .or_insert((first, rec.header.index - 1));
+                    h.0 = h.0.min(first);
+                }
+            }
+            let hole_start = table
+                .groups
+                .get(&rec.header.group)
+                .map_or(rec.header.index, |g| g.last_index() + 1);
+            if let Err(e) = table.apply(&rec.meta(seg.id)) {
+                orphans.insert((si, ri));
+                let h = holes.entry(e.group).or_insert((hole_start, e.index));
+                h.0 = h.0.min(hole_start);
+                h.1 = h.1.max(e.index);
+            }
+        }
+    }
+    Replay {
+        table,
+        orphans,
+        holes,
+    }
+}
