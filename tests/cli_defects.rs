@@ -742,3 +742,112 @@ fn item10_targeted_dump_reads_only_segments_whose_index_matches() {
     ]);
     expect(&out, 0, "targeted dump beside damage it does not need");
 }
+
+// ---------------------------------------------------------------------------------------
+// 3 (second half). A segment larger than its header says is reported.
+
+#[test]
+fn item3_verify_reports_a_segment_larger_than_its_header_says() {
+    let (_t, root) = data_dir();
+    let seg = segments(&root, 0)[0].clone();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(4 << 20).unwrap();
+    drop(f);
+    let v = tern(&["verify-data", "--path", p(&root), "--json"]);
+    expect(&v, 1, "verify-data");
+    assert_eq!(problem_codes(&v), ["segment-oversize"], "{}", v.stdout);
+    assert_eq!(v.json()["problems"][0]["offset"], 1 << 20);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Repair quarantines leftovers and checks its clean claim.
+
+#[test]
+fn item5_repair_moves_leftover_temporary_files_to_the_quarantine() {
+    let (_t, root) = data_dir();
+    let prep = root.join("shard-0").join("00000000000000000042.wal.prep");
+    std::fs::write(&prep, vec![7u8; 56 << 10]).unwrap();
+    let engine_tmp = root.join("ENGINE.tmp");
+    std::fs::write(&engine_tmp, b"format=1\n").unwrap();
+    let v = tern(&["verify-data", "--path", p(&root), "--json"]);
+    expect(&v, 0, "verify-data with leftovers");
+    let warnings: Vec<String> = v.json()["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(warnings, ["leftover-temp", "leftover-temp"], "{}", v.stdout);
+    let dry = tern(&["repair", "--path", p(&root), "--dry-run"]);
+    expect(&dry, 1, "repair --dry-run with leftovers");
+    assert!(prep.exists() && engine_tmp.exists());
+    let out = tern(&["repair", "--path", p(&root), "--json"]);
+    expect(&out, 0, "repair");
+    let doc = out.json();
+    let moved: Vec<&serde_json::Value> = doc["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "quarantine-leftover" && a["status"] == "done")
+        .collect();
+    assert_eq!(moved.len(), 2, "{}", out.stdout);
+    assert!(!prep.exists() && !engine_tmp.exists());
+    let q = PathBuf::from(doc["quarantine"].as_str().expect("quarantine"));
+    let kept = q.join("shard-0-00000000000000000042.wal.prep");
+    assert_eq!(std::fs::metadata(&kept).unwrap().len(), 56 << 10);
+    let manifest = std::fs::read_to_string(q.join("MANIFEST")).unwrap();
+    assert!(manifest.contains("moved"), "{manifest}");
+    let v = tern(&["verify-data", "--path", p(&root), "--json"]);
+    expect(&v, 0, "verify-data after repair");
+    assert!(v.json()["warnings"].as_array().unwrap().is_empty());
+    // The fix hint names the directory, ready to paste.
+    std::fs::write(&prep, b"x").unwrap();
+    let v = tern(&["verify-data", "--path", p(&root)]);
+    assert!(
+        v.stdout
+            .contains(&format!("(fix: tern repair --path {})", root.display())),
+        "{}",
+        v.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. A missing index after a crash is a notice, unless --strict.
+
+#[test]
+fn item7_missing_index_of_a_clean_sealed_segment_is_a_warning_unless_strict() {
+    let (_t, root) = data_dir();
+    let idx = segments(&root, 0)[0].with_extension("idx");
+    std::fs::remove_file(&idx).unwrap();
+    let v = tern(&["verify-data", "--path", p(&root), "--json"]);
+    expect(&v, 0, "verify-data");
+    assert_eq!(v.json()["warnings"][0]["code"], "index-missing");
+    let v = tern(&["verify-data", "--path", p(&root), "--strict", "--json"]);
+    expect(&v, 1, "verify-data --strict");
+    assert_eq!(problem_codes(&v), ["index-missing"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. ENGINE file damage: same damage, same answer.
+
+#[test]
+fn item8_garbled_engine_file_is_engine_meta_whatever_the_bytes() {
+    let (_t, root) = data_dir();
+    let engine = root.join("ENGINE");
+    let garbage: [&[u8]; 3] = [
+        &[
+            0xff, 0xfe, 0x00, 0x9c, 0x13, 0x80, 0x7f, 0xc3, 0x28, 0xa0, 0xa1, 0xe2, 0x28, 0xa1,
+            0xf0, 0x28, 0x8c, 0xbc, 0x01, 0x02,
+        ],
+        b"this is not an engine file\n",
+        b"",
+    ];
+    for bytes in garbage {
+        std::fs::write(&engine, bytes).unwrap();
+        let v = tern(&["verify-data", "--path", p(&root), "--json"]);
+        expect(&v, 1, &format!("verify-data with ENGINE = {bytes:?}"));
+        assert_eq!(problem_codes(&v), ["engine-meta"], "{}", v.stdout);
+        let fix = v.json()["problems"][0]["fix"].as_str().unwrap().to_string();
+        assert!(fix.contains("recovery.md"), "{fix}");
+    }
+}

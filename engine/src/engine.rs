@@ -202,8 +202,18 @@ fn sync_dir_std(dir: &Path) -> Result<()> {
 /// directory was created with, which wins over the configuration (placement depends on it).
 pub fn open_meta(root: &Path, shards_if_new: u32, create: bool) -> Result<EngineMeta> {
     let path = root.join(META_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
+    // Bytes, not a string: a garbled file that is not even UTF-8 is the same damage as a
+    // garbled text file, and gets the same answer.
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|e| Error::NotADataDir {
+                path: root.to_path_buf(),
+                why: format!(
+                    "{}: not text (invalid UTF-8 at byte {})",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                ),
+            })?;
             let meta = EngineMeta::decode(&text).map_err(|why| Error::NotADataDir {
                 path: root.to_path_buf(),
                 why: format!("{}: {why}", path.display()),

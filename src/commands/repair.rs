@@ -120,7 +120,10 @@ pub fn repair(args: RepairArgs) -> CliResult<u8> {
             )?;
         }
         if let Some(q) = &report.quarantine {
-            say!("  removed bytes copied to {} (see MANIFEST)", q.display())?;
+            say!(
+                "  removed bytes and files kept in {} (see MANIFEST)",
+                q.display()
+            )?;
         }
         for p in &report.remaining {
             say!("  remaining: {p}")?;

@@ -210,6 +210,7 @@ async fn export_group(
     let opts = VerifyOptions {
         group: Some(group),
         fail_fast: false,
+        strict: false,
     };
     let (problems, table) = check_shard(&DmaStorage, &sa, &opts).await?;
     // A torn tail was never acknowledged: the engine drops it too, so it does not stop an
@@ -220,7 +221,11 @@ async fn export_group(
         .filter(|p| {
             !matches!(
                 p.code,
-                "torn-tail" | "index-missing" | "index-corrupt" | "index-mismatch"
+                "torn-tail"
+                    | "index-missing"
+                    | "index-corrupt"
+                    | "index-mismatch"
+                    | "segment-oversize"
             )
         })
         .map(|p| p.to_string())

@@ -29,6 +29,10 @@ pub struct VerifyArgs {
     /// Stop at the first problem (for scripts).
     #[arg(long)]
     pub fail_fast: bool,
+    /// Also count as problems what recovery repairs by itself (a missing index of a sealed
+    /// segment that scans clean, a warning otherwise).
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -42,6 +46,7 @@ pub fn run(args: VerifyArgs) -> CliResult<u8> {
     let opts = VerifyOptions {
         group: args.group,
         fail_fast: args.fail_fast,
+        strict: args.strict,
     };
     let report = block_on({
         let root = root.clone();
@@ -164,7 +169,7 @@ fn note_incomplete_imports(
             message: format!(
                 "group {group} holds an import of {input} that did not finish; its log may be partial"
             ),
-            fix: Some("re-run the same `tern import-topic` (it replaces the partial group)"),
+            fix: Some("re-run the same `tern import-topic` (it replaces the partial group)".into()),
         });
         report.clean = false;
     }
