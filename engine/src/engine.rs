@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <data dir>/
-//!   LOCK            flock'd by the process that owns the directory
+//!   LOCK            flock'd: exclusively by a writer, shared by offline readers
 //!   ENGINE          format version and shard count (temp file + rename + dir fsync)
 //!   shard-0/        00000000000000000001.wal, 00000000000000000001.idx, ...
 //!   shard-1/
