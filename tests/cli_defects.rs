@@ -851,3 +851,61 @@ fn item8_garbled_engine_file_is_engine_meta_whatever_the_bytes() {
         assert!(fix.contains("recovery.md"), "{fix}");
     }
 }
+
+#[test]
+fn item9_snapshot_points_are_objects_in_every_command() {
+    let (t, root) = data_dir();
+    // A group whose log starts after a snapshot: an export file says so, an import makes it.
+    let input = t.path().join("snap.tx");
+    {
+        use std::io::Write;
+        use tern_engine::export::{ExportMeta, ExportWriter};
+        let meta = ExportMeta {
+            group: 21,
+            first_index: 11,
+            last_index: 12,
+            term_first: 2,
+            term_last: 2,
+            hard_state: Some((2, 1, 12)),
+            snapshot: Some((2, 10, b"meta".to_vec())),
+            created_unix_ms: 1,
+        };
+        let f = std::fs::File::create(&input).unwrap();
+        let mut w = ExportWriter::new(std::io::BufWriter::new(f), meta).unwrap();
+        w.write_entry(2, 11, b"a").unwrap();
+        w.write_entry(2, 12, b"b").unwrap();
+        w.finish().unwrap().flush().unwrap();
+    }
+    let im = tern(&[
+        "import-topic",
+        "--path",
+        p(&root),
+        "--group",
+        "21",
+        "--input",
+        p(&input),
+        "--json",
+    ]);
+    expect(&im, 0, "import");
+    assert_eq!(im.json()["snapshot"]["index"], 10, "{}", im.stdout);
+    let v = tern(&["verify-data", "--path", p(&root), "--group", "21", "--json"]);
+    expect(&v, 0, "verify-data");
+    assert_eq!(
+        v.json()["groups"][0]["snapshot"]["index"],
+        10,
+        "{}",
+        v.stdout
+    );
+    let ex = tern(&[
+        "export-topic",
+        "--path",
+        p(&root),
+        "--group",
+        "21",
+        "--output",
+        p(&t.path().join("again.tx")),
+        "--json",
+    ]);
+    expect(&ex, 0, "export");
+    assert_eq!(ex.json()["snapshot"]["term"], 2, "{}", ex.stdout);
+}

@@ -46,7 +46,28 @@ pub struct GroupSummary {
     pub last_index: u64,
     pub entries: u64,
     pub hard_state: Option<HardState>,
+    /// (term, index) of the snapshot the log starts after; in JSON an object `{term, index}`,
+    /// like `hard_state` and like export-topic prints it.
+    #[serde(serialize_with = "snapshot_as_object")]
     pub snapshot: Option<(u64, u64)>,
+}
+
+fn snapshot_as_object<S: serde::Serializer>(
+    snapshot: &Option<(u64, u64)>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct SnapshotPoint {
+        term: u64,
+        index: u64,
+    }
+    match snapshot {
+        Some((term, index)) => s.serialize_some(&SnapshotPoint {
+            term: *term,
+            index: *index,
+        }),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
