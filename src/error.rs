@@ -34,7 +34,7 @@ pub enum CliError {
     /// The reader of stdout went away; not reported (see `output.rs`).
     #[error("stdout closed")]
     StdoutClosed,
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {}", tern_engine::error::errno_text(source))]
     Io {
         path: PathBuf,
         #[source]

@@ -10,6 +10,7 @@ use std::path::Path;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::{DirEntry, IoBuf, Storage, StorageFile, BLOCK_BYTES};
+use crate::error::errno_text;
 
 /// glommio DMA files on a real file system. Must be used on a glommio executor thread.
 #[derive(Clone, Copy, Debug, Default)]
@@ -29,17 +30,8 @@ fn to_io(e: glommio::GlommioError<()>) -> io::Error {
 }
 
 /// `<operation> failed: <ERRNO> (<description>)`.
-pub fn describe_failure(op: &str, source: &io::Error) -> String {
-    let op = op.to_lowercase();
-    match source.raw_os_error() {
-        Some(code) => {
-            let name = format!("{:?}", nix::errno::Errno::from_i32(code));
-            let text = io::Error::from_raw_os_error(code).to_string();
-            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
-            format!("{op} failed: {name} ({text})")
-        }
-        None => format!("{op} failed: {source}"),
-    }
+fn describe_failure(op: &str, source: &io::Error) -> String {
+    format!("{} failed: {}", op.to_lowercase(), errno_text(source))
 }
 
 impl IoBuf for DmaBuffer {
