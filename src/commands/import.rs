@@ -245,11 +245,18 @@ fn roll_back(root: &Path, cfg: &EngineConfig, group: u64, cause: CliError) -> Cl
     };
     let outcome = match rolled_back {
         Ok(()) => "rolled back: the directory holds nothing of the group".to_string(),
-        Err(e) => format!(
-            "rolling back failed too ({e}): {} marks the group as an incomplete import; \
-             re-run the import to replace it once the cause is fixed",
-            import_marker::marker_path(root, group).display()
-        ),
+        Err(e) => {
+            let why = if e.to_string() == cause.to_string() {
+                "for the same reason".to_string()
+            } else {
+                format!("({e})")
+            };
+            format!(
+                "rolling back failed too {why}: {} marks the group as an incomplete import; \
+                 re-run the import to replace it once the cause is fixed",
+                import_marker::marker_path(root, group).display()
+            )
+        }
     };
     CliError::ImportFailed {
         group,

@@ -129,13 +129,21 @@ pub async fn repair_dir<S: Storage>(
             continue;
         }
         let sa = analyze_shard(storage, k, dir, true, progress).await?;
+        // Leftovers first: after ENOSPC they may be what fills the disk, and the rest of the
+        // repair may need the space they hold once the operator empties the quarantine.
+        if opts.only_segment.is_none() {
+            quarantine_leftovers(&sa.strays, Some(k), opts, &mut q, &mut report)?;
+        }
         let result = repair_shard(storage, &sa, opts, &mut q, &mut report).await;
         for a in &sa.segments {
             remove_salvage(a)?;
         }
-        result?;
-        if opts.only_segment.is_none() {
-            quarantine_leftovers(&sa.strays, Some(k), opts, &mut q, &mut report)?;
+        if let Err(e) = result {
+            if !opts.dry_run {
+                // What was moved so far stays described (best effort: the disk may be full).
+                let _ = q.finish(&report);
+            }
+            return Err(e);
         }
     }
     if !opts.dry_run {
