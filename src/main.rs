@@ -4,6 +4,8 @@
 
 mod commands;
 mod error;
+mod import_marker;
+mod output;
 mod progress;
 mod target;
 
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{CliError, EXIT_ERROR};
+use crate::error::{CliError, EXIT_ERROR, EXIT_STDOUT_CLOSED};
 
 const EXIT_CODES: &str = "\
 Exit codes (every command):
@@ -20,10 +22,14 @@ Exit codes (every command):
      unrepaired (repair: damage that needs --skip-corrupt, or a --dry-run with work to do)
   2  usage or I/O error, not a tern data directory, or the directory is locked by a
      running node (stop it first)
+141  stdout was closed by its reader (`| head`): the command stopped quietly, as grep does
 
-Offline commands take the data directory's LOCK file and refuse while a node holds it.
-With --json each command prints one JSON document on stdout. Runbooks:
-docs/operations/recovery.md";
+Commands that change a data directory take its LOCK file exclusively and refuse while a
+node or another command holds it. Commands that only read (verify-data, scan, dump,
+inspect-index, export-topic, repair --dry-run, rebuild-index --dry-run) take it shared, so
+they run side by side; on a read-only file system without a LOCK file they take none and
+say so. With --json each command prints one JSON document on stdout, errors included.
+Runbooks: docs/operations/recovery.md";
 
 /// tern: a thread-per-core, io_uring-based, Raft-replicated log store.
 #[derive(Parser, Debug)]
@@ -53,7 +59,7 @@ enum Command {
     Scan(commands::segment::ScanArgs),
     /// Print records (header fields and a payload preview) of a data directory or segment.
     #[command(after_help = EXIT_CODES)]
-    Dump(commands::segment::DumpArgs),
+    Dump(commands::dump::DumpArgs),
     /// Truncate a torn tail to the last valid record; with --skip-corrupt also cut corrupt
     /// records out of the middle, listing every loss. Removed bytes go to
     /// DIR/quarantine/<time>-repair/ (with a MANIFEST) first.
@@ -72,7 +78,7 @@ enum Command {
     /// Import a file written by export-topic into a data directory (created if missing or
     /// empty), through the engine's own write path.
     #[command(after_help = EXIT_CODES)]
-    ImportTopic(commands::topic::ImportArgs),
+    ImportTopic(commands::import::ImportArgs),
     /// Write a practice data directory through the real engine (for runbook drills and tests).
     #[command(after_help = EXIT_CODES)]
     Generate(commands::generate::GenerateArgs),
@@ -83,7 +89,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let json = match &cli.command {
         Command::VerifyData(a) => a.common.json,
         Command::Scan(a) => a.common.json,
@@ -100,17 +109,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::VerifyData(a) => commands::verify::run(a),
         Command::Scan(a) => commands::segment::scan(a),
-        Command::Dump(a) => commands::segment::dump(a),
+        Command::Dump(a) => commands::dump::run(a),
         Command::Repair(a) => commands::repair::repair(a),
         Command::RebuildIndex(a) => commands::repair::rebuild_index(a),
         Command::InspectIndex(a) => commands::repair::inspect_index(a),
         Command::ExportTopic(a) => commands::topic::export(a),
-        Command::ImportTopic(a) => commands::topic::import(a),
+        Command::ImportTopic(a) => commands::import::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Serve(flags) => return ExitCode::from(commands::serve::run(flags)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(CliError::StdoutClosed) => ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
             report_error(&e, json);
             ExitCode::from(EXIT_ERROR)
@@ -122,6 +132,35 @@ fn report_error(e: &CliError, json: bool) {
     eprintln!("error: {e}");
     if json {
         let doc = serde_json::json!({ "error": e.to_string(), "exit_code": EXIT_ERROR });
-        println!("{doc}");
+        // Nothing more to do if stdout is gone as well: the message is on stderr.
+        let _ = say!("{doc}");
     }
+}
+
+/// A command line the parser refused: clap's message on stderr, and with `--json` anywhere
+/// on the line also the same JSON error document every command prints (scripts parse stdout
+/// whatever went wrong). Help and version requests print as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os().any(|a| a == "--json");
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !json {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
+    }
+    let _ = e.print();
+    // The message without the usage lines that follow it, on one line.
+    let text = e.render().to_string();
+    let message = text.split("\n\n").next().unwrap_or_default();
+    let message: Vec<&str> = message.split_whitespace().collect();
+    let message = message.join(" ");
+    let first = message.strip_prefix("error: ").unwrap_or(&message);
+    let doc = serde_json::json!({ "error": first, "exit_code": EXIT_ERROR });
+    let _ = say!("{doc}");
+    ExitCode::from(EXIT_ERROR)
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use tern_engine::engine::{lock_dir, DirLock};
+use tern_engine::engine::{lock_dir, lock_dir_shared, DirLock, SharedLock};
 use tern_engine::format::segment::{parse_index_file_name, parse_segment_file_name};
 use tern_engine::verify::{is_data_dir, read_layout};
 
@@ -117,12 +117,33 @@ impl Target {
         })
     }
 
-    /// Takes the data directory's lock (refusing while a node holds it). Loose files (a
-    /// segment copied out of a data directory) need no lock.
+    /// Takes the data directory's lock exclusively, for a command that writes (refusing
+    /// while a node or any other command holds it). Loose files (a segment copied out of a
+    /// data directory) need no lock.
     pub fn lock(&self) -> CliResult<Option<DirLock>> {
         match &self.root {
             Some(root) => Ok(Some(lock_dir(root)?)),
             None => Ok(None),
+        }
+    }
+
+    /// Takes the data directory's lock shared, for a command that only reads: readers run
+    /// side by side and only a writer excludes them. On a read-only file system without a
+    /// LOCK file no lock can be taken (nor can anything write there): says so on stderr
+    /// and goes on.
+    pub fn lock_shared(&self) -> CliResult<Option<DirLock>> {
+        let Some(root) = &self.root else {
+            return Ok(None);
+        };
+        match lock_dir_shared(root)? {
+            SharedLock::Held(l) => Ok(Some(l)),
+            SharedLock::NotTaken { why } => {
+                eprintln!(
+                    "note: no lock taken on {}: its LOCK file is missing and cannot be created ({why}); reading without one",
+                    root.display()
+                );
+                Ok(None)
+            }
         }
     }
 }

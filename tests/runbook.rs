@@ -84,6 +84,15 @@ fn prepare(data: &Path, setup: &str) {
                 scan["last_valid_record_offset"].as_u64().unwrap() + 20,
             );
         }
+        // 20 random-looking bytes, not even UTF-8: the damage of section 8.
+        "damage=garble-engine" => std::fs::write(
+            data.join("ENGINE"),
+            [
+                0x9c, 0xff, 0x13, 0x00, 0xfe, 0x80, 0x41, 0xc3, 0x28, 0x07, 0xa0, 0xa1, 0x5a, 0xe2,
+                0x28, 0xa1, 0xf0, 0x28, 0x8c, 0xbc,
+            ],
+        )
+        .unwrap(),
         other => panic!("unknown runbook-test set-up {other:?}"),
     }
 }

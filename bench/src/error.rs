@@ -16,6 +16,9 @@ pub enum BenchError {
     Load { shard: u32, why: String },
     #[error("--{arg}: {why}")]
     Arg { arg: &'static str, why: String },
+    /// The reader of stdout went away (`| head`); not reported.
+    #[error("stdout closed")]
+    StdoutClosed,
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

@@ -9,6 +9,7 @@
 mod data_dir;
 mod error;
 mod load;
+mod output;
 mod recovery_cmd;
 mod report;
 mod wal_cmd;
@@ -239,17 +240,63 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = Cli::parse();
+    // With --json anywhere on the line every error is also one JSON object on stdout, as
+    // a result would be: scripts parse stdout whatever went wrong.
+    let json = std::env::args_os().any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            let informational = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if !e.use_stderr() || informational {
+                return ExitCode::SUCCESS;
+            }
+            // The message without the usage lines that follow it, on one line.
+            let text = e.render().to_string();
+            let message = text.split("\n\n").next().unwrap_or_default();
+            let message: Vec<&str> = message.split_whitespace().collect();
+            let message = message.join(" ");
+            let first = message.strip_prefix("error: ").unwrap_or(&message);
+            json_error(
+                json,
+                first.strip_prefix("error: ").unwrap_or(first),
+                EXIT_USAGE,
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let result = match cli.command {
         Command::Wal(args) => wal_cmd::run(&args),
         Command::Recovery(args) => recovery_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(BenchError::StdoutClosed) => ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
             eprintln!("tern-bench: error: {e}");
-            ExitCode::FAILURE
+            json_error(json, &e.to_string(), EXIT_FAILED);
+            ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// A run that failed (load, I/O, bad value).
+const EXIT_FAILED: u8 = 1;
+/// A command line the parser refused.
+const EXIT_USAGE: u8 = 2;
+/// stdout was closed by its reader: 128 + SIGPIPE, as a shell reports for `grep`.
+const EXIT_STDOUT_CLOSED: u8 = 141;
+
+fn json_error(json: bool, message: &str, code: u8) {
+    if json {
+        let doc = serde_json::json!({ "error": message, "exit_code": code });
+        let _ = say!("{doc}");
     }
 }
 

@@ -23,6 +23,7 @@ use crate::data_dir::{drop_caches, BenchDir, FsInfo};
 use crate::error::{BenchError, Result};
 use crate::load::{LoadSpec, Stop};
 use crate::report::{round1, round3, Throughput, Totals};
+use crate::say;
 use crate::wal_cmd::run_load;
 use crate::{check_load, RecoveryArgs};
 
@@ -72,7 +73,7 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
 
     let written = if args.gib > 0.0 {
         if !quiet {
-            println!(
+            say!(
                 "tern-bench recovery: writing {:.2} GiB of {}-byte records ({} appenders x {} in flight, {} shard(s)) to {} ({}) ...",
                 args.gib,
                 args.record_bytes,
@@ -81,7 +82,7 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
                 cfg.shards,
                 dir.path().display(),
                 dir.fs.fs_type
-            );
+            )?;
         }
         // Indexes are written; only the scan run below ignores them.
         cfg.wal.write_sealed_index = true;
@@ -96,13 +97,13 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
         let outcomes = run_load(&dir, &cfg, spec)?;
         let t = Throughput::from_totals(&Totals::merge(&outcomes));
         if !quiet {
-            println!(
+            say!(
                 "  written       {:.2} GiB in {:.1} s ({:.1} MB/s, {} segments)",
                 t.payload_bytes as f64 / GIB,
                 t.seconds,
                 t.write_mbps,
                 t.segments_created
-            );
+            )?;
         }
         Some(t)
     } else {
@@ -118,7 +119,7 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
     cfg.wal.use_sealed_index = true;
     let indexed = timed_reopen(&dir, &cfg)?;
     if !quiet {
-        print_run("with indexes", &indexed);
+        print_run("with indexes", &indexed)?;
     }
     let scan = if args.no_scan {
         None
@@ -126,7 +127,7 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
         cfg.wal.use_sealed_index = false;
         let r = timed_reopen(&dir, &cfg)?;
         if !quiet {
-            print_run("by scanning", &r);
+            print_run("by scanning", &r)?;
         }
         Some(r)
     };
@@ -147,9 +148,9 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
             fs: &fs,
             kept: kept.is_some(),
         };
-        println!("{}", serde_json::to_string(&out)?);
+        say!("{}", serde_json::to_string(&out)?)?;
     } else if let Some(p) = kept {
-        println!("  kept data directory {}", p.display());
+        say!("  kept data directory {}", p.display())?;
     }
     Ok(())
 }
@@ -182,8 +183,8 @@ fn timed_reopen(dir: &BenchDir, cfg: &EngineConfig) -> Result<RecoveryRun> {
     })
 }
 
-fn print_run(label: &str, r: &RecoveryRun) {
-    println!(
+fn print_run(label: &str, r: &RecoveryRun) -> Result<()> {
+    say!(
         "  recovery {label:<13} {:.3} GiB, {} records, {} segments ({} via index, {} indexes rebuilt): {:.1} ms wall ({:.1} ms in recovery), {:.2} GB/s{}",
         r.gib,
         r.records,
@@ -198,5 +199,6 @@ fn print_run(label: &str, r: &RecoveryRun) {
         } else {
             " (page cache not dropped: not root)"
         }
-    );
+    )?;
+    Ok(())
 }

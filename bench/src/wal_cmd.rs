@@ -12,6 +12,7 @@ use crate::data_dir::{BenchDir, FsInfo};
 use crate::error::{BenchError, Result};
 use crate::load::{self, LoadSpec, ShardOutcome, Stop};
 use crate::report::{latency_table, thousands, LatencyUs, Throughput, Totals};
+use crate::say;
 use crate::{check_load, WalArgs};
 
 /// The `--json` object of a `wal` run (one line).
@@ -71,7 +72,7 @@ pub fn run(args: &WalArgs) -> Result<()> {
         rate: args.rate,
     };
     if !args.output.json {
-        print_header(args, &cfg, &dir);
+        print_header(args, &cfg, &dir)?;
     }
     let outcomes = run_load(&dir, &cfg, spec)?;
     let totals = Totals::merge(&outcomes);
@@ -104,17 +105,17 @@ pub fn run(args: &WalArgs) -> Result<()> {
             fs: &fs,
             kept: kept.is_some(),
         };
-        println!("{}", serde_json::to_string(&out)?);
+        say!("{}", serde_json::to_string(&out)?)?;
         return Ok(());
     }
-    print_results(&throughput, &latency, outcomes.len());
+    print_results(&throughput, &latency, outcomes.len())?;
     if let Some(path) = kept {
-        println!();
-        println!("  kept data directory {}", path.display());
-        println!(
+        say!()?;
+        say!("  kept data directory {}", path.display())?;
+        say!(
             "  time its recovery: tern-bench recovery --gib 0 --dir {}",
             path.display()
-        );
+        )?;
     }
     Ok(())
 }
@@ -134,16 +135,19 @@ pub fn run_load(dir: &BenchDir, cfg: &EngineConfig, spec: LoadSpec) -> Result<Ve
     Ok(outcomes)
 }
 
-fn print_header(args: &WalArgs, cfg: &EngineConfig, dir: &BenchDir) {
+fn print_header(args: &WalArgs, cfg: &EngineConfig, dir: &BenchDir) -> Result<()> {
     let mode = match args.rate {
         Some(r) => format!("open loop at {} appends/s", thousands(r)),
         None => "closed loop".to_string(),
     };
-    println!(
+    say!(
         "tern-bench wal: {}-byte records, {} appenders x {} in flight, {mode}, {} shard(s)",
-        args.record_bytes, args.appenders, args.inflight, cfg.shards
-    );
-    println!(
+        args.record_bytes,
+        args.appenders,
+        args.inflight,
+        cfg.shards
+    )?;
+    say!(
         "  data dir      {} ({} on {}; {})",
         dir.path().display(),
         or_unknown(&dir.fs.fs_type),
@@ -153,17 +157,19 @@ fn print_header(args: &WalArgs, cfg: &EngineConfig, dir: &BenchDir) {
         } else {
             "kept"
         }
-    );
-    println!(
+    )?;
+    say!(
         "  engine        batch_bytes_max {} KiB, batch_delay_max {} µs, segment {} MiB",
         cfg.wal.batch_bytes_max >> 10,
         cfg.wal.batch_delay_max.as_micros(),
         cfg.wal.segment_bytes >> 20
-    );
-    println!(
+    )?;
+    say!(
         "  measuring     {:.1} s after {:.1} s of warm-up ...",
-        args.duration, args.warmup
-    );
+        args.duration,
+        args.warmup
+    )?;
+    Ok(())
 }
 
 fn or_unknown(s: &str) -> &str {
@@ -174,18 +180,18 @@ fn or_unknown(s: &str) -> &str {
     }
 }
 
-fn print_results(t: &Throughput, l: &LatencyUs, shards: usize) {
-    println!();
-    println!(
+fn print_results(t: &Throughput, l: &LatencyUs, shards: usize) -> Result<()> {
+    say!()?;
+    say!(
         "  {:<14}{:>10.1} MB/s {:>14} appends/s   ({} appends in {:.2} s)",
         "throughput",
         t.write_mbps,
         thousands(t.appends_per_s),
         thousands(t.appends as f64),
         t.seconds
-    );
-    println!("{}", latency_table(l));
-    println!(
+    )?;
+    say!("{}", latency_table(l))?;
+    say!(
         "  {:<14}{} batches over {shards} shard(s), avg {:.1} KiB / {:.1} records; {} fsyncs ({:.1}/s); device writes {:.1} MB/s",
         "engine",
         thousands(t.batches as f64),
@@ -194,9 +200,12 @@ fn print_results(t: &Throughput, l: &LatencyUs, shards: usize) {
         thousands(t.fsyncs as f64),
         t.fsyncs_per_s,
         t.device_write_mbps
-    );
-    println!(
+    )?;
+    say!(
         "  {:<14}write {:.1} µs, fdatasync {:.1} µs (mean per batch, issue to completion)",
-        "", t.avg_write_us, t.avg_fsync_us
-    );
+        "",
+        t.avg_write_us,
+        t.avg_fsync_us
+    )?;
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <data dir>/
-//!   LOCK            flock'd by the process that owns the directory
+//!   LOCK            flock'd: exclusively by a writer, shared by offline readers
 //!   ENGINE          format version and shard count (temp file + rename + dir fsync)
 //!   shard-0/        00000000000000000001.wal, 00000000000000000001.idx, ...
 //!   shard-1/
@@ -77,11 +77,89 @@ impl EngineMeta {
     }
 }
 
-/// An exclusive hold on a data directory for the life of this value.
+/// A hold on a data directory for the life of this value: exclusive ([`lock_dir`]) for
+/// anything that writes, shared ([`lock_dir_shared`]) for commands that only read.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    file: File,
     pub path: PathBuf,
+    pub exclusive: bool,
+}
+
+impl Drop for DirLock {
+    /// The exclusive holder wrote its pid for operators; clearing it on release keeps a later
+    /// "locked by" message from naming a process that no longer holds the lock. Best effort:
+    /// the flock, released when the file closes, is what excludes.
+    fn drop(&mut self) {
+        if self.exclusive {
+            let _ = self.file.set_len(0);
+        }
+    }
+}
+
+/// Who holds the lock file at `lock`, for an error message: the pid the exclusive holder
+/// recorded, if that process is alive, else a holder of the shared lock (a reader).
+pub fn lock_holder(lock: &Path) -> String {
+    let pid = std::fs::read_to_string(lock).ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("pid="))
+            .and_then(|p| p.trim().parse::<u32>().ok())
+    });
+    match pid {
+        Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => format!("pid {pid}"),
+        _ => "a command that only reads it (shared lock)".to_string(),
+    }
+}
+
+/// The outcome of [`lock_dir_shared`].
+#[derive(Debug)]
+pub enum SharedLock {
+    Held(DirLock),
+    /// No `LOCK` file exists and none can be created (read-only file system or no write
+    /// permission): no process can write to the directory either, so reading is safe.
+    NotTaken {
+        why: std::io::Error,
+    },
+}
+
+/// Takes the directory's lock shared: any number of readers at once, none while a writer
+/// holds it (fails with [`Error::Locked`]). Opens `LOCK` read-only, so it works on a
+/// read-only mount or a read-only copy; creates it only if missing.
+pub fn lock_dir_shared(root: &Path) -> Result<SharedLock> {
+    let path = root.join(LOCK_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EROFS)
+                        || e.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    return Ok(SharedLock::NotTaken { why: e });
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(SharedLock::Held(DirLock {
+            file,
+            path,
+            exclusive: false,
+        })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: root.to_path_buf(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
 }
 
 /// Takes the directory's lock file, or fails with [`Error::Locked`] naming the holder.
@@ -107,7 +185,11 @@ pub fn lock_dir(root: &Path) -> Result<DirLock> {
     // Record the holder for operators (informational; the flock is what excludes).
     file.set_len(0).map_err(|e| Error::io(&path, e))?;
     writeln!(file, "pid={}", std::process::id()).map_err(|e| Error::io(&path, e))?;
-    Ok(DirLock { _file: file, path })
+    Ok(DirLock {
+        file,
+        path,
+        exclusive: true,
+    })
 }
 
 fn sync_dir_std(dir: &Path) -> Result<()> {
@@ -120,8 +202,18 @@ fn sync_dir_std(dir: &Path) -> Result<()> {
 /// directory was created with, which wins over the configuration (placement depends on it).
 pub fn open_meta(root: &Path, shards_if_new: u32, create: bool) -> Result<EngineMeta> {
     let path = root.join(META_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
+    // Bytes, not a string: a garbled file that is not even UTF-8 is the same damage as a
+    // garbled text file, and gets the same answer.
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|e| Error::NotADataDir {
+                path: root.to_path_buf(),
+                why: format!(
+                    "{}: not text (invalid UTF-8 at byte {})",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                ),
+            })?;
             let meta = EngineMeta::decode(&text).map_err(|why| Error::NotADataDir {
                 path: root.to_path_buf(),
                 why: format!("{}: {why}", path.display()),

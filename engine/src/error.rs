@@ -26,9 +26,22 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// An OS error as an operator reads it: the errno's name, then its text
+/// (`ENOSPC (No space left on device)`); other errors as they display.
+pub fn errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = std::io::Error::from_raw_os_error(code).to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            format!("{:?} ({text})", nix::errno::Errno::from_i32(code))
+        }
+        None => e.to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {}", errno_text(source))]
     Io {
         path: PathBuf,
         #[source]

@@ -10,6 +10,7 @@ use tern_engine::{shard_for_group, EngineConfig, Entry, HardState, WalConfig};
 
 use super::emit;
 use crate::error::{CliError, CliResult, EXIT_CLEAN};
+use crate::say;
 use crate::target::create_absolute;
 use crate::Common;
 
@@ -182,12 +183,13 @@ pub fn run(args: GenerateArgs) -> CliResult<u8> {
         segment_bytes: args.segment_bytes,
     };
     emit(args.common.json, &out, || {
-        println!(
+        say!(
             "generated {}: {} shards, groups 1..={groups}, {entries} entries of {len} bytes each, {}-byte segments",
             out.path.display(),
             out.shards,
             out.segment_bytes
-        );
+        )?;
+        Ok(())
     })?;
     Ok(EXIT_CLEAN)
 }

@@ -1,6 +1,8 @@
 //! One file per group of commands.
 
+pub mod dump;
 pub mod generate;
+pub mod import;
 pub mod repair;
 pub mod segment;
 pub mod serve;
@@ -10,17 +12,21 @@ pub mod verify;
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult};
+use crate::say;
 
 /// Prints `value` as one JSON document, or runs `human` to print text.
-pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) -> CliResult<()> {
+pub fn emit<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce() -> CliResult<()>,
+) -> CliResult<()> {
     if json {
         let text = serde_json::to_string_pretty(value)
             .map_err(|e| CliError::Usage(format!("JSON encoding failed: {e}")))?;
-        println!("{text}");
+        say!("{text}")
     } else {
-        human();
+        human()
     }
-    Ok(())
 }
 
 /// Bytes in a human unit.

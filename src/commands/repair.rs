@@ -15,6 +15,7 @@ use tern_engine::verify::{
 use super::emit;
 use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
 use crate::progress::Progress;
+use crate::say;
 use crate::target::{block_on, resolve, Kind};
 use crate::Common;
 
@@ -43,7 +44,12 @@ pub fn repair(args: RepairArgs) -> CliResult<u8> {
         )));
     }
     let root = target.require_root("repair")?.to_path_buf();
-    let _lock = target.lock()?;
+    // A dry run only reads: it works beside other readers and on read-only media.
+    let _lock = if args.dry_run {
+        target.lock_shared()?
+    } else {
+        target.lock()?
+    };
     let layout = read_layout(&root)?;
     let progress = Progress::new(segment_bytes_total(&layout), args.common.json, "repairing");
     let opts = RepairOptions {
@@ -72,44 +78,55 @@ pub fn repair(args: RepairArgs) -> CliResult<u8> {
         } else {
             "repair"
         };
-        println!("{verb} {}", report.path.display());
+        say!("{verb} {}", report.path.display())?;
         if report.actions.is_empty() {
-            println!("  nothing to repair");
+            say!("  nothing to repair")?;
         }
         for a in &report.actions {
             let at = a
                 .offset
                 .map_or(String::new(), |o| format!(" at offset {o}"));
             let len = a.bytes.map_or(String::new(), |b| format!(" ({b} bytes)"));
-            println!(
+            say!(
                 "  [{}] {:?} {}{at}{len}: {}",
                 a.status,
                 a.kind,
                 a.file.display(),
                 a.reason
-            );
+            )?;
         }
         for r in &report.regions {
             let who = match (r.group, r.index) {
                 (Some(g), Some(i)) => format!(", first bad record group {g} index {i}"),
                 _ => String::new(),
             };
-            println!(
+            say!(
                 "  removed region: shard {} segment {} offset {} ({} bytes): {}{who}",
-                r.shard, r.segment, r.offset, r.bytes, r.reason
-            );
+                r.shard,
+                r.segment,
+                r.offset,
+                r.bytes,
+                r.reason
+            )?;
         }
         for l in &report.losses {
-            println!(
+            say!(
                 "  LOSS: shard {} group {} entries {}..={}: {}",
-                l.shard, l.group, l.first_index, l.last_index, l.why
-            );
+                l.shard,
+                l.group,
+                l.first_index,
+                l.last_index,
+                l.why
+            )?;
         }
         if let Some(q) = &report.quarantine {
-            println!("  removed bytes copied to {} (see MANIFEST)", q.display());
+            say!(
+                "  removed bytes and files kept in {} (see MANIFEST)",
+                q.display()
+            )?;
         }
         for p in &report.remaining {
-            println!("  remaining: {p}");
+            say!("  remaining: {p}")?;
         }
         if pending
             && !args.skip_corrupt
@@ -118,9 +135,9 @@ pub fn repair(args: RepairArgs) -> CliResult<u8> {
                 .iter()
                 .any(|a| a.status == "needs --skip-corrupt")
         {
-            println!("  some damage needs --skip-corrupt, which loses the records listed above");
+            say!("  some damage needs --skip-corrupt, which loses the records listed above")?;
         }
-        println!(
+        say!(
             "result: {}",
             if report.dry_run {
                 if clean {
@@ -133,7 +150,8 @@ pub fn repair(args: RepairArgs) -> CliResult<u8> {
             } else {
                 "problems remain"
             }
-        );
+        )?;
+        Ok(())
     })?;
     Ok(if clean { EXIT_CLEAN } else { EXIT_PROBLEMS })
 }
@@ -153,7 +171,11 @@ pub struct RebuildIndexArgs {
 pub fn rebuild_index(args: RebuildIndexArgs) -> CliResult<u8> {
     let target = resolve(&args.path)?;
     let root = target.require_root("rebuild-index")?.to_path_buf();
-    let _lock = target.lock()?;
+    let _lock = if args.dry_run {
+        target.lock_shared()?
+    } else {
+        target.lock()?
+    };
     let layout = read_layout(&root)?;
     let progress = Progress::new(segment_bytes_total(&layout), args.common.json, "indexing");
     let dry = args.dry_run;
@@ -182,14 +204,15 @@ pub fn rebuild_index(args: RebuildIndexArgs) -> CliResult<u8> {
             indexes: &actions,
         },
         || {
-            println!("rebuild-index {}", root.display());
+            say!("rebuild-index {}", root.display())?;
             for a in &actions {
-                println!("  [{}] {}: {}", a.action, a.file.display(), a.reason);
+                say!("  [{}] {}: {}", a.action, a.file.display(), a.reason)?;
             }
-            println!(
+            say!(
             "result: {rebuilt} rebuilt, {} already correct, {skipped} skipped (damaged segments: run `tern repair` first)",
             actions.iter().filter(|a| a.action == "ok").count()
-        );
+        )?;
+            Ok(())
         },
     )?;
     Ok(if skipped == 0 {
@@ -246,7 +269,7 @@ pub fn inspect_index(args: InspectIndexArgs) -> CliResult<u8> {
             args.path.display()
         )));
     }
-    let _lock = target.lock()?;
+    let _lock = target.lock_shared()?;
     let bytes = std::fs::read(&target.path).map_err(|e| CliError::io(&target.path, e))?;
     let mut report = InspectReport {
         file: target.path.clone(),
@@ -332,38 +355,42 @@ pub fn inspect_index(args: InspectIndexArgs) -> CliResult<u8> {
     }
     let ok = report.valid && report.segment_check == "matches its segment";
     emit(args.common.json, &report, || {
-        println!("inspect-index {}", report.file.display());
+        say!("inspect-index {}", report.file.display())?;
         if let Some(e) = &report.error {
-            println!("  {e}");
+            say!("  {e}")?;
         } else {
-            println!(
+            say!(
                 "  segment {} data_end {} batches {}..={} segment_bytes {}",
                 report.segment.unwrap_or(0),
                 report.data_end.unwrap_or(0),
                 report.first_batch_seq.unwrap_or(0),
                 report.last_batch_seq.unwrap_or(0),
                 report.segment_bytes.unwrap_or(0)
-            );
+            )?;
             let kinds: Vec<String> = report
                 .kinds
                 .iter()
                 .map(|(k, n)| format!("{n} {k}"))
                 .collect();
-            println!("  {} entries: {}", report.entries, kinds.join(", "));
+            say!("  {} entries: {}", report.entries, kinds.join(", "))?;
             for g in &report.groups {
-                println!(
+                say!(
                     "  group {}: {} entries, index {}..={}",
-                    g.group, g.entries, g.first_index, g.last_index
-                );
+                    g.group,
+                    g.entries,
+                    g.first_index,
+                    g.last_index
+                )?;
             }
             if let Some(d) = &report.entries_detail {
                 for l in d {
-                    println!("  {l}");
+                    say!("  {l}")?;
                 }
             }
-            println!("  segment check: {}", report.segment_check);
+            say!("  segment check: {}", report.segment_check)?;
         }
-        println!("result: {}", if ok { "ok" } else { "problems" });
+        say!("result: {}", if ok { "ok" } else { "problems" })?;
+        Ok(())
     })?;
     Ok(if ok { EXIT_CLEAN } else { EXIT_PROBLEMS })
 }

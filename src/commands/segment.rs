@@ -1,19 +1,19 @@
-//! `tern scan` and `tern dump`: read segments through the engine's scanner.
+//! `tern scan`: one segment read through the engine's scanner.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
-use tern_engine::format::segment::{parse_segment_file_name, segment_file_name};
+use tern_engine::format::segment::parse_segment_file_name;
 use tern_engine::format::RecordKind;
-use tern_engine::scan::{scan_segment, Damage, ScanStop};
+use tern_engine::scan::{Damage, ScanStop};
 use tern_engine::storage::dma::DmaStorage;
-use tern_engine::verify::{analyze_segment, read_layout, SegmentAnalysis};
+use tern_engine::verify::{analyze_segment, SegmentAnalysis};
 
 use super::emit;
 use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
+use crate::say;
 use crate::target::{block_on, resolve, Kind};
 use crate::Common;
 
@@ -159,7 +159,7 @@ pub fn scan(args: ScanArgs) -> CliResult<u8> {
             args.path.display()
         )));
     }
-    let _lock = target.lock()?;
+    let _lock = target.lock_shared()?;
     let id = target.id.unwrap_or(0);
     let path = target.path.clone();
     let shard = target.shard;
@@ -229,45 +229,61 @@ pub fn scan(args: ScanArgs) -> CliResult<u8> {
     };
     let bad = !report.damage.is_empty() || report.end == "bad-header";
     emit(args.common.json, &report, || {
-        println!("scan {}", report.file.display());
+        say!("scan {}", report.file.display())?;
         if let Some(h) = &report.header {
-            println!("  header: {h}");
+            say!("  header: {h}")?;
         }
-        println!(
+        say!(
             "  {} records in {} batches (batch seq {:?}..={:?}), {} file bytes",
             report.records,
             report.batches,
             report.first_batch_seq,
             report.last_batch_seq,
             report.file_bytes
-        );
+        )?;
         match report.sealed_next_segment {
-            Some(n) => println!("  end: sealed (next segment {n})"),
-            None => println!("  end: {}", report.end),
+            Some(n) => say!("  end: sealed (next segment {n})")?,
+            None => say!("  end: {}", report.end)?,
         }
-        println!(
+        say!(
             "  last valid offset: {} (last valid record at {})",
             report.valid_end,
             report
                 .last_valid_record_offset
                 .map_or("-".to_string(), |o| o.to_string())
-        );
+        )?;
         for g in &report.groups {
-            println!(
+            say!(
                 "  group {}: {} entries, index {}..={}, term {}..={}",
-                g.group, g.entries, g.first_index, g.last_index, g.first_term, g.last_term
-            );
+                g.group,
+                g.entries,
+                g.first_index,
+                g.last_index,
+                g.first_term,
+                g.last_term
+            )?;
         }
         if let Some(d) = &report.records_detail {
-            println!(
+            say!(
                 "  {:>10} {:>13} {:>8} {:>6} {:>10} {:>8} checksum",
-                "offset", "kind", "group", "term", "index", "bytes"
-            );
+                "offset",
+                "kind",
+                "group",
+                "term",
+                "index",
+                "bytes"
+            )?;
             for r in d {
-                println!(
+                say!(
                     "  {:>10} {:>13} {:>8} {:>6} {:>10} {:>8} {}",
-                    r.offset, r.kind, r.group, r.term, r.index, r.payload_bytes, r.checksum
-                );
+                    r.offset,
+                    r.kind,
+                    r.group,
+                    r.term,
+                    r.index,
+                    r.payload_bytes,
+                    r.checksum
+                )?;
             }
         }
         for d in &report.damage {
@@ -275,205 +291,17 @@ pub fn scan(args: ScanArgs) -> CliResult<u8> {
                 (Some(g), Some(i)) => format!(", group {g} index {i}"),
                 _ => String::new(),
             };
-            println!(
+            say!(
                 "  BAD {} at offset {} (bytes {}..{}{who}): {}",
-                d.class, d.record_offset, d.offset, d.end, d.reason
-            );
+                d.class,
+                d.record_offset,
+                d.offset,
+                d.end,
+                d.reason
+            )?;
         }
-        println!("result: {}", if bad { "damaged" } else { "clean" });
+        say!("result: {}", if bad { "damaged" } else { "clean" })?;
+        Ok(())
     })?;
     Ok(if bad { EXIT_PROBLEMS } else { EXIT_CLEAN })
-}
-
-#[derive(Args, Debug)]
-pub struct DumpArgs {
-    /// Data directory, shard directory or segment file.
-    #[arg(long)]
-    pub path: PathBuf,
-    /// Only records of this group.
-    #[arg(long)]
-    pub group: Option<u64>,
-    /// Only entries with index >= this (hides control records).
-    #[arg(long)]
-    pub from: Option<u64>,
-    /// Only entries with index <= this (hides control records).
-    #[arg(long)]
-    pub to: Option<u64>,
-    /// Payload bytes to preview per record.
-    #[arg(long, default_value_t = 16)]
-    pub preview_bytes: usize,
-    #[command(flatten)]
-    pub common: Common,
-}
-
-#[derive(Debug, Serialize)]
-struct DumpRecord<'a> {
-    file: &'a str,
-    offset: u64,
-    kind: &'static str,
-    group: u64,
-    term: u64,
-    index: u64,
-    aux: u64,
-    batch_seq: u64,
-    payload_bytes: u32,
-    preview_hex: String,
-    preview_text: String,
-}
-
-fn preview(payload: &[u8], n: usize) -> (String, String) {
-    let p = &payload[..payload.len().min(n)];
-    let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
-    let text: String = p
-        .iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '.'
-            }
-        })
-        .collect();
-    let more = if payload.len() > n { "…" } else { "" };
-    (format!("{hex}{more}"), format!("{text}{more}"))
-}
-
-pub fn dump(args: DumpArgs) -> CliResult<u8> {
-    let target = resolve(&args.path)?;
-    let files: Vec<PathBuf> = match target.kind {
-        Kind::Segment => vec![target.path.clone()],
-        Kind::Index => {
-            return Err(CliError::Usage(format!(
-                "{}: `tern dump` takes a data directory or a segment; use `tern inspect-index` for an index",
-                args.path.display()
-            )))
-        }
-        Kind::DataDir | Kind::ShardDir => {
-            let root = target.require_root("dump")?;
-            let layout = read_layout(root)?;
-            let mut files = Vec::new();
-            for (k, dir) in &layout.shards {
-                if target.shard.is_some_and(|s| s != *k) {
-                    continue;
-                }
-                let mut ids: Vec<u64> = std::fs::read_dir(dir)
-                    .map_err(|e| CliError::io(dir, e))?
-                    .flatten()
-                    .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
-                    .collect();
-                ids.sort_unstable();
-                files.extend(ids.into_iter().map(|id| dir.join(segment_file_name(id))));
-            }
-            files
-        }
-    };
-    let _lock = target.lock()?;
-    let json = args.common.json;
-    let (group, from, to, n) = (args.group, args.from, args.to, args.preview_bytes);
-    let damaged = block_on(async move {
-        let mut damaged = Vec::new();
-        let first = RefCell::new(true);
-        if json {
-            print!("{{\"records\":[");
-        }
-        for file in &files {
-            let name = file.display().to_string();
-            let scan = scan_segment(&DmaStorage, file, true, |r| {
-                let h = &r.header;
-                let kind = h.kind();
-                if kind == RecordKind::BatchHeader || group.is_some_and(|g| g != h.group) {
-                    return;
-                }
-                if (from.is_some() || to.is_some())
-                    && (kind != RecordKind::Entry
-                        || from.is_some_and(|f| h.index < f)
-                        || to.is_some_and(|t| h.index > t))
-                {
-                    return;
-                }
-                let (hex, text) = preview(r.payload, n);
-                let rec = DumpRecord {
-                    file: &name,
-                    offset: r.offset,
-                    kind: kind.name(),
-                    group: h.group,
-                    term: h.term,
-                    index: h.index,
-                    aux: h.aux,
-                    batch_seq: h.batch_seq,
-                    payload_bytes: h.payload_len,
-                    preview_hex: hex,
-                    preview_text: text,
-                };
-                if json {
-                    let sep = if first.replace(false) { "" } else { "," };
-                    print!("{sep}{}", serde_json::to_string(&rec).unwrap_or_default());
-                } else {
-                    if first.replace(false) {
-                        println!(
-                            "{:>10} {:>13} {:>8} {:>6} {:>10} {:>8}  file / preview",
-                            "offset", "kind", "group", "term", "index", "bytes"
-                        );
-                    }
-                    println!(
-                        "{:>10} {:>13} {:>8} {:>6} {:>10} {:>8}  {} {}",
-                        rec.offset,
-                        rec.kind,
-                        rec.group,
-                        rec.term,
-                        rec.index,
-                        rec.payload_bytes,
-                        Path::new(&name)
-                            .file_name()
-                            .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
-                        rec.preview_text
-                    );
-                }
-            })
-            .await?;
-            let mut ds: Vec<String> = scan
-                .skipped
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{}: damage at offset {}: {}",
-                        file.display(),
-                        d.record_offset,
-                        d.reason
-                    )
-                })
-                .collect();
-            match &scan.stop {
-                ScanStop::Damaged(d) => ds.push(format!(
-                    "{}: damage at offset {}: {}",
-                    file.display(),
-                    d.record_offset,
-                    d.reason
-                )),
-                ScanStop::BadHeader(e) => ds.push(format!(
-                    "{}: segment header unreadable: {e}",
-                    file.display()
-                )),
-                _ => {}
-            }
-            if !json {
-                for d in &ds {
-                    println!("-- {d}");
-                }
-            }
-            damaged.extend(ds);
-        }
-        if json {
-            println!(
-                "],\"damage\":{}}}",
-                serde_json::to_string(&damaged).unwrap_or_default()
-            );
-        }
-        Ok::<_, tern_engine::Error>(damaged)
-    })??;
-    Ok(if damaged.is_empty() {
-        EXIT_CLEAN
-    } else {
-        EXIT_PROBLEMS
-    })
 }

@@ -1,29 +1,29 @@
-//! `tern export-topic` and `tern import-topic`. Until topics exist, a topic is one Raft
+//! `tern export-topic` (and the summary import-topic prints too). Until topics exist, a topic is one Raft
 //! group named by its id. The file format is `docs/export-format.md`
 //! ([`tern_engine::export`]).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
-use tern_engine::engine::{run_shards, shard_dir};
-use tern_engine::export::{ExportMeta, ExportReader, ExportWriter};
+use tern_engine::engine::shard_dir;
+use tern_engine::export::{ExportMeta, ExportWriter};
 use tern_engine::format::record::decode_record;
 use tern_engine::format::segment::segment_file_name;
 use tern_engine::format::RecordKind;
+use tern_engine::shard_for_group;
 use tern_engine::storage::dma::DmaStorage;
 use tern_engine::storage::{Storage, StorageFile};
-use tern_engine::verify::{
-    analyze_shard, check_shard, is_data_dir, read_layout, Severity, VerifyOptions,
-};
-use tern_engine::{shard_for_group, EngineConfig, Entry, HardState, WalConfig};
+use tern_engine::verify::{analyze_shard, check_shard, read_layout, Severity, VerifyOptions};
 
 use super::emit;
 use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
+use crate::import_marker;
 use crate::progress::Progress;
-use crate::target::{block_on, create_absolute, resolve, Kind};
+use crate::say;
+use crate::target::{block_on, resolve, Kind};
 use crate::Common;
 
 #[derive(Args, Debug)]
@@ -41,39 +41,97 @@ pub struct ExportArgs {
     pub common: Common,
 }
 
+/// Hard state in JSON: an object, as `verify-data` prints it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(super) struct HardStateOut {
+    term: u64,
+    vote: u64,
+    commit: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(super) struct SnapshotOut {
+    term: u64,
+    index: u64,
+}
+
+/// What export-topic and import-topic print: the same fields with the same meaning.
 #[derive(Debug, Serialize)]
-struct TopicSummary {
+pub(super) struct TopicSummary {
+    /// The export file.
     file: PathBuf,
     data_dir: PathBuf,
-    group: u64,
+    pub(super) group: u64,
     shard: u32,
     entries: u64,
     first_index: u64,
     last_index: u64,
     term_first: u64,
     term_last: u64,
-    hard_state: Option<(u64, u64, u64)>,
-    snapshot: Option<(u64, u64)>,
-    bytes: u64,
+    hard_state: Option<HardStateOut>,
+    snapshot: Option<SnapshotOut>,
+    /// Size of the export file.
+    pub(super) file_bytes: u64,
+    /// Sum of the entries' payload sizes.
+    pub(super) payload_bytes: u64,
 }
 
-fn print_summary(verb: &str, s: &TopicSummary) {
-    println!(
+impl TopicSummary {
+    pub(super) fn new(file: &Path, data_dir: &Path, shard: u32, meta: &ExportMeta) -> Self {
+        TopicSummary {
+            file: file.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            group: meta.group,
+            shard,
+            entries: meta.entry_count(),
+            first_index: meta.first_index,
+            last_index: meta.last_index,
+            term_first: meta.term_first,
+            term_last: meta.term_last,
+            hard_state: meta.hard_state.map(|(term, vote, commit)| HardStateOut {
+                term,
+                vote,
+                commit,
+            }),
+            snapshot: meta.snapshot.as_ref().map(|(term, index, _)| SnapshotOut {
+                term: *term,
+                index: *index,
+            }),
+            file_bytes: 0,
+            payload_bytes: 0,
+        }
+    }
+}
+
+pub(super) fn print_summary(verb: &str, s: &TopicSummary) -> CliResult<()> {
+    say!(
         "{verb} group {} (shard {}): {} entries, index {}..={}, term {}..={}",
-        s.group, s.shard, s.entries, s.first_index, s.last_index, s.term_first, s.term_last
-    );
-    if let Some((t, v, c)) = s.hard_state {
-        println!("  hard state: term {t} vote {v} commit {c}");
+        s.group,
+        s.shard,
+        s.entries,
+        s.first_index,
+        s.last_index,
+        s.term_first,
+        s.term_last
+    )?;
+    if let Some(h) = s.hard_state {
+        say!(
+            "  hard state: term {} vote {} commit {}",
+            h.term,
+            h.vote,
+            h.commit
+        )?;
     }
-    if let Some((t, i)) = s.snapshot {
-        println!("  snapshot: term {t} index {i}");
+    if let Some(sn) = s.snapshot {
+        say!("  snapshot: term {} index {}", sn.term, sn.index)?;
     }
-    println!(
-        "  file {} ({} bytes), data directory {}",
+    say!(
+        "  file {} ({} bytes, {} of payload), data directory {}",
         s.file.display(),
-        s.bytes,
+        s.file_bytes,
+        s.payload_bytes,
         s.data_dir.display()
-    );
+    )
 }
 
 pub fn export(args: ExportArgs) -> CliResult<u8> {
@@ -85,8 +143,15 @@ pub fn export(args: ExportArgs) -> CliResult<u8> {
         )));
     }
     let root = target.path.clone();
-    let _lock = target.lock()?;
+    let _lock = target.lock_shared()?;
     let layout = read_layout(&root)?;
+    if import_marker::marker_path(&root, args.group).exists() {
+        return Err(CliError::Usage(format!(
+            "group {} in {} is an incomplete import: re-run `tern import-topic` to finish it first",
+            args.group,
+            root.display()
+        )));
+    }
     let meta = layout.meta.clone().map_err(|why| {
         CliError::Usage(format!("{}: ENGINE file unusable: {why}", root.display()))
     })?;
@@ -115,10 +180,11 @@ pub fn export(args: ExportArgs) -> CliResult<u8> {
                     problems: &problems,
                 },
                 || {
-                    println!("export-topic refused: {why}");
+                    say!("export-topic refused: {why}")?;
                     for p in &problems {
-                        println!("  {p}");
+                        say!("  {p}")?;
                     }
+                    Ok(())
                 },
             )?;
             Ok(EXIT_PROBLEMS)
@@ -144,6 +210,7 @@ async fn export_group(
     let opts = VerifyOptions {
         group: Some(group),
         fail_fast: false,
+        strict: false,
     };
     let (problems, table) = check_shard(&DmaStorage, &sa, &opts).await?;
     // A torn tail was never acknowledged: the engine drops it too, so it does not stop an
@@ -154,7 +221,11 @@ async fn export_group(
         .filter(|p| {
             !matches!(
                 p.code,
-                "torn-tail" | "index-missing" | "index-corrupt" | "index-mismatch"
+                "torn-tail"
+                    | "index-missing"
+                    | "index-corrupt"
+                    | "index-mismatch"
+                    | "segment-oversize"
             )
         })
         .map(|p| p.to_string())
@@ -258,195 +329,8 @@ async fn export_group(
     let bytes = std::fs::metadata(output)
         .map_err(|e| CliError::io(output, e))?
         .len();
-    Ok(Ok(TopicSummary {
-        file: output.to_path_buf(),
-        data_dir: PathBuf::new(),
-        group,
-        shard,
-        entries: meta.entry_count(),
-        first_index: meta.first_index,
-        last_index: meta.last_index,
-        term_first: meta.term_first,
-        term_last: meta.term_last,
-        hard_state: meta.hard_state,
-        snapshot: meta.snapshot.map(|(t, i, _)| (t, i)),
-        bytes,
-    }))
-}
-
-#[derive(Args, Debug)]
-pub struct ImportArgs {
-    /// Data directory of a stopped node; created if missing or empty.
-    #[arg(long)]
-    pub path: PathBuf,
-    /// Group id to import into (may differ from the group the file was exported from).
-    #[arg(long)]
-    pub group: u64,
-    /// File written by `tern export-topic`.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Replace the group if it already has data (its old records are deleted first).
-    #[arg(long)]
-    pub force: bool,
-    /// Shard count of a data directory created by this import (default: one per CPU).
-    #[arg(long)]
-    pub shards: Option<u32>,
-    #[command(flatten)]
-    pub common: Common,
-}
-
-/// Entries appended per engine call: bounds the memory of one request.
-const IMPORT_CHUNK_BYTES_MAX: usize = 256 << 10;
-const IMPORT_CHUNK_ENTRIES_MAX: usize = 1024;
-
-pub fn import(args: ImportArgs) -> CliResult<u8> {
-    // Check the whole file (every checksum, the trailer) before writing anything.
-    let file = File::open(&args.input).map_err(|e| CliError::io(&args.input, e))?;
-    let export_err = |source| CliError::Export {
-        path: args.input.clone(),
-        source,
-    };
-    let mut r = ExportReader::open(BufReader::new(file)).map_err(export_err)?;
-    let mut bytes = 0u64;
-    while let Some(e) = r.next_entry().map_err(export_err)? {
-        bytes += e.data.len() as u64;
-    }
-    let meta = r.meta.clone();
-
-    let root = args.path.clone();
-    if root.exists() {
-        let empty = root.is_dir()
-            && std::fs::read_dir(&root)
-                .map_err(|e| CliError::io(&root, e))?
-                .next()
-                .is_none();
-        if !empty && !is_data_dir(&root) {
-            read_layout(&root)?;
-        }
-    }
-    let root = create_absolute(&root)?;
-    let cfg = EngineConfig {
-        shards: args.shards.unwrap_or(EngineConfig::default().shards),
-        pin_cpus: false,
-        io_memory_bytes: 256 << 10,
-        wal: WalConfig::default(),
-    };
-    let group = args.group;
-    let force = args.force;
-    let input = args.input.clone();
-    let results = run_shards(&root, &cfg, true, move |ctx| {
-        let input = input.clone();
-        async move {
-            if shard_for_group(group, ctx.shards) != ctx.shard {
-                return Ok(None);
-            }
-            import_into(&ctx.wal, group, &input, force)
-                .await
-                .map(|s| Some((ctx.shard, s)))
-        }
-    })?;
-    let mut shard = 0;
-    for r in results {
-        match r {
-            Ok(Some((s, ()))) => shard = s,
-            Ok(None) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let s = TopicSummary {
-        file: args.input.clone(),
-        data_dir: root,
-        group,
-        shard,
-        entries: meta.entry_count(),
-        first_index: meta.first_index,
-        last_index: meta.last_index,
-        term_first: meta.term_first,
-        term_last: meta.term_last,
-        hard_state: meta.hard_state,
-        snapshot: meta.snapshot.map(|(t, i, _)| (t, i)),
-        bytes,
-    };
-    emit(args.common.json, &s, || {
-        if meta.group != group {
-            println!("note: the file was exported from group {}", meta.group);
-        }
-        print_summary("imported", &s)
-    })?;
-    Ok(EXIT_CLEAN)
-}
-
-async fn import_into(
-    wal: &tern_engine::ShardWal<DmaStorage>,
-    group: u64,
-    input: &Path,
-    force: bool,
-) -> CliResult<()> {
-    if let Some(info) = wal.group(group) {
-        let has_data = info.last_index >= info.first_index
-            || info.hard_state.is_some()
-            || info.snapshot.is_some();
-        if has_data && !force {
-            return Err(CliError::Usage(format!(
-                "group {group} already has data (entries {}..={}); use --force to replace it",
-                info.first_index, info.last_index
-            )));
-        }
-        if has_data {
-            wal.delete_group(group).await?;
-        }
-    }
-    let file = File::open(input).map_err(|e| CliError::io(input, e))?;
-    let export_err = |source| CliError::Export {
-        path: input.to_path_buf(),
-        source,
-    };
-    let mut r = ExportReader::open(BufReader::new(file)).map_err(export_err)?;
-    let meta = r.meta.clone();
-    let mut first = 1;
-    if let Some((term, index, m)) = &meta.snapshot {
-        wal.install_snapshot(group, *term, *index, m).await?;
-        first = index + 1;
-    }
-    if meta.first_index > first {
-        wal.compact(group, meta.first_index).await?;
-    }
-    let mut pending = Vec::new();
-    let mut chunk: Vec<(u64, u64, Vec<u8>)> = Vec::new();
-    let mut chunk_bytes = 0;
-    loop {
-        let next = r.next_entry().map_err(export_err)?;
-        let flush = next.is_none()
-            || chunk_bytes >= IMPORT_CHUNK_BYTES_MAX
-            || chunk.len() >= IMPORT_CHUNK_ENTRIES_MAX;
-        if flush && !chunk.is_empty() {
-            let entries: Vec<Entry<'_>> = chunk
-                .iter()
-                .map(|(term, index, data)| Entry {
-                    kind: tern_engine::EntryKind::Normal,
-                    term: *term,
-                    index: *index,
-                    data,
-                })
-                .collect();
-            pending.push(wal.enqueue_append(group, &entries).await?);
-            chunk.clear();
-            chunk_bytes = 0;
-        }
-        match next {
-            None => break,
-            Some(e) => {
-                chunk_bytes += e.data.len();
-                chunk.push((e.term, e.index, e.data));
-            }
-        }
-    }
-    for rx in pending {
-        rx.await?;
-    }
-    if let Some((term, vote, commit)) = meta.hard_state {
-        wal.set_hard_state(group, HardState { term, vote, commit })
-            .await?;
-    }
-    Ok(())
+    let mut summary = TopicSummary::new(output, Path::new(""), shard, &meta);
+    summary.file_bytes = bytes;
+    summary.payload_bytes = total;
+    Ok(Ok(summary))
 }

@@ -10,13 +10,28 @@ use std::path::Path;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::{DirEntry, IoBuf, Storage, StorageFile, BLOCK_BYTES};
+use crate::error::errno_text;
 
 /// glommio DMA files on a real file system. Must be used on a glommio executor thread.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DmaStorage;
 
+/// glommio's error for a failed file operation reads `op: Pre-allocate space path: Some(…)
+/// with fd: Some(8)`; an operator needs what failed and the errno's name. Callers add the
+/// file (`Error::io(path, …)`), so the message here is only the operation and the cause:
+/// `pre-allocate space failed: ENOSPC (No space left on device)`. The error kind is kept.
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::from(e)
+    match e {
+        glommio::GlommioError::EnhancedIoError { source, op, .. } => {
+            io::Error::new(source.kind(), describe_failure(op, &source))
+        }
+        other => io::Error::from(other),
+    }
+}
+
+/// `<operation> failed: <ERRNO> (<description>)`.
+fn describe_failure(op: &str, source: &io::Error) -> String {
+    format!("{} failed: {}", op.to_lowercase(), errno_text(source))
 }
 
 impl IoBuf for DmaBuffer {
@@ -202,4 +217,25 @@ pub async fn probe_iopoll(dir: &Path, shard: u32) -> crate::Result<()> {
     // fsync is owed for it.
     let removed = std::fs::remove_file(&path).map_err(|e| crate::Error::io(&path, e));
     result.and(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glommio_failures_read_as_operation_errno_and_text() {
+        let e = glommio::GlommioError::<()>::EnhancedIoError {
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+            op: "Pre-allocate space",
+            path: Some("/d/shard-0/x.wal".into()),
+            fd: Some(8),
+        };
+        let io = to_io(e);
+        assert_eq!(io.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            io.to_string(),
+            "pre-allocate space failed: ENOSPC (No space left on device)"
+        );
+    }
 }

@@ -34,6 +34,13 @@ pub struct DirLayout {
 }
 
 /// True if `root` looks like a tern data directory (it has an `ENGINE` file).
+/// A temporary file tern writes and renames or removes (`<name>.tmp`, a segment being
+/// prepared `<id>.wal.prep`): one left behind is from a crash or a failed write. The engine
+/// removes those of a shard at start-up; `tern repair` quarantines them.
+pub fn is_leftover_temp(name: &str) -> bool {
+    name.ends_with(".tmp") || name.ends_with(".wal.prep")
+}
+
 pub fn is_data_dir(root: &Path) -> bool {
     root.join(META_FILE).is_file()
 }

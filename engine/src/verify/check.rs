@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::analysis::{analyze_shard, read_layout, replay, SegmentAnalysis, ShardAnalysis};
+use super::analysis::{
+    analyze_shard, is_leftover_temp, read_layout, replay, SegmentAnalysis, ShardAnalysis,
+};
 use super::problem::{problem, Problem, Severity, FIX_INDEX, FIX_REPAIR, FIX_SKIP};
 use crate::engine::META_FILE;
 use crate::error::{Error, Result};
@@ -22,6 +24,9 @@ pub struct VerifyOptions {
     pub group: Option<u64>,
     /// Stop at the first problem.
     pub fail_fast: bool,
+    /// Count what recovery fixes by itself (a missing index of a sealed segment that scans
+    /// clean) as a problem rather than a warning.
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,7 +46,28 @@ pub struct GroupSummary {
     pub last_index: u64,
     pub entries: u64,
     pub hard_state: Option<HardState>,
+    /// (term, index) of the snapshot the log starts after; in JSON an object `{term, index}`,
+    /// like `hard_state` and like export-topic prints it.
+    #[serde(serialize_with = "snapshot_as_object")]
     pub snapshot: Option<(u64, u64)>,
+}
+
+fn snapshot_as_object<S: serde::Serializer>(
+    snapshot: &Option<(u64, u64)>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct SnapshotPoint {
+        term: u64,
+        index: u64,
+    }
+    match snapshot {
+        Some((term, index)) => s.serialize_some(&SnapshotPoint {
+            term: *term,
+            index: *index,
+        }),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,18 +112,11 @@ pub async fn verify_dir<S: Storage>(
                 &root.join(META_FILE),
                 format!("ENGINE file unusable: {why}"),
             )
-            .fix("restore the ENGINE file from a replica of the same format and shard count"),
+            .fix("rebuild it (docs/operations/recovery.md, \"Lost or garbled ENGINE file\"): the shard count is the number of shard-<k> directories"),
         );
     }
     for p in &layout.strays {
-        out.push(
-            problem(
-                "stray-file",
-                p,
-                "not written by tern (ignored by the engine)".into(),
-            )
-            .warning(),
-        );
+        out.push(stray_or_leftover(p));
     }
     let shard_count = layout
         .meta
@@ -153,8 +172,10 @@ pub async fn verify_dir<S: Storage>(
     if let Some(g) = opts.group {
         out.retain(|p| p.group.is_none_or(|pg| pg == g));
     }
-    let (mut problems, warnings): (Vec<_>, Vec<_>) =
-        out.into_iter().partition(|p| p.severity == Severity::Error);
+    let (mut problems, warnings): (Vec<_>, Vec<_>) = out
+        .into_iter()
+        .map(|p| p.for_dir(root))
+        .partition(|p| p.severity == Severity::Error);
     if opts.fail_fast && problems.len() > 1 {
         problems.truncate(1);
         stopped_early = true;
@@ -184,12 +205,7 @@ pub async fn check_shard<S: Storage>(
             // A zero-filled segment the writer prepared ahead of time: tern's own.
             continue;
         }
-        let msg = if name.ends_with(".tmp") || name.ends_with(".wal.prep") {
-            "left-over temporary file (removed by the engine at start-up)"
-        } else {
-            "not written by tern (ignored by the engine)"
-        };
-        out.push(problem("stray-file", p, msg.into()).shard(k).warning());
+        out.push(stray_or_leftover(p).shard(k));
     }
     for id in &sa.index_ids {
         if !sa.segments.iter().any(|s| s.id == *id) {
@@ -234,6 +250,23 @@ pub async fn check_shard<S: Storage>(
                     )
                     .at(0)
                     .shard(k),
+                );
+            }
+            if a.scan.file_len > h.segment_bytes {
+                // docs/format.md: a segment never grows past the size its header states; a
+                // larger file was written by something that ignored it.
+                out.push(
+                    problem(
+                        "segment-oversize",
+                        &a.path,
+                        format!(
+                            "file is {} bytes, its header says {}: bytes past {} were written beyond the segment's size",
+                            a.scan.file_len, h.segment_bytes, h.segment_bytes
+                        ),
+                    )
+                    .at(h.segment_bytes)
+                    .shard(k)
+                    .fix("export the groups of this shard (tern export-topic) and import them into a new data directory"),
                 );
             }
         }
@@ -322,18 +355,19 @@ pub async fn check_shard<S: Storage>(
         let has_index = sa.index_ids.contains(&a.id);
         let sealed_clean = a.sealed_next().is_some() && a.damages.is_empty();
         if sealed_clean && !has_index {
-            out.push(
-                problem(
-                    "index-missing",
-                    &ipath,
-                    format!(
-                        "sealed segment {} has no index (recovery rebuilds it by scanning)",
-                        a.id
-                    ),
-                )
-                .shard(k)
-                .fix(FIX_INDEX),
-            );
+            // Routine after a crash between sealing and writing the index: recovery
+            // rebuilds it by scanning, so only --strict counts it.
+            let p = problem(
+                "index-missing",
+                &ipath,
+                format!(
+                    "sealed segment {} scans clean but has no index (recovery rebuilds it by scanning; --strict counts this as a problem)",
+                    a.id
+                ),
+            )
+            .shard(k)
+            .fix(FIX_INDEX);
+            out.push(if opts.strict { p } else { p.warning() });
         } else if has_index && a.damages.is_empty() {
             // (A damaged segment's index is rebuilt by repair; the damage is the problem.)
             if let Some(p) = check_index(storage, &ipath, a).await? {
@@ -538,4 +572,29 @@ pub fn compare_index(idx: &SealedIndex, a: &SegmentAnalysis) -> Option<(Option<u
         ));
     }
     None
+}
+
+/// A file tern did not expect: a leftover temporary file of its own (`tern repair`
+/// quarantines it) or a stray it ignores.
+fn stray_or_leftover(p: &Path) -> Problem {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if is_leftover_temp(&name) {
+        problem(
+            "leftover-temp",
+            p,
+            "left-over temporary file of an interrupted write (the engine removes those of a shard at start-up)".into(),
+        )
+        .fix(FIX_REPAIR)
+        .warning()
+    } else {
+        problem(
+            "stray-file",
+            p,
+            "not written by tern (ignored by the engine)".into(),
+        )
+        .warning()
+    }
 }

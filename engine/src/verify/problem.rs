@@ -25,8 +25,9 @@ pub struct Problem {
     pub group: Option<u64>,
     pub index: Option<u64>,
     pub message: String,
-    /// The command that fixes it, if any.
-    pub fix: Option<&'static str>,
+    /// The command that fixes it, if any (naming the data directory once
+    /// [`for_dir`](Self::for_dir) has run).
+    pub fix: Option<String>,
 }
 
 impl std::fmt::Display for Problem {
@@ -49,13 +50,14 @@ impl std::fmt::Display for Problem {
             write!(f, ", index {i}")?;
         }
         write!(f, ": {}", self.message)?;
-        if let Some(fix) = self.fix {
+        if let Some(fix) = &self.fix {
             write!(f, " (fix: {fix})")?;
         }
         Ok(())
     }
 }
 
+/// `DIR` in a fix stands for the data directory until [`Problem::for_dir`] names it.
 pub(super) const FIX_REPAIR: &str = "tern repair --path DIR";
 pub(super) const FIX_SKIP: &str =
     "tern repair --path DIR --skip-corrupt (loses the damaged records)";
@@ -89,8 +91,24 @@ impl Problem {
         self.index = index;
         self
     }
-    pub(super) fn fix(mut self, fix: &'static str) -> Self {
-        self.fix = Some(fix);
+    pub(super) fn fix(mut self, fix: &str) -> Self {
+        self.fix = Some(fix.to_string());
+        self
+    }
+    /// Names the data directory in the fix, so that it can be pasted as it is.
+    pub fn for_dir(mut self, root: &Path) -> Self {
+        let shown = root.display().to_string();
+        let quoted = if shown
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@".contains(c))
+        {
+            shown
+        } else {
+            format!("'{}'", shown.replace('\'', "'\\''"))
+        };
+        self.fix = self
+            .fix
+            .map(|f| f.replace("--path DIR", &format!("--path {quoted}")));
         self
     }
     pub(super) fn warning(mut self) -> Self {

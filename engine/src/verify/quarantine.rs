@@ -53,6 +53,25 @@ impl Quarantine {
         self.copy(src, &name, 0, len, why)
     }
 
+    /// Moves `src` into the quarantine (a rename: no extra space, which matters when the
+    /// file is what filled the disk) and fsyncs both directories.
+    pub(super) fn move_file(&mut self, src: &Path, name: &str, why: &str) -> Result<()> {
+        let dir = self.dir()?;
+        let dst = dir.join(name);
+        let len = std::fs::metadata(src).map_err(|e| Error::io(src, e))?.len();
+        std::fs::rename(src, &dst).map_err(|e| Error::io(src, e))?;
+        sync_dir_std(&dir)?;
+        if let Some(parent) = src.parent() {
+            sync_dir_std(parent)?;
+        }
+        self.lines.push(format!(
+            "file={name} source={} moved len={len} reason={}",
+            src.display(),
+            why.replace('\n', " ")
+        ));
+        Ok(())
+    }
+
     pub(super) fn copy_region(
         &mut self,
         src: &Path,

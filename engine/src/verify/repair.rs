@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::analysis::{
-    analyze_shard, read_layout, rebuilt_segment_bytes, remove_salvage, replay, GroupLoss,
-    RecordInfo, ShardAnalysis,
+    analyze_shard, is_leftover_temp, read_layout, rebuilt_segment_bytes, remove_salvage, replay,
+    GroupLoss, RecordInfo, ShardAnalysis,
 };
 use super::check::{build_index, check_index, verify_dir, VerifyOptions};
 use super::problem::Problem;
@@ -43,6 +43,8 @@ pub enum ActionKind {
     RewriteSegment,
     RebuildIndex,
     LowerCommit,
+    /// A leftover temporary file moved to the quarantine.
+    QuarantineLeftover,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,24 +121,88 @@ pub async fn repair_dir<S: Storage>(
         remaining: Vec::new(),
     };
     let mut q = Quarantine::new(root);
+    if opts.only_shard.is_none() {
+        quarantine_leftovers(&layout.strays, None, opts, &mut q, &mut report)?;
+    }
     for (&k, dir) in &layout.shards {
         if opts.only_shard.is_some_and(|s| s != k) {
             continue;
         }
         let sa = analyze_shard(storage, k, dir, true, progress).await?;
+        // Leftovers first: after ENOSPC they may be what fills the disk, and the rest of the
+        // repair may need the space they hold once the operator empties the quarantine.
+        if opts.only_segment.is_none() {
+            quarantine_leftovers(&sa.strays, Some(k), opts, &mut q, &mut report)?;
+        }
         let result = repair_shard(storage, &sa, opts, &mut q, &mut report).await;
         for a in &sa.segments {
             remove_salvage(a)?;
         }
-        result?;
+        if let Err(e) = result {
+            if !opts.dry_run {
+                // What was moved so far stays described (best effort: the disk may be full).
+                let _ = q.finish(&report);
+            }
+            return Err(e);
+        }
     }
     if !opts.dry_run {
         q.finish(&report)?;
         report.quarantine = q.dir.clone();
     }
+    // The claim that the directory is clean is checked, not assumed: a verify run after
+    // the repair, whose problems and leftover files (if any) are what remains.
     let verify = verify_dir(storage, root, &VerifyOptions::default(), &mut |_| {}).await?;
     report.remaining = verify.problems;
+    report.remaining.extend(
+        verify
+            .warnings
+            .into_iter()
+            .filter(|w| w.code == "leftover-temp"),
+    );
     Ok(report)
+}
+
+/// Moves leftover temporary files (of `shard`, or of the data directory's root) to the
+/// quarantine: after ENOSPC a half-prepared segment can be what fills the disk.
+fn quarantine_leftovers(
+    strays: &[PathBuf],
+    shard: Option<u32>,
+    opts: &RepairOptions,
+    q: &mut Quarantine,
+    report: &mut RepairReport,
+) -> Result<()> {
+    for path in strays {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !is_leftover_temp(&name) || !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let reason = "left-over temporary file of an interrupted write".to_string();
+        let status = if opts.dry_run {
+            "planned"
+        } else {
+            let prefix = shard.map_or("root".to_string(), |k| format!("shard-{k}"));
+            q.move_file(path, &format!("{prefix}-{name}"), &reason)?;
+            "done"
+        };
+        report.actions.push(RepairAction {
+            kind: ActionKind::QuarantineLeftover,
+            shard: shard.unwrap_or(0),
+            segment: None,
+            file: path.clone(),
+            offset: None,
+            bytes: Some(bytes),
+            reason,
+            status,
+        });
+    }
+    Ok(())
 }
 
 pub(super) async fn repair_shard<S: Storage>(
