@@ -181,6 +181,8 @@ pub fn run(args: ImportArgs) -> CliResult<u8> {
     let input = args.input.clone();
     // Set once the marker is durable: from then on a failure must roll the group back.
     let started = Arc::new(AtomicBool::new(false));
+    // Half a request, so a chunk plus the entry that crosses the mark stays within one.
+    let chunk_bytes_max = (cfg.wal.request_bytes_max() / 2) as usize;
     let outcome = run_shards(&root, &cfg, true, {
         let started = started.clone();
         move |ctx| {
@@ -190,9 +192,17 @@ pub fn run(args: ImportArgs) -> CliResult<u8> {
                 if shard_for_group(group, ctx.shards) != ctx.shard {
                     return Ok(None);
                 }
-                import_into(&ctx.wal, &ctx.root, group, &input, force, &started)
-                    .await
-                    .map(|()| Some(ctx.shard))
+                import_into(
+                    &ctx.wal,
+                    &ctx.root,
+                    group,
+                    &input,
+                    force,
+                    &started,
+                    chunk_bytes_max,
+                )
+                .await
+                .map(|()| Some(ctx.shard))
             }
         }
     })
@@ -272,6 +282,7 @@ async fn import_into(
     input: &Path,
     force: bool,
     started: &AtomicBool,
+    chunk_bytes_max: usize,
 ) -> CliResult<()> {
     let incomplete = import_marker::marker_path(root, group).exists();
     let has_data = wal.group(group).is_some_and(|info| {
@@ -311,7 +322,7 @@ async fn import_into(
     loop {
         let next = r.next_entry().map_err(export_err)?;
         let flush = next.is_none()
-            || chunk_bytes >= IMPORT_CHUNK_BYTES_MAX
+            || chunk_bytes >= IMPORT_CHUNK_BYTES_MAX.min(chunk_bytes_max)
             || chunk.len() >= IMPORT_CHUNK_ENTRIES_MAX;
         if flush && !chunk.is_empty() {
             let entries: Vec<Entry<'_>> = chunk
@@ -331,7 +342,8 @@ async fn import_into(
         match next {
             None => break,
             Some(e) => {
-                chunk_bytes += e.data.len();
+                // Each record costs its header too.
+                chunk_bytes += e.data.len() + tern_engine::constants::RECORD_HEADER_BYTES;
                 chunk.push((e.term, e.index, e.data));
             }
         }

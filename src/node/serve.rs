@@ -230,7 +230,7 @@ fn admit(
 ) -> Result<bool, ServeError> {
     if cfg.bootstrap && !id.admitted {
         identity::mark_admitted(&cfg.data_dir, *id)?;
-        info!(voters = ?voters, "admission: bootstrap (--bootstrap): a voter of the new cluster");
+        info!(voters = ?voters, "admission: bootstrapping a new cluster with the initial voters (--bootstrap)");
         return Ok(true);
     }
     let started = std::time::Instant::now();
@@ -248,7 +248,7 @@ fn admit(
             }
             Admission::Bootstrap => {
                 identity::mark_admitted(&cfg.data_dir, *id)?;
-                info!(voters = ?voters, answers = answers.len(), "admission: bootstrap: a voter of the new cluster");
+                info!(voters = ?voters, answers = answers.len(), "admission: bootstrapping a new cluster with the initial voters");
                 return Ok(true);
             }
             Admission::Join => {

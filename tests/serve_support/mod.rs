@@ -15,8 +15,24 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `tern serve ARGS`, logging to `log` (appended).
+    /// Starts `tern serve ARGS`, logging to `log` (appended). Listeners not named in `args`
+    /// go to a loopback address of this start's own (127.<pid>.<n>), so tests running at
+    /// once, and a node a developer runs on 127.0.0.1, never share a port.
     pub fn start(args: &[&str], log: &Path) -> ServeProcess {
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250 + 1;
+        let ip = format!("127.{}.{}.{}", 1 + std::process::id() % 250, n, 1);
+        let mut own: Vec<String> = Vec::new();
+        for (flag, port) in [
+            ("--peer-addr", 9093),
+            ("--kafka-addr", 9092),
+            ("--http-addr", 9090),
+        ] {
+            if !args.contains(&flag) {
+                own.push(flag.to_string());
+                own.push(format!("{ip}:{port}"));
+            }
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -25,6 +41,7 @@ impl ServeProcess {
         let child = Command::new(TERN)
             .arg("serve")
             .args(args)
+            .args(&own)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
