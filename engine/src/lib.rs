@@ -5,6 +5,7 @@
 //! [`engine`].
 
 pub mod batch;
+pub mod chain;
 pub mod config;
 pub mod constants;
 pub mod engine;

@@ -4,6 +4,7 @@
 //! All multi-byte integers are little-endian. The structs are `bytemuck::Pod` and cast in
 //! place, so tern builds only for little-endian targets (checked below).
 
+pub mod chain;
 pub mod index;
 pub mod record;
 pub mod segment;
