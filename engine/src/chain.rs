@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Location, Result};
 use crate::format::chain::{ChainLink, ChainRecord};
 use crate::format::SegmentHeader;
+use crate::scan::{ScanStop, SegmentScan};
 use crate::storage::{read_file, write_file_atomic, Storage};
 
 /// File name of the chain record inside a shard directory.
@@ -206,6 +207,22 @@ pub struct SegmentSeen {
 }
 
 impl SegmentSeen {
+    /// What a scan of segment `id` saw (recovery and verify both build it here).
+    pub fn from_scan(id: u64, scan: &SegmentScan) -> Self {
+        SegmentSeen {
+            id,
+            header: scan.header,
+            header_required: true,
+            segment_bytes: scan.header.map_or(0, |h| h.segment_bytes),
+            file_len: scan.file_len,
+            first_batch_seq: scan.first_batch_seq,
+            last_batch_seq: scan.last_batch_seq,
+            data_end: scan.valid_end,
+            sealed: matches!(scan.stop, ScanStop::Sealed { .. }),
+            damaged: matches!(scan.stop, ScanStop::Damaged(_)) || !scan.skipped.is_empty(),
+        }
+    }
+
     /// The link a chain record keeps for this segment, if it is sealed.
     pub fn link(&self) -> Option<ChainLink> {
         self.sealed.then(|| ChainLink {

@@ -159,6 +159,67 @@ pub fn open_meta(root: &Path, shards_if_new: u32, create: bool) -> Result<Engine
     }
 }
 
+/// The shard directories of a data directory: shard number → whether it holds a segment.
+pub fn list_shard_dirs(root: &Path) -> Result<std::collections::BTreeMap<u32, bool>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let e = e.map_err(|e| Error::io(root, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(k) = name
+            .strip_prefix("shard-")
+            .and_then(|k| k.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = e.path();
+        let has_segment = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                crate::format::segment::parse_segment_file_name(&e.file_name().to_string_lossy())
+                    .is_some()
+            });
+        out.insert(k, has_segment);
+    }
+    Ok(out)
+}
+
+/// Whether the shard directories agree with the `ENGINE` file's shard count: a wrong count
+/// would place groups on the wrong shards and hide whole shards' logs. Once any shard holds a
+/// segment, every shard `0..shards` has a directory (each is created when its WAL first
+/// opens) and none beyond exists. Returns one message per disagreement.
+pub fn shard_count_problems(
+    shards: u32,
+    dirs: &std::collections::BTreeMap<u32, bool>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (&k, &has_segment) in dirs.range(shards..) {
+        out.push(format!(
+            "ENGINE says {shards} shards, but shard-{k} exists{}",
+            if has_segment {
+                " and holds segments"
+            } else {
+                ""
+            }
+        ));
+    }
+    if dirs.values().any(|&has| has) {
+        for k in (0..shards).filter(|k| !dirs.contains_key(k)) {
+            out.push(format!(
+                "ENGINE says {shards} shards, but shard-{k} is missing while other shards hold data"
+            ));
+        }
+    }
+    out
+}
+
+/// Groups a shard's log holds that the `ENGINE` file's shard count places elsewhere.
+pub fn misplaced_groups(shard: u32, shards: u32, groups: impl Iterator<Item = u64>) -> Vec<u64> {
+    groups
+        .filter(|&g| crate::config::shard_for_group(g, shards) != shard)
+        .collect()
+}
+
 /// Creates (if needed) and locks a data directory, returning the lock and its metadata.
 pub fn prepare_data_dir(
     root: &Path,
@@ -182,6 +243,17 @@ pub fn prepare_data_dir(
     }
     let lock = lock_dir(root)?;
     let meta = open_meta(root, cfg.shards, create)?;
+    let problems = shard_count_problems(meta.shards, &list_shard_dirs(root)?);
+    if !problems.is_empty() {
+        return Err(Error::NotADataDir {
+            path: root.to_path_buf(),
+            why: format!(
+                "{}: {}",
+                root.join(META_FILE).display(),
+                problems.join("; ")
+            ),
+        });
+    }
     Ok((lock, meta))
 }
 
@@ -238,6 +310,18 @@ where
                 let wal = ShardWal::open(DmaStorage, shard, &dir, &quarantine_dir(&root), wal_cfg)
                     .await?;
                 let wal = Rc::new(wal);
+                let misplaced = misplaced_groups(shard, shards, wal.groups().iter().map(|g| g.group));
+                if let Some(g) = misplaced.first() {
+                    let _ = wal.close().await;
+                    return Err(Error::NotADataDir {
+                        path: root.clone(),
+                        why: format!(
+                            "shard-{shard} holds group {g} (and {} more) that ENGINE's {shards} shards place on shard {}: wrong shard count in ENGINE",
+                            misplaced.len() - 1,
+                            crate::config::shard_for_group(*g, shards)
+                        ),
+                    });
+                }
                 let out = task(ShardContext {
                     shard,
                     shards,

@@ -15,6 +15,14 @@
 //! | last segment                        | header unreadable, nothing after the header block  | prepared, header lost: quarantine stray header bytes, reuse it | reuse only if all zero, else stop | as tolerate-tail |
 //! | last segment                        | header unreadable, no batch in it proves it durable | crash while creating: quarantine + remove it | stop | as tolerate-tail |
 //! | any                                 | entry leaves a hole in its group's log             | stop (corruption)        | stop     | cut the group at the hole, report |
+//! | chain (`CHAIN`): a named segment    | missing (deleted: first, middle or last)           | stop, naming it          | stop     | log it, recover what is there   |
+//! | chain: a named segment              | shorter than its header's `segment_bytes` (truncated) | stop, naming it       | stop     | log it, recover what is there   |
+//! | chain: a named segment              | header names another segment/shard, or seal/end/first batch differ from the record (replaced) | stop, naming it | stop | log it, recover what is there |
+//! | chain: a named segment              | header unreadable (scanned; an indexed segment's header is not read) | stop (never removed as a crash artefact) | stop | as tolerate-tail without a chain |
+//! | chain: segments below its first     | left by a purge a crash interrupted                | delete them              | same     | same                            |
+//! | chain: segment beyond last + 1      | not written by this shard's writer                 | stop                     | stop     | log it                          |
+//! | chain: no `CHAIN` file, segments    | directory from before chain records                | create it, warn          | same     | same                            |
+//! | `ENGINE` (engine.rs)                | shard count disagrees with the shard directories or a group's placement | refuse to open | same | same |
 //!
 //! "A later batch says it was durable": every batch header carries the highest batch sequence
 //! the writer knew fsynced when it formed the batch. If a valid batch after the damage claims
@@ -385,18 +393,7 @@ pub async fn recover_shard<S: Storage>(
                 });
             })
             .await?;
-        let seen = SegmentSeen {
-            id,
-            header: scan.header,
-            header_required: true,
-            segment_bytes: scan.header.map_or(0, |h| h.segment_bytes),
-            file_len: scan.file_len,
-            first_batch_seq: scan.first_batch_seq,
-            last_batch_seq: scan.last_batch_seq,
-            data_end: scan.valid_end,
-            sealed: matches!(scan.stop, ScanStop::Sealed { .. }),
-            damaged: matches!(scan.stop, ScanStop::Damaged(_)) || !scan.skipped.is_empty(),
-        };
+        let seen = SegmentSeen::from_scan(id, &scan);
         // Before anything below acts on the segment (a torn tail zeroed, a header-less
         // segment removed): a segment the chain names as durable is never treated as a
         // crash artefact.

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use super::analysis::{analyze_shard, read_layout, replay, SegmentAnalysis, ShardAnalysis};
 use super::problem::{problem, Problem, Severity, FIX_INDEX, FIX_REPAIR, FIX_SKIP};
-use crate::engine::META_FILE;
+use crate::chain::{self, chain_path, SegmentSeen};
+use crate::config::shard_for_group;
+use crate::engine::{list_shard_dirs, misplaced_groups, shard_count_problems, META_FILE};
 use crate::error::{Error, Result};
 use crate::format::segment::{index_file_name, segment_file_name};
 use crate::format::SealedIndex;
@@ -104,15 +106,12 @@ pub async fn verify_dir<S: Storage>(
         .as_ref()
         .map(|m| m.shards)
         .unwrap_or_else(|_| layout.shards.keys().max().map_or(0, |k| k + 1));
-    for (&k, dir) in &layout.shards {
-        if k >= shard_count {
+    if layout.meta.is_ok() {
+        for why in shard_count_problems(shard_count, &list_shard_dirs(root)?) {
             out.push(
-                problem(
-                    "stray-file",
-                    dir,
-                    format!("shard directory beyond the {shard_count} shards of ENGINE"),
-                )
-                .warning(),
+                problem("shard-count", &root.join(META_FILE), why).fix(
+                    "restore the ENGINE file from a replica of the same format and shard count",
+                ),
             );
         }
     }
@@ -127,6 +126,25 @@ pub async fn verify_dir<S: Storage>(
         let sa = analyze_shard(storage, k, dir, false, progress).await?;
         let (problems, table) = check_shard(storage, &sa, opts).await?;
         out.extend(problems);
+        if layout.meta.is_ok() {
+            let all = table.all_info();
+            let misplaced = misplaced_groups(k, shard_count, all.iter().map(|g| g.group));
+            if let Some(g) = misplaced.first() {
+                out.push(
+                    problem(
+                        "shard-count",
+                        dir,
+                        format!(
+                            "holds group {g} (and {} more) that ENGINE's {shard_count} shards place on shard {}",
+                            misplaced.len() - 1,
+                            shard_for_group(*g, shard_count)
+                        ),
+                    )
+                    .shard(k)
+                    .group(Some(*g), None),
+                );
+            }
+        }
         shards.push(ShardSummary {
             shard: k,
             segments: sa.segments.len(),
@@ -204,6 +222,7 @@ pub async fn check_shard<S: Storage>(
             );
         }
     }
+    out.extend(chain_problems(sa));
     let n = sa.segments.len();
     for (i, a) in sa.segments.iter().enumerate() {
         let is_last = sa.is_last(i);
@@ -438,6 +457,66 @@ pub async fn check_shard<S: Storage>(
         out.retain(|p| p.group.is_none_or(|pg| pg == g));
     }
     Ok((out, r.table))
+}
+
+/// The chain record's checks (`crate::chain`), as recovery applies them.
+fn chain_problems(sa: &ShardAnalysis) -> Vec<Problem> {
+    let k = sa.shard;
+    let path = chain_path(&sa.dir);
+    let mut out = Vec::new();
+    let chain = match &sa.chain {
+        None => {
+            if !sa.segments.is_empty() {
+                out.push(
+                    problem(
+                        "chain-missing",
+                        &path,
+                        "no chain record (a directory from before chain records): a lost newest or oldest segment cannot be detected; the engine creates one at its next start".into(),
+                    )
+                    .shard(k)
+                    .warning(),
+                );
+            }
+            return out;
+        }
+        Some(Err(why)) => {
+            out.push(
+                problem("chain-record", &path, why.clone())
+                    .shard(k)
+                    .fix(FIX_SKIP),
+            );
+            return out;
+        }
+        Some(Ok(c)) => c,
+    };
+    for id in &sa.purge_leftovers {
+        out.push(
+            problem(
+                "stray-file",
+                &sa.dir.join(segment_file_name(*id)),
+                "segment below the chain's first (an interrupted purge; removed by the engine at start-up)".into(),
+            )
+            .shard(k)
+            .warning(),
+        );
+    }
+    let ids: Vec<u64> = sa.segments.iter().map(|a| a.id).collect();
+    let seen = sa
+        .segments
+        .iter()
+        .filter_map(|a| chain::check_segment(chain, k, &SegmentSeen::from_scan(a.id, &a.scan)));
+    for p in chain::check_files(chain, k, &ids).into_iter().chain(seen) {
+        let file = p
+            .segment
+            .map_or_else(|| path.clone(), |id| sa.dir.join(segment_file_name(id)));
+        out.push(
+            problem("missing-segment", &file, p.what)
+                .at(p.offset)
+                .shard(k)
+                .fix(FIX_SKIP),
+        );
+    }
+    out
 }
 
 /// The index a scan of `a` implies (what the writer wrote when it sealed the segment).
