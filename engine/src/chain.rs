@@ -112,6 +112,9 @@ pub fn purged(prev: &ChainRecord, new_first: u64) -> ChainRecord {
 /// One way the segments on disk disagree with the chain record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainProblem {
+    /// Stable short name: `missing-segment`, `segment-truncated`, `segment-replaced`,
+    /// `segment-header`, `segment-beyond-chain`, `chain-shard`.
+    pub code: &'static str,
     pub segment: Option<u64>,
     /// Where in the segment the difference starts (0: the file as a whole).
     pub offset: u64,
@@ -124,8 +127,9 @@ impl fmt::Display for ChainProblem {
     }
 }
 
-fn problem(segment: Option<u64>, what: String) -> ChainProblem {
+fn problem(code: &'static str, segment: Option<u64>, what: String) -> ChainProblem {
     ChainProblem {
+        code,
         segment,
         offset: 0,
         what,
@@ -140,6 +144,7 @@ pub fn check_files(chain: &ChainRecord, shard: u32, ids: &[u64]) -> Vec<ChainPro
     let mut out = Vec::new();
     if chain.shard != shard {
         out.push(problem(
+            "chain-shard",
             None,
             format!(
                 "chain record belongs to shard {}, found in shard {shard}",
@@ -152,6 +157,7 @@ pub fn check_files(chain: &ChainRecord, shard: u32, ids: &[u64]) -> Vec<ChainPro
         .collect();
     if !missing.is_empty() {
         out.push(problem(
+            "missing-segment",
             missing.first().copied(),
             format!(
                 "segment{} {} missing: the chain record names segments {}..={} as durable",
@@ -166,6 +172,7 @@ pub fn check_files(chain: &ChainRecord, shard: u32, ids: &[u64]) -> Vec<ChainPro
     // segment past the last may exist (a crash between its checkpoint and the record), not two.
     for &id in ids.iter().filter(|&&id| id > chain.last_segment + 1) {
         out.push(problem(
+            "segment-beyond-chain",
             Some(id),
             format!(
                 "segment {id} is beyond the chain's last segment {} (not written by this shard's writer)",
@@ -245,6 +252,7 @@ pub fn check_segment(chain: &ChainRecord, shard: u32, seen: &SegmentSeen) -> Opt
     match &seen.header {
         None if seen.header_required => {
             return Some(problem(
+                "segment-header",
                 Some(id),
                 format!(
                     "segment {id} has an unreadable header, but the chain record names it as durable"
@@ -254,6 +262,7 @@ pub fn check_segment(chain: &ChainRecord, shard: u32, seen: &SegmentSeen) -> Opt
         None => {}
         Some(h) if h.segment_id != id || h.shard != shard => {
             return Some(problem(
+                "segment-replaced",
                 Some(id),
                 format!(
                     "segment {id} was replaced: its header names segment {} of shard {}",
@@ -265,6 +274,7 @@ pub fn check_segment(chain: &ChainRecord, shard: u32, seen: &SegmentSeen) -> Opt
     }
     if seen.file_len < seen.segment_bytes {
         return Some(problem(
+            "segment-truncated",
             Some(id),
             format!(
                 "segment {id} was truncated: {} bytes, its header says {}",
@@ -284,6 +294,7 @@ pub fn check_segment(chain: &ChainRecord, shard: u32, seen: &SegmentSeen) -> Opt
             return Some(ChainProblem {
                 offset: seen.data_end,
                 ..problem(
+                    "segment-replaced",
                 Some(id),
                 format!(
                     "segment {id} does not hold what was sealed: chain record says batches {}..={} ending at {}, found {} ending at {}",
@@ -304,6 +315,7 @@ pub fn check_segment(chain: &ChainRecord, shard: u32, seen: &SegmentSeen) -> Opt
         && seen.first_batch_seq != Some(chain.last_first_batch_seq)
     {
         return Some(problem(
+            "segment-replaced",
             Some(id),
             format!(
                 "segment {id} was replaced or emptied: its first batch should be {}, found {}",

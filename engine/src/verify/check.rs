@@ -227,7 +227,10 @@ pub async fn check_shard<S: Storage>(
     for (i, a) in sa.segments.iter().enumerate() {
         let is_last = sa.is_last(i);
         if let Some(why) = a.bad_header() {
-            let (msg, fix) = if is_last {
+            let in_chain = matches!(&sa.chain, Some(Ok(c)) if (c.first_segment..=c.last_segment).contains(&a.id));
+            let (msg, fix) = if in_chain {
+                (format!("segment header unreadable ({why}); the chain record names the segment as durable, so the engine refuses to start"), FIX_CHAIN)
+            } else if is_last {
                 (format!("segment header unreadable ({why}); if nothing in the segment was acknowledged (a crash while creating it) the engine removes it at start-up, and so does `tern repair`"), FIX_REPAIR)
             } else {
                 (format!("segment header unreadable ({why})"), FIX_SKIP)
@@ -460,7 +463,7 @@ pub async fn check_shard<S: Storage>(
 }
 
 /// The chain record's checks (`crate::chain`), as recovery applies them.
-fn chain_problems(sa: &ShardAnalysis) -> Vec<Problem> {
+pub(super) fn chain_problems(sa: &ShardAnalysis) -> Vec<Problem> {
     let k = sa.shard;
     let path = chain_path(&sa.dir);
     let mut out = Vec::new();
@@ -505,19 +508,24 @@ fn chain_problems(sa: &ShardAnalysis) -> Vec<Problem> {
         .segments
         .iter()
         .filter_map(|a| chain::check_segment(chain, k, &SegmentSeen::from_scan(a.id, &a.scan)));
+    // An unreadable header is reported with the segment's other checks.
+    let seen = seen.filter(|p| p.code != "segment-header");
     for p in chain::check_files(chain, k, &ids).into_iter().chain(seen) {
         let file = p
             .segment
             .map_or_else(|| path.clone(), |id| sa.dir.join(segment_file_name(id)));
         out.push(
-            problem("missing-segment", &file, p.what)
+            problem(p.code, &file, p.what)
                 .at(p.offset)
                 .shard(k)
-                .fix(FIX_SKIP),
+                .fix(FIX_CHAIN),
         );
     }
     out
 }
+
+/// What to do about a segment lost from the chain: it cannot be rebuilt from this node.
+const FIX_CHAIN: &str = "restore the segment, or rebuild this node from a replica; `tern repair --skip-corrupt` accepts the loss";
 
 /// The index a scan of `a` implies (what the writer wrote when it sealed the segment).
 pub fn build_index(a: &SegmentAnalysis) -> SealedIndex {
