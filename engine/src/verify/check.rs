@@ -198,10 +198,6 @@ pub async fn check_shard<S: Storage>(
     let mut out = Vec::new();
     for p in &sa.strays {
         let name = p.to_string_lossy();
-        if name.ends_with(".wal.spare") {
-            // A zero-filled segment the writer prepared ahead of time: tern's own.
-            continue;
-        }
         let msg = if name.ends_with(".tmp") || name.ends_with(".wal.prep") {
             "left-over temporary file (removed by the engine at start-up)"
         } else {
