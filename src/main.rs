@@ -78,7 +78,22 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
 }
 
+/// Engine warnings (a torn tail cut, an index rebuilt, a chain record created) go to stderr
+/// while `import-topic` and `generate` run the engine; `RUST_LOG` sets the level (default
+/// `warn`). Colours only on a terminal, so logs and redirected stderr stay plain text.
+fn install_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+}
+
 fn main() -> ExitCode {
+    install_tracing();
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::VerifyData(a) => a.common.json,
