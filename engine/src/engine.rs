@@ -271,9 +271,99 @@ impl ShardContext {
     }
 }
 
+/// CPUs this process may run on (its `sched_getaffinity` mask), in increasing order. Shards
+/// are pinned within it: under `taskset` or a cgroup cpuset, `shard % available_parallelism`
+/// would name CPUs the process may not use.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let set = sched_getaffinity(Pid::from_raw(0)).map_err(|e| {
+        Error::io(
+            Path::new("/proc/self"),
+            std::io::Error::other(format!("sched_getaffinity: {e}")),
+        )
+    })?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    if cpus.is_empty() {
+        return Err(Error::io(
+            Path::new("/proc/self"),
+            std::io::Error::other("sched_getaffinity returned an empty CPU mask"),
+        ));
+    }
+    Ok(cpus)
+}
+
+/// Start-up rendezvous of the shards: no shard runs its task until every shard has recovered,
+/// and if one fails to start or recover, the others close their WAL and stop instead.
+struct StartGate {
+    state: std::sync::Mutex<(u32, Option<u32>)>,
+    changed: std::sync::Condvar,
+    shards: u32,
+}
+
+impl StartGate {
+    fn new(shards: u32) -> Self {
+        StartGate {
+            state: std::sync::Mutex::new((0, None)),
+            changed: std::sync::Condvar::new(),
+            shards,
+        }
+    }
+
+    /// Records shard `shard`'s outcome; `true` once every shard recovered, `false` as soon as
+    /// one failed. Blocks the shard's thread until then (start-up only: nothing else runs on it).
+    fn arrive(&self, shard: u32, ok: bool) -> bool {
+        // A poisoned lock means a shard thread panicked while holding it: treat as failed.
+        let Ok(mut st) = self.state.lock() else {
+            return false;
+        };
+        st.0 += 1;
+        if !ok && st.1.is_none() {
+            st.1 = Some(shard);
+        }
+        self.changed.notify_all();
+        loop {
+            if st.1.is_some() {
+                return false;
+            }
+            if st.0 >= self.shards {
+                return true;
+            }
+            st = match self.changed.wait(st) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
+        }
+    }
+
+    /// A shard that panicked before arriving counts as failed (without blocking).
+    fn mark_failed(&self, shard: u32) {
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        st.0 += 1;
+        st.1.get_or_insert(shard);
+        self.changed.notify_all();
+    }
+
+    /// Shards that will never arrive (their executor did not start) count as failed.
+    fn fail_missing(&self, from_shard: u32) {
+        if let Ok(mut st) = self.state.lock() {
+            st.0 += self.shards - from_shard;
+            st.1.get_or_insert(from_shard);
+            self.changed.notify_all();
+        }
+    }
+}
+
 /// Opens the data directory (creating it if `create`), starts one executor per shard (pinned
-/// to CPU k when configured), recovers each shard's WAL on its executor, runs `task` there,
-/// closes the WAL and returns every shard's result in shard order.
+/// within the process's CPU affinity mask when configured), recovers each shard's WAL on its
+/// executor, and once every shard has recovered runs `task` there, closes the WAL and returns
+/// every shard's result in shard order. If a shard fails to start or recover, the others stop
+/// without running `task`; the lock is released only after every shard has stopped.
 pub fn run_shards<F, Fut, T>(
     root: &Path,
     cfg: &EngineConfig,
@@ -285,14 +375,19 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
+    // Held until every shard thread has been joined (end of this function).
     let (_lock, meta) = prepare_data_dir(root, cfg, create)?;
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cpus = if cfg.pin_cpus {
+        allowed_cpus()?
+    } else {
+        Vec::new()
+    };
+    let gate = std::sync::Arc::new(StartGate::new(meta.shards));
     let mut handles = Vec::new();
+    let mut first_err = None;
     for shard in 0..meta.shards {
         let placement = if cfg.pin_cpus {
-            Placement::Fixed(shard as usize % cpus)
+            Placement::Fixed(cpus[shard as usize % cpus.len()])
         } else {
             Placement::Unbound
         };
@@ -303,50 +398,84 @@ where
         let wal_cfg = cfg.wal.clone();
         let shard_root = root.to_path_buf();
         let shards = meta.shards;
-        let handle = builder
-            .spawn(move || async move {
-                let root = shard_root;
-                let dir = shard_dir(&root, shard);
-                let wal = ShardWal::open(DmaStorage, shard, &dir, &quarantine_dir(&root), wal_cfg)
-                    .await?;
-                let wal = Rc::new(wal);
-                let misplaced = misplaced_groups(shard, shards, wal.groups().iter().map(|g| g.group));
-                if let Some(g) = misplaced.first() {
-                    let _ = wal.close().await;
-                    return Err(Error::NotADataDir {
-                        path: root.clone(),
-                        why: format!(
-                            "shard-{shard} holds group {g} (and {} more) that ENGINE's {shards} shards place on shard {}: wrong shard count in ENGINE",
-                            misplaced.len() - 1,
-                            crate::config::shard_for_group(*g, shards)
-                        ),
-                    });
+        let gate_in = gate.clone();
+        let spawned = builder.spawn(move || async move {
+            // If this shard panics before it arrives at the gate, the others must not wait
+            // for it forever.
+            struct Unarrived(Option<(std::sync::Arc<StartGate>, u32)>);
+            impl Drop for Unarrived {
+                fn drop(&mut self) {
+                    if let Some((gate, shard)) = self.0.take() {
+                        gate.mark_failed(shard);
+                    }
                 }
-                let out = task(ShardContext {
-                    shard,
-                    shards,
-                    root: root.clone(),
-                    wal: wal.clone(),
-                })
-                .await;
-                // Everything the task queued becomes durable (or fails) before the shard ends.
-                wal.close().await?;
-                Ok::<T, Error>(out)
+            }
+            let mut unarrived = Unarrived(Some((gate_in.clone(), shard)));
+            let root = shard_root;
+            let dir = shard_dir(&root, shard);
+            let opened = match ShardWal::open(DmaStorage, shard, &dir, &quarantine_dir(&root), wal_cfg).await {
+                Ok(wal) => {
+                    let wal = Rc::new(wal);
+                    let misplaced =
+                        misplaced_groups(shard, shards, wal.groups().iter().map(|g| g.group));
+                    match misplaced.first() {
+                        None => Ok(wal),
+                        Some(g) => {
+                            let _ = wal.close().await;
+                            Err(Error::NotADataDir {
+                                path: root.clone(),
+                                why: format!(
+                                    "shard-{shard} holds group {g} (and {} more) that ENGINE's {shards} shards place on shard {}: wrong shard count in ENGINE",
+                                    misplaced.len() - 1,
+                                    crate::config::shard_for_group(*g, shards)
+                                ),
+                            })
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            unarrived.0 = None;
+            let all_started = gate_in.arrive(shard, opened.is_ok());
+            let wal = match (opened, all_started) {
+                (Err(e), _) => return Err(Some(e)),
+                (Ok(wal), false) => {
+                    // Another shard failed: stop without running the task.
+                    wal.close().await.map_err(Some)?;
+                    return Err(None);
+                }
+                (Ok(wal), true) => wal,
+            };
+            let out = task(ShardContext {
+                shard,
+                shards,
+                root: root.clone(),
+                wal: wal.clone(),
             })
-            .map_err(|e| {
-                Error::io(
+            .await;
+            // Everything the task queued becomes durable (or fails) before the shard ends.
+            wal.close().await.map_err(Some)?;
+            Ok::<T, Option<Error>>(out)
+        });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                first_err = Some(Error::io(
                     root,
                     std::io::Error::other(format!("starting shard {shard}: {e}")),
-                )
-            })?;
-        handles.push(handle);
+                ));
+                gate.fail_missing(shard);
+                break;
+            }
+        }
     }
     let mut out = Vec::new();
-    let mut first_err = None;
     for (shard, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(v)) => out.push(v),
-            Ok(Err(e)) => {
+            // Stopped because another shard failed: that shard's error is the one to report.
+            Ok(Err(None)) => {}
+            Ok(Err(Some(e))) => {
                 first_err.get_or_insert(e);
             }
             Err(e) => {
@@ -359,6 +488,10 @@ where
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(out),
+        None if out.len() == meta.shards as usize => Ok(out),
+        None => Err(Error::io(
+            root,
+            std::io::Error::other("a shard stopped at start-up without an error"),
+        )),
     }
 }
