@@ -68,12 +68,15 @@ pub struct RemovedRegion {
     pub quarantined_to: Option<PathBuf>,
 }
 
-/// Entries of a group that tolerate-any recovery could not keep.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Entries of a group that cannot stay because they follow a hole in the group's log: cut by
+/// tolerate-any recovery, or by `tern repair --skip-corrupt` (the one type for both).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GroupLoss {
+    pub shard: u32,
     pub group: u64,
     pub first_index: u64,
     pub last_index: u64,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -316,7 +319,7 @@ pub async fn recover_shard<S: Storage>(
                     let mut records = 0u64;
                     for e in &idx.entries {
                         let meta = index_entry_meta(storage, &path, id, e).await?;
-                        apply_or_loss(&mut table, &meta, mode, &path, &mut losses)?;
+                        apply_or_loss(shard, &mut table, &meta, mode, &path, &mut losses)?;
                         records += 1;
                     }
                     last_seq = Some(idx.header.last_batch_seq);
@@ -399,7 +402,7 @@ pub async fn recover_shard<S: Storage>(
         // crash artefact.
         check_chain_segment(mode, chain_on_disk.as_ref(), shard, &path, &seen)?;
         for m in &metas {
-            apply_or_loss(&mut table, m, mode, &path, &mut losses)?;
+            apply_or_loss(shard, &mut table, m, mode, &path, &mut losses)?;
         }
         if let Some(s) = scan.last_batch_seq {
             last_seq = Some(s);
@@ -831,6 +834,7 @@ fn corruption_or_log(
 }
 
 fn apply_or_loss(
+    shard: u32,
     table: &mut GroupTable,
     m: &RecordMeta,
     mode: RecoveryMode,
@@ -852,9 +856,14 @@ fn apply_or_loss(
         match losses.last_mut() {
             Some(l) if l.group == e.group && l.last_index + 1 == e.index => l.last_index = e.index,
             _ => losses.push(GroupLoss {
+                shard,
                 group: e.group,
                 first_index: e.index,
                 last_index: e.index,
+                why: format!(
+                    "does not fit its group's log ({}); cut by tolerate-any",
+                    e.why
+                ),
             }),
         }
     }

@@ -5,8 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::chain::{self, read_chain, CHAIN_FILE};
 use crate::constants::{BLOCK_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES};
 use crate::engine::{open_meta, EngineMeta, LOCK_FILE, META_FILE, QUARANTINE_DIR};
@@ -454,15 +452,7 @@ pub fn segment_bytes_total(layout: &DirLayout) -> u64 {
 // ---------------------------------------------------------------------------------------
 // Replay: the group table that recovery would build
 
-/// Entries of a group that cannot stay because they follow a hole in the group's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupLoss {
-    pub shard: u32,
-    pub group: u64,
-    pub first_index: u64,
-    pub last_index: u64,
-    pub why: String,
-}
+pub use crate::recovery::GroupLoss;
 
 pub struct Replay {
     pub table: GroupTable,
