@@ -88,11 +88,30 @@ enum Command {
     Serve(tern::node::config::ServeFlags),
 }
 
+/// Engine warnings (a torn tail cut, an index rebuilt, a chain record created) go to stderr
+/// while `import-topic` and `generate` run the engine; `RUST_LOG` sets the level (default
+/// `warn`). Colours only on a terminal, so logs and redirected stderr stay plain text.
+fn install_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Only this function sets the global subscriber; were one set already, keep it.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `tern serve` installs its own (text or JSON, from its configuration).
+        install_tracing();
+    }
     let json = match &cli.command {
         Command::VerifyData(a) => a.common.json,
         Command::Scan(a) => a.common.json,

@@ -190,23 +190,13 @@ impl EngineArgs {
     }
 }
 
-/// Parses a byte count: a plain number or one with a binary suffix (K, KiB, M, MiB, G, GiB).
+/// Parses a byte count: a plain number or one with a unit (`bytesize`: K, M, G are powers of
+/// 1000; KiB, MiB, GiB powers of 1024).
 fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count (examples: 4096, 64KiB, 2MiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use K, M or G)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{s:?} is not a byte count ({e}; examples: 4096, 64KiB, 2MiB)"))
 }
 
 /// Checks the load-shaping arguments shared by both commands.
@@ -314,7 +304,8 @@ mod tests {
     fn byte_counts_parse() {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
-        assert_eq!(parse_bytes("2M"), Ok(2 << 20));
+        assert_eq!(parse_bytes("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_bytes("2M"), Ok(2_000_000));
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
         assert!(parse_bytes("2 parsecs").is_err());
         assert!(parse_bytes("MiB").is_err());

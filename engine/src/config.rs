@@ -174,7 +174,8 @@ pub struct EngineConfig {
     /// Number of shards (one pinned executor each). Default: the number of CPUs. Fixed when
     /// the data directory is created: placement of groups depends on it.
     pub shards: u32,
-    /// Pin shard k to CPU k (default true).
+    /// Pin shard k to the k-th CPU of the process's affinity mask, modulo its size (default
+    /// true).
     pub pin_cpus: bool,
     /// Memory glommio reserves per shard for I/O buffers and registers with io_uring. Batch
     /// buffers come from this arena: no page faults or unmapping per batch, and registered

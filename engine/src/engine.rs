@@ -192,7 +192,9 @@ pub fn lock_dir(root: &Path) -> Result<DirLock> {
     })
 }
 
-fn sync_dir_std(dir: &Path) -> Result<()> {
+/// fsync of a directory from outside the shard executors (ENGINE file, repair quarantine):
+/// the one implementation for `std::fs` callers; shard code uses `Storage::sync_dir`.
+pub(crate) fn sync_dir_std(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
@@ -251,6 +253,67 @@ pub fn open_meta(root: &Path, shards_if_new: u32, create: bool) -> Result<Engine
     }
 }
 
+/// The shard directories of a data directory: shard number → whether it holds a segment.
+pub fn list_shard_dirs(root: &Path) -> Result<std::collections::BTreeMap<u32, bool>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let e = e.map_err(|e| Error::io(root, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(k) = name
+            .strip_prefix("shard-")
+            .and_then(|k| k.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = e.path();
+        let has_segment = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                crate::format::segment::parse_segment_file_name(&e.file_name().to_string_lossy())
+                    .is_some()
+            });
+        out.insert(k, has_segment);
+    }
+    Ok(out)
+}
+
+/// Whether the shard directories agree with the `ENGINE` file's shard count: a wrong count
+/// would place groups on the wrong shards and hide whole shards' logs. Once any shard holds a
+/// segment, every shard `0..shards` has a directory (each is created when its WAL first
+/// opens) and none beyond exists. Returns one message per disagreement.
+pub fn shard_count_problems(
+    shards: u32,
+    dirs: &std::collections::BTreeMap<u32, bool>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (&k, &has_segment) in dirs.range(shards..) {
+        out.push(format!(
+            "ENGINE says {shards} shards, but shard-{k} exists{}",
+            if has_segment {
+                " and holds segments"
+            } else {
+                ""
+            }
+        ));
+    }
+    if dirs.values().any(|&has| has) {
+        for k in (0..shards).filter(|k| !dirs.contains_key(k)) {
+            out.push(format!(
+                "ENGINE says {shards} shards, but shard-{k} is missing while other shards hold data"
+            ));
+        }
+    }
+    out
+}
+
+/// Groups a shard's log holds that the `ENGINE` file's shard count places elsewhere.
+pub fn misplaced_groups(shard: u32, shards: u32, groups: impl Iterator<Item = u64>) -> Vec<u64> {
+    groups
+        .filter(|&g| crate::config::shard_for_group(g, shards) != shard)
+        .collect()
+}
+
 /// Creates (if needed) and locks a data directory, returning the lock and its metadata.
 pub fn prepare_data_dir(
     root: &Path,
@@ -274,6 +337,17 @@ pub fn prepare_data_dir(
     }
     let lock = lock_dir(root)?;
     let meta = open_meta(root, cfg.shards, create)?;
+    let problems = shard_count_problems(meta.shards, &list_shard_dirs(root)?);
+    if !problems.is_empty() {
+        return Err(Error::NotADataDir {
+            path: root.to_path_buf(),
+            why: format!(
+                "{}: {}",
+                root.join(META_FILE).display(),
+                problems.join("; ")
+            ),
+        });
+    }
     Ok((lock, meta))
 }
 
@@ -291,9 +365,99 @@ impl ShardContext {
     }
 }
 
+/// CPUs this process may run on (its `sched_getaffinity` mask), in increasing order. Shards
+/// are pinned within it: under `taskset` or a cgroup cpuset, `shard % available_parallelism`
+/// would name CPUs the process may not use.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let set = sched_getaffinity(Pid::from_raw(0)).map_err(|e| {
+        Error::io(
+            Path::new("/proc/self"),
+            std::io::Error::other(format!("sched_getaffinity: {e}")),
+        )
+    })?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    if cpus.is_empty() {
+        return Err(Error::io(
+            Path::new("/proc/self"),
+            std::io::Error::other("sched_getaffinity returned an empty CPU mask"),
+        ));
+    }
+    Ok(cpus)
+}
+
+/// Start-up rendezvous of the shards: no shard runs its task until every shard has recovered,
+/// and if one fails to start or recover, the others close their WAL and stop instead.
+struct StartGate {
+    state: std::sync::Mutex<(u32, Option<u32>)>,
+    changed: std::sync::Condvar,
+    shards: u32,
+}
+
+impl StartGate {
+    fn new(shards: u32) -> Self {
+        StartGate {
+            state: std::sync::Mutex::new((0, None)),
+            changed: std::sync::Condvar::new(),
+            shards,
+        }
+    }
+
+    /// Records shard `shard`'s outcome; `true` once every shard recovered, `false` as soon as
+    /// one failed. Blocks the shard's thread until then (start-up only: nothing else runs on it).
+    fn arrive(&self, shard: u32, ok: bool) -> bool {
+        // A poisoned lock means a shard thread panicked while holding it: treat as failed.
+        let Ok(mut st) = self.state.lock() else {
+            return false;
+        };
+        st.0 += 1;
+        if !ok && st.1.is_none() {
+            st.1 = Some(shard);
+        }
+        self.changed.notify_all();
+        loop {
+            if st.1.is_some() {
+                return false;
+            }
+            if st.0 >= self.shards {
+                return true;
+            }
+            st = match self.changed.wait(st) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
+        }
+    }
+
+    /// A shard that panicked before arriving counts as failed (without blocking).
+    fn mark_failed(&self, shard: u32) {
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        st.0 += 1;
+        st.1.get_or_insert(shard);
+        self.changed.notify_all();
+    }
+
+    /// Shards that will never arrive (their executor did not start) count as failed.
+    fn fail_missing(&self, from_shard: u32) {
+        if let Ok(mut st) = self.state.lock() {
+            st.0 += self.shards - from_shard;
+            st.1.get_or_insert(from_shard);
+            self.changed.notify_all();
+        }
+    }
+}
+
 /// Opens the data directory (creating it if `create`), starts one executor per shard (pinned
-/// to CPU k when configured), recovers each shard's WAL on its executor, runs `task` there,
-/// closes the WAL and returns every shard's result in shard order.
+/// within the process's CPU affinity mask when configured), recovers each shard's WAL on its
+/// executor, and once every shard has recovered runs `task` there, closes the WAL and returns
+/// every shard's result in shard order. If a shard fails to start or recover, the others stop
+/// without running `task`; the lock is released only after every shard has stopped.
 pub fn run_shards<F, Fut, T>(
     root: &Path,
     cfg: &EngineConfig,
@@ -305,14 +469,19 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
+    // Held until every shard thread has been joined (end of this function).
     let (_lock, meta) = prepare_data_dir(root, cfg, create)?;
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cpus = if cfg.pin_cpus {
+        allowed_cpus()?
+    } else {
+        Vec::new()
+    };
+    let gate = std::sync::Arc::new(StartGate::new(meta.shards));
     let mut handles = Vec::new();
+    let mut first_err = None;
     for shard in 0..meta.shards {
         let placement = if cfg.pin_cpus {
-            Placement::Fixed(shard as usize % cpus)
+            Placement::Fixed(cpus[shard as usize % cpus.len()])
         } else {
             Placement::Unbound
         };
@@ -323,39 +492,90 @@ where
         let wal_cfg = cfg.wal.clone();
         let shard_root = root.to_path_buf();
         let shards = meta.shards;
-        let handle = builder
-            .spawn(move || async move {
-                let root = shard_root;
-                let dir = shard_dir(&root, shard);
+        let gate_in = gate.clone();
+        let spawned = builder.spawn(move || async move {
+            // If this shard panics before it arrives at the gate, the others must not wait
+            // for it forever.
+            struct Unarrived(Option<(std::sync::Arc<StartGate>, u32)>);
+            impl Drop for Unarrived {
+                fn drop(&mut self) {
+                    if let Some((gate, shard)) = self.0.take() {
+                        gate.mark_failed(shard);
+                    }
+                }
+            }
+            let mut unarrived = Unarrived(Some((gate_in.clone(), shard)));
+            let root = shard_root;
+            let dir = shard_dir(&root, shard);
+            // Settle glommio's polled-I/O probe on a file with data first (see `probe_iopoll`).
+            let opened = match async {
                 crate::storage::dma::probe_iopoll(&root, shard).await?;
-                let wal = ShardWal::open(DmaStorage, shard, &dir, &quarantine_dir(&root), wal_cfg)
-                    .await?;
-                let wal = Rc::new(wal);
-                let out = task(ShardContext {
-                    shard,
-                    shards,
-                    root: root.clone(),
-                    wal: wal.clone(),
-                })
-                .await;
-                // Everything the task queued becomes durable (or fails) before the shard ends.
-                wal.close().await?;
-                Ok::<T, Error>(out)
+                ShardWal::open(DmaStorage, shard, &dir, &quarantine_dir(&root), wal_cfg).await
+            }
+            .await
+            {
+                Ok(wal) => {
+                    let wal = Rc::new(wal);
+                    let misplaced =
+                        misplaced_groups(shard, shards, wal.groups().iter().map(|g| g.group));
+                    match misplaced.first() {
+                        None => Ok(wal),
+                        Some(g) => {
+                            let _ = wal.close().await;
+                            Err(Error::NotADataDir {
+                                path: root.clone(),
+                                why: format!(
+                                    "shard-{shard} holds group {g} (and {} more) that ENGINE's {shards} shards place on shard {}: wrong shard count in ENGINE",
+                                    misplaced.len() - 1,
+                                    crate::config::shard_for_group(*g, shards)
+                                ),
+                            })
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            unarrived.0 = None;
+            let all_started = gate_in.arrive(shard, opened.is_ok());
+            let wal = match (opened, all_started) {
+                (Err(e), _) => return Err(Some(e)),
+                (Ok(wal), false) => {
+                    // Another shard failed: stop without running the task.
+                    wal.close().await.map_err(Some)?;
+                    return Err(None);
+                }
+                (Ok(wal), true) => wal,
+            };
+            let out = task(ShardContext {
+                shard,
+                shards,
+                root: root.clone(),
+                wal: wal.clone(),
             })
-            .map_err(|e| {
-                Error::io(
+            .await;
+            // Everything the task queued becomes durable (or fails) before the shard ends.
+            wal.close().await.map_err(Some)?;
+            Ok::<T, Option<Error>>(out)
+        });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                first_err = Some(Error::io(
                     root,
                     std::io::Error::other(format!("starting shard {shard}: {e}")),
-                )
-            })?;
-        handles.push(handle);
+                ));
+                gate.fail_missing(shard);
+                break;
+            }
+        }
     }
     let mut out = Vec::new();
-    let mut first_err = None;
     for (shard, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(v)) => out.push(v),
-            Ok(Err(e)) => {
+            // Stopped because another shard failed: that shard's error is the one to report.
+            Ok(Err(None)) => {}
+            Ok(Err(Some(e))) => {
                 first_err.get_or_insert(e);
             }
             Err(e) => {
@@ -368,6 +588,10 @@ where
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(out),
+        None if out.len() == meta.shards as usize => Ok(out),
+        None => Err(Error::io(
+            root,
+            std::io::Error::other("a shard stopped at start-up without an error"),
+        )),
     }
 }

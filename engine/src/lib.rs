@@ -5,6 +5,7 @@
 //! (the API, then `wal/writer.rs` and `wal/segments.rs`) → [`engine`].
 
 pub mod batch;
+pub mod chain;
 pub mod config;
 pub mod constants;
 pub mod engine;

@@ -15,6 +15,14 @@
 //! | last segment                        | header unreadable, nothing after the header block  | prepared, header lost: quarantine stray header bytes, reuse it | reuse only if all zero, else stop | as tolerate-tail |
 //! | last segment                        | header unreadable, no batch in it proves it durable | crash while creating: quarantine + remove it | stop | as tolerate-tail |
 //! | any                                 | entry leaves a hole in its group's log             | stop (corruption)        | stop     | cut the group at the hole, report |
+//! | chain (`CHAIN`): a named segment    | missing (deleted: first, middle or last)           | stop, naming it          | stop     | log it, recover what is there   |
+//! | chain: a named segment              | shorter than its header's `segment_bytes` (truncated) | stop, naming it       | stop     | log it, recover what is there   |
+//! | chain: a named segment              | header names another segment/shard, or seal/end/first batch differ from the record (replaced) | stop, naming it | stop | log it, recover what is there |
+//! | chain: a named segment              | header unreadable (scanned; an indexed segment's header is not read) | stop (never removed as a crash artefact) | stop | as tolerate-tail without a chain |
+//! | chain: segments below its first     | left by a purge a crash interrupted                | delete them              | same     | same                            |
+//! | chain: segment beyond last + 1      | not written by this shard's writer                 | stop                     | stop     | log it                          |
+//! | chain: no `CHAIN` file, segments    | directory from before chain records                | create it, warn          | same     | same                            |
+//! | `ENGINE` (engine.rs)                | shard count disagrees with the shard directories or a group's placement | refuse to open | same | same |
 //!
 //! "A later batch says it was durable": every batch header carries the highest batch sequence
 //! the writer knew fsynced when it formed the batch. If a valid batch after the damage claims
@@ -23,15 +31,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::chain::{self, SegmentSeen};
 use crate::config::RecoveryMode;
 use crate::constants::{
     BLOCK_BYTES, RECORD_HEADER_BYTES, SCAN_READ_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
 use crate::error::{Error, Location, Result};
+use crate::format::chain::ChainRecord;
 use crate::format::segment::{
     index_file_name, parse_index_file_name, parse_segment_file_name, segment_file_name,
 };
-use crate::format::{IndexEntry, RecordKind, SealedIndex};
+use crate::format::{IndexEntry, RecordKind, SealedIndex, SegmentHeader};
 use crate::group::{GroupTable, RecordMeta};
 use crate::scan::{scan_segment, Damage, ScanStop, SegmentScan};
 use crate::storage::{read_file, write_file_atomic, IoBuf, Storage, StorageFile};
@@ -58,12 +68,15 @@ pub struct RemovedRegion {
     pub quarantined_to: Option<PathBuf>,
 }
 
-/// Entries of a group that tolerate-any recovery could not keep.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Entries of a group that cannot stay because they follow a hole in the group's log: cut by
+/// tolerate-any recovery, or by `tern repair --skip-corrupt` (the one type for both).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GroupLoss {
+    pub shard: u32,
     pub group: u64,
     pub first_index: u64,
     pub last_index: u64,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,6 +107,8 @@ pub struct Recovered {
     /// The spare's header never reached the disk: the writer must write it again.
     pub spare_needs_header: bool,
     pub next_batch_seq: u64,
+    /// The shard's chain record as recovery left it on disk (`None`: no segment yet).
+    pub chain: Option<ChainRecord>,
     pub report: RecoveryReport,
 }
 
@@ -151,6 +166,34 @@ pub async fn recover_shard<S: Storage>(
             report.removed_files.push(p);
         }
     }
+    let chain_on_disk = match chain::read_chain(storage, dir).await {
+        Err(e) if mode == RecoveryMode::TolerateAny => {
+            tracing::error!(shard, "{e} (tolerate-any: continuing without it)");
+            None
+        }
+        r => r?,
+    };
+    if let Some(c) = &chain_on_disk {
+        // A purge records the new first segment before deleting files: segments below it
+        // are dead leftovers of a purge a crash interrupted. Finish it.
+        for id in chain::purge_leftovers(c, &segment_ids) {
+            for p in [
+                dir.join(segment_file_name(id)),
+                dir.join(index_file_name(id)),
+            ] {
+                if storage.exists(&p).await.map_err(|e| io(&p, e))? {
+                    storage.remove_file(&p).await.map_err(|e| io(&p, e))?;
+                    report.removed_files.push(p);
+                }
+            }
+            tracing::info!(
+                shard,
+                segment = id,
+                "removed segment left by an interrupted purge"
+            );
+        }
+        segment_ids.retain(|&id| id >= c.first_segment);
+    }
     if !report.removed_files.is_empty() {
         storage.sync_dir(dir).await.map_err(|e| io(dir, e))?;
     }
@@ -172,7 +215,13 @@ pub async fn recover_shard<S: Storage>(
     // segment, which would make its unsealed predecessor look damaged.
     let mut spare_id = None;
     let mut spare_needs_header = false;
-    if let Some(&last) = segment_ids.last() {
+    // A segment the chain record names is never a spare (its header and first batch were
+    // durable before the record named it).
+    let spare_candidate = segment_ids
+        .last()
+        .copied()
+        .filter(|&last| chain_on_disk.as_ref().is_none_or(|c| last > c.last_segment));
+    if let Some(last) = spare_candidate {
         let path = dir.join(segment_file_name(last));
         if first_batch_block_is_zero(storage, &path).await? {
             let scan = scan_segment(storage, &path, false, |_| {}).await?;
@@ -220,8 +269,13 @@ pub async fn recover_shard<S: Storage>(
             }
         }
     }
+    if let Some(c) = &chain_on_disk {
+        let problems = chain::check_files(c, shard, &segment_ids);
+        chain_problems_or_log(mode, dir, problems)?;
+    }
     let count = segment_ids.len();
     let mut kept_ids = Vec::new();
+    let mut seen_kept: Vec<SegmentSeen> = Vec::new();
 
     for (i, &id) in segment_ids.iter().enumerate() {
         let is_last = i + 1 == count;
@@ -248,10 +302,24 @@ pub async fn recover_shard<S: Storage>(
             let ipath = dir.join(index_file_name(id));
             match load_index(storage, &ipath, id).await {
                 Ok(idx) => {
+                    let seen = SegmentSeen {
+                        id,
+                        ..seen_from_file(storage, &path, id).await?
+                    };
+                    let seen = SegmentSeen {
+                        header_required: false,
+                        segment_bytes: idx.header.segment_bytes,
+                        first_batch_seq: Some(idx.header.first_batch_seq),
+                        last_batch_seq: Some(idx.header.last_batch_seq),
+                        data_end: idx.header.data_end,
+                        sealed: true,
+                        ..seen
+                    };
+                    check_chain_segment(mode, chain_on_disk.as_ref(), shard, &path, &seen)?;
                     let mut records = 0u64;
                     for e in &idx.entries {
                         let meta = index_entry_meta(storage, &path, id, e).await?;
-                        apply_or_loss(&mut table, &meta, mode, &path, &mut losses)?;
+                        apply_or_loss(shard, &mut table, &meta, mode, &path, &mut losses)?;
                         records += 1;
                     }
                     last_seq = Some(idx.header.last_batch_seq);
@@ -276,6 +344,7 @@ pub async fn recover_shard<S: Storage>(
                         "recovered sealed segment from its index"
                     );
                     kept_ids.push(id);
+                    seen_kept.push(seen);
                     continue;
                 }
                 Err(why) => {
@@ -327,8 +396,13 @@ pub async fn recover_shard<S: Storage>(
                 });
             })
             .await?;
+        let seen = SegmentSeen::from_scan(id, &scan);
+        // Before anything below acts on the segment (a torn tail zeroed, a header-less
+        // segment removed): a segment the chain names as durable is never treated as a
+        // crash artefact.
+        check_chain_segment(mode, chain_on_disk.as_ref(), shard, &path, &seen)?;
         for m in &metas {
-            apply_or_loss(&mut table, m, mode, &path, &mut losses)?;
+            apply_or_loss(shard, &mut table, m, mode, &path, &mut losses)?;
         }
         if let Some(s) = scan.last_batch_seq {
             last_seq = Some(s);
@@ -577,6 +651,28 @@ pub async fn recover_shard<S: Storage>(
             note,
         });
         kept_ids.push(id);
+        seen_kept.push(SegmentSeen {
+            data_end: open
+                .as_ref()
+                .filter(|o| o.id == id)
+                .map_or(seen.data_end, |o| o.resume_at),
+            ..seen
+        });
+    }
+    let chain = chain::from_seen(shard, &seen_kept);
+    if chain != chain_on_disk {
+        if let Some(c) = &chain {
+            if chain_on_disk.is_none() {
+                tracing::warn!(
+                    shard,
+                    "no chain record in {}: created one naming segments {}..={} (segments lost before now cannot be detected)",
+                    dir.display(),
+                    c.first_segment,
+                    c.last_segment
+                );
+            }
+            chain::write_chain(storage, dir, c).await?;
+        }
     }
 
     report.losses = losses;
@@ -600,7 +696,87 @@ pub async fn recover_shard<S: Storage>(
         next_batch_seq: max_seq_seen + 1,
         spare_id,
         spare_needs_header,
+        chain: chain.or(chain_on_disk),
         report,
+    })
+}
+
+/// What a segment recovered from its index has on disk: its header and length (the index
+/// gives the rest).
+async fn seen_from_file<S: Storage>(storage: &S, path: &Path, id: u64) -> Result<SegmentSeen> {
+    let f = storage
+        .open(path, false)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let file_len = f.len().await.map_err(|e| Error::io(path, e))?;
+    let head = f
+        .read_at(0, SEGMENT_HEADER_BYTES as usize)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let header = SegmentHeader::decode(&head).ok();
+    f.close().await.map_err(|e| Error::io(path, e))?;
+    Ok(SegmentSeen {
+        id,
+        header,
+        header_required: true,
+        segment_bytes: header.map_or(0, |h| h.segment_bytes),
+        file_len,
+        first_batch_seq: None,
+        last_batch_seq: None,
+        data_end: 0,
+        sealed: false,
+        damaged: false,
+    })
+}
+
+fn check_chain_segment(
+    mode: RecoveryMode,
+    chain: Option<&ChainRecord>,
+    shard: u32,
+    path: &Path,
+    seen: &SegmentSeen,
+) -> Result<()> {
+    let Some(c) = chain else { return Ok(()) };
+    let problem = chain::check_segment(c, shard, seen);
+    chain_problems_or_log(
+        mode,
+        path.parent().unwrap_or(path),
+        problem.into_iter().collect(),
+    )
+}
+
+/// A segment lost from the chain stops start-up, in every mode but tolerate-any (which says
+/// so and recovers what is there).
+fn chain_problems_or_log(
+    mode: RecoveryMode,
+    dir: &Path,
+    problems: Vec<chain::ChainProblem>,
+) -> Result<()> {
+    let Some(first) = problems.first() else {
+        return Ok(());
+    };
+    if mode == RecoveryMode::TolerateAny {
+        for p in &problems {
+            tracing::error!("{}: {p} (tolerate-any: continuing)", dir.display());
+        }
+        return Ok(());
+    }
+    let what = problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::Corruption {
+        at: Location {
+            file: first.segment.map_or_else(
+                || chain::chain_path(dir),
+                |id| dir.join(segment_file_name(id)),
+            ),
+            offset: first.offset,
+            group: None,
+            index: None,
+        },
+        what,
     })
 }
 
@@ -658,6 +834,7 @@ fn corruption_or_log(
 }
 
 fn apply_or_loss(
+    shard: u32,
     table: &mut GroupTable,
     m: &RecordMeta,
     mode: RecoveryMode,
@@ -679,9 +856,14 @@ fn apply_or_loss(
         match losses.last_mut() {
             Some(l) if l.group == e.group && l.last_index + 1 == e.index => l.last_index = e.index,
             _ => losses.push(GroupLoss {
+                shard,
                 group: e.group,
                 first_index: e.index,
                 last_index: e.index,
+                why: format!(
+                    "does not fit its group's log ({}); cut by tolerate-any",
+                    e.why
+                ),
             }),
         }
     }

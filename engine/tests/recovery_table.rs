@@ -36,6 +36,10 @@ enum Expect {
     Skip,
     /// Recover; the segment file was removed (crash while creating it).
     RemoveFile,
+    /// Recover what is left (tolerate-any past a lost segment, logged): every entry read back
+    /// is the model's, or the read fails with `Error::Corruption` (a sealed segment recovered
+    /// from its index is read only on demand): never a wrong entry.
+    Salvage,
 }
 use Expect::*;
 
@@ -105,6 +109,58 @@ fn two_segments(sim: &SimStorage) -> (Model, u64) {
         },
         sim,
     )
+}
+
+/// Three segments: 1 and 2 sealed (with their indexes), 3 open; group 1 only.
+fn three_segments(sim: &SimStorage) -> Model {
+    let sim2 = sim.clone();
+    glommio_block(
+        async move {
+            let sim = &sim2;
+            let wal = open(sim, &config()).await.unwrap();
+            let mut m = Model::default();
+            let mut i = 0;
+            while used_segment_files(sim).len() < 3 {
+                i += 1;
+                fill(&wal, &mut m, 1, i, i).await;
+            }
+            fill(&wal, &mut m, 1, i + 1, i + 5).await;
+            wal.close().await.unwrap();
+            m
+        },
+        sim,
+    )
+}
+
+/// A lost segment of the chain: tolerate-tail and absolute refuse to start naming it,
+/// tolerate-any says so and recovers what is left.
+fn chain_loss(sim: &SimStorage, segment: u64, damage: fn(&SimStorage, u64)) -> Situation {
+    let m = three_segments(sim);
+    damage(sim, segment);
+    let mut s = situation(m, wal_path(segment));
+    s.offset = Some(0);
+    s
+}
+
+fn delete_segment(sim: &SimStorage, id: u64) {
+    assert!(sim.remove_raw(&wal_path(id)));
+    sim.remove_raw(&idx_path(id));
+    // The spare after the newest segment holds nothing; without it the newest is the last.
+    sim.remove_raw(&wal_path(4));
+}
+
+fn truncate_segment(sim: &SimStorage, id: u64) {
+    let len = sim.file_len(&wal_path(id)).unwrap();
+    sim.truncate_raw(&wal_path(id), len / 2);
+}
+
+/// Replaces segment `id` by a copy of another segment of the shard (as a mistaken restore
+/// would).
+fn replace_segment(sim: &SimStorage, id: u64) {
+    let other = if id == 1 { 2 } else { 1 };
+    let bytes = sim.read_current(&wal_path(other)).unwrap();
+    sim.write_raw(&wal_path(id), 0, &bytes);
+    sim.truncate_raw(&wal_path(id), bytes.len() as u64);
 }
 
 /// Runs a builder's WAL work on its own executor (builders run before the checked recovery).
@@ -250,6 +306,8 @@ fn rows() -> Vec<Row> {
                 let mut s = situation(m.clone(), wal_path(1));
                 s.model_skipped = Some(truncated(&m, 1, k));
                 s.losses = vec![GroupLoss {
+                    shard: 0,
+                    why: String::new(),
                     group: 1,
                     first_index: k + 1,
                     last_index: N,
@@ -270,6 +328,8 @@ fn rows() -> Vec<Row> {
                 let mut s = situation(m.clone(), wal_path(1));
                 s.model_skipped = Some(truncated(&m, 1, k));
                 s.losses = vec![GroupLoss {
+                    shard: 0,
+                    why: String::new(),
                     group: 1,
                     first_index: k + 1,
                     last_index: last,
@@ -320,6 +380,51 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            name: "chain: oldest segment deleted",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 1, delete_segment),
+        },
+        Row {
+            name: "chain: middle segment deleted",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 2, delete_segment),
+        },
+        Row {
+            name: "chain: newest segment deleted",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 3, delete_segment),
+        },
+        Row {
+            name: "chain: oldest segment truncated",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 1, truncate_segment),
+        },
+        Row {
+            name: "chain: middle segment truncated",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 2, truncate_segment),
+        },
+        Row {
+            name: "chain: newest segment truncated",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 3, truncate_segment),
+        },
+        Row {
+            name: "chain: oldest segment replaced by another",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 1, replace_segment),
+        },
+        Row {
+            name: "chain: middle segment replaced by another",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 2, replace_segment),
+        },
+        Row {
+            name: "chain: newest segment replaced by another",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| chain_loss(sim, 3, replace_segment),
+        },
+        Row {
             name: "any: entry leaves a hole in its group's log",
             expect: [Stop, Stop, Skip],
             build: |sim| {
@@ -335,6 +440,8 @@ fn rows() -> Vec<Row> {
                 sim.write_raw(&wal_path(1), end, &b);
                 let mut s = situation(m, wal_path(1));
                 s.losses = vec![GroupLoss {
+                    shard: 0,
+                    why: String::new(),
                     group: 1,
                     first_index: N + 5,
                     last_index: N + 5,
@@ -430,6 +537,35 @@ async fn check_row(
         (_, Ok(wal)) => wal,
     };
     let rep = wal.recovery_report().clone();
+    if expect == Salvage {
+        let got = match observe(&wal).await {
+            Ok(got) => got,
+            Err(e) if e.contains("corruption") => {
+                wal.close().await.map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let full = s.model.normalized();
+        for (g, want) in &full {
+            let Some(have) = got.get(g) else {
+                continue;
+            };
+            for (k, term) in have.terms.iter().enumerate() {
+                let index = have.first + k as u64;
+                let model_term = index
+                    .checked_sub(want.first)
+                    .and_then(|o| want.terms.get(o as usize));
+                if model_term != Some(term) {
+                    return Err(format!(
+                        "salvaged entry {g}/{index} (term {term}) is not the model's"
+                    ));
+                }
+            }
+        }
+        wal.close().await.map_err(|e| e.to_string())?;
+        return Ok(());
+    }
     let want = match expect {
         Skip => s.model_skipped.clone().unwrap_or_else(|| s.model.clone()),
         _ => s.model.clone(),
@@ -464,7 +600,12 @@ async fn check_row(
             } else {
                 quarantined(false)?;
             }
-            if rep.losses != s.losses {
+            let key = |l: &Vec<GroupLoss>| -> Vec<(u32, u64, u64, u64)> {
+                l.iter()
+                    .map(|l| (l.shard, l.group, l.first_index, l.last_index))
+                    .collect()
+            };
+            if key(&rep.losses) != key(&s.losses) {
                 return Err(format!("losses {:?}, expected {:?}", rep.losses, s.losses));
             }
         }
@@ -473,7 +614,7 @@ async fn check_row(
                 return Err(format!("{} not removed: {rep:?}", s.file.display()));
             }
         }
-        Stop => unreachable!(),
+        Stop | Salvage => unreachable!(),
     }
     let got = observe(&wal).await?;
     match_prefix(&got, &want, &[]).map_err(|e| format!("recovered state: {e}"))?;

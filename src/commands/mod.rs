@@ -29,18 +29,17 @@ pub fn emit<T: Serialize>(
     }
 }
 
-/// Bytes in a human unit.
+/// Bytes in a human (binary) unit: `512 B`, `1.5 KiB`, `64.0 MiB`.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(64 << 20), "64.0 MiB");
     }
 }

@@ -10,9 +10,8 @@ use clap::Args;
 use serde::Serialize;
 use tern_engine::engine::shard_dir;
 use tern_engine::export::{ExportMeta, ExportWriter};
-use tern_engine::format::record::decode_record;
 use tern_engine::format::segment::segment_file_name;
-use tern_engine::format::RecordKind;
+use tern_engine::format::{decode_entry_at, record_bytes};
 use tern_engine::shard_for_group;
 use tern_engine::storage::dma::DmaStorage;
 use tern_engine::storage::{Storage, StorageFile};
@@ -279,7 +278,7 @@ async fn export_group(
         };
         let seg = dir.join(segment_file_name(loc.segment));
         let bytes = f
-            .read_at(loc.offset, 64 + loc.payload_len as usize)
+            .read_at(loc.offset, record_bytes(loc.payload_len))
             .await
             .map_err(|e| CliError::io(&seg, e))?;
         let corrupt = |what: String| {
@@ -293,18 +292,8 @@ async fn export_group(
                 what,
             })
         };
-        let (h, payload) = decode_record(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if h.kind != RecordKind::Entry as u16
-            || h.group != group
-            || h.index != index
-            || h.term != loc.term
-        {
-            return Err(corrupt(format!(
-                "record is group {} index {} term {}",
-                h.group, h.index, h.term
-            )));
-        }
-        w.write_entry(h.term, h.index, payload)
+        let payload = decode_entry_at(&bytes, group, index, loc.term).map_err(corrupt)?;
+        w.write_entry(loc.term, index, payload)
             .map_err(export_err)?;
         progress.add(payload.len() as u64);
     }

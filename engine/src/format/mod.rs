@@ -4,6 +4,7 @@
 //! All multi-byte integers are little-endian. The structs are `bytemuck::Pod` and cast in
 //! place, so tern builds only for little-endian targets (checked below).
 
+pub mod chain;
 pub mod index;
 pub mod record;
 pub mod segment;
@@ -47,6 +48,27 @@ pub enum DecodeError {
     BadChecksum { stored: u32, computed: u32 },
     #[error("invalid field {field}: {why}")]
     BadField { field: &'static str, why: String },
+}
+
+/// Decodes the record of entry `group`/`index` (term `term`) read at its indexed offset
+/// (`RECORD_HEADER_BYTES + payload_len` bytes), checking its checksum and that it is that
+/// entry (a misdirected write or a stale index could put another record there). Returns the
+/// payload. The one identity check of a located entry, for the engine's reads and the CLI.
+pub fn decode_entry_at(bytes: &[u8], group: u64, index: u64, term: u64) -> Result<&[u8], String> {
+    let (h, payload) = record::decode_record(bytes).map_err(|e| e.to_string())?;
+    if h.kind != RecordKind::Entry as u16 || h.group != group || h.index != index || h.term != term
+    {
+        return Err(format!(
+            "record is kind {} group {} index {} term {}, expected entry {group}/{index} term {term}",
+            h.kind, h.group, h.index, h.term
+        ));
+    }
+    Ok(payload)
+}
+
+/// Bytes to read for a located record: its header and payload.
+pub const fn record_bytes(payload_len: u32) -> usize {
+    crate::constants::RECORD_HEADER_BYTES + payload_len as usize
 }
 
 /// Round `n` up to a multiple of `align` (a power of two).

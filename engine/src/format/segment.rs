@@ -26,7 +26,8 @@ pub struct SegmentHeader {
     pub reserved1: u32,
     /// Capacity the file was preallocated to; batches never extend past it.
     pub segment_bytes: u64,
-    /// Sequence number of the first batch written to this segment.
+    /// A lower bound: the shard's next batch sequence when the segment was prepared; no batch
+    /// in it has a lower one (the first batch may have a higher one).
     pub first_batch_seq: u64,
     pub created_unix_ms: u64,
     pub reserved2: u64,
@@ -120,11 +121,6 @@ pub fn segment_file_name(id: u64) -> String {
 /// A segment being prepared (preallocated, zero-filled) off the append path.
 pub fn prep_file_name(id: u64) -> String {
     format!("{id:020}.wal.prep")
-}
-
-/// A prepared segment, zero-filled and fdatasynced, waiting to become segment `id`.
-pub fn spare_file_name(id: u64) -> String {
-    format!("{id:020}.wal.spare")
 }
 
 pub fn index_file_name(id: u64) -> String {

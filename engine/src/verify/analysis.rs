@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
+use crate::chain::{self, read_chain, CHAIN_FILE};
 use crate::constants::{BLOCK_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES};
 use crate::engine::{open_meta, EngineMeta, LOCK_FILE, META_FILE, QUARANTINE_DIR};
 use crate::error::{Error, Result};
+use crate::format::chain::ChainRecord;
 use crate::format::record::decode_batch_payload;
 use crate::format::segment::{parse_index_file_name, parse_segment_file_name, segment_file_name};
 use crate::format::{align_up, IndexEntry, RecordHeader, RecordKind, SegmentHeader};
@@ -350,6 +350,10 @@ pub struct ShardAnalysis {
     pub segments: Vec<SegmentAnalysis>,
     pub index_ids: BTreeSet<u64>,
     pub strays: Vec<PathBuf>,
+    /// The shard's chain record: `None` if there is none, `Err` if it is unreadable.
+    pub chain: Option<std::result::Result<ChainRecord, String>>,
+    /// Segments below the chain's first (an interrupted purge), left out of `segments`.
+    pub purge_leftovers: Vec<u64>,
 }
 
 impl ShardAnalysis {
@@ -391,11 +395,24 @@ pub async fn analyze_shard<S: Storage>(
             ids.push(id);
         } else if let Some(id) = parse_index_file_name(&entry.name) {
             index_ids.insert(id);
-        } else {
+        } else if entry.name != CHAIN_FILE {
             strays.push(dir.join(&entry.name));
         }
     }
     ids.sort_unstable();
+    let chain = match read_chain(storage, dir).await {
+        Ok(c) => c.map(Ok),
+        Err(e) => Some(Err(e.to_string())),
+    };
+    let mut purge_leftovers = Vec::new();
+    if let Some(Ok(c)) = &chain {
+        purge_leftovers = chain::purge_leftovers(c, &ids);
+        ids.retain(|&id| id >= c.first_segment);
+    }
+    let chain_last = chain
+        .as_ref()
+        .and_then(|c| c.as_ref().ok())
+        .map(|c| c.last_segment);
     let mut segments = Vec::new();
     for id in ids {
         let path = dir.join(segment_file_name(id));
@@ -405,7 +422,11 @@ pub async fn analyze_shard<S: Storage>(
     }
     // The writer prepares the next segment ahead of time (header written, no batch yet);
     // as the last file of the shard it holds no data and is not part of the log.
-    if segments.last().is_some_and(|a| a.scan.is_unused_spare()) {
+    // A segment the chain record names is never a spare.
+    if segments
+        .last()
+        .is_some_and(|a| a.scan.is_unused_spare() && chain_last.is_none_or(|l| a.id > l))
+    {
         segments.pop();
     }
     Ok(ShardAnalysis {
@@ -414,6 +435,8 @@ pub async fn analyze_shard<S: Storage>(
         segments,
         index_ids,
         strays,
+        chain,
+        purge_leftovers,
     })
 }
 
@@ -436,15 +459,7 @@ pub fn segment_bytes_total(layout: &DirLayout) -> u64 {
 // ---------------------------------------------------------------------------------------
 // Replay: the group table that recovery would build
 
-/// Entries of a group that cannot stay because they follow a hole in the group's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupLoss {
-    pub shard: u32,
-    pub group: u64,
-    pub first_index: u64,
-    pub last_index: u64,
-    pub why: String,
-}
+pub use crate::recovery::GroupLoss;
 
 pub struct Replay {
     pub table: GroupTable,

@@ -8,7 +8,9 @@ use super::analysis::{
     analyze_shard, is_leftover_temp, read_layout, replay, SegmentAnalysis, ShardAnalysis,
 };
 use super::problem::{problem, Problem, Severity, FIX_INDEX, FIX_REPAIR, FIX_SKIP};
-use crate::engine::META_FILE;
+use crate::chain::{self, chain_path, SegmentSeen};
+use crate::config::shard_for_group;
+use crate::engine::{list_shard_dirs, misplaced_groups, shard_count_problems, META_FILE};
 use crate::error::{Error, Result};
 use crate::format::segment::{index_file_name, segment_file_name};
 use crate::format::SealedIndex;
@@ -123,15 +125,12 @@ pub async fn verify_dir<S: Storage>(
         .as_ref()
         .map(|m| m.shards)
         .unwrap_or_else(|_| layout.shards.keys().max().map_or(0, |k| k + 1));
-    for (&k, dir) in &layout.shards {
-        if k >= shard_count {
+    if layout.meta.is_ok() {
+        for why in shard_count_problems(shard_count, &list_shard_dirs(root)?) {
             out.push(
-                problem(
-                    "stray-file",
-                    dir,
-                    format!("shard directory beyond the {shard_count} shards of ENGINE"),
-                )
-                .warning(),
+                problem("shard-count", &root.join(META_FILE), why).fix(
+                    "restore the ENGINE file from a replica of the same format and shard count",
+                ),
             );
         }
     }
@@ -146,6 +145,25 @@ pub async fn verify_dir<S: Storage>(
         let sa = analyze_shard(storage, k, dir, false, progress).await?;
         let (problems, table) = check_shard(storage, &sa, opts).await?;
         out.extend(problems);
+        if layout.meta.is_ok() {
+            let all = table.all_info();
+            let misplaced = misplaced_groups(k, shard_count, all.iter().map(|g| g.group));
+            if let Some(g) = misplaced.first() {
+                out.push(
+                    problem(
+                        "shard-count",
+                        dir,
+                        format!(
+                            "holds group {g} (and {} more) that ENGINE's {shard_count} shards place on shard {}",
+                            misplaced.len() - 1,
+                            shard_for_group(*g, shard_count)
+                        ),
+                    )
+                    .shard(k)
+                    .group(Some(*g), None),
+                );
+            }
+        }
         shards.push(ShardSummary {
             shard: k,
             segments: sa.segments.len(),
@@ -200,11 +218,6 @@ pub async fn check_shard<S: Storage>(
     let k = sa.shard;
     let mut out = Vec::new();
     for p in &sa.strays {
-        let name = p.to_string_lossy();
-        if name.ends_with(".wal.spare") {
-            // A zero-filled segment the writer prepared ahead of time: tern's own.
-            continue;
-        }
         out.push(stray_or_leftover(p).shard(k));
     }
     for id in &sa.index_ids {
@@ -220,11 +233,15 @@ pub async fn check_shard<S: Storage>(
             );
         }
     }
+    out.extend(chain_problems(sa));
     let n = sa.segments.len();
     for (i, a) in sa.segments.iter().enumerate() {
         let is_last = sa.is_last(i);
         if let Some(why) = a.bad_header() {
-            let (msg, fix) = if is_last {
+            let in_chain = matches!(&sa.chain, Some(Ok(c)) if (c.first_segment..=c.last_segment).contains(&a.id));
+            let (msg, fix) = if in_chain {
+                (format!("segment header unreadable ({why}); the chain record names the segment as durable, so the engine refuses to start"), FIX_CHAIN)
+            } else if is_last {
                 (format!("segment header unreadable ({why}); if nothing in the segment was acknowledged (a crash while creating it) the engine removes it at start-up, and so does `tern repair`"), FIX_REPAIR)
             } else {
                 (format!("segment header unreadable ({why})"), FIX_SKIP)
@@ -473,6 +490,71 @@ pub async fn check_shard<S: Storage>(
     }
     Ok((out, r.table))
 }
+
+/// The chain record's checks (`crate::chain`), as recovery applies them.
+pub(super) fn chain_problems(sa: &ShardAnalysis) -> Vec<Problem> {
+    let k = sa.shard;
+    let path = chain_path(&sa.dir);
+    let mut out = Vec::new();
+    let chain = match &sa.chain {
+        None => {
+            if !sa.segments.is_empty() {
+                out.push(
+                    problem(
+                        "chain-missing",
+                        &path,
+                        "no chain record (a directory from before chain records): a lost newest or oldest segment cannot be detected; the engine creates one at its next start".into(),
+                    )
+                    .shard(k)
+                    .warning(),
+                );
+            }
+            return out;
+        }
+        Some(Err(why)) => {
+            out.push(
+                problem("chain-record", &path, why.clone())
+                    .shard(k)
+                    .fix(FIX_SKIP),
+            );
+            return out;
+        }
+        Some(Ok(c)) => c,
+    };
+    for id in &sa.purge_leftovers {
+        out.push(
+            problem(
+                "stray-file",
+                &sa.dir.join(segment_file_name(*id)),
+                "segment below the chain's first (an interrupted purge; removed by the engine at start-up)".into(),
+            )
+            .shard(k)
+            .warning(),
+        );
+    }
+    let ids: Vec<u64> = sa.segments.iter().map(|a| a.id).collect();
+    let seen = sa
+        .segments
+        .iter()
+        .filter_map(|a| chain::check_segment(chain, k, &SegmentSeen::from_scan(a.id, &a.scan)));
+    // An unreadable header is reported with the segment's other checks.
+    let seen = seen.filter(|p| p.code != "segment-header");
+    for p in chain::check_files(chain, k, &ids).into_iter().chain(seen) {
+        let file = p
+            .segment
+            .map_or_else(|| path.clone(), |id| sa.dir.join(segment_file_name(id)));
+        out.push(
+            problem(p.code, &file, p.what)
+                .at(p.offset)
+                .shard(k)
+                .fix(FIX_CHAIN),
+        );
+    }
+    out
+}
+
+/// What to do about a segment lost from the chain: it cannot be rebuilt from this node.
+const FIX_CHAIN: &str = "restore the segment, or rebuild this node from a replica; `tern repair --skip-corrupt` accepts the loss";
 
 /// The index a scan of `a` implies (what the writer wrote when it sealed the segment).
 pub fn build_index(a: &SegmentAnalysis) -> SealedIndex {

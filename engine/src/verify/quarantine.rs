@@ -4,7 +4,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::repair::RepairReport;
-use crate::engine::QUARANTINE_DIR;
+use crate::engine::{sync_dir_std, QUARANTINE_DIR};
 use crate::error::{Error, Result};
 use crate::recovery::now_unix_ms;
 
@@ -161,10 +161,4 @@ impl Quarantine {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir_std(&dir)
     }
-}
-
-pub(super) fn sync_dir_std(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }

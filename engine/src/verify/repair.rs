@@ -9,10 +9,12 @@ use super::analysis::{
     analyze_shard, is_leftover_temp, read_layout, rebuilt_segment_bytes, remove_salvage, replay,
     GroupLoss, RecordInfo, ShardAnalysis,
 };
-use super::check::{build_index, check_index, verify_dir, VerifyOptions};
+use super::check::{build_index, chain_problems, check_index, verify_dir, VerifyOptions};
 use super::problem::Problem;
+use super::problem::Severity;
 use super::quarantine::Quarantine;
 use crate::batch::{BatchBuilder, NewRecord};
+use crate::chain::{self, chain_path, write_chain, SegmentSeen};
 use crate::constants::{BLOCK_BYTES, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Location, Result};
 use crate::format::record::decode_record;
@@ -45,6 +47,8 @@ pub enum ActionKind {
     LowerCommit,
     /// A leftover temporary file moved to the quarantine.
     QuarantineLeftover,
+    /// The shard's chain record rewritten to the segments present.
+    RewriteChain,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,6 +101,77 @@ pub(super) enum SegPlan {
     Rewrite { why: String },
 }
 
+/// Rewrites a shard's chain record after repair changed its segments, or (with
+/// `--skip-corrupt`) to accept segments lost from the chain: the record then names the
+/// segments present, and the old one is kept in quarantine.
+async fn repair_chain<S: Storage>(
+    storage: &S,
+    sa: &ShardAnalysis,
+    opts: &RepairOptions,
+    changed: bool,
+    q: &mut Quarantine,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let k = sa.shard;
+    let lost: Vec<String> = chain_problems(sa)
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| p.message)
+        .collect();
+    if lost.is_empty() && (!changed || opts.dry_run) {
+        // A dry run plans no chain action for its own changes: they are not made yet.
+        return Ok(());
+    }
+    let status = if !lost.is_empty() && opts.only_segment.is_some() {
+        "outside --path"
+    } else if !lost.is_empty() && !opts.skip_corrupt {
+        "needs --skip-corrupt"
+    } else if opts.dry_run {
+        "planned"
+    } else {
+        "done"
+    };
+    let path = chain_path(&sa.dir);
+    if status == "done" {
+        let now = analyze_shard(storage, k, &sa.dir, false, &mut |_| {}).await?;
+        let seen: Vec<SegmentSeen> = now
+            .segments
+            .iter()
+            .map(|a| SegmentSeen::from_scan(a.id, &a.scan))
+            .collect();
+        let next = chain::from_seen(k, &seen);
+        let current = sa.chain.as_ref().and_then(|c| c.as_ref().ok());
+        if next.as_ref() == current || next.is_none() {
+            return Ok(());
+        }
+        if let Some(c) = next {
+            if path.exists() {
+                q.copy_file(&path, k, "chain record replaced by repair")?;
+            }
+            write_chain(storage, &sa.dir, &c).await?;
+        }
+    }
+    let reason = if lost.is_empty() {
+        "segments changed by this repair".to_string()
+    } else {
+        format!(
+            "{}: the record is rewritten to name the segments present (the loss is accepted)",
+            lost.join("; ")
+        )
+    };
+    report.actions.push(RepairAction {
+        kind: ActionKind::RewriteChain,
+        shard: k,
+        segment: None,
+        file: path,
+        offset: None,
+        bytes: None,
+        reason,
+        status,
+    });
+    Ok(())
+}
+
 /// Plans and (unless a dry run) carries out the repair of a data directory.
 pub async fn repair_dir<S: Storage>(
     storage: &S,
@@ -134,6 +209,7 @@ pub async fn repair_dir<S: Storage>(
         if opts.only_segment.is_none() {
             quarantine_leftovers(&sa.strays, Some(k), opts, &mut q, &mut report)?;
         }
+        let actions_before = report.actions.len();
         let result = repair_shard(storage, &sa, opts, &mut q, &mut report).await;
         for a in &sa.segments {
             remove_salvage(a)?;
@@ -145,6 +221,10 @@ pub async fn repair_dir<S: Storage>(
             }
             return Err(e);
         }
+        let changed = report.actions[actions_before..]
+            .iter()
+            .any(|a| a.status == "done" && a.kind != ActionKind::RebuildIndex);
+        repair_chain(storage, &sa, opts, changed, &mut q, &mut report).await?;
     }
     if !opts.dry_run {
         q.finish(&report)?;
@@ -437,7 +517,10 @@ pub(super) async fn repair_shard<S: Storage>(
                 });
             }
             SegPlan::Remove => {
-                let status = status_for(Some(a.id), false);
+                // A segment the chain record names held acknowledged records: removing it is
+                // a loss to accept, not a crash artefact to clear.
+                let in_chain = matches!(&sa.chain, Some(Ok(c)) if (c.first_segment..=c.last_segment).contains(&a.id));
+                let status = status_for(Some(a.id), in_chain);
                 if status == "done" {
                     q.copy_file(&a.path, k, "segment with an unwritten header")?;
                     drop_index(storage, sa, a.id, q).await?;

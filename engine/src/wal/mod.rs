@@ -203,6 +203,7 @@ impl<S: Storage> ShardWal<S> {
             writer_busy: false,
             purge_wanted: true,
             spare,
+            chain: rec.chain,
             last_avg_batch_bytes: None,
             prep_notify: Rc::new(Notify::default()),
             prep_hurry: false,

@@ -60,11 +60,12 @@ pub(super) enum Spare<F> {
 /// Seals the active segment (seal batch + fdatasync + index written in the background) and
 /// starts the spare prepared for the next one (checkpoint of every group's state + fdatasync).
 pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> Result<()> {
-    let (storage, dir, _shard, cfg) = {
+    let (storage, dir, shard, cfg) = {
         let i = inner.borrow();
         (i.storage.clone(), i.dir.clone(), i.shard, i.cfg.clone())
     };
     let old = inner.borrow_mut().active.take();
+    let mut sealed_link = None;
     if let Some(mut a) = old {
         if let Some(avg) = a.batch_bytes.checked_div(a.batches) {
             inner.borrow_mut().last_avg_batch_bytes = Some(avg);
@@ -105,6 +106,12 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
         a.write_pos += bytes;
         sync_or_fail(inner, &a.file, &path).await?;
         inner.borrow_mut().durable_seq = seq;
+        sealed_link = Some(crate::format::chain::ChainLink {
+            segment_id: a.id,
+            first_batch_seq: a.first_batch_seq,
+            seal_batch_seq: seq,
+            data_end: a.write_pos,
+        });
         if cfg.write_sealed_index {
             let idx = SealedIndex::new(
                 a.id,
@@ -260,9 +267,19 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
         }
         active.write_pos += bytes;
     }
-    if !checkpoint.is_empty() {
-        sync_or_fail(inner, &file, &path).await?;
-    }
+    // Even with no checkpoint: the chain record written next may name only a segment whose
+    // header is durable.
+    sync_or_fail(inner, &file, &path).await?;
+    let checkpoint_seq = if checkpoint.is_empty() { 0 } else { first_seq };
+    let chain = crate::chain::rolled(
+        inner.borrow().chain.as_ref(),
+        shard,
+        sealed_link,
+        id,
+        checkpoint_seq,
+    );
+    crate::chain::write_chain(&storage, &dir, &chain).await?;
+    inner.borrow_mut().chain = Some(chain);
     {
         let mut i = inner.borrow_mut();
         i.durable_seq = i.next_seq - 1;
@@ -460,10 +477,20 @@ pub(super) async fn purge_if_wanted<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) {
     if victims.is_empty() {
         return;
     }
-    let (storage, dir) = {
+    let (storage, dir, chain) = {
         let i = inner.borrow();
-        (i.storage.clone(), i.dir.clone())
+        (i.storage.clone(), i.dir.clone(), i.chain.clone())
     };
+    // The chain record drops the victims before any file goes (a crash in between leaves
+    // leftovers that recovery deletes, never a hole).
+    if let (Some(c), Some(last)) = (chain, victims.last()) {
+        let c = crate::chain::purged(&c, last + 1);
+        if let Err(e) = crate::chain::write_chain(&storage, &dir, &c).await {
+            fail_stop(inner, Vec::new(), format!("chain record before purge: {e}"));
+            return;
+        }
+        inner.borrow_mut().chain = Some(c);
+    }
     for id in &victims {
         let wal = dir.join(segment_file_name(*id));
         let idx = dir.join(index_file_name(*id));

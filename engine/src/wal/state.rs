@@ -68,6 +68,8 @@ pub(super) struct Inner<S: Storage> {
     pub(super) purge_wanted: bool,
     /// The next segment, prepared off the append path.
     pub(super) spare: Option<Spare<S::File>>,
+    /// The shard's chain record as last written (`crate::chain`).
+    pub(super) chain: Option<crate::format::chain::ChainRecord>,
     /// Average batch size of the last sealed segment (None before the first roll).
     pub(super) last_avg_batch_bytes: Option<u64>,
     /// Wakes the spare's preparation after each batch write (it paces itself on the active
