@@ -190,9 +190,32 @@ pub fn check_stamp(batches: &[BatchInfo], base: u64) -> Result<(), (u64, i64)> {
     Ok(())
 }
 
+/// The idempotent-producer fields of a batch header. [`ProducerStamp::NONE`] is a producer
+/// without idempotence (Kafka's `-1` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence number of the batch's first record; the records take consecutive numbers.
+    pub base_sequence: i32,
+}
+
+impl ProducerStamp {
+    pub const NONE: ProducerStamp = ProducerStamp {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
 /// Builds one uncompressed v2 batch of `values` (no keys, no headers): what tern's own
 /// client and tests produce. Timestamps are `timestamp_ms` for every record.
 pub fn build_batch(values: &[&[u8]], timestamp_ms: i64) -> Vec<u8> {
+    build_batch_for(values, timestamp_ms, ProducerStamp::NONE)
+}
+
+/// [`build_batch`] with the producer id, epoch and base sequence of an idempotent producer.
+pub fn build_batch_for(values: &[&[u8]], timestamp_ms: i64, producer: ProducerStamp) -> Vec<u8> {
     let mut records = Vec::new();
     for (i, v) in values.iter().enumerate() {
         let mut body = Vec::new();
@@ -218,9 +241,9 @@ pub fn build_batch(values: &[&[u8]], timestamp_ms: i64) -> Vec<u8> {
     b.extend_from_slice(&last_delta.to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&producer.producer_id.to_be_bytes());
+    b.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&producer.base_sequence.to_be_bytes());
     b.extend_from_slice(&(values.len() as i32).to_be_bytes());
     b.extend_from_slice(&records);
     let crc = crc32c::crc32c(&b[CRC_COVERED_FROM..]);
@@ -228,20 +251,55 @@ pub fn build_batch(values: &[&[u8]], timestamp_ms: i64) -> Vec<u8> {
     b
 }
 
-/// Decodes the values of an uncompressed v2 batch built like [`build_batch`] (or by any Kafka
-/// client without compression): what tern's own client reads back. Checks every length.
-pub fn batch_values(batch: &[u8], info: &BatchInfo) -> Result<Vec<Vec<u8>>, RecordsError> {
+/// The length of the longest prefix of `payload` made of whole batches, judged by the length
+/// fields only (the batches themselves are checked by [`parse_batches`]). A fetch response may
+/// end in a partial batch when the server cut it at the byte limit; a reader keeps the prefix
+/// and asks again from the next offset.
+pub fn whole_batches_len(payload: &[u8]) -> usize {
+    let mut pos = 0usize;
+    while payload.len() - pos >= LOG_OVERHEAD_BYTES {
+        let batch_length = be_i32(payload, pos + 8);
+        if batch_length < 0 {
+            break;
+        }
+        let bytes = LOG_OVERHEAD_BYTES + batch_length as usize;
+        if payload.len() - pos < bytes {
+            break;
+        }
+        pos += bytes;
+    }
+    pos
+}
+
+/// One record of a batch as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    /// `base_offset` of the batch + the record's offset delta.
+    pub offset: i64,
+    /// `base_timestamp` of the batch + the record's timestamp delta.
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Decodes the records of one uncompressed v2 batch (`batch` starts at the batch; `info` is
+/// its [`parse_batches`] entry). Checks every length; a compressed batch is an error, since
+/// tern's client supports no compression codec.
+pub fn batch_records(batch: &[u8], info: &BatchInfo) -> Result<Vec<RecordView>, RecordsError> {
     let at = info.position;
+    let invalid = |what| RecordsError::Invalid { at, what };
+    if batch.len() < info.bytes || info.bytes < BATCH_HEADER_BYTES {
+        return Err(invalid("batch slice shorter than the batch"));
+    }
     let attributes = be_i16(batch, 21);
     if attributes & 0x7 != 0 {
-        return Err(RecordsError::Invalid {
-            at,
-            what: "compressed batches are not decoded by tern's client",
-        });
+        return Err(invalid(
+            "compressed batches are not decoded by tern's client",
+        ));
     }
     let mut cur = &batch[BATCH_HEADER_BYTES..info.bytes];
+    // Bounded by the batch bytes: every record takes at least one byte.
     let mut out = Vec::new();
-    let invalid = |what| RecordsError::Invalid { at, what };
     while !cur.is_empty() {
         let len = get_varint(&mut cur).ok_or(invalid("bad record length"))?;
         if len < 0 || len as usize > cur.len() {
@@ -253,26 +311,42 @@ pub fn batch_values(batch: &[u8], info: &BatchInfo) -> Result<Vec<Vec<u8>>, Reco
             return Err(invalid("empty record"));
         }
         rec = &rec[1..]; // attributes
-        get_varint(&mut rec).ok_or(invalid("bad timestamp delta"))?;
-        get_varint(&mut rec).ok_or(invalid("bad offset delta"))?;
-        let key_len = get_varint(&mut rec).ok_or(invalid("bad key length"))?;
-        if key_len > 0 {
-            if key_len as usize > rec.len() {
-                return Err(invalid("key past the record"));
-            }
-            rec = &rec[key_len as usize..];
-        }
-        let value_len = get_varint(&mut rec).ok_or(invalid("bad value length"))?;
-        if value_len < 0 {
-            out.push(Vec::new());
-            continue;
-        }
-        if value_len as usize > rec.len() {
-            return Err(invalid("value past the record"));
-        }
-        out.push(rec[..value_len as usize].to_vec());
+        let timestamp_delta = get_varint(&mut rec).ok_or(invalid("bad timestamp delta"))?;
+        let offset_delta = get_varint(&mut rec).ok_or(invalid("bad offset delta"))?;
+        let key = get_bytes_field(&mut rec).ok_or(invalid("key past the record"))?;
+        let value = get_bytes_field(&mut rec).ok_or(invalid("value past the record"))?;
+        out.push(RecordView {
+            offset: info.base_offset.wrapping_add(offset_delta),
+            timestamp_ms: info.base_timestamp.wrapping_add(timestamp_delta),
+            key,
+            value,
+        });
     }
     Ok(out)
+}
+
+/// Decodes the values of an uncompressed v2 batch built like [`build_batch`] (or by any Kafka
+/// client without compression): what tern's own client reads back. Checks every length; a
+/// null value reads as empty.
+pub fn batch_values(batch: &[u8], info: &BatchInfo) -> Result<Vec<Vec<u8>>, RecordsError> {
+    Ok(batch_records(batch, info)?
+        .into_iter()
+        .map(|r| r.value.unwrap_or_default())
+        .collect())
+}
+
+/// A varint length followed by that many bytes; `-1` is null.
+fn get_bytes_field(cur: &mut &[u8]) -> Option<Option<Vec<u8>>> {
+    let len = get_varint(cur)?;
+    if len < 0 {
+        return Some(None);
+    }
+    if len as usize > cur.len() {
+        return None;
+    }
+    let (field, rest) = cur.split_at(len as usize);
+    *cur = rest;
+    Some(Some(field.to_vec()))
 }
 
 fn put_varint(out: &mut Vec<u8>, v: i64) {
@@ -321,6 +395,40 @@ mod tests {
             values,
             vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
         );
+    }
+
+    #[test]
+    fn producer_stamp_and_offsets_read_back() {
+        let stamp_in = ProducerStamp {
+            producer_id: 7,
+            producer_epoch: 2,
+            base_sequence: 40,
+        };
+        let mut a = build_batch_for(&[b"a", b"bb"], 5000, stamp_in);
+        let infos = parse_batches(&a).unwrap();
+        assert_eq!(infos[0].producer_id, 7);
+        assert_eq!(infos[0].producer_epoch, 2);
+        assert_eq!(infos[0].base_sequence, 40);
+        stamp(&mut a, &infos, 100, 1);
+        let infos = parse_batches(&a).unwrap();
+        let records = batch_records(&a, &infos[0]).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].offset, 101);
+        assert_eq!(records[1].timestamp_ms, 5000);
+        assert_eq!(records[1].key, None);
+        assert_eq!(records[1].value.as_deref(), Some(b"bb".as_slice()));
+    }
+
+    #[test]
+    fn whole_batches_len_stops_before_a_partial_batch() {
+        let one = build_batch(&[b"x"], 0);
+        let mut two = one.clone();
+        two.extend_from_slice(&build_batch(&[b"y", b"z"], 0));
+        assert_eq!(whole_batches_len(&two), two.len());
+        for cut in one.len()..two.len() {
+            assert_eq!(whole_batches_len(&two[..cut]), one.len(), "cut at {cut}");
+        }
+        assert_eq!(whole_batches_len(&two[..5]), 0);
     }
 
     #[test]
