@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{CliError, EXIT_ERROR};
+use crate::error::CliError;
 
 const EXIT_CODES: &str = "\
 Exit codes (every command):
@@ -20,9 +20,15 @@ Exit codes (every command):
      unrepaired (repair: damage that needs --skip-corrupt, or a --dry-run with work to do)
   2  usage or I/O error, not a tern data directory, or the directory is locked by a
      running node (stop it first)
+  3  online commands: the server cannot be reached or does not answer in time (is
+     `tern serve` running? check --server)
+  4  online commands: the server refused (unknown topic, topic exists, no leader after
+     the retries, any other Kafka error; the message names it)
 
 Offline commands take the data directory's LOCK file and refuse while a node holds it.
-With --json each command prints one JSON document on stdout. Runbooks:
+Online commands (create-topic, list-topics, delete-topic, produce, consume) talk to a
+running node over the Kafka protocol (--server, default 127.0.0.1:9092).
+With --json each command prints one JSON document on stdout (consume: one per record). Runbooks:
 docs/operations/recovery.md";
 
 /// tern: a thread-per-core, io_uring-based, Raft-replicated log store.
@@ -76,6 +82,22 @@ enum Command {
     /// Write a practice data directory through the real engine (for runbook drills and tests).
     #[command(after_help = EXIT_CODES)]
     Generate(commands::generate::GenerateArgs),
+    /// Create a topic on a running node (online).
+    #[command(after_help = EXIT_CODES)]
+    CreateTopic(commands::online::topics::CreateTopicArgs),
+    /// List the nodes, topics and partitions (with leaders) of a running cluster (online).
+    #[command(after_help = EXIT_CODES)]
+    ListTopics(commands::online::topics::ListTopicsArgs),
+    /// Delete a topic and its data on a running cluster (online).
+    #[command(after_help = EXIT_CODES)]
+    DeleteTopic(commands::online::topics::DeleteTopicArgs),
+    /// Append each line of stdin (or --file) as a record to a topic's partition (online).
+    #[command(after_help = EXIT_CODES)]
+    Produce(commands::online::produce::ProduceArgs),
+    /// Print the records of a topic's partition from an offset; --follow waits for more
+    /// (online).
+    #[command(after_help = EXIT_CODES)]
+    Consume(commands::online::consume::ConsumeArgs),
     /// Run the node (defaults: a standalone single-node cluster on ./tern-data). Partial
     /// for now: see the status below.
     #[command(after_help = commands::serve::SERVE_HELP)]
@@ -97,6 +119,11 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => a.common.json,
         Command::ImportTopic(a) => a.common.json,
         Command::Generate(a) => a.common.json,
+        Command::CreateTopic(a) => a.common.json,
+        Command::ListTopics(a) => a.common.json,
+        Command::DeleteTopic(a) => a.common.json,
+        Command::Produce(a) => a.common.json,
+        Command::Consume(a) => a.common.json,
         Command::Serve(_) => false,
     };
     let result = match cli.command {
@@ -109,13 +136,18 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => commands::topic::export(a),
         Command::ImportTopic(a) => commands::topic::import(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::CreateTopic(a) => commands::online::topics::create(a),
+        Command::ListTopics(a) => commands::online::topics::list(a),
+        Command::DeleteTopic(a) => commands::online::topics::delete(a),
+        Command::Produce(a) => commands::online::produce::run(a),
+        Command::Consume(a) => commands::online::consume::run(a),
         Command::Serve(_) => unreachable!("serve returned above"),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             report_error(&e, json);
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -123,7 +155,7 @@ fn main() -> ExitCode {
 fn report_error(e: &CliError, json: bool) {
     eprintln!("error: {e}");
     if json {
-        let doc = serde_json::json!({ "error": e.to_string(), "exit_code": EXIT_ERROR });
+        let doc = serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() });
         println!("{doc}");
     }
 }

@@ -1,6 +1,7 @@
 //! One file per group of commands.
 
 pub mod generate;
+pub mod online;
 pub mod repair;
 pub mod segment;
 pub mod serve;
