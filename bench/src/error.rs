@@ -16,6 +16,8 @@ pub enum BenchError {
     Load { shard: u32, why: String },
     #[error("--{arg}: {why}")]
     Arg { arg: &'static str, why: String },
+    #[error("{0}")]
+    Client(#[from] tern_net::kafka_client::ClientError),
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
