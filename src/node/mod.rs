@@ -9,6 +9,7 @@ pub mod controller;
 pub mod fetch_wait;
 pub mod group;
 pub mod identity;
+pub mod kafka;
 pub mod log_store;
 pub mod partition;
 pub mod producers;
