@@ -58,6 +58,8 @@ pub struct BatchInfo {
     pub leader_epoch: i32,
     /// Records in the batch: `last_offset_delta + 1`.
     pub record_count: u64,
+    /// Bits 0-2 compression codec, 3 timestamp type, 4 transactional, 5 control.
+    pub attributes: i16,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
@@ -146,6 +148,7 @@ pub fn parse_batches(payload: &[u8]) -> Result<Vec<BatchInfo>, RecordsError> {
             base_offset: be_i64(batch, 0),
             leader_epoch: be_i32(batch, 12),
             record_count: last_offset_delta as u64 + 1,
+            attributes: be_i16(batch, 21),
             base_timestamp: be_i64(batch, 27),
             max_timestamp: be_i64(batch, 35),
             producer_id: be_i64(batch, 43),
@@ -159,6 +162,11 @@ pub fn parse_batches(payload: &[u8]) -> Result<Vec<BatchInfo>, RecordsError> {
     }
     Ok(out)
 }
+
+/// Attribute bits tern looks at.
+pub const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x7;
+pub const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+pub const ATTRIBUTE_CONTROL: i16 = 0x20;
 
 /// Records in the whole payload.
 pub fn record_count(batches: &[BatchInfo]) -> u64 {
@@ -291,8 +299,7 @@ pub fn batch_records(batch: &[u8], info: &BatchInfo) -> Result<Vec<RecordView>, 
     if batch.len() < info.bytes || info.bytes < BATCH_HEADER_BYTES {
         return Err(invalid("batch slice shorter than the batch"));
     }
-    let attributes = be_i16(batch, 21);
-    if attributes & 0x7 != 0 {
+    if info.attributes & ATTRIBUTE_COMPRESSION_MASK != 0 {
         return Err(invalid(
             "compressed batches are not decoded by tern's client",
         ));

@@ -29,6 +29,8 @@ use tracing::{error, info, warn};
 use crate::node::bootstrap::{self, Admission, AdmissionError};
 use crate::node::config::NodeConfig;
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
+use crate::node::kafka;
+use crate::node::kafka::broker::BrokerSetup;
 use crate::node::runtime::NodeRuntime;
 
 /// Exit codes of `tern serve` (docs/operations/node.md).
@@ -226,6 +228,20 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
     let shards = crate::node::runtime::shard_count(cfg);
     let runtime =
         NodeRuntime::start(cfg, id.cluster_id, shards, admitted).map_err(ServeError::Runtime)?;
+    // The Kafka listener: checked free once here (every shard then binds it with
+    // SO_REUSEPORT, which would not notice another process); port 0 is resolved once, so all
+    // shards share one port.
+    let kafka_addr = tern_net::listen::ensure_addr_free(cfg.kafka_addr)
+        .map_err(|e| ServeError::Runtime(format!("kafka_addr: {e}")))?;
+    let kafka_setup = BrokerSetup {
+        node_id: cfg.node_id,
+        advertised: kafka_addr,
+        cluster_id: id.cluster_id.to_string(),
+        read_only: cfg.read_only,
+        shard: 0,
+        shards,
+        senders: runtime.senders(),
+    };
     let ready = Arc::new(AtomicU32::new(0));
     let watch = ShardWatch {
         switch: switch.clone(),
@@ -237,6 +253,10 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
         let watch = watch.clone();
         let ready = ready.clone();
         let runtime = shard_runtime.clone();
+        let kafka_setup = BrokerSetup {
+            shard: ctx.shard,
+            ..kafka_setup.clone()
+        };
         async move {
             let stop = watch.switch.register();
             let r = ctx.recovery();
@@ -268,9 +288,19 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
                      (listeners, Raft groups and the controller are not integrated yet)"
                 );
             }
+            // Dropped (which stops accepting) when the shard's driver ends.
+            let kafka = match kafka::listener::spawn(kafka_addr, kafka_setup) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    error!(shard = ctx.shard, "{e}");
+                    watch.switch.request(StopReason::ShardExited);
+                    None
+                }
+            };
             if let Some(why) = runtime.run_shard(&ctx, stop).await {
                 error!(shard = ctx.shard, "shard stopped: {why}");
             }
+            drop(kafka);
             info!(
                 shard = ctx.shard,
                 "shutdown: shard flushing and closing its WAL"
