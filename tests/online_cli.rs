@@ -111,7 +111,6 @@ impl Drop for Node {
 }
 
 #[test]
-#[ignore = "needs the Kafka protocol server (branch h-kafka); remove when it is merged"]
 fn online_cli_create_produce_consume_delete_standalone() {
     let node = Node::start();
 
@@ -219,7 +218,6 @@ fn online_cli_without_a_server_says_so() {
 }
 
 #[test]
-#[ignore = "needs the Kafka protocol server (branch h-kafka); remove when it is merged"]
 fn client_library_idempotent_produce_fetch_and_offsets() {
     let node = Node::start();
     let mut client = Client::connect(ClientConfig::new(node.server())).expect("connect");
