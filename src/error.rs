@@ -40,6 +40,8 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Client(#[from] tern_net::kafka_client::ClientError),
     #[error("{path}: {source}")]
     Export {
         path: PathBuf,
@@ -63,6 +65,14 @@ impl From<tern_engine::Error> for CliError {
 }
 
 impl CliError {
+    /// The exit code this error ends the command with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(e) => crate::commands::online::client_exit_code(e),
+            _ => EXIT_ERROR,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CliError::Io {
             path: path.into(),

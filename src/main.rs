@@ -22,6 +22,10 @@ Exit codes (every command):
      unrepaired (repair: damage that needs --skip-corrupt, or a --dry-run with work to do)
   2  usage or I/O error, not a tern data directory, or the directory is locked by a
      running node (stop it first)
+  3  online commands: the server cannot be reached or does not answer in time (is
+     `tern serve` running? check --server)
+  4  online commands: the server refused (unknown topic, topic exists, no leader after
+     the retries, any other Kafka error; the message names it)
 141  stdout was closed by its reader (`| head`): the command stopped quietly, as grep does
 
 Commands that change a data directory take its LOCK file exclusively and refuse while a
@@ -29,7 +33,9 @@ node or another command holds it. Commands that only read (verify-data, scan, du
 inspect-index, export-topic, repair --dry-run, rebuild-index --dry-run) take it shared, so
 they run side by side; on a read-only file system without a LOCK file they take none and
 say so. With --json each command prints one JSON document on stdout, errors included.
-Runbooks: docs/operations/recovery.md";
+Online commands (create-topic, list-topics, delete-topic, produce, consume) talk to a
+running node over the Kafka protocol (--server, default 127.0.0.1:9092); consume --json
+prints one document per record. Runbooks: docs/operations/recovery.md";
 
 /// tern: a thread-per-core, io_uring-based, Raft-replicated log store.
 #[derive(Parser, Debug)]
@@ -82,6 +88,22 @@ enum Command {
     /// Write a practice data directory through the real engine (for runbook drills and tests).
     #[command(after_help = EXIT_CODES)]
     Generate(commands::generate::GenerateArgs),
+    /// Create a topic on a running node (online).
+    #[command(after_help = EXIT_CODES)]
+    CreateTopic(commands::online::topics::CreateTopicArgs),
+    /// List the nodes, topics and partitions (with leaders) of a running cluster (online).
+    #[command(after_help = EXIT_CODES)]
+    ListTopics(commands::online::topics::ListTopicsArgs),
+    /// Delete a topic and its data on a running cluster (online).
+    #[command(after_help = EXIT_CODES)]
+    DeleteTopic(commands::online::topics::DeleteTopicArgs),
+    /// Append each line of stdin (or --file) as a record to a topic's partition (online).
+    #[command(after_help = EXIT_CODES)]
+    Produce(commands::online::produce::ProduceArgs),
+    /// Print the records of a topic's partition from an offset; --follow waits for more
+    /// (online).
+    #[command(after_help = EXIT_CODES)]
+    Consume(commands::online::consume::ConsumeArgs),
     /// Run the node (defaults: a standalone single-node cluster on ./tern-data). Partial
     /// for now: see the status below.
     #[command(after_help = commands::serve::SERVE_HELP)]
@@ -122,6 +144,11 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => a.common.json,
         Command::ImportTopic(a) => a.common.json,
         Command::Generate(a) => a.common.json,
+        Command::CreateTopic(a) => a.common.json,
+        Command::ListTopics(a) => a.common.json,
+        Command::DeleteTopic(a) => a.common.json,
+        Command::Produce(a) => a.common.json,
+        Command::Consume(a) => a.common.json,
         // serve logs instead of printing one result.
         Command::Serve(_) => false,
     };
@@ -135,6 +162,11 @@ fn main() -> ExitCode {
         Command::ExportTopic(a) => commands::topic::export(a),
         Command::ImportTopic(a) => commands::import::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::CreateTopic(a) => commands::online::topics::create(a),
+        Command::ListTopics(a) => commands::online::topics::list(a),
+        Command::DeleteTopic(a) => commands::online::topics::delete(a),
+        Command::Produce(a) => commands::online::produce::run(a),
+        Command::Consume(a) => commands::online::consume::run(a),
         Command::Serve(flags) => return ExitCode::from(commands::serve::run(flags)),
     };
     match result {
@@ -142,7 +174,7 @@ fn main() -> ExitCode {
         Err(CliError::StdoutClosed) => ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
             report_error(&e, json);
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -150,7 +182,7 @@ fn main() -> ExitCode {
 fn report_error(e: &CliError, json: bool) {
     eprintln!("error: {e}");
     if json {
-        let doc = serde_json::json!({ "error": e.to_string(), "exit_code": EXIT_ERROR });
+        let doc = serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() });
         // Nothing more to do if stdout is gone as well: the message is on stderr.
         let _ = say!("{doc}");
     }

@@ -19,6 +19,8 @@ pub enum BenchError {
     /// The reader of stdout went away (`| head`); not reported.
     #[error("stdout closed")]
     StdoutClosed,
+    #[error("{0}")]
+    Client(#[from] tern_net::kafka_client::ClientError),
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

@@ -3,6 +3,7 @@
 //! `tern-bench wal` (no arguments) runs a ~11 s append benchmark on a temporary directory and
 //! prints a latency/throughput table; `tern-bench recovery` writes N GiB, reopens the data
 //! directory and times recovery with and without the sealed-segment indexes.
+//! `tern-bench produce` loads a running node through the Kafka client.
 //! `scripts/bench-wal.sh` runs both next to fio baselines on the same file system.
 //! Methodology: `docs/bench.md`.
 
@@ -10,6 +11,7 @@ mod data_dir;
 mod error;
 mod load;
 mod output;
+mod produce_cmd;
 mod recovery_cmd;
 mod report;
 mod wal_cmd;
@@ -49,6 +51,12 @@ enum Command {
     /// ignores them. Page caches are dropped before each reopen when running as root (segments
     /// are read with O_DIRECT anyway). With --gib 0 and --dir D, times recovery of D as it is.
     Recovery(RecoveryArgs),
+    /// Produce to a running node through tern's Kafka client; print records/s, MB/s and
+    /// ack latency (closed loop, or open loop with --rate).
+    ///
+    /// Start a node first (`tern serve`); --create makes the topic. Latency is per batch,
+    /// from send (closed loop) or from its intended send time (open loop) to the ack.
+    Produce(produce_cmd::ProduceArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -264,6 +272,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Wal(args) => wal_cmd::run(&args),
         Command::Recovery(args) => recovery_cmd::run(&args),
+        Command::Produce(args) => produce_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@
 //! 3. `transport.rs` — the trait a shard uses ([`PeerTransport`]), its limits and counters.
 //! 4. `tcp/` — the glommio TCP implementation: acceptor thread, per-shard connections.
 //! 5. `listen.rs` — binding listeners without silently sharing a port with another process.
+//! 6. `records.rs` — Kafka v2 record batches, the partition payload (node and client share it).
+//! 7. `kafka_client/` — the Kafka-protocol client used by the CLI, the tests and the bench.
 //!
 //! The byte layouts are specified in `docs/format.md`, "Wire format (peer protocol)".
 #![forbid(unsafe_code)]
@@ -18,9 +20,11 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod heartbeat;
+pub mod kafka_client;
 pub mod listen;
 pub mod message_codec;
 pub mod peer_frame;
+pub mod records;
 pub mod tcp;
 pub mod transport;
 pub mod view;

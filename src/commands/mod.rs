@@ -3,6 +3,7 @@
 pub mod dump;
 pub mod generate;
 pub mod import;
+pub mod online;
 pub mod repair;
 pub mod segment;
 pub mod serve;

@@ -10,6 +10,7 @@ use tern_raft::{RawNode, Role};
 use super::controller::{ControllerState, HostedGroup};
 use super::log_store::EngineLog;
 use super::partition::OffsetMap;
+use super::producers::ProducerTable;
 use super::requests::{Acks, ProduceReply, Reply, RequestError};
 
 /// What a group's committed entries are applied to.
@@ -22,6 +23,8 @@ pub enum Machine {
     Partition {
         hosted: HostedGroup,
         offsets: OffsetMap,
+        /// Idempotent producers, derived from the entries written (see `producers`).
+        producers: ProducerTable,
     },
 }
 

@@ -6,10 +6,13 @@
 pub mod bootstrap;
 pub mod config;
 pub mod controller;
+pub mod fetch_wait;
 pub mod group;
 pub mod identity;
+pub mod kafka;
 pub mod log_store;
 pub mod partition;
+pub mod producers;
 pub mod records;
 pub mod requests;
 pub mod runtime;

@@ -55,6 +55,20 @@ pub enum RequestError {
     /// The node is shutting down.
     #[error("node shutting down")]
     ShuttingDown,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER: an idempotent producer skipped or reordered a sequence.
+    #[error("producer {producer_id}: sequence {got}, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    /// INVALID_PRODUCER_EPOCH: a newer epoch of this producer id has written already.
+    #[error("producer {producer_id}: epoch {got} is older than {current}")]
+    ProducerFenced {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
 }
 
 /// Where a partition lives.
@@ -87,6 +101,18 @@ pub struct FetchReply {
 pub enum OffsetSpec {
     Earliest,
     Latest,
+    /// The first batch whose max timestamp is at or after this (ms since the epoch); the
+    /// high watermark when there is none.
+    Timestamp(i64),
+}
+
+/// OffsetForLeaderEpoch's answer: the largest leader epoch (Raft term) at or below the one
+/// asked for that wrote to this partition's log, and the offset where that epoch's writes end
+/// (the first offset of the next epoch, or the log end for the current one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    pub leader_epoch: u64,
+    pub end_offset: u64,
 }
 
 /// A partition as Metadata reports it.
@@ -113,11 +139,19 @@ pub enum PartitionRequest {
     Fetch {
         offset: u64,
         bytes_max: u64,
+        /// Long poll: when nothing at or after `offset` is committed yet, the shard parks the
+        /// fetch until something is, or this many milliseconds pass (then it answers empty).
+        wait_ms_max: u64,
         reply: Reply<FetchReply>,
     },
     ListOffsets {
         spec: OffsetSpec,
         reply: Reply<u64>,
+    },
+    /// OffsetForLeaderEpoch (the leader answers).
+    EpochEnd {
+        leader_epoch: u64,
+        reply: Reply<EpochEnd>,
     },
     /// Leader, epoch and replicas of the partition as its shard knows them.
     Describe {

@@ -26,6 +26,8 @@ use tracing::{error, info, warn};
 use crate::node::bootstrap::{self, Admission, AdmissionError};
 use crate::node::config::NodeConfig;
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
+use crate::node::kafka;
+use crate::node::kafka::broker::BrokerSetup;
 use crate::node::runtime::NodeRuntime;
 use crate::node::stop::{spawn_signal_thread, ShardWatch, StopReason, StopSwitch};
 use tern_net::{ClusterView, SharedView};
@@ -154,6 +156,20 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         recovery_mode = engine_cfg.wal.recovery_mode.name(),
         "recovery: opening the data directory and replaying each shard's WAL"
     );
+    // The Kafka listener: checked free once here (every shard then binds it with
+    // SO_REUSEPORT, which would not notice another process); port 0 is resolved once, so all
+    // shards share one port.
+    let kafka_addr = tern_net::listen::ensure_addr_free(cfg.kafka_addr)
+        .map_err(|e| ServeError::Runtime(format!("kafka_addr: {e}")))?;
+    let kafka_setup = BrokerSetup {
+        node_id: cfg.node_id,
+        advertised: kafka_addr,
+        cluster_id: id.cluster_id.to_string(),
+        read_only: cfg.read_only,
+        shard: 0,
+        shards,
+        senders: runtime.senders(),
+    };
     let ready = Arc::new(AtomicU32::new(0));
     let watch = ShardWatch::new(switch.clone());
     let configured_shards = engine_cfg.shards;
@@ -162,6 +178,10 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         let watch = watch.clone();
         let ready = ready.clone();
         let runtime = shard_runtime.clone();
+        let kafka_setup = BrokerSetup {
+            shard: ctx.shard,
+            ..kafka_setup.clone()
+        };
         async move {
             let stop = watch.register();
             let r = ctx.recovery();
@@ -189,13 +209,23 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
             if ready.fetch_add(1, Ordering::SeqCst) + 1 == ctx.shards {
                 info!(
                     shards = ctx.shards,
-                    "caught_up: every shard recovered; the node holds its data directory \
-                     (listeners, Raft groups and the controller are not integrated yet)"
+                    "caught_up: every shard recovered; serving (Raft groups catch up to \
+                     their leaders from here)"
                 );
             }
+            // Dropped (which stops accepting) when the shard's driver ends.
+            let kafka = match kafka::listener::spawn(kafka_addr, kafka_setup) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    error!(shard = ctx.shard, "{e}");
+                    watch.stop_node(StopReason::ShardExited);
+                    None
+                }
+            };
             if let Some(why) = runtime.run_shard(&ctx, stop).await {
                 error!(shard = ctx.shard, "shard stopped: {why}");
             }
+            drop(kafka);
             info!(
                 shard = ctx.shard,
                 "shutdown: shard flushing and closing its WAL"

@@ -35,12 +35,15 @@ use tracing::{debug, error, info, warn};
 use super::controller::{
     desired_groups, Command, ControllerState, HostedGroup, Member, Outcome, CONTROLLER_GROUP,
 };
+use super::fetch_wait::FetchWaiters;
 use super::group::{Group, Machine, PendingCommand, PendingProduce};
 use super::log_store::{engine_kind, raft_kind, EngineLog};
 use super::partition::{OffsetMap, PartitionSnapshot};
+use super::producers::{ProducerTable, SequenceCheck};
 use super::records::{parse_batches, record_count, stamp};
 use super::requests::{
-    Acks, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply, RequestError,
+    Acks, EpochEnd, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply,
+    RequestError,
 };
 use super::snapshot_meta::GroupSnapshot;
 
@@ -70,6 +73,9 @@ pub enum ShardMsg {
     ControllerState(Box<ControllerState>),
     /// A copy of the shard's view, for status endpoints and the CLI.
     Status { reply: oneshot::Sender<ShardStatus> },
+    /// What a client front end needs for Metadata and routing: the controller state this
+    /// shard knows and who leads each group hosted here.
+    View { reply: oneshot::Sender<ShardView> },
     /// Stop: fail waiting requests, stop the loop.
     Stop,
 }
@@ -97,6 +103,23 @@ pub struct ShardStatus {
     pub shard: u32,
     pub failed: Option<String>,
     pub groups: Vec<GroupStatus>,
+}
+
+/// Who leads one group, as this shard's replica of it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLeader {
+    pub group: u64,
+    /// 0 when unknown.
+    pub leader: u64,
+    /// The Raft term (Kafka's leader epoch).
+    pub term: u64,
+}
+
+/// A shard's answer to [`ShardMsg::View`].
+#[derive(Debug, Clone)]
+pub struct ShardView {
+    pub controller: Option<Box<ControllerState>>,
+    pub leaders: Vec<GroupLeader>,
 }
 
 /// What a shard needs to run; `Send`, so it can move into the shard's executor.
@@ -170,6 +193,8 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     tick_pending: Rc<std::cell::Cell<bool>>,
     failed: Option<String>,
     stopping: bool,
+    /// Fetches parked until their partition's high watermark passes their offset.
+    fetch_waiters: FetchWaiters,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -197,6 +222,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             tick_pending: Rc::new(std::cell::Cell::new(false)),
             failed: None,
             stopping: false,
+            fetch_waiters: FetchWaiters::default(),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, rounds_rx);
@@ -308,6 +334,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         match event {
             Event::Tick => {
                 self.tick_pending.set(false);
+                for (group, request) in self.fetch_waiters.expired(std::time::Instant::now()) {
+                    self.partition_request(group, request);
+                }
                 if self.failed.is_some() {
                     return;
                 }
@@ -411,6 +440,21 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             ShardMsg::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            ShardMsg::View { reply } => {
+                let leaders = self
+                    .groups
+                    .iter()
+                    .map(|(&group, g)| GroupLeader {
+                        group,
+                        leader: g.raw.leader(),
+                        term: g.raw.term(),
+                    })
+                    .collect();
+                let _ = reply.send(ShardView {
+                    controller: self.controller.clone(),
+                    leaders,
+                });
+            }
             ShardMsg::ControllerState(state) => self.on_controller_state(state).await,
             ShardMsg::Controller { command, reply } => self.propose_command(command, reply),
             ShardMsg::Partition { group, request } => self.partition_request(group, request),
@@ -495,12 +539,13 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 let start = PartitionSnapshot::decode(&log.snapshot().data)
                     .map_err(|what| super::NodeError::Corrupt { group, what })?;
                 let last = tern_raft::LogStorage::last_index(&log);
-                let offsets = self
+                let (offsets, producers) = self
                     .rebuild_offsets(group, snapshot_index, start.end_offset, last)
                     .await?;
                 Machine::Partition {
                     hosted: h.clone(),
                     offsets,
+                    producers,
                 }
             }
         };
@@ -535,18 +580,19 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         Ok(())
     }
 
-    /// The offset map of a partition's log after a restart: each entry's end offset, from
-    /// the entries after the snapshot point (read in bounded chunks; only their batch headers
-    /// are looked at).
+    /// The offset map and producer table of a partition's log after a restart: each entry's
+    /// end offset and producer sequences, from the entries after the snapshot point (read in
+    /// bounded chunks; only their batch headers are looked at).
     async fn rebuild_offsets(
         &self,
         group: u64,
         snapshot_index: u64,
         start_offset: u64,
         last: u64,
-    ) -> Result<OffsetMap, super::NodeError> {
+    ) -> Result<(OffsetMap, ProducerTable), super::NodeError> {
         const READ_BYTES_MAX: u64 = 8 << 20;
         let mut map = OffsetMap::new(snapshot_index, start_offset, []);
+        let mut producers = ProducerTable::default();
         let mut next = snapshot_index + 1;
         while next <= last {
             let entries = self
@@ -563,9 +609,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     group,
                     what: e.to_string(),
                 })?;
+            record_producers(&mut producers, &entries);
             next = end + 1;
         }
-        Ok(map)
+        Ok((map, producers))
     }
 
     /// Brings the partition groups of this shard in line with the controller's state.
@@ -705,10 +752,22 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             request.fail(RequestError::UnknownPartition);
             return;
         };
-        let Machine::Partition { hosted, offsets } = &g.machine else {
+        let Machine::Partition {
+            hosted,
+            offsets,
+            producers,
+        } = &mut g.machine
+        else {
             request.fail(RequestError::UnknownPartition);
             return;
         };
+        let not_leader = RequestError::NotLeader {
+            leader: g.raw.leader(),
+        };
+        let is_leader = g.raw.role() == Role::Leader;
+        let hw = offsets
+            .end_at(g.raw.applied())
+            .unwrap_or(offsets.start_offset());
         match request {
             PartitionRequest::Describe { reply } => {
                 let _ = reply.send(Ok(PartitionView {
@@ -720,23 +779,82 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }));
             }
             PartitionRequest::ListOffsets { spec, reply } => {
-                if g.raw.role() != Role::Leader {
-                    let _ = reply.send(Err(g.leader_hint()));
+                if !is_leader {
+                    let _ = reply.send(Err(not_leader));
                     return;
                 }
                 let offset = match spec {
                     OffsetSpec::Earliest => offsets.start_offset(),
-                    OffsetSpec::Latest => high_watermark(g),
+                    OffsetSpec::Latest => hw,
+                    OffsetSpec::Timestamp(at_ms) => {
+                        let Some(lo) = offsets.index_of(offsets.start_offset()) else {
+                            let _ = reply.send(Ok(hw));
+                            return;
+                        };
+                        let hi = g.raw.applied().min(self.wal.last_index(group)) + 1;
+                        let wal = self.wal.clone();
+                        glommio::spawn_local(async move {
+                            let answer = offset_for_timestamp(&wal, group, lo, hi, at_ms, hw).await;
+                            let _ = reply.send(answer);
+                        })
+                        .detach();
+                        return;
+                    }
                 };
                 let _ = reply.send(Ok(offset));
+            }
+            PartitionRequest::EpochEnd {
+                leader_epoch,
+                reply,
+            } => {
+                if !is_leader {
+                    let _ = reply.send(Err(not_leader));
+                    return;
+                }
+                let term = g.raw.term();
+                if leader_epoch >= term {
+                    let _ = reply.send(Ok(EpochEnd {
+                        leader_epoch: term,
+                        end_offset: offsets.next_offset(),
+                    }));
+                    return;
+                }
+                // The first durable entry of a later term: the asked epoch's writes end where
+                // it starts. Terms only grow along the log, so a binary search finds it.
+                let first = g.raw.first_index();
+                let last = self.wal.last_index(group).min(offsets.last_index());
+                let wal = &self.wal;
+                let term_at = |i: u64| wal.term(group, i).unwrap_or(u64::MAX);
+                let (mut lo, mut hi) = (first, last + 1);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if term_at(mid) > leader_epoch {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                let answer = if lo <= first {
+                    // Every entry still in the log is of a later epoch.
+                    EpochEnd {
+                        leader_epoch,
+                        end_offset: offsets.start_offset(),
+                    }
+                } else {
+                    EpochEnd {
+                        leader_epoch: term_at(lo - 1).min(leader_epoch),
+                        end_offset: offsets.end_at(lo - 1).unwrap_or(offsets.start_offset()),
+                    }
+                };
+                let _ = reply.send(Ok(answer));
             }
             PartitionRequest::Produce {
                 mut records,
                 acks,
                 reply,
             } => {
-                if g.raw.role() != Role::Leader {
-                    let _ = reply.send(Err(g.leader_hint()));
+                if !is_leader {
+                    let _ = reply.send(Err(not_leader));
                     return;
                 }
                 if records.len() as u64 > PRODUCE_BYTES_MAX {
@@ -753,6 +871,51 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         return;
                     }
                 };
+                // Idempotence: Kafka producers send one batch per partition; only then is a
+                // retry recognisable.
+                if batches.iter().any(|b| b.producer_id >= 0) {
+                    if batches.len() != 1 {
+                        let _ = reply.send(Err(RequestError::Invalid(
+                            "an idempotent produce carries exactly one record batch".into(),
+                        )));
+                        return;
+                    }
+                    match producers.check(&batches[0]) {
+                        SequenceCheck::Append => {}
+                        SequenceCheck::Duplicate { index, base_offset } => {
+                            // Answered once the original is committed, with its offset.
+                            let answer = if index <= g.raw.applied() {
+                                Ok(ProduceReply {
+                                    base_offset,
+                                    leader_epoch: g.raw.term(),
+                                })
+                            } else {
+                                Err(RequestError::NotReady(
+                                    "the original of this retried batch is not committed yet"
+                                        .into(),
+                                ))
+                            };
+                            let _ = reply.send(answer);
+                            return;
+                        }
+                        SequenceCheck::OutOfOrder { expected } => {
+                            let _ = reply.send(Err(RequestError::OutOfOrderSequence {
+                                producer_id: batches[0].producer_id,
+                                expected,
+                                got: batches[0].base_sequence,
+                            }));
+                            return;
+                        }
+                        SequenceCheck::Fenced { current } => {
+                            let _ = reply.send(Err(RequestError::ProducerFenced {
+                                producer_id: batches[0].producer_id,
+                                current,
+                                got: batches[0].producer_epoch,
+                            }));
+                            return;
+                        }
+                    }
+                }
                 let term = g.raw.term();
                 let base = match g.next_offset {
                     Some((t, next)) if t == term => next,
@@ -771,8 +934,14 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 };
                 stamp(&mut records, &batches, base, term as i32);
                 let count = record_count(&batches);
+                let stamped = parse_batches(&records);
                 match g.raw.propose(records) {
                     Ok((term, index)) => {
+                        // Known at once, so a pipelined next batch of the same producer is
+                        // checked against this one before the Ready writes it.
+                        if let Ok(stamped) = stamped {
+                            producers.on_written(index, &stamped);
+                        }
                         g.next_offset = Some((term, base + count));
                         g.produces.insert(
                             index,
@@ -793,9 +962,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             PartitionRequest::Fetch {
                 offset,
                 bytes_max,
+                wait_ms_max,
                 reply,
             } => {
-                let hw = high_watermark(g);
                 let start = offsets.start_offset();
                 if offset < start || offset > hw {
                     let _ = reply.send(Err(RequestError::OffsetOutOfRange {
@@ -810,6 +979,21 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     high_watermark: hw,
                     log_start_offset: start,
                 };
+                if offset == hw && wait_ms_max > 0 {
+                    let request = PartitionRequest::Fetch {
+                        offset,
+                        bytes_max,
+                        wait_ms_max,
+                        reply,
+                    };
+                    if let Err(PartitionRequest::Fetch { reply, .. }) =
+                        self.fetch_waiters.park(group, request)
+                    {
+                        // Too many parked: answer at once, the client polls again.
+                        let _ = reply.send(Ok(empty));
+                    }
+                    return;
+                }
                 let Some(lo) = offsets.index_of(offset) else {
                     let _ = reply.send(Ok(empty));
                     return;
@@ -853,6 +1037,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         let mut round = Vec::new();
         let mut heartbeats: HashMap<NodeId, HeartbeatBatch> = HashMap::new();
         let mut controller_changed = false;
+        let mut woken = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
         for id in dirty {
             let Some(g) = self.groups.get_mut(&id) else {
@@ -887,10 +1072,15 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 batch.snapshot(id, snap.meta.term, snap.meta.index, meta);
                 batch.truncate(id, snap.meta.index + 1);
                 g.raw.storage_mut().cache.evict_from(snap.meta.index + 1);
-                if let Machine::Partition { offsets, .. } = &mut g.machine {
+                if let Machine::Partition {
+                    offsets, producers, ..
+                } = &mut g.machine
+                {
                     match PartitionSnapshot::decode(&snap.data) {
                         Ok(p) => {
                             *offsets = OffsetMap::new(snap.meta.index, p.end_offset, []);
+                            // The producers' batches before the snapshot are gone with it.
+                            *producers = ProducerTable::default();
                         }
                         Err(why) => {
                             g.halted = Some(format!("installed snapshot does not decode: {why}"));
@@ -913,12 +1103,16 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 wrote_snapshot = true;
             }
             if !rd.entries.is_empty() {
-                if let Machine::Partition { offsets, .. } = &mut g.machine {
+                if let Machine::Partition {
+                    offsets, producers, ..
+                } = &mut g.machine
+                {
                     if let Err(e) = offsets.on_written(&rd.entries) {
                         error!(group = id, "entry refused, group halted: {e}");
                         g.halted = Some(e.to_string());
                         continue;
                     }
+                    record_producers(producers, &rd.entries);
                 }
                 g.raw.storage_mut().cache.insert_written(&rd.entries);
                 batch.append(
@@ -943,6 +1137,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             }
             if !rd.committed_entries.is_empty() {
                 controller_changed |= apply_committed(g, id, &rd.committed_entries);
+                woken.extend(self.fetch_waiters.take(id));
             }
             for fetch in rd.fetches {
                 self.start_fetch(id, fetch);
@@ -961,6 +1156,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     debug!("heartbeats to node {to} dropped: {e}");
                 }
             }
+        }
+        // Parked fetches of partitions whose high watermark moved: answered now, or parked
+        // again if it did not pass their offset.
+        for (group, request) in woken {
+            self.partition_request(group, request);
         }
         if controller_changed {
             self.broadcast_controller().await;
@@ -1162,13 +1362,56 @@ fn apply_committed<S: Storage>(g: &mut Group<S>, id: u64, entries: &[Entry]) -> 
     changed
 }
 
-fn high_watermark<S: Storage>(g: &Group<S>) -> u64 {
-    match &g.machine {
-        Machine::Partition { offsets, .. } => offsets
-            .end_at(g.raw.applied())
-            .unwrap_or(offsets.start_offset()),
-        Machine::Controller(_) => 0,
+/// Records the idempotent producers' batches of written entries (their offsets stamped).
+fn record_producers(producers: &mut ProducerTable, entries: &[Entry]) {
+    for e in entries {
+        if e.kind != EntryKind::Normal || e.data.is_empty() {
+            producers.truncate_from(e.index);
+            continue;
+        }
+        // The offset map checked these entries just before; a payload that does not parse
+        // has no producer to record.
+        match parse_batches(&e.data) {
+            Ok(batches) => producers.on_written(e.index, &batches),
+            Err(_) => producers.truncate_from(e.index),
+        }
     }
+}
+
+/// ListOffsets by timestamp: the base offset of the first batch in entries `lo..hi` whose
+/// max timestamp is at or after `at_ms` (`end` when none is). Reads the entries in bounded
+/// chunks and looks only at batch headers.
+async fn offset_for_timestamp<S: Storage>(
+    wal: &ShardWal<S>,
+    group: u64,
+    lo: u64,
+    hi: u64,
+    at_ms: i64,
+    end: u64,
+) -> Result<u64, RequestError> {
+    const READ_BYTES_MAX: u64 = 4 << 20;
+    let mut next = lo;
+    while next < hi {
+        let entries = wal
+            .read(group, next, hi, READ_BYTES_MAX)
+            .await
+            .map_err(|e| RequestError::StorageFailed(e.to_string()))?;
+        let Some(last) = entries.last().map(|e| e.index) else {
+            break;
+        };
+        for e in &entries {
+            if e.kind != tern_engine::EntryKind::Normal || e.data.is_empty() {
+                continue;
+            }
+            let batches = parse_batches(&e.data)
+                .map_err(|why| RequestError::StorageFailed(format!("entry {}: {why}", e.index)))?;
+            if let Some(b) = batches.iter().find(|b| b.max_timestamp >= at_ms) {
+                return Ok(b.base_offset.max(0) as u64);
+            }
+        }
+        next = last + 1;
+    }
+    Ok(end)
 }
 
 /// Sends one Raft message, coalescing heartbeats per peer.
@@ -1222,6 +1465,9 @@ impl PartitionRequest {
                 let _ = reply.send(Err(err));
             }
             PartitionRequest::Describe { reply } => {
+                let _ = reply.send(Err(err));
+            }
+            PartitionRequest::EpochEnd { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
         }

@@ -150,6 +150,7 @@ fn fetch(
         request: PartitionRequest::Fetch {
             offset,
             bytes_max: 1 << 20,
+            wait_ms_max: 0,
             reply,
         },
     }

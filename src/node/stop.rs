@@ -86,6 +86,11 @@ impl ShardWatch {
     pub fn register(&self) -> oneshot::Receiver<()> {
         self.switch.register()
     }
+
+    /// Stops the whole node (a shard could not bring up what it must serve).
+    pub fn stop_node(&self, reason: StopReason) -> bool {
+        self.switch.request(reason)
+    }
 }
 
 impl Clone for ShardWatch {

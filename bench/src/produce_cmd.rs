@@ -1,0 +1,311 @@
+//! `tern-bench produce`: produce load against a running node (or cluster) through tern's
+//! Kafka client, closed loop or open loop, and report throughput and ack latency.
+//!
+//! Each worker is a thread with its own client and connections, sending one batch at a time
+//! to its partitions in turn (worker w takes partitions w, w+N, ...; with fewer partitions than
+//! workers, workers share them). Closed loop: the next batch leaves when the previous one is
+//! acknowledged; latency is the round trip. Open loop (--rate): batches leave on a fixed
+//! schedule; latency counts from each batch's intended send time, so a stalled server shows
+//! up as queueing delay instead of being hidden (no coordinated omission).
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tern_net::kafka_client::{Acks, Client, ClientConfig, ClientError, Producer};
+
+use crate::error::{BenchError, Result};
+use crate::load::new_histogram;
+use crate::report::{latency_table, round1, thousands, LatencyUs};
+
+#[derive(Args, Debug, Clone)]
+pub struct ProduceArgs {
+    /// Kafka address of a node (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub server: String,
+    /// Topic to produce to.
+    #[arg(long, default_value = "tern-bench")]
+    pub topic: String,
+    /// Create the topic with --partitions (and --replication-factor) if it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Partitions of a topic created by --create.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Replicas of a topic created by --create [default: the server's].
+    #[arg(long)]
+    pub replication_factor: Option<u8>,
+    /// Payload bytes of each record.
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Records per batch (one produce request carries one batch).
+    #[arg(long, default_value_t = 16)]
+    pub batch_records: usize,
+    /// Worker threads, each with its own connection, one batch in flight each.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Acknowledgement: all, 1 or 0.
+    #[arg(long, default_value = "all", value_parser = parse_acks)]
+    pub acks: Acks,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Open loop: total batches per second over all workers, on a fixed schedule. Without
+    /// it: closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Print one JSON object on one line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_acks(text: &str) -> std::result::Result<Acks, String> {
+    Acks::parse(text).ok_or_else(|| format!("{text:?} is not one of all, 1, 0"))
+}
+
+/// What one worker measured.
+struct WorkerOutcome {
+    latency_ns: Histogram<u64>,
+    batches: u64,
+    records: u64,
+    payload_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    mode: &'static str,
+    server: String,
+    topic: String,
+    partitions: usize,
+    acks: &'static str,
+    record_bytes: usize,
+    batch_records: usize,
+    batch_payload_bytes: usize,
+    concurrency: usize,
+    rate_batches_per_s: Option<f64>,
+    seconds: f64,
+    batches: u64,
+    records: u64,
+    records_per_s: f64,
+    /// Payload MB/s (10^6 bytes), record values only.
+    mb_per_s: f64,
+    /// Ack latency of a batch.
+    latency: LatencyUs,
+}
+
+fn check(a: &ProduceArgs) -> Result<()> {
+    let bad = |arg, why: &str| {
+        Err(BenchError::Arg {
+            arg,
+            why: why.to_string(),
+        })
+    };
+    if a.record_bytes == 0 {
+        return bad("record-bytes", "must be at least 1");
+    }
+    if a.batch_records == 0 {
+        return bad("batch-records", "must be at least 1");
+    }
+    if a.concurrency == 0 {
+        return bad("concurrency", "must be at least 1");
+    }
+    if a.partitions == 0 {
+        return bad("partitions", "must be at least 1");
+    }
+    // Written so that NaN fails too.
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !(positive(a.duration) && a.warmup.is_finite() && a.warmup >= 0.0) {
+        return bad("duration", "duration must be > 0 and warmup >= 0");
+    }
+    if a.rate.is_some_and(|r| !positive(r)) {
+        return bad("rate", "must be > 0");
+    }
+    Ok(())
+}
+
+fn client_error(e: ClientError) -> BenchError {
+    BenchError::Client(e)
+}
+
+pub fn run(a: &ProduceArgs) -> Result<()> {
+    check(a)?;
+    let config = ClientConfig::new(a.server.clone());
+    let mut client = Client::connect(config.clone()).map_err(client_error)?;
+    let partitions = match client.partition_count(&a.topic) {
+        Ok(n) => n,
+        Err(ClientError::UnknownTopic { .. }) if a.create => {
+            client
+                .create_topic(
+                    &a.topic,
+                    a.partitions.min(i32::MAX as u32) as i32,
+                    a.replication_factor.map_or(-1, i16::from),
+                )
+                .map_err(client_error)?;
+            client.partition_count(&a.topic).map_err(client_error)?
+        }
+        Err(e) => return Err(client_error(e)),
+    };
+    drop(client);
+    let start = Instant::now() + Duration::from_millis(100);
+    let warmup_end = start + Duration::from_secs_f64(a.warmup);
+    let end = warmup_end + Duration::from_secs_f64(a.duration);
+    let payload = vec![b'x'; a.record_bytes];
+    let mut workers = Vec::with_capacity(a.concurrency);
+    for w in 0..a.concurrency {
+        let a = a.clone();
+        let config = config.clone();
+        let payload = payload.clone();
+        workers.push(thread::spawn(move || {
+            worker(w, &a, config, partitions, &payload, start, warmup_end, end)
+        }));
+    }
+    let mut outcomes = Vec::with_capacity(workers.len());
+    let mut first_error = None;
+    for h in workers {
+        match h.join() {
+            Ok(Ok(o)) => outcomes.push(o),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(BenchError::Arg {
+                    arg: "concurrency",
+                    why: "a worker thread panicked".into(),
+                });
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut latency = new_histogram();
+    let (mut batches, mut records, mut bytes) = (0u64, 0u64, 0u64);
+    for o in &outcomes {
+        latency.add(&o.latency_ns).map_err(|e| BenchError::Arg {
+            arg: "duration",
+            why: format!("merging histograms: {e}"),
+        })?;
+        batches += o.batches;
+        records += o.records;
+        bytes += o.payload_bytes;
+    }
+    let seconds = a.duration;
+    let report = Report {
+        mode: if a.rate.is_some() { "open" } else { "closed" },
+        server: a.server.clone(),
+        topic: a.topic.clone(),
+        partitions,
+        acks: match a.acks {
+            Acks::All => "all",
+            Acks::Leader => "1",
+            Acks::None => "0",
+        },
+        record_bytes: a.record_bytes,
+        batch_records: a.batch_records,
+        batch_payload_bytes: a.record_bytes * a.batch_records,
+        concurrency: a.concurrency,
+        rate_batches_per_s: a.rate,
+        seconds,
+        batches,
+        records,
+        records_per_s: round1(records as f64 / seconds),
+        mb_per_s: round1(bytes as f64 / seconds / 1e6),
+        latency: LatencyUs::from_ns(&latency),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "tern-bench produce ({} loop): {} partitions, acks={}, {} workers, batches of {} x {} B",
+            report.mode,
+            report.partitions,
+            report.acks,
+            report.concurrency,
+            report.batch_records,
+            report.record_bytes
+        );
+        println!(
+            "  {} records/s  {} MB/s  {} batches in {:.1} s",
+            thousands(report.records_per_s),
+            report.mb_per_s,
+            thousands(report.batches as f64),
+            seconds
+        );
+        println!("{}", latency_table(&report.latency));
+        if a.acks == Acks::None {
+            println!("  (acks=0: latency is the time to hand the batch to the socket)");
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    index: usize,
+    a: &ProduceArgs,
+    config: ClientConfig,
+    partitions: usize,
+    payload: &[u8],
+    start: Instant,
+    warmup_end: Instant,
+    end: Instant,
+) -> Result<WorkerOutcome> {
+    let client = Client::connect(config).map_err(client_error)?;
+    let mut producer = Producer::new(client, a.acks, true).map_err(client_error)?;
+    let values: Vec<&[u8]> = vec![payload; a.batch_records];
+    // This worker's partitions: index, index + concurrency, ... (at least one).
+    let mine: Vec<i32> = (index..partitions.max(index + 1))
+        .step_by(a.concurrency)
+        .map(|p| (p % partitions) as i32)
+        .collect();
+    let interval = a
+        .rate
+        .map(|r| Duration::from_secs_f64(a.concurrency as f64 / r));
+    let mut out = WorkerOutcome {
+        latency_ns: new_histogram(),
+        batches: 0,
+        records: 0,
+        payload_bytes: 0,
+    };
+    // Open-loop workers are staggered over one interval so they do not send in lockstep.
+    let offset = interval.map_or(Duration::ZERO, |i| i * index as u32 / a.concurrency as u32);
+    let mut sent: u64 = 0;
+    loop {
+        let intended = match interval {
+            Some(i) => {
+                let t = start + offset + i * sent.min(u32::MAX as u64) as u32;
+                let now = Instant::now();
+                if t > now {
+                    thread::sleep(t - now);
+                }
+                t
+            }
+            None => Instant::now(),
+        };
+        if intended >= end {
+            break;
+        }
+        let partition = mine[(sent as usize) % mine.len()];
+        producer
+            .send(&a.topic, partition, &values)
+            .map_err(client_error)?;
+        let done = Instant::now();
+        sent += 1;
+        if intended >= warmup_end && done <= end {
+            let ns = done
+                .duration_since(intended)
+                .as_nanos()
+                .min(u64::MAX as u128) as u64;
+            out.latency_ns.saturating_record(ns.max(1));
+            out.batches += 1;
+            out.records += a.batch_records as u64;
+            out.payload_bytes += (a.batch_records * a.record_bytes) as u64;
+        }
+    }
+    Ok(out)
+}

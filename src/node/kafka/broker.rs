@@ -1,0 +1,143 @@
+//! What the Kafka front end on one shard knows and how it reaches the shards: the senders to
+//! every shard's inbox (a partition's request goes to the shard owning its group, and the
+//! answer comes back on a oneshot channel), and a cached copy of the controller's state for
+//! routing. Nothing here is shared between threads or locked: each shard's front end has its
+//! own `Broker`.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::SinkExt;
+
+use crate::node::controller::{Command, ControllerState, Outcome, Topic, CONTROLLER_GROUP};
+use crate::node::requests::{PartitionRequest, RequestError};
+use crate::node::shard::{GroupLeader, ShardMsg, ShardView};
+
+/// How long a cached controller state routes requests before it is asked again. A topic
+/// unknown to the cache is looked up afresh at once, so a new topic is never refused for
+/// this long; a deleted one may be routed to its (gone) group, which answers
+/// UNKNOWN_TOPIC_OR_PARTITION.
+const VIEW_TTL: Duration = Duration::from_millis(200);
+
+/// The node-level facts the front end answers with.
+#[derive(Debug, Clone)]
+pub struct BrokerSetup {
+    pub node_id: u64,
+    /// The address this node advertises to Kafka clients (its `kafka_addr`, with the port the
+    /// listener really has).
+    pub advertised: SocketAddr,
+    pub cluster_id: String,
+    /// `read_only` in the node's configuration: every write is refused.
+    pub read_only: bool,
+    pub shard: u32,
+    pub shards: u32,
+    pub senders: Vec<mpsc::Sender<ShardMsg>>,
+}
+
+pub struct Broker {
+    pub setup: BrokerSetup,
+    view: RefCell<Option<(Instant, Rc<ControllerState>)>>,
+}
+
+impl Broker {
+    pub fn new(setup: BrokerSetup) -> Rc<Self> {
+        Rc::new(Broker {
+            setup,
+            view: RefCell::new(None),
+        })
+    }
+
+    fn sender(&self, shard: u32) -> Result<mpsc::Sender<ShardMsg>, RequestError> {
+        self.setup
+            .senders
+            .get(shard as usize)
+            .cloned()
+            .ok_or(RequestError::ShuttingDown)
+    }
+
+    async fn send(&self, shard: u32, msg: ShardMsg) -> Result<(), RequestError> {
+        self.sender(shard)?
+            .send(msg)
+            .await
+            .map_err(|_| RequestError::ShuttingDown)
+    }
+
+    /// Sends a request for partition group `group` to its shard and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        group: u64,
+        make: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> PartitionRequest,
+    ) -> Result<T, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        let shard = tern_engine::shard_for_group(group, self.setup.shards);
+        self.send(
+            shard,
+            ShardMsg::Partition {
+                group,
+                request: make(tx),
+            },
+        )
+        .await?;
+        rx.await.unwrap_or(Err(RequestError::ShuttingDown))
+    }
+
+    /// A controller command, proposed on the shard hosting the controller group.
+    pub async fn controller(&self, command: Command) -> Result<Outcome, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        let shard = tern_engine::shard_for_group(CONTROLLER_GROUP, self.setup.shards);
+        self.send(shard, ShardMsg::Controller { command, reply: tx })
+            .await?;
+        rx.await.unwrap_or(Err(RequestError::ShuttingDown))
+    }
+
+    async fn shard_view(&self, shard: u32) -> Result<ShardView, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(shard, ShardMsg::View { reply: tx }).await?;
+        rx.await.map_err(|_| RequestError::ShuttingDown)
+    }
+
+    /// The controller state, from the cache when fresh (or `refresh` is false and it exists).
+    pub async fn state(&self, refresh: bool) -> Result<Rc<ControllerState>, RequestError> {
+        if let Some((at, state)) = &*self.view.borrow() {
+            if !refresh && at.elapsed() < VIEW_TTL {
+                return Ok(state.clone());
+            }
+        }
+        let view = self.shard_view(self.setup.shard).await?;
+        let state = Rc::new(view.controller.map(|b| *b).unwrap_or_default());
+        *self.view.borrow_mut() = Some((Instant::now(), state.clone()));
+        Ok(state)
+    }
+
+    /// The topic of this name, looking again once if the cache does not know it.
+    pub async fn topic(&self, name: &str) -> Result<Option<Topic>, RequestError> {
+        let state = self.state(false).await?;
+        if let Some(t) = state.topic(name) {
+            return Ok(Some(t.clone()));
+        }
+        Ok(self.state(true).await?.topic(name).cloned())
+    }
+
+    /// The topic of this id, looking again once if the cache does not know it.
+    pub async fn topic_by_id(&self, id: uuid::Uuid) -> Result<Option<Topic>, RequestError> {
+        for refresh in [false, true] {
+            let state = self.state(refresh).await?;
+            if let Some(t) = state.topics().values().find(|t| t.id == id) {
+                return Ok(Some(t.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Who leads each group hosted on this node, from every shard.
+    pub async fn leaders(&self) -> Result<Vec<GroupLeader>, RequestError> {
+        let mut out = Vec::new();
+        for shard in 0..self.setup.shards {
+            out.extend(self.shard_view(shard).await?.leaders);
+        }
+        Ok(out)
+    }
+}

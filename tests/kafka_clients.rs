@@ -1,0 +1,418 @@
+//! Unmodified Kafka clients against a real `tern serve` child process (standalone, loopback):
+//! kcat (librdkafka), Debian's python3-kafka 2.0.2 and kafka-python 3.x. Each client test is
+//! skipped, with the reason printed, when its client is not installed; `.ci/run` installs
+//! them all. The node is always killed at the end, also when a test fails (`Node`'s Drop).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+/// Bound on every wait for the node or a client.
+const WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// A `tern serve` child; killed and reaped on drop.
+struct Node {
+    child: Child,
+    kafka: SocketAddr,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+/// A free port on `ip` (bound, read, released: the node binds it next).
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Node {
+    fn start(ip: &str) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("node.log");
+        let kafka: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let http = format!("{ip}:{}", free_port(ip));
+        let peer = format!("{ip}:{}", free_port(ip));
+        let child = Command::new(TERN)
+            .args(["serve", "--standalone", "--shards", "1", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--kafka-addr", &kafka.to_string()])
+            .args(["--http-addr", &http, "--peer-addr", &peer])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start tern serve");
+        let node = Node {
+            child,
+            kafka,
+            _dir: dir,
+            log,
+        };
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&kafka, Duration::from_millis(200)).is_err() {
+            assert!(
+                start.elapsed() < WAIT_MAX,
+                "node did not listen on {kafka}:\n{}",
+                node.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn boot(&self) -> String {
+        self.kafka.to_string()
+    }
+
+    /// Creates a topic over the Kafka protocol (CreateTopics v4), waiting until every
+    /// partition has a leader (Metadata through kcat is not needed for that: a produce is
+    /// retried by the clients anyway; this keeps the first produce from racing the election).
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let mut topic = CreatableTopic::default();
+        topic.name = TopicName(StrBytes::from_string(name.to_string()));
+        topic.num_partitions = partitions;
+        topic.replication_factor = 1;
+        let mut req = CreateTopicsRequest::default();
+        req.topics = vec![topic];
+        req.timeout_ms = 10_000;
+        // NOT_CONTROLLER (41) until the controller group has elected itself.
+        let start = Instant::now();
+        let resp = loop {
+            let resp: CreateTopicsResponse = self
+                .call(ApiKey::CreateTopics, 4, &req)
+                .expect("CreateTopics");
+            if resp.topics[0].error_code != 41 || start.elapsed() > WAIT_MAX {
+                break resp;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            resp.topics[0].error_code, 0,
+            "create {name}: {:?}",
+            resp.topics[0].error_message
+        );
+        // Leaders of a single-node cluster are elected within a few ticks.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn call<Req: Encodable, Resp: Decodable>(
+        &self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> std::io::Result<Resp> {
+        let mut s = TcpStream::connect(self.kafka)?;
+        s.set_read_timeout(Some(WAIT_MAX))?;
+        let mut body = BytesMut::new();
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = 42;
+        header.client_id = Some(StrBytes::from_static_str("tern-test"));
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .map_err(std::io::Error::other)?;
+        req.encode(&mut body, version)
+            .map_err(std::io::Error::other)?;
+        s.write_all(&(body.len() as i32).to_be_bytes())?;
+        s.write_all(&body)?;
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size)?;
+        let mut resp = vec![0u8; i32::from_be_bytes(size) as usize];
+        s.read_exact(&mut resp)?;
+        let mut buf = bytes::Bytes::from(resp);
+        let h = ResponseHeader::decode(&mut buf, key.response_header_version(version))
+            .map_err(std::io::Error::other)?;
+        assert_eq!(h.correlation_id, 42);
+        let r = Resp::decode(&mut buf, version).map_err(std::io::Error::other)?;
+        assert_eq!(buf.remaining(), 0, "bytes left after the response");
+        Ok(r)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- node log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Runs a client command with a bounded wait; panics with its output on failure.
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start client");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait client").is_some() {
+            break;
+        }
+        if start.elapsed() > WAIT_MAX {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("client output");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn have(program: &str, probe: &[&str]) -> bool {
+    Command::new(program)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn kcat_lists_produces_and_consumes() {
+    if !have("kcat", &["-V"]) {
+        eprintln!("SKIPPED kcat_lists_produces_and_consumes: kcat is not installed (apt-get install kcat; .ci/run does)");
+        return;
+    }
+    let node = Node::start("127.0.0.21");
+    node.create_topic("kcat-t", 3);
+    let b = node.boot();
+    let list = run(Command::new("kcat").args(["-b", &b, "-L"]), None);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("1 brokers"), "{text}");
+    assert!(text.contains(&format!("broker 1 at {b}")), "{text}");
+    assert!(
+        text.contains("topic \"kcat-t\" with 3 partitions"),
+        "{text}"
+    );
+    assert!(text.contains("partition 2, leader 1"), "{text}");
+
+    let input: String = (0..20).map(|i| format!("rec-{i}\n")).collect();
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    run(
+        Command::new("kcat").args(["-b", &b, "-P", "-t", "kcat-t", "-p", "1"]),
+        Some(input.as_bytes()),
+    );
+    let all = run(
+        Command::new("kcat").args([
+            "-b",
+            &b,
+            "-C",
+            "-t",
+            "kcat-t",
+            "-p",
+            "1",
+            "-o",
+            "beginning",
+            "-e",
+        ]),
+        None,
+    );
+    let want: Vec<String> = (0..20).map(|i| format!("rec-{i}")).collect();
+    assert_eq!(lines(&all), want, "exactly what was produced, in order");
+
+    let last = run(
+        Command::new("kcat").args(["-b", &b, "-C", "-t", "kcat-t", "-p", "1", "-o", "-5", "-e"]),
+        None,
+    );
+    assert_eq!(lines(&last), want[15..].to_vec());
+
+    // By timestamp: a second produce, later than every record of the first.
+    std::thread::sleep(Duration::from_millis(20));
+    let mid_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert!(mid_ms > before_ms);
+    run(
+        Command::new("kcat").args(["-b", &b, "-P", "-t", "kcat-t", "-p", "1"]),
+        Some(b"late-0\nlate-1\n"),
+    );
+    let since = run(
+        Command::new("kcat").args([
+            "-b",
+            &b,
+            "-C",
+            "-t",
+            "kcat-t",
+            "-p",
+            "1",
+            "-o",
+            &format!("s@{mid_ms}"),
+            "-e",
+        ]),
+        None,
+    );
+    assert_eq!(lines(&since), vec!["late-0", "late-1"]);
+    // Offsets of the keyed format: dense from 0.
+    let offsets = run(
+        Command::new("kcat").args([
+            "-b",
+            &b,
+            "-C",
+            "-t",
+            "kcat-t",
+            "-p",
+            "1",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%o\n",
+        ]),
+        None,
+    );
+    let want: Vec<String> = (0..22).map(|i| i.to_string()).collect();
+    assert_eq!(lines(&offsets), want);
+}
+
+/// A Python interpreter with `kafka` importable at a version starting with `major`.
+fn python_with_kafka(python: &Path, major: &str) -> bool {
+    Command::new(python)
+        .args([
+            "-c",
+            &format!(
+                "import kafka,sys; sys.exit(0 if kafka.__version__.startswith('{major}') else 1)"
+            ),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+const PYTHON_CLIENT: &str = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+boot, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+admin = KafkaAdminClient(bootstrap_servers=boot, request_timeout_ms=20000)
+admin.create_topics([NewTopic(topic, 2, 1)])
+admin.create_topics([NewTopic(topic + "-gone", 1, 1)])
+admin.delete_topics([topic + "-gone"])
+p = KafkaProducer(bootstrap_servers=boot, acks='all', retries=20)
+futs = [p.send(topic, value=b"v%d" % i, partition=i % 2) for i in range(n)]
+p.flush(timeout=30)
+meta = [f.get(timeout=30) for f in futs]
+for part in (0, 1):
+    offs = [m.offset for m in meta if m.partition == part]
+    assert offs == list(range(len(offs))), (part, offs)
+c = KafkaConsumer(bootstrap_servers=boot, enable_auto_commit=False, group_id=None,
+                  consumer_timeout_ms=5000)
+for part in (0, 1):
+    tp = TopicPartition(topic, part)
+    c.assign([tp])
+    c.seek(tp, 0)
+    got = []
+    for m in c:
+        got.append(m.value)
+        if len(got) == n // 2:
+            break
+    want = [b"v%d" % i for i in range(part, n, 2)]
+    assert got == want, (part, got[:3], want[:3], len(got))
+names = admin.list_topics()
+assert topic in names and topic + "-gone" not in names, names
+print("ok", n)
+"#;
+
+fn python_clients(python: &Path, ip: &str, topic: &str) {
+    let node = Node::start(ip);
+    let out = run(
+        Command::new(python).args(["-c", PYTHON_CLIENT, &node.boot(), topic, "1000"]),
+        None,
+    );
+    assert_eq!(lines(&out), vec!["ok 1000"]);
+}
+
+#[test]
+fn debian_python3_kafka_2_produces_and_consumes() {
+    let python = Path::new("/usr/bin/python3");
+    if !python_with_kafka(python, "2.") {
+        eprintln!("SKIPPED debian_python3_kafka_2_produces_and_consumes: Debian's python3-kafka 2.0.2 is not installed (apt-get install python3-kafka; .ci/run does)");
+        return;
+    }
+    python_clients(python, "127.0.0.22", "py2-t");
+}
+
+/// kafka-python 3.x, whose default producer is idempotent (InitProducerId, sequences).
+#[test]
+fn kafka_python_3_idempotent_produce_and_consume() {
+    let python = std::env::var_os("TERN_KAFKA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kafka-python-venv/bin/python")
+        });
+    if !python_with_kafka(&python, "3.") {
+        eprintln!(
+            "SKIPPED kafka_python_3_idempotent_produce_and_consume: no kafka-python 3.x at {} (set TERN_KAFKA_PYTHON; .ci/run creates the virtualenv)",
+            python.display()
+        );
+        return;
+    }
+    python_clients(&python, "127.0.0.23", "py3-t");
+}
+
+#[test]
+fn oversized_and_malformed_requests_close_the_connection_and_the_node_keeps_serving() {
+    let node = Node::start("127.0.0.24");
+    // A size over the limit: refused from the size field alone.
+    let mut s = TcpStream::connect(node.kafka).unwrap();
+    s.set_read_timeout(Some(WAIT_MAX)).unwrap();
+    s.write_all(&(1i32 << 30).to_be_bytes()).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "connection closed");
+    // Garbage of a plausible size.
+    let mut s = TcpStream::connect(node.kafka).unwrap();
+    s.set_read_timeout(Some(WAIT_MAX)).unwrap();
+    s.write_all(&16i32.to_be_bytes()).unwrap();
+    s.write_all(&[0xff; 16]).unwrap();
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "connection closed");
+    // Still serving.
+    node.create_topic("after-garbage", 1);
+    assert!(node.log_text().contains("closing the connection"));
+}
