@@ -30,3 +30,5 @@ pub enum NodeError {
 
 #[cfg(test)]
 mod shard_tests;
+#[cfg(test)]
+pub mod sim;

@@ -249,6 +249,7 @@ impl NodeRuntime {
             shard: ctx.shard,
             shards: self.shards,
             tick: self.tick,
+            external_ticks: None,
             controller_voters: self.controller_voters.clone(),
             initial_members: self.initial_members.clone(),
             raft: self.raft.clone(),

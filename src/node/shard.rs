@@ -18,7 +18,7 @@
 //! more heartbeats (so followers elect a leader elsewhere), no acknowledgement; requests are
 //! answered with a storage error. Other shards keep serving.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -106,6 +106,9 @@ pub struct ShardSetup {
     pub shards: u32,
     /// The Raft tick (`raft.tick`, default [`TICK`]).
     pub tick: Duration,
+    /// When set, the shard ticks once per `()` received here instead of on a timer every
+    /// `tick`: the node simulation drives simulated time itself.
+    pub external_ticks: Option<mpsc::UnboundedReceiver<()>>,
     /// Initial voters of the controller group (this node included), if this node is one.
     pub controller_voters: Vec<NodeId>,
     /// The members a controller leader registers when its state lacks them: this node with
@@ -155,7 +158,9 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     raft: RaftConfig,
     wal: Rc<ShardWal<S>>,
     transport: Rc<T>,
-    groups: HashMap<u64, Group<S>>,
+    /// Ordered, so that a round visits groups in the same order on every run (the node
+    /// simulation replays a seed exactly).
+    groups: BTreeMap<u64, Group<S>>,
     dirty: BTreeSet<u64>,
     /// The latest controller state this shard knows (applied here, or received).
     controller: Option<Box<ControllerState>>,
@@ -185,7 +190,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             raft: setup.raft,
             wal: wal.clone(),
             transport: transport.clone(),
-            groups: HashMap::new(),
+            groups: BTreeMap::new(),
             dirty: BTreeSet::new(),
             controller: None,
             initial_members: setup.initial_members,
@@ -199,7 +204,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             stopping: false,
         };
         // Dropping these tasks (when the loop ends) cancels them.
-        let tasks = shard.spawn_sources(setup.inbox, rounds_rx);
+        let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
         if !setup.controller_voters.is_empty()
             && tern_engine::shard_for_group(CONTROLLER_GROUP, shard.shards) == shard.shard
         {
@@ -218,6 +223,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     fn spawn_sources(
         &self,
         mut inbox: mpsc::Receiver<ShardMsg>,
+        mut external_ticks: Option<mpsc::UnboundedReceiver<()>>,
         mut rounds: mpsc::UnboundedReceiver<Round>,
     ) -> Vec<glommio::Task<()>> {
         let mut tasks = Vec::new();
@@ -228,7 +234,14 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         let tick = self.tick;
         tasks.push(glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(tick).await;
+                match &mut external_ticks {
+                    None => glommio::timer::sleep(tick).await,
+                    Some(ticks) => {
+                        if ticks.next().await.is_none() {
+                            break;
+                        }
+                    }
+                }
                 if pending.replace(true) {
                     continue;
                 }
@@ -851,7 +864,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     async fn process_readies(&mut self) {
         let mut batch = WriteBatch::new();
         let mut round = Vec::new();
-        let mut heartbeats: HashMap<NodeId, HeartbeatBatch> = HashMap::new();
+        let mut heartbeats: BTreeMap<NodeId, HeartbeatBatch> = BTreeMap::new();
         let mut controller_changed = false;
         let dirty = std::mem::take(&mut self.dirty);
         for id in dirty {
@@ -1038,7 +1051,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     }
 
     fn on_round_durable(&mut self, round: Vec<PersistedGroup>) {
-        let mut heartbeats: HashMap<NodeId, HeartbeatBatch> = HashMap::new();
+        let mut heartbeats: BTreeMap<NodeId, HeartbeatBatch> = BTreeMap::new();
         for pg in round {
             for m in pg.messages {
                 send(&*self.transport, &mut heartbeats, self.node_id, pg.group, m);
@@ -1174,7 +1187,7 @@ fn high_watermark<S: Storage>(g: &Group<S>) -> u64 {
 /// Sends one Raft message, coalescing heartbeats per peer.
 fn send<T: PeerTransport>(
     transport: &T,
-    heartbeats: &mut HashMap<NodeId, HeartbeatBatch>,
+    heartbeats: &mut BTreeMap<NodeId, HeartbeatBatch>,
     from: NodeId,
     group: u64,
     m: Message,

@@ -1,0 +1,52 @@
+use super::*;
+
+fn seeds() -> Vec<u64> {
+    if let Ok(one) = std::env::var(SEED_ENV) {
+        return vec![one.parse().expect("TERN_NODE_SIM_SEED is a number")];
+    }
+    let n = std::env::var(SEEDS_ENV)
+        .ok()
+        .map(|s| s.parse().expect("TERN_NODE_SIM_SEEDS is a number"))
+        .unwrap_or(SEEDS_DEFAULT);
+    (0..n).collect()
+}
+
+#[test]
+fn node_simulation_seeds() {
+    let mut failures = Vec::new();
+    let mut total = SimReport::default();
+    for seed in seeds() {
+        match run_seed(seed, None) {
+            Ok(r) => {
+                total.ticks += r.ticks;
+                total.crashes += r.crashes;
+                total.partitions += r.partitions;
+                total.acks += r.acks;
+                total.fetches += r.fetches;
+                total.entries_compared += r.entries_compared;
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                failures.push(e);
+            }
+        }
+    }
+    eprintln!(
+        "node simulation: {total:?}, {} failing seeds",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed; first: {}",
+        failures.len(),
+        failures[0]
+    );
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let a = run_seed(7, None);
+    let b = run_seed(7, None);
+    assert_eq!(a, b);
+    assert!(a.is_ok_and(|r| r.acks > 0));
+}
