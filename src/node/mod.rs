@@ -10,6 +10,7 @@ pub mod group;
 pub mod identity;
 pub mod log_store;
 pub mod partition;
+pub mod planted;
 pub mod records;
 pub mod requests;
 pub mod runtime;

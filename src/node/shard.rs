@@ -38,6 +38,7 @@ use super::controller::{
 use super::group::{Group, Machine, PendingCommand, PendingProduce};
 use super::log_store::{engine_kind, raft_kind, EngineLog};
 use super::partition::{OffsetMap, PartitionSnapshot};
+use super::planted::{self, Planted};
 use super::records::{parse_batches, record_count, stamp};
 use super::requests::{
     Acks, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply, RequestError,
@@ -779,7 +780,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                             )));
                             return;
                         }
-                        offsets.next_offset()
+                        if planted::active(Planted::ReuseOffsetAfterFailover) {
+                            high_watermark(g)
+                        } else {
+                            offsets.next_offset()
+                        }
                     }
                 };
                 stamp(&mut records, &batches, base, term as i32);
@@ -1071,7 +1076,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 let done: Vec<u64> = g
                     .produces
                     .range(..=last)
-                    .filter(|(_, p)| p.acks == Acks::Leader)
+                    .filter(|(_, p)| {
+                        p.acks == Acks::Leader || planted::active(Planted::AckBeforeMajority)
+                    })
                     .map(|(&i, _)| i)
                     .collect();
                 for i in done {

@@ -40,6 +40,9 @@ pub struct Checker {
     pub acks: u64,
     pub fetches: u64,
     pub entries_compared: u64,
+    /// A running hash of every acknowledgement and fetch answer in order: two runs of a seed
+    /// must end with the same value (the replay test compares it).
+    pub trace: u32,
 }
 
 pub type Violation = String;
@@ -61,6 +64,12 @@ impl Checker {
             .get(&group)
             .and_then(|p| p.records.keys().next_back())
             .map_or(0, |o| o + 1)
+    }
+
+    fn trace_in(&mut self, words: &[u64]) {
+        for w in words {
+            self.trace = crc32c::crc32c_append(self.trace, &w.to_le_bytes());
+        }
     }
 
     fn record(
@@ -95,6 +104,7 @@ impl Checker {
 
     pub fn on_ack(&mut self, group: u64, node: NodeId, ack: Acked) -> Result<(), Violation> {
         self.acks += 1;
+        self.trace_in(&[group, node, ack.base_offset, ack.values.len() as u64]);
         let end = self.acked_end(group);
         if ack.base_offset < end {
             return Err(format!(
@@ -122,6 +132,13 @@ impl Checker {
         reply: &FetchReply,
     ) -> Result<Vec<(u64, Vec<u8>)>, Violation> {
         self.fetches += 1;
+        self.trace_in(&[
+            group,
+            node,
+            offset,
+            reply.high_watermark,
+            reply.records.len() as u64,
+        ]);
         let ctx =
             |what: String| format!("group {group}: fetch at {offset} from node {node}: {what}");
         if reply.records.is_empty() {

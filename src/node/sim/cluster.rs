@@ -19,7 +19,7 @@ use tern_engine::{ShardWal, WalConfig};
 use tern_raft::message::NodeId;
 use uuid::Uuid;
 
-use super::super::controller::{Command, Member, Outcome, Retention, TopicSpec};
+use super::super::controller::{Command, Member, Outcome, Rejection, Retention, TopicSpec};
 use super::super::records::build_batch;
 use super::super::requests::{Acks, FetchReply, PartitionRequest, ProduceReply, RequestError};
 use super::super::shard::{Shard, ShardMsg, ShardSetup, ShardStatus, TICK};
@@ -59,6 +59,8 @@ pub struct SimReport {
     pub acks: u64,
     pub fetches: u64,
     pub entries_compared: u64,
+    /// [`Checker::trace`]: equal for two runs of one seed.
+    pub trace: u32,
 }
 
 struct Live {
@@ -382,7 +384,7 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
             if let Some(v) = world.violation.borrow_mut().take() {
                 return Err(v);
             }
-            if clock.now() % CHECK_EVERY_TICKS == 0 {
+            if clock.now().is_multiple_of(CHECK_EVERY_TICKS) {
                 check_nodes(&world, &mut checked_to).await?;
                 if settling && settled(&world).await? {
                     return Ok(());
@@ -396,6 +398,7 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
     report.acks = c.acks;
     report.fetches = c.fetches;
     report.entries_compared = c.entries_compared;
+    report.trace = c.trace;
     drop(c);
     drop(admin);
     drop(fetcher);
@@ -557,14 +560,17 @@ async fn create_topic(world: Rc<World>, seed: u64) {
                 *world.groups.borrow_mut() = groups;
                 return;
             }
+            // Created by an earlier attempt whose answer was lost: find its groups.
+            Asked::Answer(Ok(Outcome::Rejected(Rejection::TopicExists(_))))
+            | Asked::Answer(Ok(Outcome::Rejected(Rejection::TopicIdInUse(_)))) => break,
             // Refused for now (members not registered yet): retry.
-            Asked::Answer(Ok(Outcome::Rejected(_))) => {}
+            Asked::Answer(Ok(Outcome::Rejected(Rejection::ReplicationFactorTooLarge {
+                ..
+            }))) => {}
             Asked::Answer(Ok(other)) => {
                 world.violate(format!("topic creation answered {other:?}"));
                 return;
             }
-            // Created by an earlier attempt whose answer was lost: find its groups.
-            Asked::Answer(Err(RequestError::Invalid(_))) => break,
             Asked::Answer(Err(RequestError::NotLeader { leader })) if leader != 0 => {
                 target = leader;
             }
@@ -572,20 +578,25 @@ async fn create_topic(world: Rc<World>, seed: u64) {
         }
         world.clock.sleep(2).await;
     }
+    // Each node hosts only the partitions it has a replica of: gather them from every node.
+    let mut found: BTreeMap<u32, u64> = BTreeMap::new();
     loop {
         for id in world.live_ids() {
             if let Some(status) = world.status(id).await {
-                let groups: Vec<u64> = status
+                for g in status
                     .groups
                     .iter()
                     .filter(|g| g.topic.as_deref() == Some(TOPIC))
-                    .map(|g| g.group)
-                    .collect();
-                if groups.len() == PARTITIONS as usize {
-                    *world.groups.borrow_mut() = groups;
-                    return;
+                {
+                    if let Some(p) = g.partition {
+                        found.insert(p, g.group);
+                    }
                 }
             }
+        }
+        if found.len() == PARTITIONS as usize {
+            *world.groups.borrow_mut() = found.into_values().collect();
+            return;
         }
         world.clock.sleep(5).await;
     }

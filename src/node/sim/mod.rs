@@ -5,20 +5,19 @@
 //! Reading order: [`clock`] (simulated ticks) → [`net`] (the `PeerTransport` with loss,
 //! duplication, delay, partitions) → [`fence`] (a crashed life cannot touch the next one's
 //! files) → [`checker`] (the invariants) → [`cluster`] (nodes, faults, workload, the loop) →
-//! [`planted`] (bugs planted for the mutation check).
+//! [`super::planted`] (bugs planted for the mutation check).
 
 pub mod checker;
 pub mod clock;
 pub mod cluster;
 pub mod fence;
 pub mod net;
-pub mod planted;
 
 #[cfg(test)]
 mod tests;
 
+pub use super::planted::{self, Planted};
 pub use cluster::SimReport;
-pub use planted::Planted;
 
 /// Environment variable: how many seeds the default test runs (default
 /// [`SEEDS_DEFAULT`]).
@@ -26,6 +25,10 @@ pub const SEEDS_ENV: &str = "TERN_NODE_SIM_SEEDS";
 /// Environment variable: run this one seed only (what a failure prints).
 pub const SEED_ENV: &str = "TERN_NODE_SIM_SEED";
 pub const SEEDS_DEFAULT: u64 = 200;
+/// Environment variable: seeds the mutation check runs per planted bug (default
+/// [`MUTATION_SEEDS_DEFAULT`]).
+pub const MUTATION_SEEDS_ENV: &str = "TERN_NODE_SIM_MUTATION_SEEDS";
+pub const MUTATION_SEEDS_DEFAULT: u64 = 30;
 
 /// Runs seed `seed` on a fresh glommio executor (with `bug` planted, if any) and returns what
 /// it did, or the first violation, with the command that reproduces it.
@@ -41,9 +44,13 @@ pub fn run_seed(seed: u64, bug: Option<Planted>) -> Result<SimReport, String> {
         .map_err(|e| format!("seed {seed}: executor did not start: {e}"))?
         .join()
         .map_err(|e| format!("seed {seed}: executor failed: {e}"))?;
-    outcome.map_err(|v| {
-        format!(
+    outcome.map_err(|v| match bug {
+        None => format!(
             "seed {seed}: {v}\n  reproduce: {SEED_ENV}={seed} cargo test -p tern --lib node::sim::tests::node_simulation_seeds -- --nocapture"
-        )
+        ),
+        Some(b) => format!(
+            "seed {seed} with {b:?} planted: {v}\n  reproduce: {MUTATION_SEEDS_ENV}={} cargo test -p tern --lib node::sim::tests::planted_bugs_are_caught -- --nocapture",
+            seed + 1
+        ),
     })
 }

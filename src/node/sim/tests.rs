@@ -24,6 +24,7 @@ fn node_simulation_seeds() {
                 total.acks += r.acks;
                 total.fetches += r.fetches;
                 total.entries_compared += r.entries_compared;
+                total.trace ^= r.trace;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -49,4 +50,32 @@ fn a_seed_replays_exactly() {
     let b = run_seed(7, None);
     assert_eq!(a, b);
     assert!(a.is_ok_and(|r| r.acks > 0));
+}
+
+/// The mutation check: with each planted bug on, the simulation must catch it on some seeds.
+/// Prints how many of the seeds run caught each (docs/simulation.md quotes the figures).
+#[test]
+fn planted_bugs_are_caught() {
+    let n: u64 = std::env::var(MUTATION_SEEDS_ENV)
+        .ok()
+        .map(|s| s.parse().expect("TERN_NODE_SIM_MUTATION_SEEDS is a number"))
+        .unwrap_or(MUTATION_SEEDS_DEFAULT);
+    for bug in [
+        Planted::AckBeforeMajority,
+        Planted::ReuseOffsetAfterFailover,
+    ] {
+        let mut caught = 0;
+        let mut first = None;
+        for seed in 0..n {
+            if let Err(e) = run_seed(seed, Some(bug)) {
+                caught += 1;
+                first.get_or_insert(e);
+            }
+        }
+        eprintln!("planted {bug:?}: caught by {caught} of {n} seeds; first: {first:?}");
+        assert!(
+            caught > 0,
+            "planted {bug:?} was caught by none of {n} seeds"
+        );
+    }
 }

@@ -1,8 +1,7 @@
-//! Bugs planted on purpose for the simulation's mutation check (docs/simulation.md): each
-//! switch makes the driver break one promise, and the simulation must catch it. Test builds
-//! only; both are off unless a test turns them on for its own thread.
-
-use std::cell::Cell;
+//! Bugs planted on purpose for the node simulation's mutation check (docs/simulation.md):
+//! each switch makes the driver break one promise, and the simulation must catch it. Only a
+//! test build can turn one on (for its own thread); in every other build [`active`] is a
+//! constant `false` the compiler removes.
 
 /// A planted bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,15 +15,24 @@ pub enum Planted {
     ReuseOffsetAfterFailover,
 }
 
+#[cfg(test)]
 thread_local! {
-    static ACTIVE: Cell<Option<Planted>> = const { Cell::new(None) };
+    static ACTIVE: std::cell::Cell<Option<Planted>> = const { std::cell::Cell::new(None) };
 }
 
 /// Turns `bug` on (or every bug off) for the current thread.
+#[cfg(test)]
 pub fn set(bug: Option<Planted>) {
     ACTIVE.with(|a| a.set(bug));
 }
 
+#[cfg(test)]
 pub fn active(bug: Planted) -> bool {
     ACTIVE.with(|a| a.get()) == Some(bug)
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+pub fn active(_bug: Planted) -> bool {
+    false
 }
