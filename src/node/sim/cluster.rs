@@ -55,6 +55,7 @@ pub struct SimReport {
     pub nodes: usize,
     pub ticks: u64,
     pub crashes: u64,
+    pub restarts: u64,
     pub partitions: u64,
     pub acks: u64,
     pub fetches: u64,
@@ -68,7 +69,7 @@ struct Live {
     ticks: mpsc::UnboundedSender<()>,
     wal: Rc<ShardWal<Disk>>,
     alive: Rc<Cell<bool>>,
-    _task: glommio::Task<Option<String>>,
+    task: glommio::Task<Option<String>>,
 }
 
 struct Node {
@@ -226,9 +227,33 @@ impl World {
             ticks,
             wal,
             alive,
-            _task: task,
+            task,
         });
         Ok(())
+    }
+
+    /// Stops node `idx` the way SIGTERM does (the shard answers what waits and stops, the WAL
+    /// closes), then starts it again on the same disk.
+    async fn restart(&self, idx: usize) -> Result<(), Violation> {
+        let Some(mut live) = self.nodes.borrow_mut()[idx].live.take() else {
+            return Ok(());
+        };
+        let id = self.nodes.borrow()[idx].id;
+        self.net.down(id);
+        // The inbox may be full: the stop then waits for room, as the runtime's does.
+        if let Err(e) = futures_util::SinkExt::send(&mut live.tx, ShardMsg::Stop).await {
+            return Err(format!("node {id}: stop not delivered: {e}"));
+        }
+        if let Some(why) = (&mut live.task).await {
+            return Err(format!("node {id}: shard stopped on an error: {why}"));
+        }
+        live.wal
+            .close()
+            .await
+            .map_err(|e| format!("node {id}: WAL did not close: {e}"))?;
+        live.alive.set(false);
+        drop(live);
+        self.start(idx).await
     }
 
     /// Cuts the power of node `idx`: its tasks stop where they are, its disk loses (or keeps,
@@ -343,6 +368,11 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
                     let down_ticks = rng.gen_range(10..120);
                     world.crash(idx, &mut rng, down_ticks);
                     report.crashes += 1;
+                }
+                if rng.gen_range(0..400) == 0 {
+                    let idx = rng.gen_range(0..node_count);
+                    world.restart(idx).await?;
+                    report.restarts += 1;
                 }
                 if heal_at.is_none() && rng.gen_range(0..150) == 0 {
                     let mut ids = world.ids();

@@ -20,6 +20,7 @@ fn node_simulation_seeds() {
             Ok(r) => {
                 total.ticks += r.ticks;
                 total.crashes += r.crashes;
+                total.restarts += r.restarts;
                 total.partitions += r.partitions;
                 total.acks += r.acks;
                 total.fetches += r.fetches;
