@@ -12,6 +12,7 @@ pub mod identity;
 pub mod kafka;
 pub mod log_store;
 pub mod partition;
+pub mod planted;
 pub mod producers;
 pub mod records;
 pub mod requests;
@@ -34,3 +35,5 @@ pub enum NodeError {
 
 #[cfg(test)]
 mod shard_tests;
+#[cfg(test)]
+pub mod sim;

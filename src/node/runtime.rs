@@ -287,6 +287,7 @@ impl NodeRuntime {
             shard: ctx.shard,
             shards: self.shards,
             tick: self.tick,
+            external_ticks: None,
             controller_voters: if self.admitted.load(Ordering::SeqCst) {
                 self.controller_voters.clone()
             } else {

@@ -18,7 +18,7 @@
 //! more heartbeats (so followers elect a leader elsewhere), no acknowledgement; requests are
 //! answered with a storage error. Other shards keep serving.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use super::fetch_wait::FetchWaiters;
 use super::group::{Group, Machine, PendingCommand, PendingProduce};
 use super::log_store::{engine_kind, raft_kind, EngineLog};
 use super::partition::{OffsetMap, PartitionSnapshot};
+use super::planted::{self, Planted};
 use super::producers::{ProducerTable, SequenceCheck};
 use super::records::{parse_batches, record_count, stamp};
 use super::requests::{
@@ -129,6 +130,9 @@ pub struct ShardSetup {
     pub shards: u32,
     /// The Raft tick (`raft.tick`, default [`TICK`]).
     pub tick: Duration,
+    /// When set, the shard ticks once per `()` received here instead of on a timer every
+    /// `tick`: the node simulation drives simulated time itself.
+    pub external_ticks: Option<mpsc::UnboundedReceiver<()>>,
     /// Initial voters of the controller group (this node included), if this node is one.
     pub controller_voters: Vec<NodeId>,
     /// The members a controller leader registers when its state lacks them: this node with
@@ -178,7 +182,9 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     raft: RaftConfig,
     wal: Rc<ShardWal<S>>,
     transport: Rc<T>,
-    groups: HashMap<u64, Group<S>>,
+    /// Ordered, so that a round visits groups in the same order on every run (the node
+    /// simulation replays a seed exactly).
+    groups: BTreeMap<u64, Group<S>>,
     dirty: BTreeSet<u64>,
     /// The latest controller state this shard knows (applied here, or received).
     controller: Option<Box<ControllerState>>,
@@ -210,7 +216,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             raft: setup.raft,
             wal: wal.clone(),
             transport: transport.clone(),
-            groups: HashMap::new(),
+            groups: BTreeMap::new(),
             dirty: BTreeSet::new(),
             controller: None,
             initial_members: setup.initial_members,
@@ -225,7 +231,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             fetch_waiters: FetchWaiters::default(),
         };
         // Dropping these tasks (when the loop ends) cancels them.
-        let tasks = shard.spawn_sources(setup.inbox, rounds_rx);
+        let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
         if !setup.controller_voters.is_empty()
             && tern_engine::shard_for_group(CONTROLLER_GROUP, shard.shards) == shard.shard
         {
@@ -244,6 +250,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     fn spawn_sources(
         &self,
         mut inbox: mpsc::Receiver<ShardMsg>,
+        mut external_ticks: Option<mpsc::UnboundedReceiver<()>>,
         mut rounds: mpsc::UnboundedReceiver<Round>,
     ) -> Vec<glommio::Task<()>> {
         let mut tasks = Vec::new();
@@ -254,7 +261,14 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         let tick = self.tick;
         tasks.push(glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(tick).await;
+                match &mut external_ticks {
+                    None => glommio::timer::sleep(tick).await,
+                    Some(ticks) => {
+                        if ticks.next().await.is_none() {
+                            break;
+                        }
+                    }
+                }
                 if pending.replace(true) {
                     continue;
                 }
@@ -929,7 +943,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                             )));
                             return;
                         }
-                        offsets.next_offset()
+                        if planted::active(Planted::ReuseOffsetAfterFailover) {
+                            hw
+                        } else {
+                            offsets.next_offset()
+                        }
                     }
                 };
                 stamp(&mut records, &batches, base, term as i32);
@@ -1035,7 +1053,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     async fn process_readies(&mut self) {
         let mut batch = WriteBatch::new();
         let mut round = Vec::new();
-        let mut heartbeats: HashMap<NodeId, HeartbeatBatch> = HashMap::new();
+        let mut heartbeats: BTreeMap<NodeId, HeartbeatBatch> = BTreeMap::new();
         let mut controller_changed = false;
         let mut woken = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
@@ -1238,7 +1256,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     }
 
     fn on_round_durable(&mut self, round: Vec<PersistedGroup>) {
-        let mut heartbeats: HashMap<NodeId, HeartbeatBatch> = HashMap::new();
+        let mut heartbeats: BTreeMap<NodeId, HeartbeatBatch> = BTreeMap::new();
         for pg in round {
             for m in pg.messages {
                 send(&*self.transport, &mut heartbeats, self.node_id, pg.group, m);
@@ -1258,7 +1276,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 let done: Vec<u64> = g
                     .produces
                     .range(..=last)
-                    .filter(|(_, p)| p.acks == Acks::Leader)
+                    .filter(|(_, p)| {
+                        p.acks == Acks::Leader || planted::active(Planted::AckBeforeMajority)
+                    })
                     .map(|(&i, _)| i)
                     .collect();
                 for i in done {
@@ -1417,7 +1437,7 @@ async fn offset_for_timestamp<S: Storage>(
 /// Sends one Raft message, coalescing heartbeats per peer.
 fn send<T: PeerTransport>(
     transport: &T,
-    heartbeats: &mut HashMap<NodeId, HeartbeatBatch>,
+    heartbeats: &mut BTreeMap<NodeId, HeartbeatBatch>,
     from: NodeId,
     group: u64,
     m: Message,

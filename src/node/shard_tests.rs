@@ -90,6 +90,7 @@ where
                 shard: 0,
                 shards: 1,
                 tick: Duration::from_millis(10),
+                external_ticks: None,
                 controller_voters: vec![1],
                 initial_members: vec![member()],
                 raft: tern_raft::Config::new(1),
