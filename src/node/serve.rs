@@ -284,8 +284,7 @@ pub fn run(cfg: &NodeConfig) -> Result<(), ServeError> {
             if ready.fetch_add(1, Ordering::SeqCst) + 1 == ctx.shards {
                 info!(
                     shards = ctx.shards,
-                    "caught_up: every shard recovered; the node holds its data directory \
-                     (listeners, Raft groups and the controller are not integrated yet)"
+                    "caught_up: every shard recovered; the node holds its data directory"
                 );
             }
             // Dropped (which stops accepting) when the shard's driver ends.
