@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -489,4 +490,63 @@ fn idempotent_produce_answers_retries_with_the_original_offset_and_refuses_gaps(
         produce(&node, "idem", tern::node::records::build_batch(&[b"f"], 1)),
         (0, 3)
     );
+}
+
+fn fetch(node: &Node, topic: &str, offset: i64, max_wait_ms: i32) -> (i16, usize, i64) {
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 1 << 20;
+    req.topics = vec![t];
+    let resp: FetchResponse = node.call(ApiKey::Fetch, 11, &req).expect("Fetch");
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.records.as_ref().map_or(0, |r| r.len()),
+        p.high_watermark,
+    )
+}
+
+/// A fetch at the high watermark with a long max_wait is parked on the shard and answered
+/// with the records a later produce commits (not with an empty answer at once).
+#[test]
+fn fetch_long_polls_until_records_are_committed() {
+    let node = Node::start("127.0.0.26");
+    node.create_topic("poll", 1);
+    let start = Instant::now();
+    while produce(&node, "poll", tern::node::records::build_batch(&[b"x"], 1)).0 != 0 {
+        assert!(start.elapsed() < WAIT_MAX, "first produce never succeeded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        fetch(&node, "poll", 1, 0),
+        (0, 0, 1),
+        "nothing after offset 1 yet"
+    );
+    // Past the high watermark: OFFSET_OUT_OF_RANGE (1).
+    assert_eq!(fetch(&node, "poll", 5, 0).0, 1);
+    std::thread::scope(|s| {
+        // The whole test's bound: if the wait were not woken, the fetch would still answer
+        // (empty) after WAIT_MAX, and the assertion below would fail rather than hang.
+        let parked = s.spawn(|| fetch(&node, "poll", 1, WAIT_MAX.as_millis() as i32));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            produce(&node, "poll", tern::node::records::build_batch(&[b"y"], 2)),
+            (0, 1)
+        );
+        let (code, bytes, hw) = parked.join().expect("fetch thread");
+        assert_eq!(code, 0);
+        assert!(
+            bytes > 0,
+            "the parked fetch was answered with the new records"
+        );
+        assert_eq!(hw, 2);
+    });
 }
