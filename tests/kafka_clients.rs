@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -336,6 +339,10 @@ admin.create_topics([NewTopic(topic, 2, 1)])
 admin.create_topics([NewTopic(topic + "-gone", 1, 1)])
 admin.delete_topics([topic + "-gone"])
 p = KafkaProducer(bootstrap_servers=boot, acks='all', retries=20)
+import kafka
+if kafka.__version__.startswith('3'):
+    # The default producer of 3.x is idempotent: InitProducerId, then sequences.
+    assert p.config['enable_idempotence'], p.config
 futs = [p.send(topic, value=b"v%d" % i, partition=i % 2) for i in range(n)]
 p.flush(timeout=30)
 meta = [f.get(timeout=30) for f in futs]
@@ -415,4 +422,131 @@ fn oversized_and_malformed_requests_close_the_connection_and_the_node_keeps_serv
     // Still serving.
     node.create_topic("after-garbage", 1);
     assert!(node.log_text().contains("closing the connection"));
+}
+
+/// One batch of an idempotent producer: `build_batch` with producer id, epoch and base
+/// sequence set (and the CRC recomputed, since they are covered by it).
+fn idempotent_batch(values: &[&[u8]], producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+    let mut b = tern::node::records::build_batch(values, 1_000);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn produce(node: &Node, topic: &str, records: Vec<u8>) -> (i16, i64) {
+    let mut p = PartitionProduceData::default();
+    p.index = 0;
+    p.records = Some(bytes::Bytes::from(records));
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_data = vec![p];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![t];
+    let resp: ProduceResponse = node.call(ApiKey::Produce, 8, &req).expect("Produce");
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn idempotent_produce_answers_retries_with_the_original_offset_and_refuses_gaps() {
+    let node = Node::start("127.0.0.25");
+    node.create_topic("idem", 1);
+    let start = Instant::now();
+    let first = loop {
+        let r = produce(&node, "idem", idempotent_batch(&[b"a", b"b"], 77, 0, 0));
+        // NOT_LEADER_OR_FOLLOWER / NOT_ENOUGH_REPLICAS while the partition elects itself.
+        if (r.0 != 6 && r.0 != 19) || start.elapsed() > WAIT_MAX {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(first, (0, 0));
+    // The same batch again (a retry): the original offset, nothing appended.
+    assert_eq!(
+        produce(&node, "idem", idempotent_batch(&[b"a", b"b"], 77, 0, 0)),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&node, "idem", idempotent_batch(&[b"c"], 77, 0, 2)),
+        (0, 2)
+    );
+    // A gap: OUT_OF_ORDER_SEQUENCE_NUMBER (45).
+    assert_eq!(
+        produce(&node, "idem", idempotent_batch(&[b"d"], 77, 0, 9)).0,
+        45
+    );
+    // A bad CRC: CORRUPT_MESSAGE (2), nothing stored.
+    let mut bad = idempotent_batch(&[b"e"], 78, 0, 0);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(produce(&node, "idem", bad).0, 2);
+    // A plain (non-idempotent) batch continues at the next offset: 3 records so far.
+    assert_eq!(
+        produce(&node, "idem", tern::node::records::build_batch(&[b"f"], 1)),
+        (0, 3)
+    );
+}
+
+fn fetch(node: &Node, topic: &str, offset: i64, max_wait_ms: i32) -> (i16, usize, i64) {
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 1 << 20;
+    req.topics = vec![t];
+    let resp: FetchResponse = node.call(ApiKey::Fetch, 11, &req).expect("Fetch");
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.records.as_ref().map_or(0, |r| r.len()),
+        p.high_watermark,
+    )
+}
+
+/// A fetch at the high watermark with a long max_wait is parked on the shard and answered
+/// with the records a later produce commits (not with an empty answer at once).
+#[test]
+fn fetch_long_polls_until_records_are_committed() {
+    let node = Node::start("127.0.0.26");
+    node.create_topic("poll", 1);
+    let start = Instant::now();
+    while produce(&node, "poll", tern::node::records::build_batch(&[b"x"], 1)).0 != 0 {
+        assert!(start.elapsed() < WAIT_MAX, "first produce never succeeded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        fetch(&node, "poll", 1, 0),
+        (0, 0, 1),
+        "nothing after offset 1 yet"
+    );
+    // Past the high watermark: OFFSET_OUT_OF_RANGE (1).
+    assert_eq!(fetch(&node, "poll", 5, 0).0, 1);
+    std::thread::scope(|s| {
+        // The whole test's bound: if the wait were not woken, the fetch would still answer
+        // (empty) after WAIT_MAX, and the assertion below would fail rather than hang.
+        let parked = s.spawn(|| fetch(&node, "poll", 1, WAIT_MAX.as_millis() as i32));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            produce(&node, "poll", tern::node::records::build_batch(&[b"y"], 2)),
+            (0, 1)
+        );
+        let (code, bytes, hw) = parked.join().expect("fetch thread");
+        assert_eq!(code, 0);
+        assert!(
+            bytes > 0,
+            "the parked fetch was answered with the new records"
+        );
+        assert_eq!(hw, 2);
+    });
 }

@@ -1,5 +1,5 @@
 //! The request decoder against random and mutated frames: any input is a decoded request or
-//! a refusal, never a panic. `TERN_TEST_CASES` raises the case count.
+//! a refusal, never a panic. `PROPTEST_CASES` sets the case count [2000].
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -121,7 +121,7 @@ fn served_versions_are_within_the_crate() {
 }
 
 fn cases() -> u32 {
-    std::env::var("TERN_TEST_CASES")
+    std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000)
