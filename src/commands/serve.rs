@@ -6,11 +6,9 @@ use tern::node::config::{LogFormat, NodeConfig, ServeFlags};
 use tern::node::serve::{self, EXIT_REFUSED, EXIT_STOPPED};
 
 pub const SERVE_HELP: &str = "\
-Status: the node starts, checks its configuration and its data directory's identity
-(NODE), recovers every shard's WAL, holds the directory's lock and stops cleanly on
-SIGTERM/SIGINT. It does not serve clients or peers yet: the Kafka listener, the peer
-transport and the Raft groups are being integrated (docs/configuration.md, 'What is in
-force today').
+With no arguments: a standalone single-node cluster on ./tern-data, Kafka clients on
+127.0.0.1:9092, peers on 127.0.0.1:9093. With --peers: a member of a multi-node cluster
+(--bootstrap when creating it; scripts/cluster.sh does). Kafka APIs: docs/clients.md.
 
 Exit codes:
   0  stopped cleanly after SIGTERM/SIGINT
