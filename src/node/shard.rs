@@ -739,6 +739,21 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             let _ = reply.send(Err(g.leader_hint()));
             return;
         }
+        // A new leader first registers the members it lacks (once its term's first entry
+        // commits); a command proposed before that would be judged against a state without
+        // them (e.g. a topic refused for want of members right after start-up).
+        let term = g.raw.term();
+        self.register_members();
+        if self.members_proposed_term != term {
+            let _ = reply.send(Err(RequestError::NotReady(
+                "the controller's new leader is still registering members; retry".into(),
+            )));
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&CONTROLLER_GROUP) else {
+            let _ = reply.send(Err(RequestError::NotLeader { leader: 0 }));
+            return;
+        };
         let data = match command.encode() {
             Ok(d) => d,
             Err(e) => {
