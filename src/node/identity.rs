@@ -108,8 +108,7 @@ impl NodeIdentity {
     /// clusters collide with probability 2^-64, which is acceptable for refusing a peer of
     /// another cluster by mistake but is why the handshake should carry all 16 bytes.
     pub fn wire_cluster_id(&self) -> u64 {
-        let (hi, lo) = self.cluster_id.as_u64_pair();
-        hi ^ lo
+        wire_cluster_id(self.cluster_id)
     }
 
     pub fn encode(&self) -> String {
@@ -232,6 +231,12 @@ pub fn read_identity(dir: &Path) -> Result<Option<NodeIdentity>, IdentityError> 
 /// `NODE` with `link(2)`, which fails rather than replaces when `NODE` exists; then the
 /// directory is fsynced. Whoever loses the race reads the winner's file and is checked
 /// against it like any later start.
+/// The peer protocol's 64-bit cluster id (its Hello carries a u64): the UUID's halves XORed.
+pub fn wire_cluster_id(cluster_id: Uuid) -> u64 {
+    let (hi, lo) = cluster_id.as_u64_pair();
+    hi ^ lo
+}
+
 pub fn open_or_create(
     dir: &Path,
     req: IdentityRequest,

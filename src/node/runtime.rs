@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::bootstrap::PeerView;
 use super::config::NodeConfig;
 use super::controller::{Member, CONTROLLER_GROUP};
+use super::identity::wire_cluster_id;
 use super::shard::{Shard, ShardMsg, ShardSetup};
 
 /// Bounds each step of one view query to a peer.
@@ -74,12 +75,6 @@ impl PeerTransport for NodeTransport {
             NodeTransport::Alone => TransportStats::default(),
         }
     }
-}
-
-/// The peer protocol's cluster id: the node's UUID folded to 64 bits.
-pub fn wire_cluster_id(id: Uuid) -> u64 {
-    let v = id.as_u128();
-    (v as u64) ^ ((v >> 64) as u64)
 }
 
 /// The members a controller leader registers: this node with its configured addresses, and
