@@ -8,6 +8,7 @@ pub mod config;
 pub mod controller;
 pub mod fetch_wait;
 pub mod group;
+pub mod http;
 pub mod identity;
 pub mod kafka;
 pub mod log_store;

@@ -13,10 +13,10 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::api_versions;
-use crate::node::stats;
 use super::broker::Broker;
 use super::connection::REQUEST_BYTES_MIN;
 use super::{fetch, groups, metadata, offsets, produce, producer_id, topics};
+use crate::node::stats;
 
 /// What the connection does after a request.
 #[derive(Debug)]
