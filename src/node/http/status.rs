@@ -136,7 +136,7 @@ struct RaftGroup<'a> {
 
 /// `/v1/raft`: every local replica's Raft state.
 pub fn raft_json(node_id: u64, shards: &[Result<ShardStatus, String>]) -> Value {
-    let groups: Vec<RaftGroup> = shards
+    let mut groups: Vec<RaftGroup> = shards
         .iter()
         .flatten()
         .flat_map(|s| {
@@ -146,6 +146,7 @@ pub fn raft_json(node_id: u64, shards: &[Result<ShardStatus, String>]) -> Value 
             })
         })
         .collect();
+    groups.sort_by_key(|g| g.status.group);
     json!({
         "node_id": node_id,
         "groups": groups,
