@@ -276,3 +276,104 @@ fn peer_health(peer: u64, local: &BTreeMap<u64, &GroupStatus>) -> &'static str {
         "unknown"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(group: u64, leader: u64, applied: u64, leader_commit: u64) -> GroupStatus {
+        GroupStatus {
+            group,
+            topic: Some("t".into()),
+            partition: Some(0),
+            role: "follower".into(),
+            term: 3,
+            vote: 0,
+            leader,
+            commit: applied,
+            leader_commit,
+            applied,
+            first_index: 1,
+            last_index: applied,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            replicas: vec![],
+            halted: None,
+        }
+    }
+
+    fn shard(shard: u32, failed: Option<&str>, groups: Vec<GroupStatus>) -> ShardStatus {
+        ShardStatus {
+            shard,
+            failed: failed.map(str::to_string),
+            groups,
+        }
+    }
+
+    #[test]
+    fn health_is_red_for_a_failed_or_silent_shard() {
+        let ok = vec![Ok(shard(0, None, vec![])), Ok(shard(1, None, vec![]))];
+        assert!(health_problems(&ok).is_empty());
+        let failed = vec![
+            Ok(shard(0, None, vec![])),
+            Ok(shard(1, Some("fsync failed: EIO"), vec![])),
+        ];
+        let p = health_problems(&failed);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("shard 1") && p[0].contains("EIO"), "{p:?}");
+        let silent = vec![Err("did not answer within 1000 ms".to_string())];
+        assert!(health_problems(&silent)[0].contains("shard 0"));
+    }
+
+    #[test]
+    fn ready_waits_for_replay_a_leader_and_the_leaders_commit() {
+        let progress = NodeProgress::new(2);
+        let caught_up = vec![Ok(shard(0, None, vec![group(1, 2, 10, 10)]))];
+        // One of two shards replayed: pending recovery.
+        progress.shard_replayed();
+        let p = ready_pending(&progress, &caught_up);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0]["what"], "recovery");
+        assert!(progress.shard_replayed(), "the second shard is the last");
+        assert!(ready_pending(&progress, &caught_up).is_empty());
+
+        let behind = vec![Ok(shard(0, None, vec![group(1, 2, 7, 10)]))];
+        let p = ready_pending(&progress, &behind);
+        assert_eq!(p[0]["group"], 1);
+        assert!(
+            p[0]["detail"].as_str().unwrap().contains("applied 7"),
+            "{p:?}"
+        );
+        let leaderless = vec![Ok(shard(0, None, vec![group(1, 0, 10, 10)]))];
+        assert_eq!(
+            ready_pending(&progress, &leaderless)[0]["detail"],
+            "no leader known"
+        );
+        let failed = vec![Ok(shard(0, Some("write failed"), vec![]))];
+        assert_eq!(ready_pending(&progress, &failed)[0]["what"], "shard");
+    }
+
+    #[test]
+    fn peer_health_from_leadership_and_progress() {
+        let mut led = group(1, 1, 5, 5);
+        led.role = "leader".into();
+        led.replicas = vec![
+            crate::node::shard::ReplicaProgress {
+                node: 2,
+                match_index: 5,
+                lag: 0,
+                active: true,
+            },
+            crate::node::shard::ReplicaProgress {
+                node: 3,
+                match_index: 1,
+                lag: 4,
+                active: false,
+            },
+        ];
+        let local: BTreeMap<u64, &GroupStatus> = [(1, &led)].into_iter().collect();
+        assert_eq!(peer_health(2, &local), "reachable");
+        assert_eq!(peer_health(3, &local), "unreachable");
+        assert_eq!(peer_health(4, &local), "unknown");
+    }
+}
