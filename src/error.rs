@@ -42,6 +42,8 @@ pub enum CliError {
     },
     #[error(transparent)]
     Client(#[from] tern_net::kafka_client::ClientError),
+    #[error(transparent)]
+    Http(#[from] crate::commands::online::http_client::HttpError),
     #[error("{path}: {source}")]
     Export {
         path: PathBuf,
@@ -69,6 +71,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(e) => crate::commands::online::client_exit_code(e),
+            CliError::Http(crate::commands::online::http_client::HttpError::Unreachable {
+                ..
+            }) => crate::commands::online::EXIT_UNREACHABLE,
+            CliError::Http(_) => crate::commands::online::EXIT_REFUSED,
             _ => EXIT_ERROR,
         }
     }

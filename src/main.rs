@@ -35,7 +35,8 @@ they run side by side; on a read-only file system without a LOCK file they take 
 say so. With --json each command prints one JSON document on stdout, errors included.
 Online commands (create-topic, list-topics, delete-topic, produce, consume) talk to a
 running node over the Kafka protocol (--server, default 127.0.0.1:9092); consume --json
-prints one document per record. Runbooks: docs/operations/recovery.md";
+prints one document per record. raft-info and cluster-status ask a node's HTTP endpoint
+(--http, default 127.0.0.1:9090). Runbooks: docs/operations/recovery.md";
 
 /// tern: a thread-per-core, io_uring-based, Raft-replicated log store.
 #[derive(Parser, Debug)]
@@ -104,6 +105,14 @@ enum Command {
     /// (online).
     #[command(after_help = EXIT_CODES)]
     Consume(commands::online::consume::ConsumeArgs),
+    /// Per Raft group on one node: term, vote, commit, applied, last index, role, leader,
+    /// voters and learners (online, over the node's HTTP endpoint --http).
+    #[command(after_help = EXIT_CODES)]
+    RaftInfo(commands::online::status::RaftInfoArgs),
+    /// Members with their addresses and health, topics, who leads each partition and each
+    /// replica's lag, as one node knows them (online, over its HTTP endpoint --http).
+    #[command(after_help = EXIT_CODES)]
+    ClusterStatus(commands::online::status::ClusterStatusArgs),
     /// Run the node (defaults: a standalone single-node cluster on ./tern-data). Partial
     /// for now: see the status below.
     #[command(after_help = commands::serve::SERVE_HELP)]
@@ -149,6 +158,8 @@ fn main() -> ExitCode {
         Command::DeleteTopic(a) => a.common.json,
         Command::Produce(a) => a.common.json,
         Command::Consume(a) => a.common.json,
+        Command::RaftInfo(a) => a.common.json,
+        Command::ClusterStatus(a) => a.common.json,
         // serve logs instead of printing one result.
         Command::Serve(_) => false,
     };
@@ -167,6 +178,8 @@ fn main() -> ExitCode {
         Command::DeleteTopic(a) => commands::online::topics::delete(a),
         Command::Produce(a) => commands::online::produce::run(a),
         Command::Consume(a) => commands::online::consume::run(a),
+        Command::RaftInfo(a) => commands::online::status::raft_info(a),
+        Command::ClusterStatus(a) => commands::online::status::cluster_status(a),
         Command::Serve(flags) => return ExitCode::from(commands::serve::run(flags)),
     };
     match result {

@@ -16,9 +16,16 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
-        // Ports of concurrent runs on one machine must not collide (the listeners bind once
-        // the transport is integrated): an offset from the process id.
-        let port_offset = 1000 + (std::process::id() % 400) * 10;
+        Cluster::numbered(0)
+    }
+
+    /// Cluster `k` (0 or 1) of this test process: tests of one process run at once, so each
+    /// gets its own ports (the offsets of two clusters differ by 5, more than the 4 ports a
+    /// node uses).
+    fn numbered(k: u32) -> Cluster {
+        // Ports of concurrent runs on one machine must not collide: an offset from the
+        // process id.
+        let port_offset = 1000 + (std::process::id() % 400) * 10 + k * 5;
         Cluster {
             dir: tempfile::tempdir().unwrap(),
             port_offset,
@@ -165,4 +172,78 @@ fn cluster_script_three_nodes_start_kill_restart_wipe_stop() {
         let (code, out) = tern(&["verify-data", "--path", p(&c.data(n))]);
         assert_eq!(code, 0, "node {n}: {out}");
     }
+}
+
+/// `tern cluster-status` against a 3-node cluster shows the three members with their
+/// addresses and a leader for every partition; `raft-info` shows each node's replicas; the
+/// script's status reads each node's /health.
+#[test]
+fn cluster_script_three_nodes_cluster_status_shows_members_and_leaders() {
+    let c = Cluster::numbered(1);
+    let (code, out) = c.script(&["start"]);
+    assert_eq!(code, 0, "{out}");
+    let http = |n: u32| format!("127.0.0.{n}:{}", 9090 + c.port_offset);
+    let kafka = format!("127.0.0.1:{}", 9092 + c.port_offset);
+    let (code, out) = tern(&[
+        "create-topic",
+        "events",
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "3",
+        "--server",
+        &kafka,
+    ]);
+    assert_eq!(code, 0, "{out}");
+
+    // Bounded: elections of the new partitions take a few ticks on a busy machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let (code, out) = tern(&["cluster-status", "--http", &http(1), "--json"]);
+        assert_eq!(code, 0, "{out}");
+        let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+        let partitions = doc["topics"][0]["partitions"].as_array().cloned();
+        let led = partitions
+            .as_ref()
+            .is_some_and(|ps| ps.len() == 3 && ps.iter().all(|p| p["leader"].is_u64()));
+        if led && doc["members"].as_array().is_some_and(|m| m.len() == 3) {
+            break doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader for every partition: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for (i, m) in status["members"].as_array().unwrap().iter().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(m["node_id"], n, "{status}");
+        assert_eq!(m["http_addr"], http(n as u32).as_str(), "{status}");
+    }
+    assert_eq!(status["members"][0]["health"], "ok", "{status}");
+    for part in status["topics"][0]["partitions"].as_array().unwrap() {
+        assert_eq!(part["replicas"].as_array().unwrap().len(), 3, "{status}");
+    }
+    let (code, out) = tern(&["cluster-status", "--http", &http(1)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("events") && out.contains("127.0.0.3"), "{out}");
+
+    // Every node replicates every partition (and the controller).
+    for n in 1..=3 {
+        let (code, out) = tern(&["raft-info", "--http", &http(n), "--json"]);
+        assert_eq!(code, 0, "{out}");
+        let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+        assert_eq!(
+            doc["groups"].as_array().unwrap().len(),
+            4,
+            "node {n}: {out}"
+        );
+    }
+    let (code, out) = c.script(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    if out.contains("health:") {
+        assert_eq!(out.matches("\"status\":\"ok\"").count(), 3, "{out}");
+    }
+    let (code, out) = c.script(&["stop"]);
+    assert_eq!(code, 0, "{out}");
 }

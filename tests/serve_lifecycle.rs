@@ -19,7 +19,7 @@ fn serve_standalone_starts_holds_the_lock_and_stops_on_sigterm_then_sigint() {
     let args = ["--data-dir", p(&data), "--shards", "2"];
 
     let mut node = ServeProcess::start(&args, &log);
-    node.wait_for("caught_up", 1, UP);
+    node.wait_for("caught_up: every shard", 1, UP);
     let text = node.log_text();
     assert!(text.contains("identity: created"), "{text}");
     assert!(text.contains("admission: bootstrapping"), "{text}");
@@ -49,7 +49,7 @@ fn serve_standalone_starts_holds_the_lock_and_stops_on_sigterm_then_sigint() {
 
     // Second start: the identity is known and the node resumes; SIGINT stops it too.
     let mut node = ServeProcess::start(&args, &log);
-    node.wait_for("caught_up", 2, UP);
+    node.wait_for("caught_up: every shard", 2, UP);
     let text = node.log_text();
     assert!(text.contains("identity: existing"), "{text}");
     assert!(text.contains("admission: resume"), "{text}");
@@ -75,7 +75,7 @@ fn serve_replays_an_existing_wal() {
     assert_eq!(code, 0, "{out}");
     let log = tmp.path().join("serve.log");
     let mut node = ServeProcess::start(&["--data-dir", p(&data), "--log-format", "json"], &log);
-    node.wait_for("caught_up", 1, UP);
+    node.wait_for("caught_up: every shard", 1, UP);
     let text = node.log_text();
     // A directory written before identities existed is adopted by a standalone node.
     assert!(text.contains("identity: adopted"), "{text}");
@@ -101,7 +101,7 @@ fn serve_refuses_another_node_id_or_cluster_naming_both() {
     let data = tmp.path().join("data");
     let log = tmp.path().join("serve.log");
     let mut node = ServeProcess::start(&["--data-dir", p(&data), "--shards", "1"], &log);
-    node.wait_for("caught_up", 1, UP);
+    node.wait_for("caught_up: every shard", 1, UP);
     node.signal("TERM");
     assert_eq!(node.wait_exit(DOWN).code(), Some(0));
     let identity = std::fs::read_to_string(data.join("NODE")).unwrap();
@@ -164,7 +164,7 @@ fn serve_stops_every_shard_when_one_cannot_start() {
     let log = tmp.path().join("serve.log");
     let args = ["--data-dir", p(&data), "--shards", "2"];
     let mut node = ServeProcess::start(&args, &log);
-    node.wait_for("caught_up", 1, UP);
+    node.wait_for("caught_up: every shard", 1, UP);
     node.signal("TERM");
     assert_eq!(node.wait_exit(DOWN).code(), Some(0));
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod format;
 pub mod group;
+pub mod histogram;
 mod notify;
 pub mod recovery;
 pub mod scan;

@@ -132,6 +132,10 @@ pub struct RawNode<S: LogStorage> {
     /// or `None`. While set, `ready` does not read them again (and `has_ready` does not report
     /// them), so a driver is not spun by entries it cannot yet hand out.
     apply_fetch_ticks: Option<u64>,
+    /// The highest commit index a leader has told this member (in AppendEntries or a
+    /// heartbeat), for status pages: a follower's lag is `leader_commit_heard - commit`.
+    /// Never decreases: a committed index stays committed across terms.
+    leader_commit_heard: u64,
 }
 
 impl<S: LogStorage> RawNode<S> {
@@ -187,6 +191,7 @@ impl<S: LogStorage> RawNode<S> {
             forwarded_reads: VecDeque::new(),
             fetches: Vec::new(),
             apply_fetch_ticks: None,
+            leader_commit_heard: 0,
             cfg,
         };
         node.become_follower(hs.term, NO_NODE);
@@ -242,6 +247,20 @@ impl<S: LogStorage> RawNode<S> {
     pub fn storage_mut(&mut self) -> &mut S {
         &mut self.log.storage
     }
+    /// Who this member voted for in the current term ([`NO_NODE`]: nobody).
+    pub fn vote(&self) -> NodeId {
+        self.vote
+    }
+
+    /// The leader's commit index as this member last heard it; a leader's own commit.
+    pub fn leader_commit(&self) -> u64 {
+        if self.role == Role::Leader {
+            self.log.committed
+        } else {
+            self.leader_commit_heard.max(self.log.committed)
+        }
+    }
+
     pub fn status(&self) -> Status {
         Status {
             id: self.cfg.id,
@@ -839,11 +858,13 @@ impl<S: LogStorage> RawNode<S> {
             } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
+                self.leader_commit_heard = self.leader_commit_heard.max(commit);
                 self.handle_append(m.from, prev_index, prev_term, commit, &entries);
             }
             MessageBody::Heartbeat { commit, read_seq } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
+                self.leader_commit_heard = self.leader_commit_heard.max(commit);
                 // The leader sends at most what it knows we durably hold.
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(m.from, MessageBody::HeartbeatResp { read_seq }, true);

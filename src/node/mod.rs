@@ -8,6 +8,7 @@ pub mod config;
 pub mod controller;
 pub mod fetch_wait;
 pub mod group;
+pub mod http;
 pub mod identity;
 pub mod kafka;
 pub mod log_store;
@@ -20,6 +21,7 @@ pub mod runtime;
 pub mod serve;
 pub mod shard;
 pub mod snapshot_meta;
+pub mod stats;
 pub mod stop;
 
 /// Why a group could not start or had to stop.

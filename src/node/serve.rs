@@ -17,7 +17,6 @@
 //! top of this): listeners, Raft groups, the controller group. A multi-node node that is not
 //! yet admitted stays pending (it cannot ask its peers without the transport).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::node::bootstrap::{self, Admission, AdmissionError};
 use crate::node::config::NodeConfig;
+use crate::node::http::{self, HttpSetup, NodeProgress};
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
 use crate::node::kafka;
 use crate::node::kafka::broker::BrokerSetup;
@@ -170,13 +170,25 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         shards,
         senders: runtime.senders(),
     };
-    let ready = Arc::new(AtomicU32::new(0));
+    // The HTTP listener (one, on shard 0: src/node/http/mod.rs says why), checked free
+    // before the shards start so a taken address refuses the start.
+    let http_addr = tern_net::listen::ensure_addr_free(cfg.http_addr)
+        .map_err(|e| ServeError::Runtime(format!("http_addr: {e}")))?;
+    let progress = Arc::new(NodeProgress::new(shards));
+    let http_setup = HttpSetup {
+        node_id: cfg.node_id,
+        addr: http_addr,
+        standalone: cfg.standalone,
+        senders: runtime.senders(),
+        progress: progress.clone(),
+    };
     let watch = ShardWatch::new(switch.clone());
     let configured_shards = engine_cfg.shards;
     let shard_runtime = runtime.clone();
     let result = tern_engine::engine::run_shards(&cfg.data_dir, &engine_cfg, true, move |ctx| {
         let watch = watch.clone();
-        let ready = ready.clone();
+        let progress = progress.clone();
+        let http_setup = http_setup.clone();
         let runtime = shard_runtime.clone();
         let kafka_setup = BrokerSetup {
             shard: ctx.shard,
@@ -206,13 +218,27 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
                     ctx.shards
                 );
             }
-            if ready.fetch_add(1, Ordering::SeqCst) + 1 == ctx.shards {
+            if progress.shard_replayed() {
                 info!(
                     shards = ctx.shards,
+                    replay_ms = progress.elapsed_ms(),
                     "caught_up: every shard recovered; serving (Raft groups catch up to \
                      their leaders from here)"
                 );
             }
+            // Shard 0 serves HTTP and watches for the node to become ready.
+            let http = if ctx.shard == 0 {
+                match http::server::spawn(http_setup.clone()) {
+                    Ok((task, _)) => Some((task, http::spawn_ready_watch(http_setup))),
+                    Err(e) => {
+                        error!(shard = ctx.shard, "{e}");
+                        watch.stop_node(StopReason::ShardExited);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             // Dropped (which stops accepting) when the shard's driver ends.
             let kafka = match kafka::listener::spawn(kafka_addr, kafka_setup) {
                 Ok(task) => Some(task),
@@ -226,6 +252,7 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
                 error!(shard = ctx.shard, "shard stopped: {why}");
             }
             drop(kafka);
+            drop(http);
             info!(
                 shard = ctx.shard,
                 "shutdown: shard flushing and closing its WAL"

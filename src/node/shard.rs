@@ -77,8 +77,34 @@ pub enum ShardMsg {
     /// What a client front end needs for Metadata and routing: the controller state this
     /// shard knows and who leads each group hosted here.
     View { reply: oneshot::Sender<ShardView> },
+    /// A copy of the shard's counters and status, for `/metrics` (src/node/http/metrics.rs).
+    Metrics {
+        reply: oneshot::Sender<ShardMetrics>,
+    },
     /// Stop: fail waiting requests, stop the loop.
     Stop,
+}
+
+/// One follower's replication progress as its leader knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaProgress {
+    pub node: u64,
+    pub match_index: u64,
+    /// `commit - match_index` (0 when the replica holds everything committed).
+    pub lag: u64,
+    /// Heard from since the leader's last check-quorum round.
+    pub active: bool,
+}
+
+/// What a scrape of `/metrics` copies out of a shard: its status plus its plain counters.
+#[derive(Debug, Clone)]
+pub struct ShardMetrics {
+    pub status: ShardStatus,
+    pub wal: tern_engine::WalStats,
+    /// WAL bytes and records replayed when the shard opened.
+    pub replayed_bytes: u64,
+    pub replayed_records: u64,
+    pub counters: super::stats::ShardCounters,
 }
 
 /// One group as `tern raft-info` shows it.
@@ -89,13 +115,20 @@ pub struct GroupStatus {
     pub partition: Option<u32>,
     pub role: String,
     pub term: u64,
+    /// Who this replica voted for in `term` (0: nobody).
+    pub vote: u64,
     pub leader: u64,
     pub commit: u64,
+    /// The leader's commit index as this replica last heard it (its own when leading): lag
+    /// on this node is `leader_commit - applied`.
+    pub leader_commit: u64,
     pub applied: u64,
     pub first_index: u64,
     pub last_index: u64,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// Leader only: every other member's progress. Empty on a follower.
+    pub replicas: Vec<ReplicaProgress>,
     pub halted: Option<String>,
 }
 
@@ -201,6 +234,9 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     stopping: bool,
     /// Fetches parked until their partition's high watermark passes their offset.
     fetch_waiters: FetchWaiters,
+    /// Groups that logged `caught_up` (applied their leader's commit as heard) since start.
+    caught_up: BTreeSet<u64>,
+    started: std::time::Instant,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -229,6 +265,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             failed: None,
             stopping: false,
             fetch_waiters: FetchWaiters::default(),
+            caught_up: BTreeSet::new(),
+            started: std::time::Instant::now(),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -360,6 +398,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         self.dirty.insert(*id);
                     }
                 }
+                self.log_caught_up();
             }
             Event::Peer(PeerEvent::Raft { messages, .. }) => {
                 for (group, m) in messages {
@@ -454,6 +493,16 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             ShardMsg::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            ShardMsg::Metrics { reply } => {
+                let report = self.wal.recovery_report();
+                let _ = reply.send(ShardMetrics {
+                    status: self.status(),
+                    wal: self.wal.stats(),
+                    replayed_bytes: report.bytes,
+                    replayed_records: report.records,
+                    counters: super::stats::snapshot(),
+                });
+            }
             ShardMsg::View { reply } => {
                 let leaders = self
                     .groups
@@ -475,6 +524,35 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         }
     }
 
+    /// Logs `caught_up` once per group (since this start) when it knows a leader and has
+    /// applied everything that leader had committed when it last heard from it: the line
+    /// operators follow with `grep -E "(recovery|replay|caught_up)"` (seed 000).
+    fn log_caught_up(&mut self) {
+        for (&id, g) in &self.groups {
+            if self.caught_up.contains(&id) || g.raw.leader() == 0 {
+                continue;
+            }
+            if g.raw.applied() < g.raw.leader_commit() {
+                continue;
+            }
+            let (topic, partition) = match &g.machine {
+                Machine::Partition { hosted, .. } => (hosted.topic.as_str(), hosted.partition),
+                Machine::Controller(_) => ("(controller)", 0),
+            };
+            info!(
+                shard = self.shard,
+                group = id,
+                topic,
+                partition,
+                applied = g.raw.applied(),
+                leader = g.raw.leader(),
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                "caught_up: group applied its leader's commit"
+            );
+            self.caught_up.insert(id);
+        }
+    }
+
     pub fn status(&self) -> ShardStatus {
         let mut groups: Vec<GroupStatus> = self
             .groups
@@ -487,19 +565,37 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     Machine::Controller(_) => (None, None),
                 };
                 let conf = g.raw.conf();
+                let commit = g.raw.commit();
+                let replicas = conf
+                    .voters
+                    .iter()
+                    .chain(conf.learners.iter())
+                    .filter(|&&n| n != self.node_id)
+                    .filter_map(|&n| {
+                        g.raw.progress(n).map(|p| ReplicaProgress {
+                            node: n,
+                            match_index: p.match_index,
+                            lag: commit.saturating_sub(p.match_index),
+                            active: p.recent_active,
+                        })
+                    })
+                    .collect();
                 GroupStatus {
                     group: id,
                     topic,
                     partition,
                     role: role_name(g.raw.role()).to_string(),
                     term: g.raw.term(),
+                    vote: g.raw.vote(),
                     leader: g.raw.leader(),
-                    commit: g.raw.commit(),
+                    commit,
+                    leader_commit: g.raw.leader_commit(),
                     applied: g.raw.applied(),
                     first_index: g.raw.first_index(),
                     last_index: g.raw.last_index(),
                     voters: conf.voters.clone(),
                     learners: conf.learners.clone(),
+                    replicas,
                     halted: g.halted.clone(),
                 }
             })

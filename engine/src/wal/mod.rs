@@ -93,6 +93,10 @@ pub struct WalStats {
     /// Time spent in batch writes and in fdatasync (each measured from issue to completion).
     pub write_us: u64,
     pub fsync_us: u64,
+    /// Each batch's fdatasync, from issue to completion.
+    pub fsync_latency: crate::histogram::LatencyHistogramUs,
+    /// Each group-commit batch's bytes.
+    pub batch_size: crate::histogram::SizeHistogramBytes,
 }
 
 /// The WAL of one shard. Not `Send`: it lives on its shard's executor.

@@ -180,7 +180,9 @@ async fn start_batch<S: Storage>(
         let r = file.sync_data().await.map_err(|e| (true, e));
         let mut i = stats.borrow_mut();
         i.stats.write_us += (written - started).as_micros() as u64;
-        i.stats.fsync_us += written.elapsed().as_micros() as u64;
+        let fsync_us = written.elapsed().as_micros() as u64;
+        i.stats.fsync_us += fsync_us;
+        i.stats.fsync_latency.observe(fsync_us);
         r
     })
     .detach();
@@ -261,6 +263,7 @@ async fn finish_batch<S: Storage>(
                 i.stats.fsyncs += 1;
                 i.stats.batches += 1;
                 i.stats.batch_bytes += b.batch_bytes;
+                i.stats.batch_size.observe(b.batch_bytes);
                 i.stats.records += b.ops.len() as u64;
             }
             space.signal(b.units);

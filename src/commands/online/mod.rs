@@ -1,5 +1,7 @@
 //! The online commands: they talk to a running node over the Kafka protocol through
-//! `tern_net::kafka_client` (create-topic, list-topics, delete-topic, produce, consume).
+//! `tern_net::kafka_client` (create-topic, list-topics, delete-topic, produce, consume), or
+//! over the node's HTTP endpoints where Kafka has no request for it (raft-info,
+//! cluster-status: [`status`], [`http_client`]).
 //!
 //! Exit codes (on top of the offline ones): 3 when the server cannot be reached or does not
 //! answer in time, 4 when it answers with a refusal (unknown topic, topic exists, no leader
@@ -7,7 +9,9 @@
 //! quietly with 0.
 
 pub mod consume;
+pub mod http_client;
 pub mod produce;
+pub mod status;
 pub mod topics;
 
 use std::io::{self, Write};

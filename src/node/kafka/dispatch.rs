@@ -16,6 +16,7 @@ use super::api_versions;
 use super::broker::Broker;
 use super::connection::REQUEST_BYTES_MIN;
 use super::{fetch, groups, metadata, offsets, produce, producer_id, topics};
+use crate::node::stats;
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -94,7 +95,83 @@ pub fn encode(
     Ok(out)
 }
 
+/// Answers one request and counts it (and the errors it answers) for `/metrics`.
 pub async fn handle(broker: &Broker, body: Bytes) -> Outcome {
+    let started = std::time::Instant::now();
+    let raw_key = if body.len() >= 2 {
+        ApiKey::try_from(i16::from_be_bytes([body[0], body[1]])).ok()
+    } else {
+        None
+    };
+    let outcome = answer(broker, body).await;
+    let api = raw_key.map_or("unknown", api_name);
+    stats::kafka_request(api, started.elapsed());
+    match &outcome {
+        Outcome::Respond(_) | Outcome::NoResponse => {}
+        Outcome::Close(_) => stats::kafka_error(api, "closed"),
+    }
+    outcome
+}
+
+/// The API's name as Kafka's documentation writes it (`Produce`, `Fetch`, ...), a label.
+fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        _ => "other",
+    }
+}
+
+/// Counts the error codes an answer carries (per partition or per topic), by code name.
+fn count_errors(api: &'static str, response: &ResponseKind) {
+    let mut codes: Vec<i16> = Vec::new();
+    match response {
+        ResponseKind::Produce(r) => codes.extend(
+            r.responses
+                .iter()
+                .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)),
+        ),
+        ResponseKind::Fetch(r) => {
+            codes.push(r.error_code);
+            codes.extend(
+                r.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            );
+        }
+        ResponseKind::ListOffsets(r) => codes.extend(
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        ),
+        ResponseKind::CreateTopics(r) => codes.extend(r.topics.iter().map(|t| t.error_code)),
+        ResponseKind::DeleteTopics(r) => codes.extend(r.responses.iter().map(|t| t.error_code)),
+        _ => {}
+    }
+    for code in codes.into_iter().filter(|&c| c != 0) {
+        let name = match ResponseError::try_from_code(code) {
+            Some(e) => format!("{e:?}"),
+            None => code.to_string(),
+        };
+        stats::kafka_error(api, &name);
+    }
+}
+
+async fn answer(broker: &Broker, body: Bytes) -> Outcome {
     let (header, key, request) = match decode(body) {
         Ok(Decoded::Request {
             header,
@@ -144,6 +221,9 @@ pub async fn handle(broker: &Broker, body: Bytes) -> Outcome {
             None => return Outcome::Close(format!("{key:?} is not served")),
         },
     };
+    if let Some(r) = &response {
+        count_errors(api_name(key), r);
+    }
     match response {
         None => Outcome::NoResponse,
         Some(r) => match encode(key, version, header.correlation_id, &r) {

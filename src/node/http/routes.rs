@@ -1,0 +1,131 @@
+//! Method and path to handler. Every answer is JSON except `/metrics` (Prometheus text).
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::{metrics, status, HttpSetup, HTTP_BODY_BYTES_MAX};
+
+pub type Body = Full<Bytes>;
+
+pub async fn route(
+    setup: Rc<HttpSetup>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if let Some(len) = declared_length(&req) {
+        if len > HTTP_BODY_BYTES_MAX {
+            return Ok(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": format!("request body of {len} bytes; at most {HTTP_BODY_BYTES_MAX}")}),
+            ));
+        }
+    }
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => health(&setup).await,
+        (&Method::GET, "/ready") => ready(&setup).await,
+        (&Method::GET, "/metrics") => metrics_text(&setup).await,
+        (&Method::GET, "/v1/raft") => {
+            let shards = status::all_status(&setup.senders).await;
+            json_response(StatusCode::OK, &status::raft_json(setup.node_id, &shards))
+        }
+        (&Method::GET, "/v1/cluster") => {
+            let view = status::controller_view(&setup.senders).await.ok();
+            let shards = status::all_status(&setup.senders).await;
+            json_response(
+                StatusCode::OK,
+                &status::cluster_json(setup.node_id, view.as_ref(), &shards),
+            )
+        }
+        // POST /admin/snapshot (take a snapshot / advance the compaction point, issue 11) is
+        // routed here once its ShardMsg exists.
+        (_, "/health" | "/ready" | "/metrics" | "/v1/raft" | "/v1/cluster") => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": format!("{} is not allowed here; use GET", req.method())}),
+        ),
+        (_, path) => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no endpoint {path}"),
+                    "endpoints": ["/health", "/ready", "/metrics", "/v1/raft", "/v1/cluster"]}),
+        ),
+    };
+    Ok(response)
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// 200 when every shard answers and none has failed; 503 with the reasons otherwise.
+async fn health(setup: &HttpSetup) -> Response<Body> {
+    let shards = status::all_status(&setup.senders).await;
+    let problems = status::health_problems(&shards);
+    if problems.is_empty() {
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "node_id": setup.node_id, "shards": shards.len()}),
+        )
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "failed", "node_id": setup.node_id, "reasons": problems}),
+        )
+    }
+}
+
+/// 200 once recovery finished and every local replica caught up to its leader's commit as
+/// last heard; 503 with what is pending otherwise.
+async fn ready(setup: &HttpSetup) -> Response<Body> {
+    let shards = status::all_status(&setup.senders).await;
+    let pending = status::ready_pending(&setup.progress, &shards);
+    if pending.is_empty() {
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "node_id": setup.node_id}),
+        )
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "pending", "node_id": setup.node_id, "pending": pending}),
+        )
+    }
+}
+
+async fn metrics_text(setup: &HttpSetup) -> Response<Body> {
+    match metrics::scrape(setup).await {
+        Ok(text) => {
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": format!("metrics encoding failed: {e}")}),
+        ),
+    }
+}
+
+pub fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    let mut text = body.to_string();
+    text.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
