@@ -39,10 +39,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn cluster_with_topic(nodes: u32, topic: &str) -> Cluster {
     let c = Cluster::new(nodes);
     c.start();
-    let mut client = c.client(1);
-    client
-        .create_topic(topic, 1, nodes as i16)
-        .unwrap_or_else(|e| panic!("create {topic}: {e}"));
+    c.create_topic(topic, 1, nodes as i16);
     c
 }
 

@@ -135,6 +135,19 @@ impl Cluster {
         config
     }
 
+    /// Creates `topic` through node 1 and waits until its partitions have leaders. Patient:
+    /// right after start-up on a loaded machine the controller may take seconds to elect
+    /// itself (NOT_CONTROLLER until then), so more attempts than the client's default.
+    pub fn create_topic(&self, topic: &str, partitions: i32, replication_factor: i16) {
+        let mut config = self.client_config(1);
+        config.attempts_max = 100; // ~ WAIT_MAX with the 1 s backoff bound
+        config.server_timeout = Duration::from_secs(30);
+        let mut client = Client::connect(config).unwrap_or_else(|e| panic!("client: {e}"));
+        client
+            .create_topic(topic, partitions, replication_factor)
+            .unwrap_or_else(|e| panic!("create {topic}: {e}"));
+    }
+
     /// The leader of `topic`-`partition` as node `asked` sees it, if it names one.
     pub fn leader_seen_by(&self, asked: u32, topic: &str, partition: i32) -> Option<u32> {
         let mut client = Client::connect(self.client_config(asked)).ok()?;
