@@ -87,6 +87,11 @@ impl Cluster {
         self.run(&["restart", &n.to_string()]);
     }
 
+    /// Where cluster.sh keeps data, logs, pids and the cluster id (`TERN_CLUSTER_DIR`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn data(&self, n: u32) -> PathBuf {
         self.dir.path().join(format!("node-{n}"))
     }
@@ -310,8 +315,9 @@ impl Cluster {
         served
     }
 
-    /// Pids of this cluster's `tern serve` processes that are alive (not zombies).
-    fn live_pids(&self) -> Vec<u32> {
+    /// Pids of this cluster's `tern serve` processes that are alive (not zombies), found by
+    /// their command line (the data directories are unique to this cluster).
+    pub fn live_pids(&self) -> Vec<u32> {
         let needle = format!("{}/node-", self.dir.path().display());
         let mut pids = Vec::new();
         let Ok(dir) = std::fs::read_dir("/proc") else {
