@@ -4,97 +4,17 @@
 
 mod serve_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use serve_support::{p, tern, TERN};
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    port_offset: u32,
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        Cluster::numbered(0)
-    }
-
-    /// Cluster `k` (0 or 1) of this test process: tests of one process run at once, so each
-    /// gets its own ports (the offsets of two clusters differ by 5, more than the 4 ports a
-    /// node uses).
-    fn numbered(k: u32) -> Cluster {
-        // Ports of concurrent runs on one machine must not collide: an offset from the
-        // process id.
-        let port_offset = 1000 + (std::process::id() % 400) * 10 + k * 5;
-        Cluster {
-            dir: tempfile::tempdir().unwrap(),
-            port_offset,
-        }
-    }
-
-    fn script(&self, args: &[&str]) -> (i32, String) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .args(args)
-            .env("TERN_BIN", TERN)
-            .env("TERN_CLUSTER_DIR", self.dir.path())
-            .env("TERN_CLUSTER_PORT_OFFSET", self.port_offset.to_string())
-            .env("TERN_SERVE_ARGS", "--shards 1")
-            .output()
-            .expect("run cluster.sh");
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.code().unwrap_or(-1), text)
-    }
-
-    fn data(&self, n: u32) -> PathBuf {
-        self.dir.path().join(format!("node-{n}"))
-    }
-
-    /// Pids of this cluster's `tern serve` processes that are alive (not zombies), found by
-    /// their command line (the data directories are unique to this test).
-    fn live_pids(&self) -> Vec<u32> {
-        let needle = format!("{}/node-", self.dir.path().display());
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|s| s.trim_start().starts_with('Z'));
-            if cmdline.contains(" serve ") && cmdline.contains(&needle) && !zombie {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.script(&["stop"]);
-        for pid in self.live_pids() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
+use serve_support::cluster::Cluster;
+use serve_support::{p, tern};
 
 #[test]
 fn cluster_script_three_nodes_start_kill_restart_wipe_stop() {
-    let c = Cluster::new();
+    let c = Cluster::new(3);
     let (code, out) = c.script(&["start"]);
     assert_eq!(code, 0, "{out}");
     for n in 1..=3 {
         assert!(out.contains(&format!("node {n}: running")), "{out}");
-        let log = std::fs::read_to_string(c.dir.path().join(format!("node-{n}.log"))).unwrap();
+        let log = std::fs::read_to_string(c.dir().join(format!("node-{n}.log"))).unwrap();
         assert!(
             log.contains(&format!("127.0.0.{n}")),
             "node {n} on its own address: {log}"
@@ -113,7 +33,7 @@ fn cluster_script_three_nodes_start_kill_restart_wipe_stop() {
         assert!(out.contains("locked"), "{out}");
     }
     // The nodes share one cluster id and each keeps its own node id.
-    let cluster_id = std::fs::read_to_string(c.dir.path().join("cluster-id")).unwrap();
+    let cluster_id = std::fs::read_to_string(c.dir().join("cluster-id")).unwrap();
     for n in 1..=3 {
         let identity = std::fs::read_to_string(c.data(n).join("NODE")).unwrap();
         assert!(
@@ -146,7 +66,7 @@ fn cluster_script_three_nodes_start_kill_restart_wipe_stop() {
     let (code, out) = c.script(&["restart", "2"]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("exited at start-up"), "{out}");
-    let log = std::fs::read_to_string(c.dir.path().join("node-2.log")).unwrap();
+    let log = std::fs::read_to_string(c.dir().join("node-2.log")).unwrap();
     assert!(log.contains("rebuilt") || log.contains("rebuild"), "{log}");
     assert_eq!(c.live_pids().len(), 2);
     let (code, out) = c.script(&["restart", "1"]);
@@ -179,11 +99,11 @@ fn cluster_script_three_nodes_start_kill_restart_wipe_stop() {
 /// script's status reads each node's /health.
 #[test]
 fn cluster_script_three_nodes_cluster_status_shows_members_and_leaders() {
-    let c = Cluster::numbered(1);
+    let c = Cluster::new(3);
     let (code, out) = c.script(&["start"]);
     assert_eq!(code, 0, "{out}");
-    let http = |n: u32| format!("127.0.0.{n}:{}", 9090 + c.port_offset);
-    let kafka = format!("127.0.0.1:{}", 9092 + c.port_offset);
+    let http = |n: u32| format!("127.0.0.{n}:{}", 9090 + c.port_offset());
+    let kafka = format!("127.0.0.1:{}", 9092 + c.port_offset());
     let (code, out) = tern(&[
         "create-topic",
         "events",

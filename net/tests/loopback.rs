@@ -526,6 +526,30 @@ fn a_port_in_use_is_refused_at_start() {
     assert_eq!(refused, (true, true));
 }
 
+/// A node restarted right after a crash: connections its previous process had accepted
+/// linger in the kernel (bound to the port, SO_REUSEPORT from glommio's listener, no
+/// SO_REUSEADDR) although nothing listens any more. The port is free for the new node.
+#[test]
+fn a_port_held_only_by_connections_of_a_dead_listener_is_free() {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.set_reuse_port(true).unwrap();
+    listener.bind(&addr("127.0.0.1").into()).unwrap();
+    listener.listen(8).unwrap();
+    let at = listener.local_addr().unwrap().as_socket().unwrap();
+    let client = std::net::TcpStream::connect(at).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    drop(listener);
+    // The plain probe alone is refused next to the accepted socket ...
+    assert!(matches!(
+        bind_std_listener(at),
+        Err(ListenError::AddrInUse { .. })
+    ));
+    // ... but nothing listens, so the port counts as free.
+    assert_eq!(ensure_addr_free(at).unwrap(), at);
+    drop((client, accepted));
+}
+
 #[test]
 fn a_full_queue_drops_and_counts_and_an_oversize_message_is_refused() {
     let config = TransportConfig {

@@ -2,6 +2,8 @@
 //! what it started (SIGKILL on drop, also when the test fails), bounded waits on the log.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
