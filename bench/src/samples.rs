@@ -56,7 +56,7 @@ pub struct Samples {
 impl Samples {
     pub fn new(label: &str, latency_ns: &Histogram<u64>, bytes_per_second: &[u64]) -> Samples {
         let mut cdf = Vec::new();
-        if latency_ns.len() > 0 {
+        if !latency_ns.is_empty() {
             for k in 0..=NINES_MAX * POINTS_PER_NINE {
                 // q = 1 - 10^(-k / POINTS_PER_NINE): evenly spaced on the "nines" axis.
                 let q = 1.0 - 10f64.powf(-(k as f64) / POINTS_PER_NINE as f64);
