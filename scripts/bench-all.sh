@@ -104,6 +104,7 @@ if has_shape produce || has_shape produce-open; then
     log "starting 3 tern nodes and 3 etcd members"
     tern_start 3
     etcd_start
+    tern_create_topic bench 64
     produce_common=(--server "$(tern_kafka_addr)" --topic bench --create --partitions 64
         --replication-factor 3 --record-bytes 1024 --batch-records 1 --concurrency "$CONCURRENCY"
         --acks all --duration "$SECS" --warmup 1 --json)

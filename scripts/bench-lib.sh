@@ -87,6 +87,22 @@ tern_stop() {
 
 tern_kafka_addr() { echo "127.0.0.1:$((9092 + PORT_OFFSET))"; }
 
+# tern_create_topic TOPIC PARTITIONS: creates the topic (replication factor = nodes) through
+# each node in turn until one accepts. The Kafka client sends CreateTopics to whichever node it
+# is connected to and retries there, so a node that is not the controller answers
+# NotController every time; asking every node reaches the controller.
+tern_create_topic() {
+    local i
+    for ((i = 1; i <= TERN_NODES; i++)); do
+        if "$BENCH" produce --server "127.0.0.$i:$((9092 + PORT_OFFSET))" --topic "$1" --create \
+            --partitions "$2" --replication-factor "$TERN_NODES" --concurrency 1 --duration 0.2 \
+            --warmup 0 --json >"$RUN/create-topic.json" 2>&1; then
+            return 0
+        fi
+    done
+    die "no node created topic $1: $(cat "$RUN/create-topic.json")"
+}
+
 # --- etcd cluster: 3 members on 127.0.0.1-3, data under $RUN -------------------------------
 etcd_client_port() { echo $((2379 + PORT_OFFSET)); }
 etcd_peer_port() { echo $((2380 + PORT_OFFSET)); }

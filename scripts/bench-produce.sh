@@ -73,6 +73,7 @@ for n in "${NODE_COUNTS[@]}"; do
     tern_start "$n"
     for p in "${PARTITION_COUNTS[@]}"; do
         topic=bench-p$p
+        tern_create_topic "$topic" "$p"
         for b in "${BATCHES[@]}"; do
             read -r bname brecords bbytes <<<"$b"
             common=(--server "$(tern_kafka_addr)" --topic "$topic" --create --partitions "$p"
