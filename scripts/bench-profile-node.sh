@@ -35,14 +35,17 @@ tern_create_topic bench 64
     --acks all --duration $((SECS + 2)) --warmup 1 >"$RESULTS/profile/produce.txt" &
 LOAD_PID=$!
 sleep 2
-log "perf record -g on node 1 (pid $node1) for ${SECS}s"
-perf record -q -g -p "$node1" -o "$RUN/perf.data" -- sleep "$SECS" 2>/dev/null
+log "perf record (DWARF call graphs) on node 1 (pid $node1) for ${SECS}s"
+perf record -q --call-graph dwarf,16384 -F 499 -p "$node1" -o "$RUN/perf.data" -- sleep "$SECS" 2>/dev/null
 wait "$LOAD_PID" || die "the produce load failed (see $RESULTS/profile/produce.txt)"
 LOAD_PID=
 perf report -i "$RUN/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio \
     -g none 2>/dev/null >"$RESULTS/profile/node1.txt"
 perf report -i "$RUN/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null \
     >"$RESULTS/profile/node1-threads.txt"
+# Who calls the allocator: the tern frames above malloc/free, by share of samples.
+perf report -i "$RUN/perf.data" --no-children --stdio --symbols malloc,_int_malloc,cfree@GLIBC_2.2.5,_int_free,__memmove_avx512_unaligned_erms \
+    -g caller,0.5,callee,function,percent --percent-limit 0.5 --max-stack 24 2>/dev/null >"$RESULTS/profile/node1-alloc-callers.txt" || true
 cat "$RESULTS/profile/produce.txt"
 grep -v '^#' "$RESULTS/profile/node1-threads.txt" | grep -v '^$' | head -12
 grep -v '^#' "$RESULTS/profile/node1.txt" | grep -v '^$' | head -40
