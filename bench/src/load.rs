@@ -66,6 +66,8 @@ pub struct ShardOutcome {
     pub window: Duration,
     /// Engine counters accrued inside the window.
     pub stats: WalStats,
+    /// Acknowledged payload bytes per whole second of the window (time mode).
+    pub bytes_per_second: Vec<u64>,
     pub error: Option<String>,
 }
 
@@ -75,6 +77,7 @@ struct Meter {
     appends: Cell<u64>,
     payload_bytes: Cell<u64>,
     enqueued_bytes: Cell<u64>,
+    bytes_per_second: RefCell<Vec<u64>>,
     stop: Cell<bool>,
     error: RefCell<Option<String>>,
     window_start: Instant,
@@ -98,6 +101,13 @@ impl Meter {
             .saturating_record(ns.clamp(1, LATENCY_NS_MAX));
         self.appends.set(self.appends.get() + 1);
         self.payload_bytes.set(self.payload_bytes.get() + bytes);
+        let second = done.saturating_duration_since(self.window_start).as_secs() as usize;
+        let mut per_second = self.bytes_per_second.borrow_mut();
+        // Bytes mode has no end, so the timeline grows with the run (one slot per second).
+        if per_second.len() <= second {
+            per_second.resize(second + 1, 0);
+        }
+        per_second[second] += bytes;
     }
 }
 
@@ -130,6 +140,7 @@ pub async fn run_shard(ctx: ShardContext, spec: LoadSpec, ready: Arc<AtomicU32>)
         appends: Cell::new(0),
         payload_bytes: Cell::new(0),
         enqueued_bytes: Cell::new(0),
+        bytes_per_second: RefCell::new(Vec::new()),
         stop: Cell::new(false),
         error: RefCell::new(None),
         window_start,
@@ -196,6 +207,7 @@ pub async fn run_shard(ctx: ShardContext, spec: LoadSpec, ready: Arc<AtomicU32>)
         payload_bytes: meter.payload_bytes.get(),
         window: window_end.saturating_duration_since(window_start),
         stats: stats_delta(&before, &after),
+        bytes_per_second: meter.bytes_per_second.take(),
         error,
     }
 }

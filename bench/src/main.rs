@@ -9,11 +9,17 @@
 
 mod data_dir;
 mod error;
+mod etcd_cmd;
 mod load;
 mod output;
+mod plot_cmd;
 mod produce_cmd;
+#[cfg(feature = "raft-engine")]
+mod raft_engine_cmd;
 mod recovery_cmd;
 mod report;
+mod samples;
+mod thread_load;
 mod wal_cmd;
 
 use std::path::PathBuf;
@@ -57,6 +63,15 @@ enum Command {
     /// Start a node first (`tern serve`); --create makes the topic. Latency is per batch,
     /// from send (closed loop) or from its intended send time (open loop) to the ack.
     Produce(produce_cmd::ProduceArgs),
+    /// Put values into a running etcd cluster through its v3 JSON gateway, with the same load
+    /// generator as `produce` (the peer baseline of a 3-node produce).
+    Etcd(etcd_cmd::EtcdArgs),
+    /// The raft-engine crate on `wal`'s workload shapes (N writers x K in flight run as N x K
+    /// threads, sync writes). Built only with the cargo feature `raft-engine`.
+    #[cfg(feature = "raft-engine")]
+    RaftEngine(raft_engine_cmd::RaftEngineArgs),
+    /// Draw PNG charts (latency CDF, throughput per second) of runs saved with --samples.
+    Plot(plot_cmd::PlotArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -85,6 +100,8 @@ pub struct WalArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub samples: samples::SamplesArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -273,6 +290,10 @@ fn main() -> ExitCode {
         Command::Wal(args) => wal_cmd::run(&args),
         Command::Recovery(args) => recovery_cmd::run(&args),
         Command::Produce(args) => produce_cmd::run(&args),
+        Command::Etcd(args) => etcd_cmd::run(&args),
+        #[cfg(feature = "raft-engine")]
+        Command::RaftEngine(args) => raft_engine_cmd::run(&args),
+        Command::Plot(args) => plot_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

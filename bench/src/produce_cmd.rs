@@ -8,17 +8,16 @@
 //! schedule; latency counts from each batch's intended send time, so a stalled server shows
 //! up as queueing delay instead of being hidden (no coordinated omission).
 
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tern_net::kafka_client::{Acks, Client, ClientConfig, ClientError, Producer};
 
 use crate::error::{BenchError, Result};
-use crate::load::new_histogram;
 use crate::report::{latency_table, round1, thousands, LatencyUs};
+use crate::samples::SamplesArgs;
+use crate::thread_load::{self, Op, Schedule};
 
 #[derive(Args, Debug, Clone)]
 pub struct ProduceArgs {
@@ -62,18 +61,12 @@ pub struct ProduceArgs {
     /// Print one JSON object on one line instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub samples: SamplesArgs,
 }
 
 fn parse_acks(text: &str) -> std::result::Result<Acks, String> {
     Acks::parse(text).ok_or_else(|| format!("{text:?} is not one of all, 1, 0"))
-}
-
-/// What one worker measured.
-struct WorkerOutcome {
-    latency_ns: Histogram<u64>,
-    batches: u64,
-    records: u64,
-    payload_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -151,49 +144,34 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
         Err(e) => return Err(client_error(e)),
     };
     drop(client);
-    let start = Instant::now() + Duration::from_millis(100);
-    let warmup_end = start + Duration::from_secs_f64(a.warmup);
-    let end = warmup_end + Duration::from_secs_f64(a.duration);
     let payload = vec![b'x'; a.record_bytes];
-    let mut workers = Vec::with_capacity(a.concurrency);
-    for w in 0..a.concurrency {
-        let a = a.clone();
-        let config = config.clone();
-        let payload = payload.clone();
-        workers.push(thread::spawn(move || {
-            worker(w, &a, config, partitions, &payload, start, warmup_end, end)
-        }));
-    }
-    let mut outcomes = Vec::with_capacity(workers.len());
-    let mut first_error = None;
-    for h in workers {
-        match h.join() {
-            Ok(Ok(o)) => outcomes.push(o),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(BenchError::Arg {
-                    arg: "concurrency",
-                    why: "a worker thread panicked".into(),
-                });
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    let mut latency = new_histogram();
-    let (mut batches, mut records, mut bytes) = (0u64, 0u64, 0u64);
-    for o in &outcomes {
-        latency.add(&o.latency_ns).map_err(|e| BenchError::Arg {
-            arg: "duration",
-            why: format!("merging histograms: {e}"),
-        })?;
-        batches += o.batches;
-        records += o.records;
-        bytes += o.payload_bytes;
-    }
+    let schedule = Schedule {
+        workers: a.concurrency,
+        warmup: Duration::from_secs_f64(a.warmup),
+        duration: Duration::from_secs_f64(a.duration),
+        rate: a.rate,
+    };
+    let totals = thread_load::run(schedule, |index| {
+        let client = Client::connect(config.clone()).map_err(client_error)?;
+        let producer = Producer::new(client, a.acks, true).map_err(client_error)?;
+        // This worker's partitions: index, index + concurrency, ... (at least one).
+        let mine: Vec<i32> = (index..partitions.max(index + 1))
+            .step_by(a.concurrency)
+            .map(|p| (p % partitions) as i32)
+            .collect();
+        Ok(ProduceOp {
+            producer,
+            topic: &a.topic,
+            values: vec![payload.as_slice(); a.batch_records],
+            partitions: mine,
+        })
+    })?;
+    a.samples
+        .save("tern", &totals.latency_ns, &totals.bytes_per_second)?;
+    let latency = totals.latency_ns;
+    let batches = totals.ops;
+    let records = batches * a.batch_records as u64;
+    let bytes = totals.payload_bytes;
     let seconds = a.duration;
     let report = Report {
         mode: if a.rate.is_some() { "open" } else { "closed" },
@@ -244,68 +222,20 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker(
-    index: usize,
-    a: &ProduceArgs,
-    config: ClientConfig,
-    partitions: usize,
-    payload: &[u8],
-    start: Instant,
-    warmup_end: Instant,
-    end: Instant,
-) -> Result<WorkerOutcome> {
-    let client = Client::connect(config).map_err(client_error)?;
-    let mut producer = Producer::new(client, a.acks, true).map_err(client_error)?;
-    let values: Vec<&[u8]> = vec![payload; a.batch_records];
-    // This worker's partitions: index, index + concurrency, ... (at least one).
-    let mine: Vec<i32> = (index..partitions.max(index + 1))
-        .step_by(a.concurrency)
-        .map(|p| (p % partitions) as i32)
-        .collect();
-    let interval = a
-        .rate
-        .map(|r| Duration::from_secs_f64(a.concurrency as f64 / r));
-    let mut out = WorkerOutcome {
-        latency_ns: new_histogram(),
-        batches: 0,
-        records: 0,
-        payload_bytes: 0,
-    };
-    // Open-loop workers are staggered over one interval so they do not send in lockstep.
-    let offset = interval.map_or(Duration::ZERO, |i| i * index as u32 / a.concurrency as u32);
-    let mut sent: u64 = 0;
-    loop {
-        let intended = match interval {
-            Some(i) => {
-                let t = start + offset + i * sent.min(u32::MAX as u64) as u32;
-                let now = Instant::now();
-                if t > now {
-                    thread::sleep(t - now);
-                }
-                t
-            }
-            None => Instant::now(),
-        };
-        if intended >= end {
-            break;
-        }
-        let partition = mine[(sent as usize) % mine.len()];
-        producer
-            .send(&a.topic, partition, &values)
+/// One worker's producer: a batch to each of its partitions in turn.
+struct ProduceOp<'a> {
+    producer: Producer,
+    topic: &'a str,
+    values: Vec<&'a [u8]>,
+    partitions: Vec<i32>,
+}
+
+impl Op for ProduceOp<'_> {
+    fn send(&mut self, seq: u64) -> Result<u64> {
+        let partition = self.partitions[(seq % self.partitions.len() as u64) as usize];
+        self.producer
+            .send(self.topic, partition, &self.values)
             .map_err(client_error)?;
-        let done = Instant::now();
-        sent += 1;
-        if intended >= warmup_end && done <= end {
-            let ns = done
-                .duration_since(intended)
-                .as_nanos()
-                .min(u64::MAX as u128) as u64;
-            out.latency_ns.saturating_record(ns.max(1));
-            out.batches += 1;
-            out.records += a.batch_records as u64;
-            out.payload_bytes += (a.batch_records * a.record_bytes) as u64;
-        }
+        Ok(self.values.iter().map(|v| v.len() as u64).sum())
     }
-    Ok(out)
 }

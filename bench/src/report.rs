@@ -47,6 +47,8 @@ pub struct Totals {
     /// The longest shard window (shards run side by side, so rates divide by it).
     pub window: Duration,
     pub stats: WalStats,
+    /// Acknowledged payload bytes per second of the window, all shards added.
+    pub bytes_per_second: Vec<u64>,
 }
 
 impl Totals {
@@ -57,6 +59,7 @@ impl Totals {
             payload_bytes: 0,
             window: Duration::ZERO,
             stats: WalStats::default(),
+            bytes_per_second: Vec::new(),
         };
         for o in outcomes {
             // Both histograms have the same bounds, so adding cannot fail; saturate if it did.
@@ -77,6 +80,12 @@ impl Totals {
             t.stats.segments_purged += o.stats.segments_purged;
             t.stats.write_us += o.stats.write_us;
             t.stats.fsync_us += o.stats.fsync_us;
+            if t.bytes_per_second.len() < o.bytes_per_second.len() {
+                t.bytes_per_second.resize(o.bytes_per_second.len(), 0);
+            }
+            for (sum, b) in t.bytes_per_second.iter_mut().zip(&o.bytes_per_second) {
+                *sum += b;
+            }
         }
         t
     }

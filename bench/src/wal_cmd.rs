@@ -78,6 +78,8 @@ pub fn run(args: &WalArgs) -> Result<()> {
     let totals = Totals::merge(&outcomes);
     let throughput = Throughput::from_totals(&totals);
     let latency = LatencyUs::from_ns(&totals.latency_ns);
+    args.samples
+        .save("tern", &totals.latency_ns, &totals.bytes_per_second)?;
     let dir_path = dir.path().display().to_string();
     let fs = dir.fs.clone();
     let kept = dir.finish()?;
