@@ -229,6 +229,8 @@ fn stats_delta(before: &WalStats, after: &WalStats) -> WalStats {
         segments_purged: after.segments_purged - before.segments_purged,
         write_us: after.write_us - before.write_us,
         fsync_us: after.fsync_us - before.fsync_us,
+        fsync_latency: after.fsync_latency.since(&before.fsync_latency),
+        batch_size: after.batch_size.since(&before.batch_size),
     }
 }
 

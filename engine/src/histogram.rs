@@ -53,6 +53,17 @@ impl<const BASE: u64> Log2Histogram<BASE> {
         }
         self.sum = self.sum.saturating_add(other.sum);
     }
+
+    /// The observations made since `earlier`, a copy of this same histogram taken before
+    /// (a benchmark's window).
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut out = *self;
+        for (a, b) in out.counts.iter_mut().zip(earlier.counts.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+        out.sum = out.sum.saturating_sub(earlier.sum);
+        out
+    }
 }
 
 #[cfg(test)]
