@@ -104,6 +104,9 @@ enum Command {
     /// (online).
     #[command(after_help = EXIT_CODES)]
     Consume(commands::online::consume::ConsumeArgs),
+    /// Change the layout of a running cluster: `tern cluster transfer-leader` (online).
+    #[command(after_help = EXIT_CODES)]
+    Cluster(commands::online::cluster::ClusterArgs),
     /// Run the node (defaults: a standalone single-node cluster on ./tern-data). Partial
     /// for now: see the status below.
     #[command(after_help = commands::serve::SERVE_HELP)]
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
         Command::DeleteTopic(a) => a.common.json,
         Command::Produce(a) => a.common.json,
         Command::Consume(a) => a.common.json,
+        Command::Cluster(a) => a.json(),
         // serve logs instead of printing one result.
         Command::Serve(_) => false,
     };
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         Command::DeleteTopic(a) => commands::online::topics::delete(a),
         Command::Produce(a) => commands::online::produce::run(a),
         Command::Consume(a) => commands::online::consume::run(a),
+        Command::Cluster(a) => commands::online::cluster::run(a),
         Command::Serve(flags) => return ExitCode::from(commands::serve::run(flags)),
     };
     match result {

@@ -10,6 +10,7 @@ pub mod fetch_wait;
 pub mod group;
 pub mod identity;
 pub mod kafka;
+pub mod leader_balance;
 pub mod log_store;
 pub mod partition;
 pub mod planted;
@@ -20,6 +21,7 @@ pub mod runtime;
 pub mod serve;
 pub mod shard;
 pub mod snapshot_meta;
+pub mod standalone;
 pub mod stop;
 
 /// Why a group could not start or had to stop.

@@ -37,6 +37,7 @@ use super::controller::{
 };
 use super::fetch_wait::FetchWaiters;
 use super::group::{Group, Machine, PendingCommand, PendingProduce};
+use super::leader_balance::{transfer_target, LeaderBalancer, LeaderView};
 use super::log_store::{engine_kind, raft_kind, EngineLog};
 use super::partition::{OffsetMap, PartitionSnapshot};
 use super::planted::{self, Planted};
@@ -201,6 +202,8 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     stopping: bool,
     /// Fetches parked until their partition's high watermark passes their offset.
     fetch_waiters: FetchWaiters,
+    /// Paces the hand-over of leadership to preferred replicas.
+    balancer: LeaderBalancer,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -208,6 +211,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     pub async fn run(setup: ShardSetup, wal: Rc<ShardWal<S>>, transport: Rc<T>) -> Option<String> {
         let (events_tx, events_rx) = mpsc::unbounded::<Event>();
         let (rounds_tx, rounds_rx) = mpsc::unbounded::<Round>();
+        // A transfer that fails takes up to an election timeout; pausing twice the longest
+        // one before the next attempt keeps a group writable most of the time even when its
+        // preferred replica cannot win.
+        let balance_pause = setup.raft.election_ticks_max.saturating_mul(2);
         let mut shard = Shard {
             node_id: setup.node_id,
             shard: setup.shard,
@@ -229,6 +236,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             failed: None,
             stopping: false,
             fetch_waiters: FetchWaiters::default(),
+            balancer: LeaderBalancer::new(balance_pause),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -239,6 +247,17 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             if let Err(e) = shard.start_group(CONTROLLER_GROUP, voters, None).await {
                 error!(shard = shard.shard, "controller group did not start: {e}");
                 shard.failed = Some(format!("controller group did not start: {e}"));
+            }
+            if let Some(g) = shard.groups.get(&CONTROLLER_GROUP) {
+                if let Err(why) = super::standalone::check_controller_conf(
+                    shard.node_id,
+                    &setup.controller_voters,
+                    g.raw.conf(),
+                ) {
+                    error!(shard = shard.shard, "{why}");
+                    // Returning ends the node (a shard that exits stops the others).
+                    return Some(why);
+                }
             }
         }
         shard.main_loop(events_rx).await;
@@ -360,6 +379,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         self.dirty.insert(*id);
                     }
                 }
+                self.balance_leaders();
             }
             Event::Peer(PeerEvent::Raft { messages, .. }) => {
                 for (group, m) in messages {
@@ -648,7 +668,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             }
         }
         for (id, hosted) in desired {
-            if self.groups.contains_key(&id) {
+            if let Some(g) = self.groups.get_mut(&id) {
+                // The replica order (the preferred leader) may have changed.
+                if let Machine::Partition { hosted: known, .. } = &mut g.machine {
+                    *known = hosted;
+                }
                 continue;
             }
             let voters = ConfState::with_voters(&hosted.replicas);
@@ -658,7 +682,53 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         }
     }
 
+    /// Hands the leadership of each partition group this node leads to its preferred
+    /// replica when that one is ready (`leader_balance.rs`).
+    fn balance_leaders(&mut self) {
+        self.balancer.on_tick();
+        for (&id, g) in self.groups.iter_mut() {
+            let Machine::Partition { hosted, .. } = &g.machine else {
+                continue;
+            };
+            if g.halted.is_some() {
+                continue;
+            }
+            if g.raw.role() != Role::Leader {
+                self.balancer.forget(id);
+                continue;
+            }
+            let preferred = hosted.replicas.first().copied();
+            let view = LeaderView {
+                node_id: self.node_id,
+                role: g.raw.role(),
+                preferred,
+                conf: g.raw.conf(),
+                last_index: g.raw.last_index(),
+                preferred_match: preferred
+                    .and_then(|p| g.raw.progress(p))
+                    .map(|p| p.match_index),
+            };
+            let Some(to) = transfer_target(&view) else {
+                continue;
+            };
+            if !self.balancer.may_try(id) {
+                continue;
+            }
+            match g.raw.transfer_leader(to) {
+                Ok(()) => {
+                    info!(
+                        group = id,
+                        to, "handing leadership to the preferred replica"
+                    );
+                    self.dirty.insert(id);
+                }
+                Err(e) => debug!(group = id, to, "leadership transfer not started: {e}"),
+            }
+        }
+    }
+
     fn remove_group(&mut self, group: u64) {
+        self.balancer.forget(group);
         if let Some(mut g) = self.groups.remove(&group) {
             g.fail_pending(RequestError::UnknownPartition);
             info!(
