@@ -248,16 +248,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 error!(shard = shard.shard, "controller group did not start: {e}");
                 shard.failed = Some(format!("controller group did not start: {e}"));
             }
-            if let Some(g) = shard.groups.get(&CONTROLLER_GROUP) {
-                if let Err(why) = super::standalone::check_controller_conf(
-                    shard.node_id,
-                    &setup.controller_voters,
-                    g.raw.conf(),
-                ) {
-                    error!(shard = shard.shard, "{why}");
-                    // Returning ends the node (a shard that exits stops the others).
-                    return Some(why);
-                }
+            if let Err(why) = shard.check_controller_start(&setup.controller_voters).await {
+                error!(shard = shard.shard, "{why}");
+                // Returning ends the node (a shard that exits stops the others).
+                return Some(why);
             }
         }
         shard.main_loop(events_rx).await;
@@ -612,6 +606,48 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         self.groups.insert(group, Group::new(raw, machine));
         self.dirty.insert(group);
         Ok(())
+    }
+
+    /// The single-voter rules of `standalone.rs`, checked before the controller group runs:
+    /// against its configuration, and (for a node configured alone) against the members its
+    /// snapshot and committed commands registered.
+    async fn check_controller_start(&self, configured: &[NodeId]) -> Result<(), String> {
+        const READ_BYTES_MAX: u64 = 8 << 20;
+        let Some(g) = self.groups.get(&CONTROLLER_GROUP) else {
+            return Ok(());
+        };
+        super::standalone::check_controller_conf(self.node_id, configured, g.raw.conf())?;
+        let Machine::Controller(state) = &g.machine else {
+            return Ok(());
+        };
+        if configured != [self.node_id] {
+            return Ok(());
+        }
+        let mut state = state.clone();
+        let commit = g.raw.commit();
+        let mut next = state.applied_index() + 1;
+        'read: while next <= commit {
+            let entries = self
+                .wal
+                .read(CONTROLLER_GROUP, next, commit + 1, READ_BYTES_MAX)
+                .await
+                .map_err(|e| format!("reading the controller log at start: {e}"))?;
+            let Some(last) = entries.last().map(|e| e.index) else {
+                break;
+            };
+            for e in entries {
+                if raft_kind(e.kind) != EntryKind::Normal || e.data.is_empty() {
+                    continue;
+                }
+                // A damaged entry halts the controller when it is applied; here it only
+                // ends the look-ahead.
+                if state.apply_payload(e.index, &e.data).is_err() {
+                    break 'read;
+                }
+            }
+            next = last + 1;
+        }
+        super::standalone::check_controller_members(self.node_id, configured, &state)
     }
 
     /// The offset map and producer table of a partition's log after a restart: each entry's

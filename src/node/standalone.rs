@@ -12,8 +12,15 @@
 //!   standalone, then took a snapshot): the others would bootstrap the configured voters
 //!   while this node keeps its own, and two controllers could be elected. Growing a
 //!   standalone node into a cluster is a membership change, not a restart with new flags.
+//!
+//! A group's configuration before its first snapshot or configuration entry is not stored
+//! (it is the configured one at every start), so the first rule also looks at the members
+//! the controller's committed commands registered ([`check_controller_members`]): a
+//! directory of a multi-node cluster names them from its first commands on.
 
 use tern_raft::message::{ConfState, NodeId};
+
+use super::controller::ControllerState;
 
 /// Checks the controller configuration found at start against the configured voters.
 pub fn check_controller_conf(
@@ -47,9 +54,59 @@ pub fn check_controller_conf(
     Ok(())
 }
 
+/// For a node configured alone: refuses a controller state (its snapshot plus its committed
+/// commands, replayed at start) that registered other members.
+pub fn check_controller_members(
+    node_id: NodeId,
+    configured: &[NodeId],
+    state: &ControllerState,
+) -> Result<(), String> {
+    let others: Vec<u64> = state
+        .members()
+        .keys()
+        .copied()
+        .filter(|&m| m != node_id)
+        .collect();
+    if configured == [node_id] && !others.is_empty() {
+        return Err(format!(
+            "this node is configured as a single-voter cluster (--standalone, or no --peers), \
+             but its data directory's controller has registered the members {others:?} \
+             besides it: it belongs to a multi-node cluster. Refused: alone it would elect \
+             itself and write a history the rest of the cluster does not have. Start it with \
+             --peers naming the cluster's voters, or restore the data into a new directory \
+             (docs/operations/node.md, \"Standalone\")"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::controller::{Command, Member};
+
+    fn member(id: u64) -> Member {
+        let ip = std::net::IpAddr::from([127, 0, 0, id as u8]);
+        Member {
+            node_id: id,
+            peer_addr: (ip, 9093).into(),
+            kafka_addr: (ip, 9092).into(),
+            http_addr: (ip, 9090).into(),
+        }
+    }
+
+    #[test]
+    fn registered_members_reveal_a_cluster_directory() {
+        let mut state = ControllerState::default();
+        check_controller_members(1, &[1], &state).unwrap();
+        state.apply(1, &Command::AddMember(member(1))).unwrap();
+        check_controller_members(1, &[1], &state).unwrap();
+        state.apply(2, &Command::AddMember(member(2))).unwrap();
+        let err = check_controller_members(1, &[1], &state).unwrap_err();
+        assert!(err.contains("[2]"), "{err}");
+        // Configured with its peers, the same state is the normal case.
+        check_controller_members(1, &[1, 2], &state).unwrap();
+    }
 
     #[test]
     fn matching_configurations_start() {
