@@ -511,7 +511,7 @@ impl Client {
         request.validate_only = false;
         let server_timeout = self.config.server_timeout;
         self.with_retries("CreateTopics", |client| {
-            let conn = client.any_connection()?;
+            let conn = client.controller_connection()?;
             let response = conn.call_waiting(&request, server_timeout)?;
             let r = response
                 .topics
@@ -561,7 +561,7 @@ impl Client {
         request.timeout_ms = duration_ms_i32(self.config.server_timeout);
         let server_timeout = self.config.server_timeout;
         self.with_retries("DeleteTopics", |client| {
-            let conn = client.any_connection()?;
+            let conn = client.controller_connection()?;
             let response = conn.call_waiting(&request, server_timeout)?;
             let r = response
                 .responses
