@@ -113,6 +113,9 @@ enum Command {
     /// replica's lag, as one node knows them (online, over its HTTP endpoint --http).
     #[command(after_help = EXIT_CODES)]
     ClusterStatus(commands::online::status::ClusterStatusArgs),
+    /// Change the layout of a running cluster: `tern cluster transfer-leader` (online).
+    #[command(after_help = EXIT_CODES)]
+    Cluster(commands::online::cluster::ClusterArgs),
     /// Run the node (defaults: a standalone single-node cluster on ./tern-data). Partial
     /// for now: see the status below.
     #[command(after_help = commands::serve::SERVE_HELP)]
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
         Command::Consume(a) => a.common.json,
         Command::RaftInfo(a) => a.common.json,
         Command::ClusterStatus(a) => a.common.json,
+        Command::Cluster(a) => a.json(),
         // serve logs instead of printing one result.
         Command::Serve(_) => false,
     };
@@ -180,6 +184,7 @@ fn main() -> ExitCode {
         Command::Consume(a) => commands::online::consume::run(a),
         Command::RaftInfo(a) => commands::online::status::raft_info(a),
         Command::ClusterStatus(a) => commands::online::status::cluster_status(a),
+        Command::Cluster(a) => commands::online::cluster::run(a),
         Command::Serve(flags) => return ExitCode::from(commands::serve::run(flags)),
     };
     match result {

@@ -11,6 +11,7 @@ pub mod group;
 pub mod http;
 pub mod identity;
 pub mod kafka;
+pub mod leader_balance;
 pub mod log_store;
 pub mod partition;
 pub mod planted;
@@ -22,6 +23,7 @@ pub mod serve;
 pub mod shard;
 pub mod snapshot_meta;
 pub mod stats;
+pub mod standalone;
 pub mod stop;
 
 /// Why a group could not start or had to stop.

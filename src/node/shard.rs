@@ -37,6 +37,7 @@ use super::controller::{
 };
 use super::fetch_wait::FetchWaiters;
 use super::group::{Group, Machine, PendingCommand, PendingProduce};
+use super::leader_balance::{transfer_target, LeaderBalancer, LeaderView};
 use super::log_store::{engine_kind, raft_kind, EngineLog};
 use super::partition::{OffsetMap, PartitionSnapshot};
 use super::planted::{self, Planted};
@@ -237,6 +238,8 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     /// Groups that logged `caught_up` (applied their leader's commit as heard) since start.
     caught_up: BTreeSet<u64>,
     started: std::time::Instant,
+    /// Paces the hand-over of leadership to preferred replicas.
+    balancer: LeaderBalancer,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -244,6 +247,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     pub async fn run(setup: ShardSetup, wal: Rc<ShardWal<S>>, transport: Rc<T>) -> Option<String> {
         let (events_tx, events_rx) = mpsc::unbounded::<Event>();
         let (rounds_tx, rounds_rx) = mpsc::unbounded::<Round>();
+        // A transfer that fails takes up to an election timeout; pausing twice the longest
+        // one before the next attempt keeps a group writable most of the time even when its
+        // preferred replica cannot win.
+        let balance_pause = setup.raft.election_ticks_max.saturating_mul(2);
         let mut shard = Shard {
             node_id: setup.node_id,
             shard: setup.shard,
@@ -267,6 +274,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             fetch_waiters: FetchWaiters::default(),
             caught_up: BTreeSet::new(),
             started: std::time::Instant::now(),
+            balancer: LeaderBalancer::new(balance_pause),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -277,6 +285,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             if let Err(e) = shard.start_group(CONTROLLER_GROUP, voters, None).await {
                 error!(shard = shard.shard, "controller group did not start: {e}");
                 shard.failed = Some(format!("controller group did not start: {e}"));
+            }
+            if let Err(why) = shard.check_controller_start(&setup.controller_voters).await {
+                error!(shard = shard.shard, "{why}");
+                // Returning ends the node (a shard that exits stops the others).
+                return Some(why);
             }
         }
         shard.main_loop(events_rx).await;
@@ -399,6 +412,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     }
                 }
                 self.log_caught_up();
+                self.balance_leaders();
             }
             Event::Peer(PeerEvent::Raft { messages, .. }) => {
                 for (group, m) in messages {
@@ -690,6 +704,48 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         Ok(())
     }
 
+    /// The single-voter rules of `standalone.rs`, checked before the controller group runs:
+    /// against its configuration, and (for a node configured alone) against the members its
+    /// snapshot and committed commands registered.
+    async fn check_controller_start(&self, configured: &[NodeId]) -> Result<(), String> {
+        const READ_BYTES_MAX: u64 = 8 << 20;
+        let Some(g) = self.groups.get(&CONTROLLER_GROUP) else {
+            return Ok(());
+        };
+        super::standalone::check_controller_conf(self.node_id, configured, g.raw.conf())?;
+        let Machine::Controller(state) = &g.machine else {
+            return Ok(());
+        };
+        if configured != [self.node_id] {
+            return Ok(());
+        }
+        let mut state = state.clone();
+        let commit = g.raw.commit();
+        let mut next = state.applied_index() + 1;
+        'read: while next <= commit {
+            let entries = self
+                .wal
+                .read(CONTROLLER_GROUP, next, commit + 1, READ_BYTES_MAX)
+                .await
+                .map_err(|e| format!("reading the controller log at start: {e}"))?;
+            let Some(last) = entries.last().map(|e| e.index) else {
+                break;
+            };
+            for e in entries {
+                if raft_kind(e.kind) != EntryKind::Normal || e.data.is_empty() {
+                    continue;
+                }
+                // A damaged entry halts the controller when it is applied; here it only
+                // ends the look-ahead.
+                if state.apply_payload(e.index, &e.data).is_err() {
+                    break 'read;
+                }
+            }
+            next = last + 1;
+        }
+        super::standalone::check_controller_members(self.node_id, configured, &state)
+    }
+
     /// The offset map and producer table of a partition's log after a restart: each entry's
     /// end offset and producer sequences, from the entries after the snapshot point (read in
     /// bounded chunks; only their batch headers are looked at).
@@ -744,7 +800,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             }
         }
         for (id, hosted) in desired {
-            if self.groups.contains_key(&id) {
+            if let Some(g) = self.groups.get_mut(&id) {
+                // The replica order (the preferred leader) may have changed.
+                if let Machine::Partition { hosted: known, .. } = &mut g.machine {
+                    *known = hosted;
+                }
                 continue;
             }
             let voters = ConfState::with_voters(&hosted.replicas);
@@ -754,7 +814,53 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         }
     }
 
+    /// Hands the leadership of each partition group this node leads to its preferred
+    /// replica when that one is ready (`leader_balance.rs`).
+    fn balance_leaders(&mut self) {
+        self.balancer.on_tick();
+        for (&id, g) in self.groups.iter_mut() {
+            let Machine::Partition { hosted, .. } = &g.machine else {
+                continue;
+            };
+            if g.halted.is_some() {
+                continue;
+            }
+            if g.raw.role() != Role::Leader {
+                self.balancer.forget(id);
+                continue;
+            }
+            let preferred = hosted.replicas.first().copied();
+            let view = LeaderView {
+                node_id: self.node_id,
+                role: g.raw.role(),
+                preferred,
+                conf: g.raw.conf(),
+                last_index: g.raw.last_index(),
+                preferred_match: preferred
+                    .and_then(|p| g.raw.progress(p))
+                    .map(|p| p.match_index),
+            };
+            let Some(to) = transfer_target(&view) else {
+                continue;
+            };
+            if !self.balancer.may_try(id) {
+                continue;
+            }
+            match g.raw.transfer_leader(to) {
+                Ok(()) => {
+                    info!(
+                        group = id,
+                        to, "handing leadership to the preferred replica"
+                    );
+                    self.dirty.insert(id);
+                }
+                Err(e) => debug!(group = id, to, "leadership transfer not started: {e}"),
+            }
+        }
+    }
+
     fn remove_group(&mut self, group: u64) {
+        self.balancer.forget(group);
         if let Some(mut g) = self.groups.remove(&group) {
             g.fail_pending(RequestError::UnknownPartition);
             info!(

@@ -8,14 +8,18 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
+    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -507,7 +511,7 @@ impl Client {
         request.validate_only = false;
         let server_timeout = self.config.server_timeout;
         self.with_retries("CreateTopics", |client| {
-            let conn = client.any_connection()?;
+            let conn = client.controller_connection()?;
             let response = conn.call_waiting(&request, server_timeout)?;
             let r = response
                 .topics
@@ -557,7 +561,7 @@ impl Client {
         request.timeout_ms = duration_ms_i32(self.config.server_timeout);
         let server_timeout = self.config.server_timeout;
         self.with_retries("DeleteTopics", |client| {
-            let conn = client.any_connection()?;
+            let conn = client.controller_connection()?;
             let response = conn.call_waiting(&request, server_timeout)?;
             let r = response
                 .responses
@@ -568,6 +572,106 @@ impl Client {
         })?;
         self.refresh_metadata()?;
         Ok(())
+    }
+
+    /// Makes node `to` the preferred leader of `topic`-`partition` and waits (bounded by the
+    /// server timeout) until the metadata shows it leading. Sent as AlterPartitionReassignments
+    /// with the partition's current replicas reordered, `to` first: a tern node takes that as
+    /// "change the preferred leader", and the leader hands over once `to` is caught up
+    /// (docs/clients.md).
+    pub fn transfer_leader(&mut self, topic: &str, partition: i32, to: i32) -> ClientResult<()> {
+        self.refresh_metadata()?;
+        let t = self
+            .metadata
+            .topic(topic)
+            .filter(|t| t.error_code == 0)
+            .ok_or_else(|| ClientError::UnknownTopic {
+                topic: topic.to_string(),
+            })?;
+        let replicas = t
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.replicas.clone())
+            .ok_or_else(|| ClientError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                count: t.partitions.len(),
+            })?;
+        if !replicas.contains(&to) {
+            return Err(ClientError::Invalid(format!(
+                "node {to} holds no replica of {topic} partition {partition} (replicas: {replicas:?})"
+            )));
+        }
+        let mut order = vec![to];
+        order.extend(replicas.iter().copied().filter(|&r| r != to));
+        let mut p = ReassignablePartition::default();
+        p.partition_index = partition;
+        p.replicas = Some(order.into_iter().map(BrokerId).collect());
+        let mut rt = ReassignableTopic::default();
+        rt.name = topic_name(topic);
+        rt.partitions = vec![p];
+        let mut request = AlterPartitionReassignmentsRequest::default();
+        request.timeout_ms = duration_ms_i32(self.config.server_timeout);
+        request.topics = vec![rt];
+        let api = "AlterPartitionReassignments";
+        self.with_retries(api, |client| {
+            let conn = client.controller_connection()?;
+            let response = conn.call(&request)?;
+            if response.error_code != 0 {
+                return topic_result(api, response.error_code, topic, &response.error_message);
+            }
+            let r = response
+                .responses
+                .iter()
+                .find(|r| r.name.0.as_str() == topic)
+                .and_then(|r| r.partitions.iter().find(|p| p.partition_index == partition))
+                .ok_or_else(|| unexpected(conn.addr().to_string(), api))?;
+            server_result(api, r.error_code, topic, partition, &r.error_message)
+        })?;
+        let deadline = std::time::Instant::now() + self.config.server_timeout;
+        let mut pause = self.config.retry_backoff;
+        loop {
+            self.refresh_metadata()?;
+            let leader = self.leader_of(topic, partition).ok();
+            if leader == Some(to) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ClientError::Invalid(format!(
+                    "node {to} is now the preferred leader of {topic} partition {partition}, but                      did not lead within {:?} (leader: {leader:?}); it takes over once it is a                      caught-up voter",
+                    self.config.server_timeout
+                )));
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(self.config.retry_backoff_max);
+        }
+    }
+
+    /// A connection to the controller that the cached metadata names, or to any node when it
+    /// names none (a refusal with NOT_CONTROLLER then refreshes the metadata and retries).
+    fn controller_connection(&mut self) -> ClientResult<&mut Connection> {
+        let controller = self
+            .metadata
+            .controller_id
+            .filter(|id| self.metadata.broker(*id).is_some());
+        let Some(id) = controller else {
+            return self.any_connection();
+        };
+        if self.brokers.get(&id).is_some_and(|c| c.is_broken()) {
+            self.brokers.remove(&id);
+        }
+        if !self.brokers.contains_key(&id) {
+            let addr = match self.metadata.broker(id) {
+                Some(b) => b.addr(),
+                None => return self.any_connection(),
+            };
+            let conn = Connection::open(&addr, &self.config.connect)?;
+            self.brokers.insert(id, conn);
+        }
+        self.brokers
+            .get_mut(&id)
+            .ok_or_else(|| ClientError::Invalid("no connection".to_string()))
     }
 
     /// A new producer id and epoch for an idempotent producer.

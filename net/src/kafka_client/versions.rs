@@ -20,6 +20,7 @@ pub fn client_range(key: ApiKey) -> Option<VersionRange> {
         ApiKey::CreateTopics => (2, 7),
         ApiKey::DeleteTopics => (1, 5),
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::AlterPartitionReassignments => (0, 1),
         _ => return None,
     };
     Some(key.valid_versions().intersect(&VersionRange { min, max }))
@@ -36,6 +37,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::CreateTopics) => "CreateTopics",
         Ok(ApiKey::DeleteTopics) => "DeleteTopics",
         Ok(ApiKey::InitProducerId) => "InitProducerId",
+        Ok(ApiKey::AlterPartitionReassignments) => "AlterPartitionReassignments",
         _ => "a Kafka request",
     }
 }

@@ -8,6 +8,7 @@
 //! after the retries, any other Kafka error). A closed stdout (`| head`) ends a command
 //! quietly with 0.
 
+pub mod cluster;
 pub mod consume;
 pub mod http_client;
 pub mod produce;

@@ -110,7 +110,7 @@ fn list_json(m: &ClusterMetadata) -> ListJson {
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> CliResult<u8> {
+pub(super) fn print_json<T: Serialize>(value: &T) -> CliResult<u8> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| crate::error::CliError::Usage(format!("JSON encoding failed: {e}")))?;
     let mut out = Out::new();

@@ -10,6 +10,7 @@
 //! | 3    | CreateTopic      | str name, uuid id, u32 partitions, u8 replication_factor, retention |
 //! | 4    | DeleteTopic      | str name, uuid id                                                 |
 //! | 5    | SetTopicConfig   | str name, retention, bool read_only                               |
+//! | 6    | SetPreferredLeader | str name, u32 partition, u64 node_id                            |
 //!
 //! `str` = u16 length + UTF-8; `uuid` = 16 bytes; retention = opt_u64 bytes_max, opt_u64
 //! age_ms_max (`opt_u64` = u8 0, or u8 1 + u64). Addresses are `IP:PORT` text.
@@ -87,6 +88,14 @@ pub enum Command {
         retention: Retention,
         read_only: bool,
     },
+    /// Moves replica `node_id` of the partition to the front of its replica list: it becomes
+    /// the preferred leader, and the partition's leader hands leadership to it once it is
+    /// caught up (`leader_balance.rs`). The replica set itself does not change.
+    SetPreferredLeader {
+        name: String,
+        partition: u32,
+        node_id: u64,
+    },
 }
 
 const KIND_ADD_MEMBER: u16 = 1;
@@ -94,6 +103,7 @@ const KIND_REMOVE_MEMBER: u16 = 2;
 const KIND_CREATE_TOPIC: u16 = 3;
 const KIND_DELETE_TOPIC: u16 = 4;
 const KIND_SET_TOPIC_CONFIG: u16 = 5;
+const KIND_SET_PREFERRED_LEADER: u16 = 6;
 
 const WHAT: &str = "controller command";
 
@@ -160,6 +170,16 @@ impl Command {
                 w.bool(*read_only);
                 KIND_SET_TOPIC_CONFIG
             }
+            Command::SetPreferredLeader {
+                name,
+                partition,
+                node_id,
+            } => {
+                w.str("name", name)?;
+                w.u32(*partition);
+                w.u64(*node_id);
+                KIND_SET_PREFERRED_LEADER
+            }
         };
         encode_frame(WHAT, COMMAND_MAGIC, COMMAND_VERSION, kind, &w.buf)
     }
@@ -188,6 +208,11 @@ impl Command {
                 name: r.str("name")?,
                 retention: read_retention(&mut r)?,
                 read_only: r.bool("read_only")?,
+            },
+            KIND_SET_PREFERRED_LEADER => Command::SetPreferredLeader {
+                name: r.str("name")?,
+                partition: r.u32("partition")?,
+                node_id: r.u64("node_id")?,
             },
             kind => return Err(CodecError::Kind { what: WHAT, kind }),
         };
@@ -227,6 +252,11 @@ mod tests {
                 name: "orders".into(),
                 retention: Retention::default(),
                 read_only: true,
+            },
+            Command::SetPreferredLeader {
+                name: "orders".into(),
+                partition: 3,
+                node_id: 2,
             },
         ]
     }

@@ -88,6 +88,17 @@ pub enum Rejection {
     AddressInUse { other: u64, addr: String },
     #[error("member {0} is the last one; a cluster cannot remove its last member")]
     LastMember(u64),
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error(
+        "node {node} holds no replica of {topic:?} partition {partition} (replicas: {replicas:?})"
+    )]
+    NotAReplica {
+        topic: String,
+        partition: u32,
+        node: u64,
+        replicas: Vec<u64>,
+    },
 }
 
 impl Rejection {
@@ -105,6 +116,8 @@ impl Rejection {
             Rejection::TooManyPartitions { .. } => 44, // POLICY_VIOLATION
             Rejection::TopicIdInUse(_) | Rejection::NilTopicId => 42, // INVALID_REQUEST
             Rejection::TopicIdMismatch { .. } => 103, // INCONSISTENT_TOPIC_ID
+            Rejection::UnknownPartition { .. } => 3, // UNKNOWN_TOPIC_OR_PARTITION
+            Rejection::NotAReplica { .. } => 39, // INVALID_REPLICA_ASSIGNMENT
             Rejection::UnknownMember(_)
             | Rejection::InvalidNodeId
             | Rejection::TooManyMembers
@@ -147,6 +160,11 @@ pub enum Outcome {
     },
     TopicConfigSet {
         id: Uuid,
+    },
+    /// The partition's replicas, preferred leader first.
+    PreferredLeaderSet {
+        group: u64,
+        replicas: Vec<u64>,
     },
     Rejected(Rejection),
 }
@@ -255,6 +273,11 @@ impl ControllerState {
                 retention,
                 read_only,
             } => self.set_topic_config(name, *retention, *read_only),
+            Command::SetPreferredLeader {
+                name,
+                partition,
+                node_id,
+            } => self.set_preferred_leader(name, *partition, *node_id),
         };
         Ok(outcome.unwrap_or_else(Outcome::Rejected))
     }
@@ -473,6 +496,43 @@ impl ControllerState {
         topic.retention = retention;
         topic.read_only = read_only;
         Ok(Outcome::TopicConfigSet { id: topic.id })
+    }
+
+    fn set_preferred_leader(
+        &mut self,
+        name: &str,
+        partition: u32,
+        node_id: u64,
+    ) -> Result<Outcome, Rejection> {
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| Rejection::UnknownTopic(name.to_string()))?;
+        let p = topic
+            .partitions
+            .get_mut(partition as usize)
+            .ok_or_else(|| Rejection::UnknownPartition {
+                topic: name.to_string(),
+                partition,
+            })?;
+        let pos = p
+            .replicas
+            .iter()
+            .position(|&r| r == node_id)
+            .ok_or_else(|| Rejection::NotAReplica {
+                topic: name.to_string(),
+                partition,
+                node: node_id,
+                replicas: p.replicas.clone(),
+            })?;
+        // Rotating only the chosen replica to the front keeps the others' order (the next
+        // preferred leaders if it fails).
+        let chosen = p.replicas.remove(pos);
+        p.replicas.insert(0, chosen);
+        Ok(Outcome::PreferredLeaderSet {
+            group: p.group,
+            replicas: p.replicas.clone(),
+        })
     }
 
     /// Checks every invariant; used on a decoded snapshot (and by the tests after every

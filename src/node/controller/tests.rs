@@ -379,6 +379,86 @@ fn apply_payload_decodes_or_refuses() {
     );
 }
 
+#[test]
+fn set_preferred_leader_moves_the_replica_first_and_keeps_the_set() {
+    let mut s = three_nodes();
+    run(&mut s, &[create("orders", 1, 4, 3)]);
+    let before = s.topic("orders").unwrap().partitions[2].clone();
+    let target = before.replicas[2];
+    let out = run(
+        &mut s,
+        &[Command::SetPreferredLeader {
+            name: "orders".into(),
+            partition: 2,
+            node_id: target,
+        }],
+    );
+    let after = &s.topic("orders").unwrap().partitions[2];
+    let expected = vec![target, before.replicas[0], before.replicas[1]];
+    assert_eq!(after.replicas, expected);
+    assert_eq!(
+        out[0],
+        Outcome::PreferredLeaderSet {
+            group: before.group,
+            replicas: expected.clone(),
+        }
+    );
+    // Already first: applied, nothing changes.
+    run(
+        &mut s,
+        &[Command::SetPreferredLeader {
+            name: "orders".into(),
+            partition: 2,
+            node_id: target,
+        }],
+    );
+    assert_eq!(s.topic("orders").unwrap().partitions[2].replicas, expected);
+    // The other partitions are untouched.
+    assert_eq!(s.topic("orders").unwrap().partitions[0].replicas.len(), 3);
+}
+
+#[test]
+fn set_preferred_leader_rejections_change_nothing() {
+    let mut s = ControllerState::default();
+    run(&mut s, &[1, 2, 3, 4].map(|i| Command::AddMember(member(i))));
+    run(&mut s, &[create("orders", 1, 2, 2)]);
+    let before = s.clone();
+    let p0 = s.topic("orders").unwrap().partitions[0].replicas.clone();
+    let outsider = (1..=4).find(|n| !p0.contains(n)).unwrap();
+    let cmds = [
+        Command::SetPreferredLeader {
+            name: "nope".into(),
+            partition: 0,
+            node_id: 1,
+        },
+        Command::SetPreferredLeader {
+            name: "orders".into(),
+            partition: 2,
+            node_id: 1,
+        },
+        Command::SetPreferredLeader {
+            name: "orders".into(),
+            partition: 0,
+            node_id: outsider,
+        },
+    ];
+    let out = run(&mut s, &cmds);
+    assert_eq!(
+        out[0],
+        Outcome::Rejected(Rejection::UnknownTopic("nope".into()))
+    );
+    assert!(matches!(
+        &out[1],
+        Outcome::Rejected(r @ Rejection::UnknownPartition { partition: 2, .. })
+            if r.kafka_error_code() == Some(3)
+    ));
+    assert!(matches!(
+        &out[2],
+        Outcome::Rejected(r @ Rejection::NotAReplica { .. }) if r.kafka_error_code() == Some(39)
+    ));
+    assert_eq!(s.topics(), before.topics());
+}
+
 // ---- property tests ----
 
 fn arb_command() -> impl Strategy<Value = Command> {
@@ -398,12 +478,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
         2 => (names.clone(), prop_oneof![Just(0u128), 0u128..6]).prop_map(|(name, id)| {
             Command::DeleteTopic { name: name.into(), id: Uuid::from_u128(id) }
         }),
-        1 => (names, any::<Option<u64>>(), any::<bool>()).prop_map(|(name, age, read_only)| {
+        1 => (names.clone(), any::<Option<u64>>(), any::<bool>()).prop_map(|(name, age, read_only)| {
             Command::SetTopicConfig {
                 name: name.into(),
                 retention: Retention { bytes_max: None, age_ms_max: age },
                 read_only,
             }
+        }),
+        1 => (names, 0u32..4, 0u64..8).prop_map(|(name, partition, node_id)| {
+            Command::SetPreferredLeader { name: name.into(), partition, node_id }
         }),
     ]
 }

@@ -15,7 +15,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use super::api_versions;
 use super::broker::Broker;
 use super::connection::REQUEST_BYTES_MIN;
-use super::{fetch, groups, metadata, offsets, produce, producer_id, topics};
+use super::{fetch, groups, metadata, offsets, produce, producer_id, reassign, topics};
 use crate::node::stats;
 
 /// What the connection does after a request.
@@ -213,6 +213,9 @@ async fn answer(broker: &Broker, body: Bytes) -> Outcome {
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
             topics::delete(broker, r, version).await,
         )),
+        RequestKind::AlterPartitionReassignments(r) => Some(
+            ResponseKind::AlterPartitionReassignments(reassign::handle(broker, r).await),
+        ),
         RequestKind::InitProducerId(r) => {
             Some(ResponseKind::InitProducerId(producer_id::handle(broker, r)))
         }

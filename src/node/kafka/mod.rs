@@ -7,7 +7,8 @@
 //! `kafka-protocol` crate, route by API key, encode) → [`broker`] (this shard's way to the
 //! other shards: the owning shard of a partition answers over its inbox) → one file per API
 //! family ([`api_versions`], [`metadata`], [`produce`], [`fetch`], [`offsets`], [`topics`],
-//! [`producer_id`], [`groups`]) → [`errors`] (tern's request errors as Kafka error codes).
+//! [`producer_id`], [`reassign`], [`groups`]) → [`errors`] (tern's request errors as Kafka
+//! error codes).
 //!
 //! Supported APIs and versions are listed in docs/clients.md; [`api_versions::SUPPORTED`] is
 //! the one table both the ApiVersions answer and the dispatcher read.
@@ -24,6 +25,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod reassign;
 pub mod topics;
 
 #[cfg(test)]

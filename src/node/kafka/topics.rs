@@ -29,7 +29,7 @@ use crate::node::requests::RequestError;
 pub const DEFAULT_REPLICATION_FACTOR: u8 = 3;
 pub const DEFAULT_PARTITIONS: u32 = 1;
 
-fn rejection_error(r: &Rejection) -> ResponseError {
+pub(super) fn rejection_error(r: &Rejection) -> ResponseError {
     match r {
         Rejection::TopicExists(_) | Rejection::TopicIdInUse(_) => ResponseError::TopicAlreadyExists,
         Rejection::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
@@ -39,14 +39,15 @@ fn rejection_error(r: &Rejection) -> ResponseError {
         }
         Rejection::TooManyPartitions { .. } => ResponseError::PolicyViolation,
         Rejection::InvalidRetention(_) => ResponseError::InvalidConfig,
-        Rejection::UnknownTopic(_) | Rejection::TopicIdMismatch { .. } => {
-            ResponseError::UnknownTopicOrPartition
-        }
+        Rejection::UnknownTopic(_)
+        | Rejection::TopicIdMismatch { .. }
+        | Rejection::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        Rejection::NotAReplica { .. } => ResponseError::InvalidReplicaAssignment,
         _ => ResponseError::InvalidRequest,
     }
 }
 
-fn controller_error(e: &RequestError) -> ResponseError {
+pub(super) fn controller_error(e: &RequestError) -> ResponseError {
     match e {
         RequestError::NotLeader { .. } => ResponseError::NotController,
         other => errors::error(other),
