@@ -56,7 +56,7 @@ impl Cluster {
         let out = Command::new("bash")
             .arg(script)
             .args(args)
-            .env("TERN_BIN", TERN)
+            .env("TERN_BIN", serve_bin())
             .env("TERN_CLUSTER_DIR", self.dir.path())
             .env("TERN_CLUSTER_NODES", self.nodes.to_string())
             .env("TERN_CLUSTER_PORT_OFFSET", self.port_offset.to_string())
@@ -368,6 +368,12 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The binary the cluster runs: `TERN_CRASH_BIN` if set (e.g. target/release/tern, for
+/// figures closer to production's), else the one built with the tests.
+pub fn serve_bin() -> String {
+    std::env::var("TERN_CRASH_BIN").unwrap_or_else(|_| TERN.to_string())
 }
 
 fn unhex(hex: &str) -> Vec<u8> {
