@@ -208,7 +208,8 @@ fn minority_leader_steps_down_by_check_quorum_and_acknowledges_nothing() {
             isolated.elapsed()
         );
         answers.push((answer.clone(), isolated.elapsed()));
-        if c.leader_seen_by(leader, topic, 0) != Some(leader) {
+        // Stepped down: it refuses (NOT_LEADER_OR_FOLLOWER) and no longer names itself.
+        if answer == Ok(6) && c.leader_seen_by(leader, topic, 0) != Some(leader) {
             break isolated.elapsed();
         }
         assert!(

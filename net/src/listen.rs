@@ -3,8 +3,9 @@
 //! glommio's `TcpListener::bind` sets SO_REUSEPORT, so a second tern process started on the
 //! same address would bind too, and the kernel would spread connections between the two. So
 //! every listener first binds a plain std listener (no SO_REUSEPORT) to the address: if any
-//! socket listens there, that fails with "address in use" and start-up is refused. The probe is
-//! then released and the real listener bound. A process that binds in the gap between the two
+//! socket listens there, that fails with "address in use" and start-up is refused (unless a
+//! connect shows that nothing listens: see [`ensure_addr_free`]). The probe is then released
+//! and the real listener bound. A process that binds in the gap between the two
 //! is not caught; start-up is the only time this matters, and two nodes racing to start on the
 //! same address within microseconds is not a case worth a lock file. The peer, Kafka and HTTP
 //! listeners all go through [`bind_glommio_listener`] (or [`bind_std_listener`]).

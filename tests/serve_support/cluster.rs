@@ -37,11 +37,12 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster of `nodes` (not started). Each cluster of a test process gets its own ports
     /// (an offset from the process id and a counter), all below the ephemeral range, so tests
-    /// running at once never collide.
+    /// running at once never collide. A node uses ports 9090, 9092 and 9093 plus the offset,
+    /// so offsets step by 10.
     pub fn new(nodes: u32) -> Cluster {
         static CLUSTERS: AtomicU32 = AtomicU32::new(0);
         let k = CLUSTERS.fetch_add(1, Ordering::Relaxed) % 20;
-        let port_offset = 10_000 + (std::process::id() % 600) * 20 + k;
+        let port_offset = 10_000 + (std::process::id() % 60) * 200 + k * 10;
         Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             nodes,
@@ -55,7 +56,7 @@ impl Cluster {
         let out = Command::new("bash")
             .arg(script)
             .args(args)
-            .env("TERN_BIN", TERN)
+            .env("TERN_BIN", serve_bin())
             .env("TERN_CLUSTER_DIR", self.dir.path())
             .env("TERN_CLUSTER_NODES", self.nodes.to_string())
             .env("TERN_CLUSTER_PORT_OFFSET", self.port_offset.to_string())
@@ -372,6 +373,12 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The binary the cluster runs: `TERN_CRASH_BIN` if set (e.g. target/release/tern, for
+/// figures closer to production's), else the one built with the tests.
+pub fn serve_bin() -> String {
+    std::env::var("TERN_CRASH_BIN").unwrap_or_else(|_| TERN.to_string())
 }
 
 fn unhex(hex: &str) -> Vec<u8> {
