@@ -7,7 +7,9 @@
 //! 2. `identity`: the data directory's `NODE` file is checked or created ([`identity`]).
 //! 3. `admission`: may this node vote ([`bootstrap::decide`])?
 //! 4. `recovery`: the engine takes the directory's lock and each shard replays its WAL
-//!    (`replay` per shard), then `caught_up` once every shard is ready.
+//!    (`replay` per shard), then `caught_up: every shard recovered`; shard 0 starts the HTTP
+//!    endpoints (`http`), each group logs `caught_up` when it applied its leader's commit,
+//!    and `caught_up: node ready` (with each phase's time) when `/ready` first holds.
 //! 5. The node runs until SIGTERM/SIGINT (or a shard fails), then `shutdown`: each shard
 //!    stops, its WAL is flushed and closed, the lock is released. A stop that takes longer
 //!    than `shutdown_timeout`, or a second signal, exits at once ([`EXIT_FORCED`]); the WAL

@@ -17,6 +17,8 @@ use crate::node::shard::{GroupStatus, ShardMetrics, ShardMsg, ShardStatus};
 use crate::node::stats::ShardCounters;
 
 type Labels = Vec<(String, String)>;
+/// A gauge or counter read from one copy: name, help, and how to read it.
+type Reading<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 #[derive(Debug, Clone)]
 enum Value {
@@ -67,7 +69,7 @@ impl Family {
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         for f in &self.families {
-            let mut metric = encoder.encode_descriptor(f.name, f.help, None, f.kind.clone())?;
+            let mut metric = encoder.encode_descriptor(f.name, f.help, None, f.kind)?;
             for (labels, value) in &f.samples {
                 if labels.is_empty() {
                     encode_value(&mut metric, value)?;
@@ -143,7 +145,7 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
         .flat_map(|s| s.groups.iter())
         .collect();
 
-    let raft: [(&'static str, &'static str, fn(&GroupStatus) -> u64); 5] = [
+    let raft: [Reading<GroupStatus>; 5] = [
         (
             "tern_raft_commit_index",
             "Highest log index known committed.",
@@ -245,7 +247,7 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
         };
         f.sample(&[("shard", &shard_label[i])], Value::Gauge(failed as i64));
     }
-    let wal: [(&'static str, &'static str, fn(&ShardMetrics) -> u64); 4] = [
+    let wal: [Reading<ShardMetrics>; 4] = [
         (
             "tern_wal_bytes_written",
             "WAL bytes written (batches, padding included).",

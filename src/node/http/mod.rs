@@ -137,3 +137,6 @@ pub fn spawn_ready_watch(setup: HttpSetup) -> glommio::Task<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod fault_tests;
