@@ -13,6 +13,8 @@
 #                records (1 per request), closed loop
 #   produce-open the same, open loop at OPEN_FRACTION of tern's  etcd at the same rate
 #                closed-loop rate
+#   e2e          produce-open's load with --end-to-end: send ->  (none: reported)
+#                fetched by a consumer per partition, p50/p99
 #
 # Environment:
 #   BENCH_DIR      scratch data, on a disk file system            [<repo>/bench-out]
@@ -35,7 +37,7 @@ SECS=${BENCH_SECONDS:-10}
 ROUNDS=${ROUNDS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
 OPEN_FRACTION=${OPEN_FRACTION:-0.5}
-SHAPES=${SHAPES:-wal-seq wal-64x1k wal-1x4k produce produce-open}
+SHAPES=${SHAPES:-wal-seq wal-64x1k wal-1x4k produce produce-open e2e}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SECS=2
     ROUNDS=1
@@ -136,6 +138,11 @@ EOF
                 --samples "$OUT/produce-open-etcd-$r.samples.json" >"$OUT/produce-open-etcd-$r.json"
         done
     fi
+    if has_shape e2e && [ -n "${rate:-}" ]; then
+        log "e2e: produce at $rate/s with a consumer per partition (send -> fetched)"
+        "$BENCH" produce "${produce_common[@]}" --rate "$rate" --end-to-end \
+            >"$OUT/e2e-tern-1.json"
+    fi
     etcd_stop
     tern_stop
 fi
@@ -230,8 +237,16 @@ if t and e:
              produce_open_etcd_puts_per_s=med(e, lambda d: d["puts_per_s"]))
     rows.append((f"open loop at {rate}/s", "p99 µs vs etcd", tp, ep, ratio(tp, ep), "<= 0.5"))
 
-rows.append(("end-to-end produce->fetch", "p50/p99", None, None, None, "not measured"))
-j["end_to_end"] = "not measured"
+e = runs("e2e-tern")
+if e and e[0].get("end_to_end"):
+    l = e[0]["end_to_end"]
+    j.update(e2e_rate=e[0].get("rate_batches_per_s"), e2e_p50_us=l["p50_us"], e2e_p99_us=l["p99_us"],
+             e2e_ack_p50_us=e[0]["latency"]["p50_us"], e2e_ack_p99_us=e[0]["latency"]["p99_us"])
+    rows.append((f"end-to-end at {e[0].get('rate_batches_per_s')}/s", "p50 µs (send -> fetched)", l["p50_us"], None, None, "report"))
+    rows.append((f"end-to-end at {e[0].get('rate_batches_per_s')}/s", "p99 µs (send -> fetched)", l["p99_us"], None, None, "report"))
+else:
+    rows.append(("end-to-end produce->fetch", "p50/p99", None, None, None, "not measured"))
+    j["end_to_end"] = "not measured"
 
 print(f"issue 13, commit {commit}, {cpus} CPUs, {fs}, load {load0} -> {load1}, medians of {rounds} round(s)")
 print(f"{'shape':<30}{'figure':<34}{'tern':>12}{'peer':>12}{'ratio':>8}  target")
