@@ -13,8 +13,8 @@
 #                records (1 per request), closed loop
 #   produce-open the same, open loop at OPEN_FRACTION of tern's  etcd at the same rate
 #                closed-loop rate
-#   e2e          produce-open's load with --end-to-end: send ->  (none: reported)
-#                fetched by a consumer per partition, p50/p99
+#   e2e          produce-open's rate with --end-to-end on a      (none: reported)
+#                topic of E2E_PARTITIONS: send -> fetched by a consumer per partition
 #
 # Environment:
 #   BENCH_DIR      scratch data, on a disk file system            [<repo>/bench-out]
@@ -23,6 +23,7 @@
 #   ROUNDS         A B rounds per shape (medians reported)         [2]
 #   CONCURRENCY    producer / etcd client workers                  [64]
 #   OPEN_FRACTION  open-loop rate as a fraction of tern's max      [0.5]
+#   E2E_PARTITIONS partitions of the end-to-end topic               [4]
 #   SHAPES         the shapes to run, space-separated              [all of the above]
 #   BENCH_QUICK=1  a smoke run: 2 s per run, 1 round
 #   BENCH_PORT_OFFSET added to every port                          [20000]
@@ -37,6 +38,7 @@ SECS=${BENCH_SECONDS:-10}
 ROUNDS=${ROUNDS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
 OPEN_FRACTION=${OPEN_FRACTION:-0.5}
+E2E_PARTITIONS=${E2E_PARTITIONS:-4}
 SHAPES=${SHAPES:-wal-seq wal-64x1k wal-1x4k produce produce-open e2e}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SECS=2
@@ -139,9 +141,14 @@ EOF
         done
     fi
     if has_shape e2e && [ -n "${rate:-}" ]; then
-        log "e2e: produce at $rate/s with a consumer per partition (send -> fetched)"
-        "$BENCH" produce "${produce_common[@]}" --rate "$rate" --end-to-end \
-            >"$OUT/e2e-tern-1.json"
+        # Its own topic of E2E_PARTITIONS partitions: the client fetches one partition per
+        # request, so a consumer thread per partition of a 64-partition topic would spin 64
+        # fetch loops on the same 2 cores as the nodes and starve the producers.
+        tern_create_topic bench-e2e "$E2E_PARTITIONS"
+        log "e2e: produce at $rate/s to $E2E_PARTITIONS partitions, a consumer each (send -> fetched)"
+        "$BENCH" produce --server "$(tern_kafka_addr)" --topic bench-e2e --record-bytes 1024 \
+            --batch-records 1 --concurrency "$CONCURRENCY" --acks all --duration "$SECS" \
+            --warmup 1 --json --rate "$rate" --end-to-end >"$OUT/e2e-tern-1.json"
     fi
     etcd_stop
     tern_stop
