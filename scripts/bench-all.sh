@@ -13,6 +13,8 @@
 #                records (1 per request), closed loop
 #   produce-open the same, open loop at OPEN_FRACTION of tern's  etcd at the same rate
 #                closed-loop rate
+#   e2e          produce-open's rate with --end-to-end on a      (none: reported)
+#                topic of E2E_PARTITIONS: send -> fetched by a consumer per partition
 #
 # Environment:
 #   BENCH_DIR      scratch data, on a disk file system            [<repo>/bench-out]
@@ -21,6 +23,7 @@
 #   ROUNDS         A B rounds per shape (medians reported)         [2]
 #   CONCURRENCY    producer / etcd client workers                  [64]
 #   OPEN_FRACTION  open-loop rate as a fraction of tern's max      [0.5]
+#   E2E_PARTITIONS partitions of the end-to-end topic               [4]
 #   SHAPES         the shapes to run, space-separated              [all of the above]
 #   BENCH_QUICK=1  a smoke run: 2 s per run, 1 round
 #   BENCH_PORT_OFFSET added to every port                          [20000]
@@ -35,7 +38,8 @@ SECS=${BENCH_SECONDS:-10}
 ROUNDS=${ROUNDS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
 OPEN_FRACTION=${OPEN_FRACTION:-0.5}
-SHAPES=${SHAPES:-wal-seq wal-64x1k wal-1x4k produce produce-open}
+E2E_PARTITIONS=${E2E_PARTITIONS:-4}
+SHAPES=${SHAPES:-wal-seq wal-64x1k wal-1x4k produce produce-open e2e}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SECS=2
     ROUNDS=1
@@ -136,6 +140,16 @@ EOF
                 --samples "$OUT/produce-open-etcd-$r.samples.json" >"$OUT/produce-open-etcd-$r.json"
         done
     fi
+    if has_shape e2e && [ -n "${rate:-}" ]; then
+        # Its own topic of E2E_PARTITIONS partitions: the client fetches one partition per
+        # request, so a consumer thread per partition of a 64-partition topic would spin 64
+        # fetch loops on the same 2 cores as the nodes and starve the producers.
+        tern_create_topic bench-e2e "$E2E_PARTITIONS"
+        log "e2e: produce at $rate/s to $E2E_PARTITIONS partitions, a consumer each (send -> fetched)"
+        "$BENCH" produce --server "$(tern_kafka_addr)" --topic bench-e2e --record-bytes 1024 \
+            --batch-records 1 --concurrency "$CONCURRENCY" --acks all --duration "$SECS" \
+            --warmup 1 --json --rate "$rate" --end-to-end >"$OUT/e2e-tern-1.json"
+    fi
     etcd_stop
     tern_stop
 fi
@@ -230,8 +244,16 @@ if t and e:
              produce_open_etcd_puts_per_s=med(e, lambda d: d["puts_per_s"]))
     rows.append((f"open loop at {rate}/s", "p99 µs vs etcd", tp, ep, ratio(tp, ep), "<= 0.5"))
 
-rows.append(("end-to-end produce->fetch", "p50/p99", None, None, None, "not measured"))
-j["end_to_end"] = "not measured"
+e = runs("e2e-tern")
+if e and e[0].get("end_to_end"):
+    l = e[0]["end_to_end"]
+    j.update(e2e_rate=e[0].get("rate_batches_per_s"), e2e_p50_us=l["p50_us"], e2e_p99_us=l["p99_us"],
+             e2e_ack_p50_us=e[0]["latency"]["p50_us"], e2e_ack_p99_us=e[0]["latency"]["p99_us"])
+    rows.append((f"end-to-end at {e[0].get('rate_batches_per_s')}/s", "p50 µs (send -> fetched)", l["p50_us"], None, None, "report"))
+    rows.append((f"end-to-end at {e[0].get('rate_batches_per_s')}/s", "p99 µs (send -> fetched)", l["p99_us"], None, None, "report"))
+else:
+    rows.append(("end-to-end produce->fetch", "p50/p99", None, None, None, "not measured"))
+    j["end_to_end"] = "not measured"
 
 print(f"issue 13, commit {commit}, {cpus} CPUs, {fs}, load {load0} -> {load1}, medians of {rounds} round(s)")
 print(f"{'shape':<30}{'figure':<34}{'tern':>12}{'peer':>12}{'ratio':>8}  target")

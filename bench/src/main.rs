@@ -3,7 +3,10 @@
 //! `tern-bench wal` (no arguments) runs a ~11 s append benchmark on a temporary directory and
 //! prints a latency/throughput table; `tern-bench recovery` writes N GiB, reopens the data
 //! directory and times recovery with and without the sealed-segment indexes.
-//! `tern-bench produce` loads a running node through the Kafka client.
+//! `tern-bench produce` loads a running node through the Kafka client; `tern-bench etcd` and
+//! `tern-bench raft-engine` (cargo feature `raft-engine`) are the peers it is compared with,
+//! and `tern-bench plot` draws their `--samples` as PNG charts.
+//! `scripts/bench-all.sh` and `scripts/bench-produce.sh` run them side by side.
 //! `scripts/bench-wal.sh` runs both next to fio baselines on the same file system.
 //! Methodology: `docs/bench.md`.
 

@@ -8,13 +8,19 @@
 //! schedule; latency counts from each batch's intended send time, so a stalled server shows
 //! up as queueing delay instead of being hidden (no coordinated omission).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde::Serialize;
-use tern_net::kafka_client::{Acks, Client, ClientConfig, ClientError, Producer};
+use tern_net::kafka_client::{
+    Acks, Client, ClientConfig, ClientError, FetchOptions, OffsetSpec, Producer,
+};
 
 use crate::error::{BenchError, Result};
+use crate::load::{new_histogram, LATENCY_NS_MAX};
 use crate::report::{latency_table, round1, thousands, LatencyUs};
 use crate::samples::SamplesArgs;
 use crate::thread_load::{self, Op, Schedule};
@@ -63,6 +69,11 @@ pub struct ProduceArgs {
     pub json: bool,
     #[command(flatten)]
     pub samples: SamplesArgs,
+    /// Also measure end to end: one consumer per partition long-polls Fetch from the latest
+    /// offset, and a record's latency runs from its send to the fetch that returns it (the
+    /// send time travels in the first 8 bytes of each value). Needs --record-bytes >= 8.
+    #[arg(long)]
+    pub end_to_end: bool,
 }
 
 fn parse_acks(text: &str) -> std::result::Result<Acks, String> {
@@ -89,6 +100,9 @@ struct Report {
     mb_per_s: f64,
     /// Ack latency of a batch.
     latency: LatencyUs,
+    /// --end-to-end: from a record's send to the consumer's fetch that returned it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_to_end: Option<LatencyUs>,
 }
 
 fn check(a: &ProduceArgs) -> Result<()> {
@@ -117,6 +131,9 @@ fn check(a: &ProduceArgs) -> Result<()> {
     }
     if a.rate.is_some_and(|r| !positive(r)) {
         return bad("rate", "must be > 0");
+    }
+    if a.end_to_end && a.record_bytes < STAMP_BYTES {
+        return bad("record-bytes", "must be at least 8 with --end-to-end");
     }
     Ok(())
 }
@@ -151,7 +168,8 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
         duration: Duration::from_secs_f64(a.duration),
         rate: a.rate,
     };
-    let totals = thread_load::run(schedule, |index| {
+    let clock = Instant::now();
+    let open = |index: usize| {
         let client = Client::connect(config.clone()).map_err(client_error)?;
         let producer = Producer::new(client, a.acks, true).map_err(client_error)?;
         // This worker's partitions: index, index + concurrency, ... (at least one).
@@ -162,10 +180,61 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
         Ok(ProduceOp {
             producer,
             topic: &a.topic,
-            values: vec![payload.as_slice(); a.batch_records],
+            values: vec![payload.clone(); a.batch_records],
             partitions: mine,
+            stamp_clock: a.end_to_end.then_some(clock),
         })
-    })?;
+    };
+    let (totals, end_to_end) = if a.end_to_end {
+        // Consumers start at the current end of every partition, before any record is sent.
+        let mut starts = Vec::with_capacity(partitions);
+        let mut admin = Client::connect(config.clone()).map_err(client_error)?;
+        for p in 0..partitions {
+            let at = admin
+                .list_offset(&a.topic, p as i32, OffsetSpec::Latest)
+                .map_err(client_error)?;
+            starts.push(at);
+        }
+        drop(admin);
+        let stop = AtomicBool::new(false);
+        // The load starts ~100 ms after thread_load::run is called (its start delay); the
+        // window is approximate at that edge only, and bounded the same way as the acks'.
+        let window_start = clock.elapsed() + schedule.warmup;
+        let window = (
+            window_start.as_nanos() as u64,
+            (window_start + schedule.duration + Duration::from_millis(100)).as_nanos() as u64,
+        );
+        thread::scope(|scope| {
+            let consumers: Vec<_> = starts
+                .iter()
+                .enumerate()
+                .map(|(p, &from)| {
+                    let (config, stop) = (config.clone(), &stop);
+                    scope.spawn(move || {
+                        consume(config, &a.topic, p as i32, from, clock, window, stop)
+                    })
+                })
+                .collect();
+            let totals = thread_load::run(schedule, open);
+            stop.store(true, Ordering::Release);
+            let mut e2e = new_histogram();
+            for c in consumers {
+                let h = c.join().unwrap_or_else(|_| {
+                    Err(BenchError::Arg {
+                        arg: "end-to-end",
+                        why: "a consumer thread panicked".into(),
+                    })
+                })?;
+                e2e.add(&h).map_err(|e| BenchError::Arg {
+                    arg: "end-to-end",
+                    why: format!("merging histograms: {e}"),
+                })?;
+            }
+            Ok::<_, BenchError>((totals?, Some(e2e)))
+        })?
+    } else {
+        (thread_load::run(schedule, open)?, None)
+    };
     a.samples
         .save("tern", &totals.latency_ns, &totals.bytes_per_second)?;
     let latency = totals.latency_ns;
@@ -194,6 +263,7 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
         records_per_s: round1(records as f64 / seconds),
         mb_per_s: round1(bytes as f64 / seconds / 1e6),
         latency: LatencyUs::from_ns(&latency),
+        end_to_end: end_to_end.as_ref().map(LatencyUs::from_ns),
     };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -215,6 +285,10 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
             seconds
         );
         println!("{}", latency_table(&report.latency));
+        if let Some(e2e) = &report.end_to_end {
+            println!("  end to end (send -> fetched by a consumer):");
+            println!("{}", latency_table(e2e));
+        }
         if a.acks == Acks::None {
             println!("  (acks=0: latency is the time to hand the batch to the socket)");
         }
@@ -226,16 +300,82 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
 struct ProduceOp<'a> {
     producer: Producer,
     topic: &'a str,
-    values: Vec<&'a [u8]>,
+    values: Vec<Vec<u8>>,
     partitions: Vec<i32>,
+    /// End to end: the clock whose reading (ns) is stamped into each value's first 8 bytes.
+    stamp_clock: Option<Instant>,
 }
 
 impl Op for ProduceOp<'_> {
     fn send(&mut self, seq: u64) -> Result<u64> {
         let partition = self.partitions[(seq % self.partitions.len() as u64) as usize];
+        if let Some(clock) = self.stamp_clock {
+            let now = clock.elapsed().as_nanos() as u64;
+            for v in &mut self.values {
+                v[..STAMP_BYTES].copy_from_slice(&now.to_le_bytes());
+            }
+        }
+        let values: Vec<&[u8]> = self.values.iter().map(Vec::as_slice).collect();
         self.producer
-            .send(self.topic, partition, &self.values)
+            .send(self.topic, partition, &values)
             .map_err(client_error)?;
         Ok(self.values.iter().map(|v| v.len() as u64).sum())
     }
+}
+
+/// Bytes of the send time stamped into each value (end to end).
+const STAMP_BYTES: usize = 8;
+/// How long consumers keep reading after the producers stopped, at most.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// End to end: reads `partition` from `from` until `stop` is set and it has caught up with
+/// the high watermark (or DRAIN_MAX after `stop`), recording for each record stamped inside
+/// [window_start, window_end) (ns on `clock`) the time from its stamp to its fetch.
+#[allow(clippy::too_many_arguments)]
+fn consume(
+    config: ClientConfig,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    clock: Instant,
+    window: (u64, u64),
+    stop: &AtomicBool,
+) -> Result<Histogram<u64>> {
+    let mut client = Client::connect(config).map_err(client_error)?;
+    let mut latency = new_histogram();
+    let mut offset = from;
+    let options = FetchOptions {
+        max_wait: Duration::from_millis(100),
+        ..FetchOptions::default()
+    };
+    let mut stopped_at: Option<Instant> = None;
+    // Bounded: after `stop`, by DRAIN_MAX.
+    loop {
+        let fetched = client
+            .fetch(topic, partition, offset, options)
+            .map_err(client_error)?;
+        let now = clock.elapsed().as_nanos() as u64;
+        for r in &fetched.records {
+            let Some(v) = r.value.as_deref() else {
+                continue;
+            };
+            let Some(stamp) = v.get(..STAMP_BYTES) else {
+                continue;
+            };
+            let mut b = [0u8; STAMP_BYTES];
+            b.copy_from_slice(stamp);
+            let sent = u64::from_le_bytes(b);
+            if sent >= window.0 && sent < window.1 {
+                latency.saturating_record(now.saturating_sub(sent).clamp(1, LATENCY_NS_MAX));
+            }
+        }
+        offset = fetched.next_offset(offset);
+        if stop.load(Ordering::Acquire) {
+            let t = *stopped_at.get_or_insert_with(Instant::now);
+            if offset >= fetched.high_watermark || t.elapsed() >= DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    Ok(latency)
 }
