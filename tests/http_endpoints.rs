@@ -51,6 +51,14 @@ fn get(http: &str, path: &str) -> (u16, String) {
     )
 }
 
+fn post(http: &str, path: &str) -> (u16, String) {
+    exchange(
+        http,
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
 fn body(answer: &str) -> &str {
     answer.split("\r\n\r\n").nth(1).unwrap_or("")
 }
@@ -154,6 +162,27 @@ fn http_standalone_health_ready_metrics_raft_info_cluster_status() {
     assert!(produced.status.success(), "{produced:?}");
     // The new partitions elect and apply; ready again once they have.
     get_until(&http, "/ready", 200, UP);
+
+    // POST /admin/snapshot compacts one partition (or every group) up to its applied index.
+    let (code, text) = post(&http, "/admin/snapshot?topic=orders&partition=1");
+    assert_eq!(code, 200, "{text}");
+    let answer = json(body(&text));
+    let outcomes = answer["groups"].as_array().expect("groups");
+    assert_eq!(outcomes.len(), 1, "{text}");
+    assert!(
+        outcomes[0]["new_first_index"].as_u64() > outcomes[0]["old_first_index"].as_u64(),
+        "the applied prefix is compacted: {text}"
+    );
+    assert_eq!(outcomes[0]["log_start_offset"], 2, "both records compacted: {text}");
+    let (code, text) = post(&http, "/admin/snapshot");
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(json(body(&text))["groups"].as_array().map(Vec::len), Some(3), "{text}");
+    let (code, text) = post(&http, "/admin/snapshot?topic=nope&partition=0");
+    assert_eq!(code, 404, "{text}");
+    let (code, text) = post(&http, "/admin/snapshot?topic=orders");
+    assert_eq!(code, 400, "{text}");
+    let (code, text) = get(&http, "/admin/snapshot");
+    assert_eq!(code, 405, "{text}");
 
     // /metrics parses as Prometheus text and has every listed metric.
     let (code, text) = get(&http, "/metrics");

@@ -493,6 +493,16 @@ fn idempotent_produce_answers_retries_with_the_original_offset_and_refuses_gaps(
 }
 
 fn fetch(node: &Node, topic: &str, offset: i64, max_wait_ms: i32) -> (i16, usize, i64) {
+    fetch_min(node, topic, offset, max_wait_ms, 1)
+}
+
+fn fetch_min(
+    node: &Node,
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> (i16, usize, i64) {
     let mut p = FetchPartition::default();
     p.partition = 0;
     p.fetch_offset = offset;
@@ -502,7 +512,7 @@ fn fetch(node: &Node, topic: &str, offset: i64, max_wait_ms: i32) -> (i16, usize
     t.partitions = vec![p];
     let mut req = FetchRequest::default();
     req.max_wait_ms = max_wait_ms;
-    req.min_bytes = 1;
+    req.min_bytes = min_bytes;
     req.max_bytes = 1 << 20;
     req.topics = vec![t];
     let resp: FetchResponse = node.call(ApiKey::Fetch, 11, &req).expect("Fetch");
@@ -548,5 +558,43 @@ fn fetch_long_polls_until_records_are_committed() {
             "the parked fetch was answered with the new records"
         );
         assert_eq!(hw, 2);
+    });
+}
+
+/// `min_bytes` above one batch: a parked fetch is not answered by the first batch committed
+/// but keeps gathering until it holds `min_bytes` (here two batches).
+#[test]
+fn fetch_gathers_min_bytes_across_batches() {
+    let node = Node::start("127.0.0.27");
+    node.create_topic("gather", 1);
+    let batch = || tern::node::records::build_batch(&[[b'g'; 200].as_slice()], 1);
+    let batch_bytes = batch().len();
+    let start = Instant::now();
+    while produce(&node, "gather", batch()).0 != 0 {
+        assert!(start.elapsed() < WAIT_MAX, "first produce never succeeded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::scope(|s| {
+        // Bounded by WAIT_MAX: at the deadline the fetch answers with what it has.
+        let parked = s.spawn(|| {
+            fetch_min(
+                &node,
+                "gather",
+                1,
+                WAIT_MAX.as_millis() as i32,
+                (2 * batch_bytes) as i32,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(produce(&node, "gather", batch()), (0, 1));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(produce(&node, "gather", batch()), (0, 2));
+        let (code, bytes, _) = parked.join().expect("fetch thread");
+        assert_eq!(code, 0);
+        assert_eq!(
+            bytes,
+            2 * batch_bytes,
+            "both batches gathered in one answer"
+        );
     });
 }

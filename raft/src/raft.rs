@@ -222,6 +222,11 @@ impl<S: LogStorage> RawNode<S> {
     pub fn conf(&self) -> &ConfState {
         self.log.conf()
     }
+    /// The index of the entry (or snapshot) that set the configuration in force: an
+    /// application compacting its log up to `i >= conf_index()` records `conf()` with it.
+    pub fn conf_index(&self) -> u64 {
+        self.log.conf_index()
+    }
     pub fn first_index(&self) -> u64 {
         self.log.first_index()
     }

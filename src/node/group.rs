@@ -56,6 +56,9 @@ pub struct Group<S: Storage> {
     /// Set when the group stopped on an error it cannot get past (a damaged committed entry);
     /// it then neither steps nor proposes, and says why.
     pub halted: Option<String>,
+    /// The highest index a compaction was planned up to (written in a round, maybe not yet
+    /// durable: the log's snapshot point catches up when it is).
+    pub compacted_to: u64,
 }
 
 impl<S: Storage> Group<S> {
@@ -69,6 +72,7 @@ impl<S: Storage> Group<S> {
             last_role,
             next_offset: None,
             halted: None,
+            compacted_to: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 //! [`stop`] (signals, a bounded shutdown).
 
 pub mod bootstrap;
+pub mod compaction;
 pub mod config;
 pub mod controller;
 pub mod fetch_wait;
@@ -18,6 +19,7 @@ pub mod planted;
 pub mod producers;
 pub mod records;
 pub mod requests;
+pub mod retention;
 pub mod runtime;
 pub mod serve;
 pub mod shard;

@@ -3,32 +3,43 @@
 //! of the log prefix: the end offset (exclusive) after entry i is the end offset after entry
 //! i - 1 plus the records in entry i. The leader stamps each data entry's batches with their
 //! base offsets when it proposes them; every replica (the leader included) checks the stamp
-//! when the entry is written to its log, and stores the entry's end offset with it (the
-//! engine's per-entry tag), so a restart rebuilds the offset map from the engine's in-memory
-//! table without reading a payload.
+//! when the entry is written to its log, and the map keeps the entry's end offset (with its
+//! size and newest timestamp, which retention judges it by). A restart rebuilds the map from
+//! the snapshot point's end offset and the batch headers of the entries after it (retention
+//! bounds how many there are).
 
 use std::collections::VecDeque;
 
 use tern_raft::message::{Entry, EntryKind};
 
+use super::producers::ProducerTable;
 use super::records::{check_stamp, parse_batches, record_count};
 
 /// The partition's snapshot data: what the log prefix it replaced contributed.
 ///
-/// Encoding: `{ u32 version (1) | u64 end_offset }`, little-endian.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Encoding (little-endian): version 1 is `{ u32 version (1) | u64 end_offset }`; version 2
+/// (written since retention compacts partitions) is
+/// `{ u32 version (2) | u64 end_offset | producer table (see ProducerTable::encode) }`, so an
+/// idempotent producer's sequences survive the compaction of the entries that wrote them.
+/// Both versions are read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionSnapshot {
-    /// Offset of the first record after the snapshot point (the log start offset).
+    /// Offset of the first record after the snapshot point: the log start offset, which is
+    /// also the next offset the prefix ends at (the two coincide at a snapshot point).
     pub end_offset: u64,
+    /// The idempotent producers as of the snapshot point.
+    pub producers: ProducerTable,
 }
 
 impl PartitionSnapshot {
-    const VERSION: u32 = 1;
+    const VERSION_OFFSET_ONLY: u32 = 1;
+    const VERSION: u32 = 2;
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12);
+        let mut out = Vec::with_capacity(16);
         out.extend_from_slice(&Self::VERSION.to_le_bytes());
         out.extend_from_slice(&self.end_offset.to_le_bytes());
+        self.producers.encode(&mut out, PRODUCER_SNAPSHOT_BYTES_MAX);
         out
     }
 
@@ -40,20 +51,33 @@ impl PartitionSnapshot {
         let Some((version, rest)) = data.split_first_chunk::<4>() else {
             return Err("partition snapshot shorter than its version".into());
         };
-        if u32::from_le_bytes(*version) != Self::VERSION {
-            return Err(format!(
-                "partition snapshot version {}",
-                u32::from_le_bytes(*version)
-            ));
+        let version = u32::from_le_bytes(*version);
+        if version != Self::VERSION && version != Self::VERSION_OFFSET_ONLY {
+            return Err(format!("partition snapshot version {version}"));
         }
-        let Ok(end) = <[u8; 8]>::try_from(rest) else {
+        let Some((end, rest)) = rest.split_first_chunk::<8>() else {
             return Err(format!("partition snapshot of {} bytes", data.len()));
         };
+        let producers = if version == Self::VERSION_OFFSET_ONLY {
+            if !rest.is_empty() {
+                return Err(format!("partition snapshot of {} bytes", data.len()));
+            }
+            ProducerTable::default()
+        } else {
+            ProducerTable::decode(rest)
+                .map_err(|why| format!("partition snapshot's producer table: {why}"))?
+        };
         Ok(PartitionSnapshot {
-            end_offset: u64::from_le_bytes(end),
+            end_offset: u64::from_le_bytes(*end),
+            producers,
         })
     }
 }
+
+/// Bytes of producer state a partition snapshot carries at most: the engine keeps snapshot
+/// metadata (configuration and data) under `SNAPSHOT_META_BYTES_MAX` (64 KiB). Producers
+/// beyond it (the least recently written first) are forgotten as if expired.
+pub const PRODUCER_SNAPSHOT_BYTES_MAX: usize = 48 << 10;
 
 /// A written entry whose stamp disagrees with the log prefix (a bug or a damaged entry: the
 /// group stops rather than serve offsets twice).
@@ -71,29 +95,40 @@ pub enum OffsetError {
     Gap { index: u64, first: u64, next: u64 },
 }
 
-/// End offsets of the entries after the snapshot point.
+/// What the offset map keeps of one entry: its end offset, and what retention judges it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryFacts {
+    /// The end offset (exclusive) after the entry.
+    pub end_offset: u64,
+    /// Payload bytes of the entry (its record batches).
+    pub bytes: u64,
+    /// The largest `max_timestamp` of its batches; None for an entry without records.
+    pub max_timestamp_ms: Option<i64>,
+}
+
+/// End offsets (and retention facts) of the entries after the snapshot point.
 ///
-/// Invariant: `ends` is non-decreasing, every element >= `start_offset`, and `ends[i]` is the
-/// end offset after entry `snapshot_index + 1 + i`.
+/// Invariant: the end offsets of `entries` are non-decreasing and >= `start_offset`, and
+/// `entries[i]` is entry `snapshot_index + 1 + i`.
 #[derive(Debug, Clone, Default)]
 pub struct OffsetMap {
     snapshot_index: u64,
     start_offset: u64,
-    ends: VecDeque<u64>,
+    entries: VecDeque<EntryFacts>,
 }
 
 impl OffsetMap {
     /// The map of a log whose snapshot point is `snapshot_index` (with the log start offset
-    /// `start_offset`), followed by entries with end offsets `ends`.
+    /// `start_offset`), followed by `entries`.
     pub fn new(
         snapshot_index: u64,
         start_offset: u64,
-        ends: impl IntoIterator<Item = u64>,
+        entries: impl IntoIterator<Item = EntryFacts>,
     ) -> Self {
         OffsetMap {
             snapshot_index,
             start_offset,
-            ends: ends.into_iter().collect(),
+            entries: entries.into_iter().collect(),
         }
     }
 
@@ -101,9 +136,13 @@ impl OffsetMap {
         self.start_offset
     }
 
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
     /// Index of the last entry the map covers.
     pub fn last_index(&self) -> u64 {
-        self.snapshot_index + self.ends.len() as u64
+        self.snapshot_index + self.entries.len() as u64
     }
 
     /// The end offset after entry `index` (the snapshot point or an entry in the map).
@@ -111,17 +150,39 @@ impl OffsetMap {
         if index == self.snapshot_index {
             return Some(self.start_offset);
         }
-        if index < self.snapshot_index {
+        self.facts(index).map(|f| f.end_offset)
+    }
+
+    /// What the map keeps of entry `index` (after the snapshot point).
+    pub fn facts(&self, index: u64) -> Option<&EntryFacts> {
+        if index <= self.snapshot_index {
             return None;
         }
-        self.ends
-            .get((index - self.snapshot_index - 1) as usize)
-            .copied()
+        self.entries.get((index - self.snapshot_index - 1) as usize)
+    }
+
+    /// The entries after the snapshot point, oldest first, with their indexes.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &EntryFacts)> {
+        let first = self.snapshot_index + 1;
+        self.entries
+            .iter()
+            .enumerate()
+            .map(move |(i, f)| (first + i as u64, f))
+    }
+
+    /// Payload bytes of the entries in `(snapshot point, upto]`.
+    pub fn bytes_upto(&self, upto: u64) -> u64 {
+        self.iter()
+            .take_while(|(i, _)| *i <= upto)
+            .map(|(_, f)| f.bytes)
+            .sum()
     }
 
     /// The next offset after the whole map.
     pub fn next_offset(&self) -> u64 {
-        self.ends.back().copied().unwrap_or(self.start_offset)
+        self.entries
+            .back()
+            .map_or(self.start_offset, |f| f.end_offset)
     }
 
     /// The entry holding `offset` (the first entry whose end offset is past it), if the map has
@@ -130,13 +191,13 @@ impl OffsetMap {
         if offset < self.start_offset {
             return None;
         }
-        let pos = self.ends.partition_point(|&end| end <= offset);
-        (pos < self.ends.len()).then_some(self.snapshot_index + 1 + pos as u64)
+        let pos = self.entries.partition_point(|f| f.end_offset <= offset);
+        (pos < self.entries.len()).then_some(self.snapshot_index + 1 + pos as u64)
     }
 
     /// Entries written to the log (Ready order): checks each data entry's stamp against the
-    /// prefix and returns each entry's end offset (its engine tag). An entry at or below the
-    /// last one replaces the suffix from there (a Raft conflict). Nothing changes on error.
+    /// prefix and returns each entry's end offset. An entry at or below the last one replaces
+    /// the suffix from there (a Raft conflict). Nothing changes on error.
     pub fn on_written(&mut self, entries: &[Entry]) -> Result<Vec<u64>, OffsetError> {
         let Some(first) = entries.first() else {
             return Ok(Vec::new());
@@ -149,15 +210,20 @@ impl OffsetMap {
             });
         }
         let mut end = self.end_at(first.index - 1).unwrap_or(self.start_offset);
-        let mut tags = Vec::with_capacity(entries.len());
+        let mut facts = Vec::with_capacity(entries.len());
         for e in entries {
-            end += records_in(e, end)?;
-            tags.push(end);
+            let (records, max_timestamp_ms) = records_in(e, end)?;
+            end += records;
+            facts.push(EntryFacts {
+                end_offset: end,
+                bytes: e.data.len() as u64,
+                max_timestamp_ms,
+            });
         }
-        self.ends
+        self.entries
             .truncate((first.index - self.snapshot_index - 1) as usize);
-        self.ends.extend(tags.iter().copied());
-        Ok(tags)
+        self.entries.extend(facts.iter().copied());
+        Ok(facts.iter().map(|f| f.end_offset).collect())
     }
 
     /// The log was compacted to a snapshot at `index` (retention, or a snapshot installed):
@@ -168,34 +234,35 @@ impl OffsetMap {
         }
         if index <= self.last_index() {
             let drop = (index - self.snapshot_index) as usize;
-            self.ends.drain(..drop);
+            self.entries.drain(..drop);
         } else {
-            self.ends.clear();
+            self.entries.clear();
         }
         self.snapshot_index = index;
         self.start_offset = end_offset;
     }
 }
 
-/// Records that entry `e` adds, checking its stamp when it has any. `base` is the end offset
-/// of the prefix before it.
-pub fn records_in(e: &Entry, base: u64) -> Result<u64, OffsetError> {
+/// Records that entry `e` adds and the largest max timestamp of its batches, checking its
+/// stamp when it has any. `base` is the end offset of the prefix before it.
+pub fn records_in(e: &Entry, base: u64) -> Result<(u64, Option<i64>), OffsetError> {
     if e.kind != EntryKind::Normal || e.data.is_empty() {
-        return Ok(0);
+        return Ok((0, None));
     }
     let batches = parse_batches(&e.data).map_err(|why| OffsetError::Records {
         index: e.index,
         why: why.to_string(),
     })?;
+    let max_timestamp_ms = batches.iter().map(|b| b.max_timestamp).max();
     if super::planted::active(super::planted::Planted::ReuseOffsetAfterFailover) {
-        return Ok(record_count(&batches));
+        return Ok((record_count(&batches), max_timestamp_ms));
     }
     check_stamp(&batches, base).map_err(|(expected, stamped)| OffsetError::Stamp {
         index: e.index,
         expected,
         stamped,
     })?;
-    Ok(record_count(&batches))
+    Ok((record_count(&batches), max_timestamp_ms))
 }
 
 #[cfg(test)]
@@ -270,8 +337,17 @@ mod tests {
         assert_eq!(m.index_of(3), None);
         assert_eq!(m.index_of(4), Some(3));
         assert_eq!(m.end_at(3), Some(6));
-        let snap = PartitionSnapshot { end_offset: 4 };
+        let snap = PartitionSnapshot {
+            end_offset: 4,
+            producers: ProducerTable::default(),
+        };
         assert_eq!(PartitionSnapshot::decode(&snap.encode()), Ok(snap));
         assert!(PartitionSnapshot::decode(&[1, 0]).is_err());
+        // Version 1 (no producer table) is still read.
+        let mut v1 = 1u32.to_le_bytes().to_vec();
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        assert_eq!(PartitionSnapshot::decode(&v1).map(|s| s.end_offset), Ok(9));
+        v1.push(0);
+        assert!(PartitionSnapshot::decode(&v1).is_err());
     }
 }

@@ -8,9 +8,11 @@
 //! So a new leader after a failover, and a restarted node, know what the old leader accepted.
 //! Entries replaced by a Raft conflict are forgotten with them (records carry their index).
 //!
-//! What is lost: producer state whose batches all fell before the partition's snapshot point
-//! (retention). A producer id the table does not know is accepted at any sequence, as Kafka
-//! does for a producer whose state expired; its next batches are checked again.
+//! When retention compacts the log, the table as of the snapshot point is written into the
+//! partition's snapshot data (`PartitionSnapshot`), within a byte budget: the producers that
+//! wrote most recently are kept. What is lost: producers beyond that budget. A producer id
+//! the table does not know is accepted at any sequence, as Kafka does for a producer whose
+//! state expired; its next batches are checked again.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -22,6 +24,10 @@ pub const BATCHES_PER_PRODUCER_MAX: usize = 5;
 /// Producers remembered per partition; beyond it the one that wrote least recently is
 /// forgotten (its next batch is accepted at any sequence). Bounds the table's memory.
 pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
+/// Encoded bytes of one producer without its batches, and of one batch (see `encode`).
+const PRODUCER_HEADER_BYTES: usize = 8 + 2 + 8 + 1;
+const BATCH_BYTES: usize = 8 + 4 + 4 + 8;
 
 /// One written batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +75,7 @@ fn last_sequence(first: i32, count: u64) -> i32 {
     ((first as i64 + span as i64) % (i32::MAX as i64 + 1)) as i32
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerTable {
     producers: HashMap<i64, ProducerState>,
 }
@@ -167,6 +173,107 @@ impl ProducerTable {
         self.producers.len()
     }
 
+    /// The table as it was after entry `index`: what later entries wrote is forgotten.
+    pub fn upto(&self, index: u64) -> ProducerTable {
+        let mut out = self.clone();
+        out.truncate_from(index + 1);
+        out
+    }
+
+    /// Appends the table to `out`, within `bytes_max` (the producers that wrote most recently
+    /// first; the rest are left out, as if expired).
+    ///
+    /// Encoding (little-endian): `{ u32 count | count * producer }`, producer =
+    /// `{ i64 producer_id | i16 epoch | u64 last_index | u8 n | n * batch }`, batch =
+    /// `{ u64 index | i32 first_sequence | i32 last_sequence | u64 base_offset }`.
+    pub fn encode(&self, out: &mut Vec<u8>, bytes_max: usize) {
+        let mut by_recency: Vec<(&i64, &ProducerState)> = self.producers.iter().collect();
+        by_recency.sort_by_key(|(pid, s)| (std::cmp::Reverse(s.last_index), **pid));
+        let mut body = Vec::new();
+        let mut count = 0u32;
+        for (pid, s) in by_recency {
+            let size = PRODUCER_HEADER_BYTES + s.batches.len() * BATCH_BYTES;
+            if 4 + body.len() + size > bytes_max {
+                break;
+            }
+            body.extend_from_slice(&pid.to_le_bytes());
+            body.extend_from_slice(&s.epoch.to_le_bytes());
+            body.extend_from_slice(&s.last_index.to_le_bytes());
+            body.push(s.batches.len() as u8);
+            for w in &s.batches {
+                body.extend_from_slice(&w.index.to_le_bytes());
+                body.extend_from_slice(&w.first_sequence.to_le_bytes());
+                body.extend_from_slice(&w.last_sequence.to_le_bytes());
+                body.extend_from_slice(&w.base_offset.to_le_bytes());
+            }
+            count += 1;
+        }
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&body);
+    }
+
+    /// Reads what [`ProducerTable::encode`] wrote (all of `bytes`), checking every length.
+    pub fn decode(bytes: &[u8]) -> Result<ProducerTable, String> {
+        let mut cur = bytes;
+        let mut take = |n: usize, what: &str| -> Result<&[u8], String> {
+            if cur.len() < n {
+                return Err(format!("{what} truncated"));
+            }
+            let (head, rest) = cur.split_at(n);
+            cur = rest;
+            Ok(head)
+        };
+        let le8 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let le4 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
+        let count = le4(take(4, "producer count")?) as usize;
+        if count > PRODUCERS_PER_PARTITION_MAX {
+            return Err(format!(
+                "{count} producers, at most {PRODUCERS_PER_PARTITION_MAX}"
+            ));
+        }
+        let mut producers = HashMap::with_capacity(count.min(bytes.len() / PRODUCER_HEADER_BYTES));
+        for _ in 0..count {
+            let pid = le8(take(8, "producer id")?) as i64;
+            let epoch = i16::from_le_bytes(take(2, "producer epoch")?.try_into().unwrap_or([0; 2]));
+            let last_index = le8(take(8, "producer last index")?);
+            let n = take(1, "producer batch count")?[0] as usize;
+            if n == 0 || n > BATCHES_PER_PRODUCER_MAX {
+                return Err(format!("producer {pid} with {n} batches"));
+            }
+            let mut batches = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                let index = le8(take(8, "batch index")?);
+                let first_sequence = le4(take(4, "batch first sequence")?) as i32;
+                let last_sequence = le4(take(4, "batch last sequence")?) as i32;
+                let base_offset = le8(take(8, "batch base offset")?);
+                if batches
+                    .back()
+                    .is_some_and(|w: &WrittenBatch| w.index > index)
+                {
+                    return Err(format!("producer {pid}: batch indexes decrease"));
+                }
+                batches.push_back(WrittenBatch {
+                    index,
+                    first_sequence,
+                    last_sequence,
+                    base_offset,
+                });
+            }
+            let state = ProducerState {
+                epoch,
+                batches,
+                last_index,
+            };
+            if producers.insert(pid, state).is_some() {
+                return Err(format!("producer {pid} listed twice"));
+            }
+        }
+        if !cur.is_empty() {
+            return Err(format!("{} trailing bytes", cur.len()));
+        }
+        Ok(ProducerTable { producers })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
@@ -233,6 +340,46 @@ mod tests {
                 base_offset: 1
             }
         );
+    }
+
+    #[test]
+    fn the_table_survives_encoding_and_damage_is_refused() {
+        let mut t = ProducerTable::default();
+        t.on_written(1, &[batch(7, 0, 0, 3, 0)]);
+        t.on_written(2, &[batch(8, 2, 5, 1, 3)]);
+        t.on_written(3, &[batch(7, 0, 3, 2, 4)]);
+        let mut bytes = Vec::new();
+        t.encode(&mut bytes, usize::MAX);
+        assert_eq!(ProducerTable::decode(&bytes), Ok(t.clone()));
+        for cut in 0..bytes.len() {
+            assert!(
+                ProducerTable::decode(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(ProducerTable::decode(&longer).is_err());
+        // The table as of entry 2 forgets entry 3's batch.
+        let upto = t.upto(2);
+        assert_eq!(upto.check(&batch(7, 0, 3, 2, -1)), SequenceCheck::Append);
+        assert_eq!(
+            t.check(&batch(7, 0, 3, 2, -1)),
+            SequenceCheck::Duplicate {
+                index: 3,
+                base_offset: 4
+            }
+        );
+        // A small budget keeps the producer that wrote most recently (7, at entry 3).
+        let mut small = Vec::new();
+        t.encode(&mut small, 4 + PRODUCER_HEADER_BYTES + 2 * BATCH_BYTES);
+        let kept = ProducerTable::decode(&small).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept.check(&batch(8, 2, 6, 1, -1)), SequenceCheck::Append);
+        assert!(matches!(
+            kept.check(&batch(7, 0, 0, 3, -1)),
+            SequenceCheck::Duplicate { index: 1, .. }
+        ));
     }
 
     #[test]

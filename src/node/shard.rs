@@ -32,6 +32,7 @@ use tern_raft::ready::EntryFetch;
 use tern_raft::{Config as RaftConfig, PersistAck, RawNode, Role};
 use tracing::{debug, error, info, warn};
 
+use super::compaction::{self, Compaction, CompactionOutcome};
 use super::controller::{
     desired_groups, Command, ControllerState, HostedGroup, Member, Outcome, CONTROLLER_GROUP,
 };
@@ -47,6 +48,7 @@ use super::requests::{
     Acks, EpochEnd, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply,
     RequestError,
 };
+use super::retention::{retention_point, RETENTION_CHECK_TICKS};
 use super::snapshot_meta::GroupSnapshot;
 
 /// The Raft tick. Election and heartbeat timeouts are counted in ticks (`RaftConfig`).
@@ -81,6 +83,13 @@ pub enum ShardMsg {
     /// A copy of the shard's counters and status, for `/metrics` (src/node/http/metrics.rs).
     Metrics {
         reply: oneshot::Sender<ShardMetrics>,
+    },
+    /// Compact now: the snapshot point of `group` (or of every group on the shard) advances
+    /// to its applied index (for `POST /admin/snapshot`). Answered with what each group did
+    /// once the snapshot points are in a submitted write batch.
+    Snapshot {
+        group: Option<u64>,
+        reply: oneshot::Sender<Vec<CompactionOutcome>>,
     },
     /// Stop: fail waiting requests, stop the loop.
     Stop,
@@ -240,6 +249,10 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     started: std::time::Instant,
     /// Paces the hand-over of leadership to preferred replicas.
     balancer: LeaderBalancer,
+    /// Snapshot points planned (retention, snapshot requests) for the next round's batch.
+    compactions: BTreeMap<u64, Compaction>,
+    /// Ticks handled, to run retention every `RETENTION_CHECK_TICKS`.
+    ticks: u64,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -275,6 +288,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             caught_up: BTreeSet::new(),
             started: std::time::Instant::now(),
             balancer: LeaderBalancer::new(balance_pause),
+            compactions: BTreeMap::new(),
+            ticks: 0,
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -290,6 +305,15 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 error!(shard = shard.shard, "{why}");
                 // Returning ends the node (a shard that exits stops the others).
                 return Some(why);
+            }
+            // A controller restarted from a snapshot with no entries after it applies nothing:
+            // its state must reach the shards (which start their partitions from it) now.
+            let from_snapshot = shard
+                .groups
+                .get(&CONTROLLER_GROUP)
+                .is_some_and(|g| g.raw.first_index() > 1);
+            if from_snapshot {
+                shard.broadcast_controller().await;
             }
         }
         shard.main_loop(events_rx).await;
@@ -413,6 +437,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }
                 self.log_caught_up();
                 self.balance_leaders();
+                self.ticks += 1;
+                if self.ticks.is_multiple_of(RETENTION_CHECK_TICKS) {
+                    self.enforce_retention();
+                }
             }
             Event::Peer(PeerEvent::Raft { messages, .. }) => {
                 for (group, m) in messages {
@@ -504,6 +532,17 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     async fn handle_msg(&mut self, m: ShardMsg) {
         match m {
             ShardMsg::Stop => self.stopping = true,
+            ShardMsg::Snapshot { group, reply } => {
+                let groups: Vec<u64> = match group {
+                    Some(id) => vec![id],
+                    None => self.groups.keys().copied().collect(),
+                };
+                let outcomes = groups
+                    .into_iter()
+                    .map(|id| self.compact(id, u64::MAX))
+                    .collect();
+                let _ = reply.send(outcomes);
+            }
             ShardMsg::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -664,7 +703,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     .map_err(|what| super::NodeError::Corrupt { group, what })?;
                 let last = tern_raft::LogStorage::last_index(&log);
                 let (offsets, producers) = self
-                    .rebuild_offsets(group, snapshot_index, start.end_offset, last)
+                    .rebuild_offsets(group, snapshot_index, start, last)
                     .await?;
                 Machine::Partition {
                     hosted: h.clone(),
@@ -753,12 +792,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         &self,
         group: u64,
         snapshot_index: u64,
-        start_offset: u64,
+        start: PartitionSnapshot,
         last: u64,
     ) -> Result<(OffsetMap, ProducerTable), super::NodeError> {
         const READ_BYTES_MAX: u64 = 8 << 20;
-        let mut map = OffsetMap::new(snapshot_index, start_offset, []);
-        let mut producers = ProducerTable::default();
+        let mut map = OffsetMap::new(snapshot_index, start.end_offset, []);
+        let mut producers = start.producers;
         let mut next = snapshot_index + 1;
         while next <= last {
             let entries = self
@@ -1314,8 +1353,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     match PartitionSnapshot::decode(&snap.data) {
                         Ok(p) => {
                             *offsets = OffsetMap::new(snap.meta.index, p.end_offset, []);
-                            // The producers' batches before the snapshot are gone with it.
-                            *producers = ProducerTable::default();
+                            // The producers as of the snapshot point come with it.
+                            *producers = p.producers;
                         }
                         Err(why) => {
                             g.halted = Some(format!("installed snapshot does not decode: {why}"));
@@ -1384,6 +1423,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 snapshot: wrote_snapshot,
             });
         }
+        self.add_compactions(&mut batch, &mut round);
         for (_, hb) in heartbeats {
             if !hb.is_empty() {
                 let to = hb.to;
@@ -1420,6 +1460,95 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             durable,
             groups: round,
         });
+    }
+
+    /// Puts the planned snapshot points into the round's batch; each group's log view is
+    /// refreshed when the batch is durable. A group that installed a leader's snapshot in this
+    /// round skips its own (the installed one is newer: it is past the commit index).
+    fn add_compactions(&mut self, batch: &mut WriteBatch, round: &mut Vec<PersistedGroup>) {
+        for (id, c) in std::mem::take(&mut self.compactions) {
+            if !self.groups.contains_key(&id) {
+                continue;
+            }
+            match round.iter_mut().find(|pg| pg.group == id) {
+                Some(pg) if pg.snapshot => continue,
+                Some(pg) => pg.snapshot = true,
+                None => round.push(PersistedGroup {
+                    group: id,
+                    ack: PersistAck {
+                        hard_state: None,
+                        entries: None,
+                        snapshot: None,
+                    },
+                    messages: Vec::new(),
+                    snapshot: true,
+                }),
+            }
+            batch.snapshot(id, c.term, c.index, c.meta);
+        }
+    }
+
+    /// Plans the compaction of group `id` up to `upto` (capped at its applied index) for the
+    /// next round.
+    fn compact(&mut self, id: u64, upto: u64) -> CompactionOutcome {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return CompactionOutcome {
+                group: id,
+                old_first_index: 0,
+                new_first_index: 0,
+                log_start_offset: None,
+                bytes_freed: None,
+                skipped: Some("group not hosted on this shard".into()),
+            };
+        };
+        let (planned, outcome) = compaction::plan(id, g, upto);
+        if let Some(c) = planned {
+            info!(
+                shard = self.shard,
+                group = id,
+                index = c.index,
+                log_start_offset = outcome.log_start_offset,
+                "log compacted to a snapshot point"
+            );
+            self.compactions.insert(id, c);
+            self.dirty.insert(id);
+        }
+        outcome
+    }
+
+    /// Compacts every partition whose log exceeds its topic's retention (see `retention`).
+    fn enforce_retention(&mut self) {
+        let Some(state) = self.controller.clone() else {
+            return;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut due = Vec::new();
+        for (&id, g) in &self.groups {
+            let Machine::Partition {
+                hosted, offsets, ..
+            } = &g.machine
+            else {
+                continue;
+            };
+            if g.halted.is_some() {
+                continue;
+            }
+            let Some(topic) = state.topic(&hosted.topic) else {
+                continue;
+            };
+            if let Some(point) = retention_point(offsets, g.raw.applied(), &topic.retention, now_ms)
+            {
+                due.push((id, point));
+            }
+        }
+        for (id, point) in due {
+            let outcome = self.compact(id, point);
+            if let Some(why) = outcome.skipped {
+                debug!(group = id, "retention compaction skipped: {why}");
+            }
+        }
     }
 
     /// Notices leadership changes: a leader that lost its role answers its waiting producers.

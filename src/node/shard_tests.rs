@@ -217,7 +217,7 @@ fn standalone_node_creates_a_topic_produces_and_fetches_across_a_restart() {
         assert!(matches!(refused, Err(RequestError::CorruptMessage(_))));
     });
     // Restart: the controller replays its log, the partition comes back with its offsets
-    // (from the engine's per-entry tags) and takes the next offset after them.
+    // (rebuilt from the entries after the snapshot point) and takes the next offset after them.
     with_node(path, |mut tx| async move {
         let group = 1;
         let got = ask_until_ready(&mut tx, fetch(group, 0)).await.unwrap();
@@ -236,5 +236,189 @@ fn standalone_node_creates_a_topic_produces_and_fetches_across_a_restart() {
         .await
         .unwrap();
         assert_eq!(latest, 6);
+    });
+}
+
+fn create_topic_with(
+    name: &'static str,
+    id: u128,
+    retention: Retention,
+) -> impl Fn(oneshot::Sender<Result<Outcome, RequestError>>) -> ShardMsg {
+    move |reply| ShardMsg::Controller {
+        command: Command::CreateTopic(TopicSpec {
+            name: name.into(),
+            id: Uuid::from_u128(id),
+            partitions: 1,
+            replication_factor: 1,
+            retention,
+        }),
+        reply,
+    }
+}
+
+fn idempotent_produce(
+    group: u64,
+    sequence: i32,
+    timestamp_ms: i64,
+) -> impl Fn(oneshot::Sender<Result<ProduceReply, RequestError>>) -> ShardMsg {
+    move |reply| ShardMsg::Partition {
+        group,
+        request: PartitionRequest::Produce {
+            records: super::records::build_batch_for(
+                &[[b'v'; 100].as_slice()],
+                timestamp_ms,
+                super::records::ProducerStamp {
+                    producer_id: 42,
+                    producer_epoch: 0,
+                    base_sequence: sequence,
+                },
+            ),
+            acks: Acks::Committed,
+            reply,
+        },
+    }
+}
+
+fn list_offsets(
+    group: u64,
+    spec: OffsetSpec,
+) -> impl Fn(oneshot::Sender<Result<u64, RequestError>>) -> ShardMsg {
+    move |reply| ShardMsg::Partition {
+        group,
+        request: PartitionRequest::ListOffsets { spec, reply },
+    }
+}
+
+/// Polls ListOffsets earliest until it reaches `at_least` (retention runs once a second).
+async fn wait_for_start(tx: &mut mpsc::Sender<ShardMsg>, group: u64, at_least: u64) -> u64 {
+    let start = std::time::Instant::now();
+    loop {
+        let earliest = ask(tx, list_offsets(group, OffsetSpec::Earliest))
+            .await
+            .unwrap();
+        if earliest >= at_least || start.elapsed() > WAIT_MAX {
+            return earliest;
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn retention_compacts_the_prefix_and_idempotence_survives_it_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    with_node(path.clone(), move |mut tx| async move {
+        // Each batch is about 170 bytes: a 1000-byte budget keeps the newest 5 or so.
+        let by_size = Retention {
+            bytes_max: Some(1000),
+            age_ms_max: None,
+        };
+        let Outcome::TopicCreated { groups, .. } =
+            ask_until_ready(&mut tx, create_topic_with("sized", 7, by_size))
+                .await
+                .unwrap()
+        else {
+            panic!("topic not created");
+        };
+        let sized = groups[0];
+        for seq in 0..20 {
+            let r = ask_until_ready(&mut tx, idempotent_produce(sized, seq, now_ms))
+                .await
+                .unwrap();
+            assert_eq!(r.base_offset, seq as u64);
+        }
+        let start = wait_for_start(&mut tx, sized, 10).await;
+        assert!(
+            (10..20).contains(&start),
+            "retention by size left the log start at {start}"
+        );
+        let below = ask(&mut tx, fetch(sized, 0)).await;
+        assert!(
+            matches!(below, Err(RequestError::OffsetOutOfRange { start: s, end: 20, .. }) if s == start),
+            "{below:?}"
+        );
+        let kept = ask(&mut tx, fetch(sized, start)).await.unwrap();
+        assert_eq!(values_of(&kept).first().map(|v| v.0), Some(start as i64));
+        assert_eq!(values_of(&kept).len() as u64, 20 - start);
+
+        // By age: records stamped a day ago expire at the next check.
+        let by_age = Retention {
+            bytes_max: None,
+            age_ms_max: Some(3_600_000),
+        };
+        let Outcome::TopicCreated { groups, .. } =
+            ask_until_ready(&mut tx, create_topic_with("aged", 8, by_age))
+                .await
+                .unwrap()
+        else {
+            panic!("topic not created");
+        };
+        let aged = groups[0];
+        let old = now_ms - 86_400_000;
+        ask_until_ready(&mut tx, produce(aged, &[b"old"]))
+            .await
+            .unwrap();
+        let r = ask(&mut tx, idempotent_produce(aged, 0, old))
+            .await
+            .unwrap();
+        assert_eq!(r.base_offset, 1);
+        assert_eq!(wait_for_start(&mut tx, aged, 2).await, 2);
+
+        // Snapshot now: everything applied is compacted; the answer says what moved.
+        let (reply, rx) = oneshot::channel();
+        tx.send(ShardMsg::Snapshot {
+            group: Some(sized),
+            reply,
+        })
+        .await
+        .unwrap();
+        let outcomes = rx.await.unwrap();
+        assert_eq!(outcomes.len(), 1);
+        let o = &outcomes[0];
+        assert_eq!(o.skipped, None, "{o:?}");
+        assert!(o.new_first_index > o.old_first_index, "{o:?}");
+        assert_eq!(o.log_start_offset, Some(20));
+        assert!(o.bytes_freed.is_some_and(|b| b > 0), "{o:?}");
+        // A second request finds nothing more to do.
+        let (reply, rx) = oneshot::channel();
+        tx.send(ShardMsg::Snapshot { group: None, reply })
+            .await
+            .unwrap();
+        let again = rx.await.unwrap();
+        assert!(again
+            .iter()
+            .any(|o| o.group == sized && o.skipped.is_some()));
+        // The producer's state survived the compaction of every entry it wrote: a retry of
+        // its last batch is answered with the original offset, a gap is refused.
+        let retry = ask(&mut tx, idempotent_produce(sized, 19, now_ms))
+            .await
+            .unwrap();
+        assert_eq!(retry.base_offset, 19);
+        let gap = ask(&mut tx, idempotent_produce(sized, 25, now_ms)).await;
+        assert!(
+            matches!(gap, Err(RequestError::OutOfOrderSequence { .. })),
+            "{gap:?}"
+        );
+    });
+    // After a restart the log start, the next offset and the producer table come back from
+    // the snapshot point.
+    with_node(path, move |mut tx| async move {
+        let sized = 1;
+        let earliest = ask_until_ready(&mut tx, list_offsets(sized, OffsetSpec::Earliest))
+            .await
+            .unwrap();
+        assert_eq!(earliest, 20);
+        let retry = ask_until_ready(&mut tx, idempotent_produce(sized, 19, now_ms))
+            .await
+            .unwrap();
+        assert_eq!(retry.base_offset, 19);
+        let next = ask(&mut tx, idempotent_produce(sized, 20, now_ms))
+            .await
+            .unwrap();
+        assert_eq!(next.base_offset, 20);
     });
 }

@@ -11,6 +11,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::{metrics, status, HttpSetup, HTTP_BODY_BYTES_MAX};
+use crate::node::compaction::CompactionOutcome;
+use crate::node::shard::ShardMsg;
 
 pub type Body = Full<Bytes>;
 
@@ -42,8 +44,11 @@ pub async fn route(
                 &status::cluster_json(setup.node_id, view.as_ref(), &shards),
             )
         }
-        // POST /admin/snapshot (take a snapshot / advance the compaction point, issue 11) is
-        // routed here once its ShardMsg exists.
+        (&Method::POST, "/admin/snapshot") => admin_snapshot(&setup, req.uri().query()).await,
+        (_, "/admin/snapshot") => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": format!("{} is not allowed here; use POST", req.method())}),
+        ),
         (_, "/health" | "/ready" | "/metrics" | "/v1/raft" | "/v1/cluster") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": format!("{} is not allowed here; use GET", req.method())}),
@@ -51,10 +56,81 @@ pub async fn route(
         (_, path) => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": format!("no endpoint {path}"),
-                    "endpoints": ["/health", "/ready", "/metrics", "/v1/raft", "/v1/cluster"]}),
+                    "endpoints": ["/health", "/ready", "/metrics", "/v1/raft", "/v1/cluster",
+                                  "POST /admin/snapshot"]}),
         ),
     };
     Ok(response)
+}
+
+/// `POST /admin/snapshot[?topic=T&partition=P]`: every group on this node (or the one
+/// replica of T-P hosted here) compacts its log up to its applied index now. Answers what
+/// each group did ([`CompactionOutcome`]); 404 when the partition has no replica here.
+async fn admin_snapshot(setup: &HttpSetup, query: Option<&str>) -> Response<Body> {
+    let target = match snapshot_target(query) {
+        Ok(t) => t,
+        Err(why) => return json_response(StatusCode::BAD_REQUEST, &json!({ "error": why })),
+    };
+    let asks: Vec<(usize, Option<u64>)> = match target {
+        None => (0..setup.senders.len()).map(|s| (s, None)).collect(),
+        Some((topic, partition)) => {
+            let shards = status::all_status(&setup.senders).await;
+            let group = shards.iter().flatten().flat_map(|s| &s.groups).find(|g| {
+                g.topic.as_deref() == Some(topic.as_str()) && g.partition == Some(partition)
+            });
+            let Some(group) = group else {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("no replica of {topic}-{partition} on node {}", setup.node_id)}),
+                );
+            };
+            let shard = tern_engine::shard_for_group(group.group, setup.senders.len() as u32);
+            vec![(shard as usize, Some(group.group))]
+        }
+    };
+    let answers = futures_util::future::join_all(asks.iter().map(|&(shard, group)| {
+        status::ask(&setup.senders[shard], move |reply| ShardMsg::Snapshot { group, reply })
+    }))
+    .await;
+    let mut groups: Vec<CompactionOutcome> = Vec::new();
+    let mut errors = Vec::new();
+    for ((shard, _), answer) in asks.iter().zip(answers) {
+        match answer {
+            Ok(outcomes) => groups.extend(outcomes),
+            Err(e) => errors.push(format!("shard {shard}: {e}")),
+        }
+    }
+    let code = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        code,
+        &json!({"node_id": setup.node_id, "groups": groups, "errors": errors}),
+    )
+}
+
+/// `topic=T&partition=P` (both or neither).
+fn snapshot_target(query: Option<&str>) -> Result<Option<(String, u32)>, String> {
+    let (mut topic, mut partition) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("topic", t)) if !t.is_empty() => topic = Some(t.to_string()),
+            Some(("partition", p)) => {
+                partition = Some(
+                    p.parse::<u32>()
+                        .map_err(|_| format!("partition {p:?} is not a partition number"))?,
+                )
+            }
+            _ => return Err(format!("unknown parameter {pair:?} (topic=T&partition=P)")),
+        }
+    }
+    match (topic, partition) {
+        (Some(t), Some(p)) => Ok(Some((t, p))),
+        (None, None) => Ok(None),
+        _ => Err("give both topic and partition, or neither (every group)".into()),
+    }
 }
 
 fn declared_length(req: &Request<Incoming>) -> Option<u64> {

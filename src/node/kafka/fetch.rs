@@ -1,11 +1,15 @@
 //! Fetch (sessionless): each partition is read by its owning shard, which returns the stored
 //! batches verbatim (no re-encoding), starting with the batch holding the fetch offset.
 //!
-//! Long poll: when the first pass finds fewer than `min_bytes` (at least one byte), the
-//! partitions are asked again with `max_wait_ms`: each shard parks the fetch until its high
-//! watermark passes the offset or the wait ends. The answer goes out as soon as one partition
-//! has data; the others are then read once more without waiting. So `min_bytes` above one
-//! batch is not waited for beyond the first batch that arrives (docs/clients.md).
+//! Long poll: while the records gathered are fewer than `min_bytes` (at least one byte) and
+//! `max_wait_ms` has not passed, the partitions are asked again from the offset after what
+//! each returned so far, with the wait that is left: each shard parks the fetch until its high
+//! watermark passes the offset or the wait ends. A round ends when one partition brings new
+//! records; what it brings is appended to that partition's answer. So the answer goes out
+//! once `min_bytes` are gathered, or at the deadline with what there is (at most
+//! `WAIT_ROUNDS_MAX` rounds per request).
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -17,9 +21,15 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use super::broker::Broker;
 use super::errors;
 use super::PARTITIONS_PER_REQUEST_MAX;
+use crate::node::records::parse_batches;
 use crate::node::requests::{FetchReply, PartitionRequest, RequestError};
 
+/// Rounds of waiting for more records in one request: each ends when a partition brings new
+/// records (or the wait ends), so this bounds the reads one request causes.
+const WAIT_ROUNDS_MAX: usize = 64;
+
 /// One partition to read.
+#[derive(Clone)]
 struct Target {
     topic: usize,
     partition: i32,
@@ -89,6 +99,84 @@ fn bytes_of(r: &Result<FetchReply, RequestError>) -> usize {
     r.as_ref().map_or(0, |f| f.records.len())
 }
 
+/// The offset after the records of `reply` (or `from` when it has none), and whether they
+/// parse (a reply whose batches do not is not read further).
+fn next_offset(from: i64, reply: &FetchReply) -> Option<i64> {
+    if reply.records.is_empty() {
+        return Some(from);
+    }
+    let batches = parse_batches(&reply.records).ok()?;
+    batches
+        .last()
+        .map(|b| b.base_offset + b.record_count as i64)
+}
+
+/// The long poll: asks the partitions again, from after what they returned, until
+/// `min_bytes` are gathered, `deadline` passes or `WAIT_ROUNDS_MAX` rounds were made.
+async fn wait_for_min_bytes(
+    broker: &Broker,
+    targets: &[Target],
+    results: &mut [Result<FetchReply, RequestError>],
+    min_bytes: usize,
+    deadline: Instant,
+) {
+    for _ in 0..WAIT_ROUNDS_MAX {
+        if results.iter().map(bytes_of).sum::<usize>() >= min_bytes {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let wait_ms = (left.as_millis() as u64).max(1);
+        // Partitions that answered and have room left, from the offset after their records.
+        let asks: Vec<(usize, Target)> = targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let reply = results[i].as_ref().ok()?;
+                let have = reply.records.len() as u64;
+                if have >= t.bytes_max {
+                    return None;
+                }
+                let mut next = t.clone();
+                next.offset = next_offset(t.offset, reply)?;
+                next.bytes_max = t.bytes_max - have;
+                Some((i, next))
+            })
+            .collect();
+        if asks.is_empty() {
+            return;
+        }
+        let mut parked: FuturesUnordered<_> = asks
+            .iter()
+            .map(|(i, t)| async move { (*i, read(broker, t, wait_ms).await) })
+            .collect();
+        let mut brought = false;
+        // Dropping the rest cancels them (their parked fetch is dropped by its shard at the
+        // next tick).
+        while let Some((i, result)) = parked.next().await {
+            let Ok(more) = result else {
+                // A partition that fails now (leadership moved) keeps what it returned.
+                continue;
+            };
+            if let Ok(have) = &mut results[i] {
+                have.high_watermark = have.high_watermark.max(more.high_watermark);
+                have.log_start_offset = more.log_start_offset;
+                if !more.records.is_empty() {
+                    have.records.extend_from_slice(&more.records);
+                    brought = true;
+                    break;
+                }
+            }
+        }
+        if !brought {
+            // Every partition waited out the deadline.
+            return;
+        }
+    }
+}
+
 pub async fn handle(broker: &Broker, r: FetchRequest, version: i16) -> FetchResponse {
     let mut out = FetchResponse::default();
     let request_bytes_max = if r.max_bytes > 0 {
@@ -135,33 +223,10 @@ pub async fn handle(broker: &Broker, r: FetchRequest, version: i16) -> FetchResp
     // First pass: what is there now.
     let mut results: Vec<Result<FetchReply, RequestError>> =
         join_all(targets.iter().map(|t| read(broker, t, 0))).await;
-    let got: usize = results.iter().map(bytes_of).sum();
     let min_bytes = r.min_bytes.max(1) as usize;
-    if got < min_bytes && r.max_wait_ms > 0 && !targets.is_empty() {
-        // Second pass: park on every partition, answer when the first one has data.
-        let wait = r.max_wait_ms as u64;
-        let mut parked: FuturesUnordered<_> = targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| async move { (i, read(broker, t, wait).await) })
-            .collect();
-        let mut fresh = vec![false; targets.len()];
-        while let Some((i, result)) = parked.next().await {
-            let has_data = bytes_of(&result) > 0;
-            results[i] = result;
-            fresh[i] = true;
-            if has_data {
-                break;
-            }
-        }
-        drop(parked);
-        // The partitions still parked are read again without waiting (their parked fetch
-        // is dropped by its shard at the next tick).
-        let again: Vec<usize> = (0..targets.len()).filter(|&i| !fresh[i]).collect();
-        let reread = join_all(again.iter().map(|&i| read(broker, &targets[i], 0))).await;
-        for (i, result) in again.into_iter().zip(reread) {
-            results[i] = result;
-        }
+    if r.max_wait_ms > 0 {
+        let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms as u64);
+        wait_for_min_bytes(broker, &targets, &mut results, min_bytes, deadline).await;
     }
     for (t, result) in targets.iter().zip(results) {
         out.responses[t.topic]
