@@ -54,8 +54,10 @@ fn get(http: &str, path: &str) -> (u16, String) {
 fn post(http: &str, path: &str) -> (u16, String) {
     exchange(
         http,
-        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
 }
 
@@ -173,10 +175,17 @@ fn http_standalone_health_ready_metrics_raft_info_cluster_status() {
         outcomes[0]["new_first_index"].as_u64() > outcomes[0]["old_first_index"].as_u64(),
         "the applied prefix is compacted: {text}"
     );
-    assert_eq!(outcomes[0]["log_start_offset"], 2, "both records compacted: {text}");
+    assert_eq!(
+        outcomes[0]["log_start_offset"], 2,
+        "both records compacted: {text}"
+    );
     let (code, text) = post(&http, "/admin/snapshot");
     assert_eq!(code, 200, "{text}");
-    assert_eq!(json(body(&text))["groups"].as_array().map(Vec::len), Some(3), "{text}");
+    assert_eq!(
+        json(body(&text))["groups"].as_array().map(Vec::len),
+        Some(3),
+        "{text}"
+    );
     let (code, text) = post(&http, "/admin/snapshot?topic=nope&partition=0");
     assert_eq!(code, 404, "{text}");
     let (code, text) = post(&http, "/admin/snapshot?topic=orders");

@@ -24,8 +24,8 @@ pub mod runtime;
 pub mod serve;
 pub mod shard;
 pub mod snapshot_meta;
-pub mod stats;
 pub mod standalone;
+pub mod stats;
 pub mod stop;
 
 /// Why a group could not start or had to stop.

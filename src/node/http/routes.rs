@@ -89,7 +89,10 @@ async fn admin_snapshot(setup: &HttpSetup, query: Option<&str>) -> Response<Body
         }
     };
     let answers = futures_util::future::join_all(asks.iter().map(|&(shard, group)| {
-        status::ask(&setup.senders[shard], move |reply| ShardMsg::Snapshot { group, reply })
+        status::ask(&setup.senders[shard], move |reply| ShardMsg::Snapshot {
+            group,
+            reply,
+        })
     }))
     .await;
     let mut groups: Vec<CompactionOutcome> = Vec::new();
