@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use tern_engine::engine::sync_dir_std;
+
 use crate::error::{CliError, CliResult};
 
 const PREFIX: &str = "import-";
@@ -43,12 +45,6 @@ pub fn markers(root: &Path) -> CliResult<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> CliResult<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CliError::io(dir, e))
-}
-
 /// Makes the marker durable before the import writes anything of the group.
 pub fn create(root: &Path, group: u64, input: &Path) -> CliResult<()> {
     let path = marker_path(root, group);
@@ -66,14 +62,14 @@ pub fn create(root: &Path, group: u64, input: &Path) -> CliResult<()> {
         .map_err(|e| CliError::io(&tmp, e))?;
     drop(f);
     std::fs::rename(&tmp, &path).map_err(|e| CliError::io(&path, e))?;
-    sync_dir(root)
+    Ok(sync_dir_std(root)?)
 }
 
 /// Removes the marker once the group is complete (or rolled back), durably.
 pub fn remove(root: &Path, group: u64) -> CliResult<()> {
     let path = marker_path(root, group);
     match std::fs::remove_file(&path) {
-        Ok(()) => sync_dir(root),
+        Ok(()) => Ok(sync_dir_std(root)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(CliError::io(&path, e)),
     }

@@ -192,9 +192,9 @@ pub fn lock_dir(root: &Path) -> Result<DirLock> {
     })
 }
 
-/// fsync of a directory from outside the shard executors (ENGINE file, repair quarantine):
-/// the one implementation for `std::fs` callers; shard code uses `Storage::sync_dir`.
-pub(crate) fn sync_dir_std(dir: &Path) -> Result<()> {
+/// fsync of a directory from outside the shard executors (ENGINE file, import markers): the
+/// one implementation for `std::fs` callers; shard code uses `Storage::sync_dir`.
+pub fn sync_dir_std(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))

@@ -43,8 +43,12 @@ use crate::format::segment::{
 };
 use crate::format::{IndexEntry, RecordKind, SealedIndex, SegmentHeader};
 use crate::group::{GroupTable, RecordMeta};
-use crate::scan::{scan_segment, Damage, ScanStop, SegmentScan};
+use crate::quarantine::{Quarantine, Remover};
+use crate::scan::{
+    first_batch_block_is_zero, probe_segment, scan_segment, Damage, ScanStop, SegmentScan,
+};
 use crate::storage::{read_file, write_file_atomic, IoBuf, Storage, StorageFile};
+use crate::torn_tail::{self, DamageClass};
 
 /// What recovery did to one segment.
 #[derive(Debug, Clone)]
@@ -142,6 +146,7 @@ pub async fn recover_shard<S: Storage>(
         shard,
         ..Default::default()
     };
+    let mut quarantined = Quarantine::new(quarantine, Remover::Recovery);
     let listing = storage.list_dir(dir).await.map_err(|e| io(dir, e))?;
     let mut segment_ids = Vec::new();
     let mut index_ids = Vec::new();
@@ -224,7 +229,7 @@ pub async fn recover_shard<S: Storage>(
     if let Some(last) = spare_candidate {
         let path = dir.join(segment_file_name(last));
         if first_batch_block_is_zero(storage, &path).await? {
-            let scan = scan_segment(storage, &path, false, |_| {}).await?;
+            let scan = scan_segment(storage, &path, None, false, |_| {}).await?;
             if scan.is_unused_spare() {
                 spare_id = Some(last);
                 segment_ids.pop();
@@ -241,7 +246,15 @@ pub async fn recover_shard<S: Storage>(
                     // Stray bytes in the header block: kept in quarantine first, which
                     // `absolute` (change nothing) does not do.
                     Some(end) if end <= SEGMENT_HEADER_BYTES && mode != RecoveryMode::Absolute => {
-                        let q = quarantine_region(storage, quarantine, shard, last, &path, 0, end)
+                        let q = quarantined
+                            .copy_region(
+                                storage,
+                                &path,
+                                &region_name(shard, last, 0),
+                                0,
+                                end,
+                                "prepared segment whose header never reached the disk",
+                            )
                             .await?;
                         report.removed.push(RemovedRegion {
                             segment: last,
@@ -367,8 +380,12 @@ pub async fn recover_shard<S: Storage>(
         // Scan.
         let mut metas: Vec<RecordMeta> = Vec::new();
         let mut index_entries: Vec<IndexEntry> = Vec::new();
-        let scan: SegmentScan =
-            scan_segment(storage, &path, mode == RecoveryMode::TolerateAny, |r| {
+        let scan: SegmentScan = scan_segment(
+            storage,
+            &path,
+            last_seq,
+            mode == RecoveryMode::TolerateAny,
+            |r| {
                 let kind = r.header.kind();
                 if kind == RecordKind::BatchHeader {
                     return;
@@ -394,8 +411,9 @@ pub async fn recover_shard<S: Storage>(
                     payload_len: r.header.payload_len,
                     snapshot_meta: (kind == RecordKind::SnapshotMeta).then(|| r.payload.to_vec()),
                 });
-            })
-            .await?;
+            },
+        )
+        .await?;
         let seen = SegmentSeen::from_scan(id, &scan);
         // Before anything below acts on the segment (a torn tail zeroed, a header-less
         // segment removed): a segment the chain names as durable is never treated as a
@@ -419,7 +437,16 @@ pub async fn recover_shard<S: Storage>(
                 .first()
                 .map(|b| b.offset)
                 .unwrap_or(d.garbage_end);
-            let q = quarantine_region(storage, quarantine, shard, id, &path, d.offset, end).await?;
+            let q = quarantined
+                .copy_region(
+                    storage,
+                    &path,
+                    &region_name(shard, id, d.offset),
+                    d.offset,
+                    end,
+                    &format!("damaged region skipped by tolerate-any ({})", d.reason),
+                )
+                .await?;
             tracing::error!(
                 shard,
                 segment = id,
@@ -495,16 +522,16 @@ pub async fn recover_shard<S: Storage>(
                     // Crash between creating the file and making its header durable.
                     if garbage_end > 0 {
                         // Unacknowledged bytes: keep them, as a torn tail is kept.
-                        let q = quarantine_region(
-                            storage,
-                            quarantine,
-                            shard,
-                            id,
-                            &path,
-                            0,
-                            garbage_end,
-                        )
-                        .await?;
+                        let q = quarantined
+                            .copy_region(
+                                storage,
+                                &path,
+                                &region_name(shard, id, 0),
+                                0,
+                                garbage_end,
+                                &format!("segment header never written ({e})"),
+                            )
+                            .await?;
                         report.removed.push(RemovedRegion {
                             segment: id,
                             offset: 0,
@@ -547,7 +574,18 @@ pub async fn recover_shard<S: Storage>(
                 // tolerate-any: the whole segment is skipped. Keep its bytes and say so; the
                 // groups it held report their losses as holes in the segments after it.
                 let end = scan.file_len;
-                let q = quarantine_region(storage, quarantine, shard, id, &path, 0, end).await?;
+                let q = quarantined
+                    .copy_region(
+                        storage,
+                        &path,
+                        &region_name(shard, id, 0),
+                        0,
+                        end,
+                        &format!(
+                            "segment header unreadable ({e}); segment skipped by tolerate-any"
+                        ),
+                    )
+                    .await?;
                 report.removed.push(RemovedRegion {
                     segment: id,
                     offset: 0,
@@ -571,9 +609,7 @@ pub async fn recover_shard<S: Storage>(
                 for b in &d.later_batches {
                     max_seq_seen = max_seq_seen.max(b.seq);
                 }
-                let damaged_seq = d.batch_seq.unwrap_or(last_seq.map_or(1, |s| s + 1));
-                let proven_durable = d.later_batches.iter().any(|b| b.durable_seq >= damaged_seq);
-                let torn = is_last && !proven_durable;
+                let torn = torn_tail::classify(d, is_last) == DamageClass::TornTail;
                 let at = d.location(&path);
                 if mode == RecoveryMode::Absolute || (!torn && mode == RecoveryMode::TolerateTail) {
                     let what = if torn {
@@ -586,16 +622,16 @@ pub async fn recover_shard<S: Storage>(
                     };
                     return Err(Error::Corruption { at, what });
                 }
-                let q = quarantine_region(
-                    storage,
-                    quarantine,
-                    shard,
-                    id,
-                    &path,
-                    d.offset,
-                    d.garbage_end.max(d.offset),
-                )
-                .await?;
+                let q = quarantined
+                    .copy_region(
+                        storage,
+                        &path,
+                        &region_name(shard, id, d.offset),
+                        d.offset,
+                        d.garbage_end.max(d.offset),
+                        &format!("torn tail ({})", d.reason),
+                    )
+                    .await?;
                 zero_region(storage, &path, d.offset, d.garbage_end).await?;
                 let len = d.garbage_end.saturating_sub(d.offset);
                 tracing::warn!(
@@ -780,22 +816,6 @@ fn chain_problems_or_log(
     })
 }
 
-/// Whether the block where a segment's first batch would start reads as zero (or is missing):
-/// a cheap test before scanning a possibly unused spare in full.
-async fn first_batch_block_is_zero<S: Storage>(storage: &S, path: &Path) -> Result<bool> {
-    let f = storage
-        .open(path, false)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let block = f
-        .read_at(BLOCK_BYTES, BLOCK_BYTES as usize)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let zero = block.iter().all(|&b| b == 0);
-    f.close().await.map_err(|e| Error::io(path, e))?;
-    Ok(zero)
-}
-
 fn describe_corruption(d: &Damage, is_last: bool) -> String {
     if !is_last {
         format!(
@@ -870,7 +890,7 @@ fn apply_or_loss(
     Ok(())
 }
 
-async fn load_index<S: Storage>(
+pub(crate) async fn load_index<S: Storage>(
     storage: &S,
     ipath: &Path,
     id: u64,
@@ -938,82 +958,15 @@ async fn unwritten_segment<S: Storage>(
     path: &Path,
     durable_before: u64,
 ) -> Result<Option<u64>> {
-    let f = storage
-        .open(path, false)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let len = f.len().await.map_err(|e| Error::io(path, e))?;
-    let mut garbage_end = 0;
-    let mut proven = false;
-    let mut pos = 0;
-    while pos < len {
-        let n = ((len - pos) as usize).min(SCAN_READ_BYTES_MAX);
-        let b = f.read_at(pos, n).await.map_err(|e| Error::io(path, e))?;
-        for (k, block) in b.chunks(BLOCK_BYTES as usize).enumerate() {
-            let at = pos + k as u64 * BLOCK_BYTES;
-            if block.iter().all(|&x| x == 0) {
-                continue;
-            }
-            garbage_end = at + block.len() as u64;
-            if at < BLOCK_BYTES {
-                continue;
-            }
-            if let Ok((h, payload)) = crate::format::record::decode_record(block) {
-                if h.kind == RecordKind::BatchHeader as u16
-                    && crate::format::record::decode_batch_payload(&h, payload, BLOCK_BYTES).is_ok()
-                    && h.aux > durable_before
-                {
-                    proven = true;
-                }
-            }
-        }
-        pos += n as u64;
-    }
-    f.close().await.map_err(|e| Error::io(path, e))?;
-    // Quarantine and zeroing work on whole blocks.
-    Ok((!proven).then_some(crate::format::align_up(garbage_end, BLOCK_BYTES)))
+    let (batches, garbage_end) = probe_segment(storage, path).await?;
+    let class =
+        torn_tail::classify_headerless(batches.iter().map(|b| b.durable_seq), durable_before, true);
+    Ok((class == DamageClass::TornTail).then_some(garbage_end))
 }
 
-/// Copies `[from, to)` of a segment into `quarantine/` before it is cleared or skipped.
-pub async fn quarantine_region<S: Storage>(
-    storage: &S,
-    quarantine: &Path,
-    shard: u32,
-    segment: u64,
-    path: &Path,
-    from: u64,
-    to: u64,
-) -> Result<PathBuf> {
-    let qdir = quarantine.join(format!("{}-recovery", now_unix_ms()));
-    storage
-        .create_dir_all(&qdir)
-        .await
-        .map_err(|e| Error::io(&qdir, e))?;
-    let f = storage
-        .open(path, false)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let bytes = f
-        .read_at(from, (to - from) as usize)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let data = bytes.to_vec();
-    f.close().await.map_err(|e| Error::io(path, e))?;
-    let qpath = qdir.join(format!("shard-{shard}-segment-{segment}-offset-{from}.bin"));
-    // Quarantine files keep their exact length in the manifest name; O_DIRECT pads to blocks.
-    write_file_atomic(storage, &qpath, &data)
-        .await
-        .map_err(|e| Error::io(&qpath, e))?;
-    let manifest = format!(
-        "segment={segment}\nshard={shard}\nsource={}\noffset={from}\nlen={}\n",
-        path.display(),
-        to - from
-    );
-    let mpath = qpath.with_extension("manifest");
-    write_file_atomic(storage, &mpath, manifest.as_bytes())
-        .await
-        .map_err(|e| Error::io(&mpath, e))?;
-    Ok(qpath)
+/// The quarantine file name of bytes removed from a segment at `from`.
+fn region_name(shard: u32, segment: u64, from: u64) -> String {
+    format!("shard-{shard}-segment-{segment}-offset-{from}.bin")
 }
 
 /// Overwrites `[from, to)` (block aligned) with zeros and syncs. Used only on bytes that were

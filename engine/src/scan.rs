@@ -44,6 +44,10 @@ pub struct Damage {
     pub reason: DecodeError,
     /// Sequence of the damaged batch if its header was readable.
     pub batch_seq: Option<u64>,
+    /// Sequence of the last valid batch before the damage: in this segment, or (for damage
+    /// at the segment's first batch) the `prev_last_seq` the scan was given. The input of
+    /// [`crate::torn_tail`]'s rule when `batch_seq` is unknown.
+    pub last_seq_before: Option<u64>,
     /// Group and index of the damaged record, when its header decoded.
     pub group: Option<u64>,
     pub index: Option<u64>,
@@ -217,9 +221,14 @@ impl<F: StorageFile> Window<F> {
 /// Scans one segment file. `visit` sees every record of every valid batch (batch headers
 /// included) in file order. With `resume_after_damage`, the scan skips a damaged region and
 /// continues at the next valid batch (recorded in `skipped`) instead of stopping.
+///
+/// `prev_last_seq` is the last batch sequence of the shard's segments before this one (`None`
+/// for the first): the torn-tail rule needs it when the segment's first batch is damaged.
+/// Recovery, verify and `tern scan` all pass it, so they judge that batch alike.
 pub async fn scan_segment<S, V>(
     storage: &S,
     path: &Path,
+    prev_last_seq: Option<u64>,
     resume_after_damage: bool,
     mut visit: V,
 ) -> Result<SegmentScan>
@@ -308,6 +317,7 @@ where
                     record_offset: pos,
                     reason: DecodeError::Zero,
                     batch_seq: None,
+                    last_seq_before: scan.last_batch_seq.or(prev_last_seq),
                     group: None,
                     index: None,
                     later_batches: later,
@@ -332,6 +342,7 @@ where
                     record_offset,
                     reason,
                     batch_seq,
+                    last_seq_before: scan.last_batch_seq.or(prev_last_seq),
                     group,
                     index,
                     later_batches: later,
@@ -356,7 +367,7 @@ where
 /// Records damage: as skipped, returning where to resume (tolerate-any, when a later batch
 /// allows it), or as where the scan stops.
 fn skip_or_stop(scan: &mut SegmentScan, damage: Damage, resume: bool) -> Option<u64> {
-    match next_after_damage(resume, &damage, scan.last_batch_seq) {
+    match next_after_damage(resume, &damage) {
         Some(next) => {
             scan.skipped.push(damage);
             Some(next)
@@ -377,21 +388,13 @@ async fn close_rc<F: StorageFile>(file: Rc<F>, path: &Path) -> Result<()> {
     }
 }
 
-fn next_after_damage(resume: bool, damage: &Damage, last_seq: Option<u64>) -> Option<u64> {
-    if !resume {
-        return None;
-    }
+fn next_after_damage(resume: bool, damage: &Damage) -> Option<u64> {
     // Resume only past damage that hit durable data. If no later batch claims the damaged
     // batch durable, this is a torn tail: the later batches were never acknowledged either
     // (one of them formed while the damaged one's fdatasync was in flight), and applying them
     // without the lost batch would keep an unacknowledged write that followed a lost one.
     // Stopping here lets recovery truncate the tail as in the default mode.
-    let damaged_seq = damage.batch_seq.unwrap_or(last_seq.map_or(1, |s| s + 1));
-    if !damage
-        .later_batches
-        .iter()
-        .any(|b| b.durable_seq >= damaged_seq)
-    {
+    if !resume || !crate::torn_tail::proven_durable(damage) {
         return None;
     }
     damage.later_batches.first().map(|b| b.offset)
@@ -572,6 +575,36 @@ async fn probe<F: StorageFile>(
         block += BLOCK_BYTES;
     }
     Ok((later, garbage_end))
+}
+
+/// Probes a whole segment file block by block, header block included, without trusting its
+/// header: every valid batch header after the header block, and the end of the last block
+/// holding a non-zero byte. For a segment whose header is unreadable (recovery decides with it
+/// whether the segment was ever made durable).
+pub async fn probe_segment<S: Storage>(storage: &S, path: &Path) -> Result<(Vec<LaterBatch>, u64)> {
+    let io = |e| Error::io(path, e);
+    let file = Rc::new(storage.open(path, false).await.map_err(io)?);
+    let file_len = file.len().await.map_err(io)?;
+    let mut w = Window::new(file.clone(), file_len);
+    let probed = probe(&mut w, 0, None).await;
+    w.finish().await;
+    drop(w);
+    close_rc(file, path).await?;
+    probed.map_err(io)
+}
+
+/// Whether the block where a segment's first batch starts reads as zero (or is missing): a
+/// cheap test before scanning a possibly unused spare in full.
+pub async fn first_batch_block_is_zero<S: Storage>(storage: &S, path: &Path) -> Result<bool> {
+    let io = |e| Error::io(path, e);
+    let f = storage.open(path, false).await.map_err(io)?;
+    let block = f
+        .read_at(SEGMENT_HEADER_BYTES, BLOCK_BYTES as usize)
+        .await
+        .map_err(io)?;
+    let zero = block.iter().all(|&b| b == 0);
+    f.close().await.map_err(io)?;
+    Ok(zero)
 }
 
 impl SegmentScan {

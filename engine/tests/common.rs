@@ -550,7 +550,7 @@ pub async fn layout(
     path: &Path,
 ) -> (Vec<BatchLayout>, tern_engine::scan::SegmentScan) {
     let mut batches: Vec<BatchLayout> = Vec::new();
-    let scan = tern_engine::scan::scan_segment(sim, path, false, |r| {
+    let scan = tern_engine::scan::scan_segment(sim, path, None, false, |r| {
         let end = r.offset + r.header.record_bytes();
         if r.header.kind == RecordKind::BatchHeader as u16 {
             batches.push(BatchLayout {

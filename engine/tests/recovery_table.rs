@@ -1,4 +1,5 @@
-//! The recovery decision table of `src/recovery.rs`, walked as data.
+//! The recovery decision table of `src/recovery.rs`, walked as data; and, at the end, the
+//! same verdict (torn tail or corruption) from recovery, `verify-data` and `tern scan`.
 //!
 //! Each row builds the situation it names on the simulated disk (by running the WAL, then
 //! damaging or extending what it wrote, as a crash or bit rot would), and states the outcome
@@ -15,6 +16,8 @@ use tern_engine::format::RecordKind;
 use tern_engine::recovery::GroupLoss;
 use tern_engine::storage::sim::{CrashMode, SimStorage};
 use tern_engine::storage::Storage;
+use tern_engine::torn_tail::DamageClass;
+use tern_engine::verify::{analyze_lone_segment, analyze_shard, check_shard, VerifyOptions};
 use tern_engine::{Error, RecoveryMode, WalConfig};
 
 const MODES: [RecoveryMode; 3] = [
@@ -675,4 +678,124 @@ fn recovery_decision_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+// --- One verdict from recovery, `verify-data` and `tern scan` --------------------------------
+//
+// All three call `tern_engine::torn_tail`; these cases pin that they also feed it the same
+// inputs, so the same damaged file gets the same verdict. The case that used to split them:
+// the first batch of the last segment is damaged and a later batch was formed while it was in
+// flight. `tern scan` read the segment without the batches of the segments before it and took
+// the damaged batch's sequence as 1, so any later batch "proved" it durable: scan said
+// corruption where recovery truncated a torn tail.
+
+/// The three verdicts on segment `id`: (`tern scan`, `verify-data`, recovery in the default
+/// mode). Recovery runs last: it changes the disk.
+fn verdicts(sim: &SimStorage, id: u64) -> [DamageClass; 3] {
+    let sim = sim.clone();
+    run(async move {
+        let (a, place) = analyze_lone_segment(&sim, &shard_dir(), id, Some(0))
+            .await
+            .expect("scan");
+        let scan = *a
+            .damage_classes(place.is_last)
+            .first()
+            .expect("the scan sees the damage");
+
+        let sa = analyze_shard(&sim, 0, &shard_dir(), false, &mut |_| {})
+            .await
+            .expect("analyze");
+        let (problems, _) = check_shard(&sim, &sa, &VerifyOptions::default())
+            .await
+            .expect("verify");
+        let verify = problems
+            .iter()
+            .filter(|p| p.file == wal_path(id))
+            .find_map(|p| match p.code {
+                "torn-tail" => Some(DamageClass::TornTail),
+                "corruption" => Some(DamageClass::Corruption),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("verify reports no damage: {problems:?}"));
+
+        let recovery = match open_mode(&sim, &config(), RecoveryMode::TolerateTail).await {
+            Ok(wal) => {
+                let torn = wal
+                    .recovery_report()
+                    .removed
+                    .iter()
+                    .any(|r| r.torn_tail && r.segment == id);
+                wal.close().await.expect("close");
+                assert!(torn, "recovery started without cutting a torn tail");
+                DamageClass::TornTail
+            }
+            Err(Error::Corruption { at, .. }) => {
+                assert_eq!(at.file, wal_path(id), "recovery stopped on another file");
+                DamageClass::Corruption
+            }
+            Err(e) => panic!("recovery failed otherwise: {e}"),
+        };
+        [scan, verify, recovery]
+    })
+}
+
+/// On `two_segments`: damages the header of segment 2's first batch (its sequence becomes
+/// unknown), drops every batch after it, and writes one batch (sequence `prev_last + 2`, where
+/// `prev_last` is segment 1's last) claiming `prev_last + durable_seq_past_prev` durable.
+fn first_batch_damaged_then(sim: &SimStorage, durable_seq_past_prev: u64) {
+    let prev_last = last_batches(sim, 1)
+        .0
+        .last()
+        .expect("segment 1 batches")
+        .seq;
+    let path = wal_path(2);
+    let (batches, _) = last_batches(sim, 2);
+    let (first, second) = (batches[0].offset, batches[1].offset);
+    let len = sim.file_len(&path).unwrap();
+    sim.write_raw(&path, second, &vec![0u8; (len - second) as usize]);
+    // The batch header's `batch_seq` field: the record's checksum no longer matches.
+    sim.flip_bit(&path, first + 16, 0);
+    let later = craft_batch(
+        sim,
+        prev_last + 2,
+        prev_last + durable_seq_past_prev,
+        &[(RecordKind::Entry, 2, 1, 1, 0, entry_data(2, 1, 1))],
+    );
+    sim.write_raw(&path, second, &later);
+}
+
+const TORN: [DamageClass; 3] = [DamageClass::TornTail; 3];
+const CORRUPT: [DamageClass; 3] = [DamageClass::Corruption; 3];
+
+#[test]
+fn verdict_torn_last_batch_is_a_torn_tail_everywhere() {
+    let sim = SimStorage::new();
+    one_segment(&sim);
+    rot_entry(&sim, 1, N);
+    assert_eq!(verdicts(&sim, 1), TORN);
+}
+
+#[test]
+fn verdict_damage_before_acknowledged_batches_is_corruption_everywhere() {
+    let sim = SimStorage::new();
+    one_segment(&sim);
+    rot_entry(&sim, 1, N / 2);
+    assert_eq!(verdicts(&sim, 1), CORRUPT);
+}
+
+#[test]
+fn verdict_first_batch_of_last_segment_under_an_in_flight_batch_is_a_torn_tail_everywhere() {
+    let sim = SimStorage::new();
+    two_segments(&sim);
+    // The later batch was formed while the damaged one (prev_last + 1) was in flight.
+    first_batch_damaged_then(&sim, 0);
+    assert_eq!(verdicts(&sim, 2), TORN);
+}
+
+#[test]
+fn verdict_first_batch_of_last_segment_proven_durable_is_corruption_everywhere() {
+    let sim = SimStorage::new();
+    two_segments(&sim);
+    first_batch_damaged_then(&sim, 1);
+    assert_eq!(verdicts(&sim, 2), CORRUPT);
 }

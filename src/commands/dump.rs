@@ -15,7 +15,7 @@ use tern_engine::format::{RecordKind, SealedIndex};
 use tern_engine::scan::{scan_segment, ScanStop, ScannedRecord};
 use tern_engine::shard_for_group;
 use tern_engine::storage::dma::DmaStorage;
-use tern_engine::verify::read_layout;
+use tern_engine::verify::{prev_last_seq, read_layout};
 
 use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
 use crate::output::flush;
@@ -107,6 +107,7 @@ fn preview(payload: &[u8], n: usize) -> (String, String) {
 /// One segment to read, and whether its sealed index already shows records of the group.
 struct Planned {
     path: PathBuf,
+    id: u64,
     /// The sealed index lists a record of the asked group (outside the range, perhaps).
     group_in_index: bool,
 }
@@ -174,10 +175,12 @@ fn plan(target: &crate::target::Target, filter: &Filter) -> CliResult<(Vec<Plann
                 Some((group_seen, false)) => group_in_skipped |= group_seen,
                 Some((group_seen, true)) => planned.push(Planned {
                     path,
+                    id,
                     group_in_index: group_seen,
                 }),
                 None => planned.push(Planned {
                     path,
+                    id,
                     group_in_index: false,
                 }),
             }
@@ -280,6 +283,7 @@ pub fn run(args: DumpArgs) -> CliResult<u8> {
         Kind::Segment => (
             vec![Planned {
                 path: target.path.clone(),
+                id: target.id.unwrap_or(0),
                 group_in_index: false,
             }],
             false,
@@ -308,7 +312,11 @@ pub fn run(args: DumpArgs) -> CliResult<u8> {
         for seg in &planned {
             group_seen |= seg.group_in_index;
             let name = seg.path.display().to_string();
-            let scan = scan_segment(&DmaStorage, &seg.path, true, |r| {
+            // Damage is skipped only where the shard's torn-tail rule says it hit durable
+            // data; that rule needs the batches of the segments before this one.
+            let dir = seg.path.parent().unwrap_or(Path::new("."));
+            let prev = prev_last_seq(&DmaStorage, dir, seg.id).await?;
+            let scan = scan_segment(&DmaStorage, &seg.path, prev, true, |r| {
                 let h = &r.header;
                 group_seen |= filter.group == Some(h.group) && h.kind() != RecordKind::BatchHeader;
                 if filter.wants(h.kind(), h.group, h.index) {

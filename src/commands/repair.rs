@@ -1,15 +1,15 @@
 //! `tern repair`, `tern rebuild-index`, `tern inspect-index`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
 use tern_engine::format::{RecordKind, SealedIndex};
 use tern_engine::storage::dma::DmaStorage;
 use tern_engine::verify::{
-    analyze_segment, compare_index, read_layout, rebuild_indexes, repair_dir, segment_bytes_total,
-    RepairOptions,
+    analyze_segment, compare_index, prev_last_seq, read_layout, rebuild_indexes, repair_dir,
+    segment_bytes_total, RepairOptions,
 };
 
 use super::emit;
@@ -339,7 +339,11 @@ pub fn inspect_index(args: InspectIndexArgs) -> CliResult<u8> {
                 let shard = target.shard;
                 let a = block_on({
                     let seg = seg.clone();
-                    async move { analyze_segment(&DmaStorage, &seg, id, shard, false).await }
+                    async move {
+                        let dir = seg.parent().unwrap_or(Path::new("."));
+                        let prev = prev_last_seq(&DmaStorage, dir, id).await?;
+                        analyze_segment(&DmaStorage, &seg, id, shard, prev, false).await
+                    }
                 })??;
                 match compare_index(&idx, &a) {
                     None => "matches its segment".into(),

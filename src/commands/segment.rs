@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
-use tern_engine::format::segment::parse_segment_file_name;
 use tern_engine::format::RecordKind;
 use tern_engine::scan::{Damage, ScanStop};
 use tern_engine::storage::dma::DmaStorage;
-use tern_engine::verify::{analyze_segment, SegmentAnalysis};
+use tern_engine::torn_tail::DamageClass;
+use tern_engine::verify::{analyze_lone_segment, SegmentAnalysis};
 
 use super::emit;
 use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
@@ -99,53 +99,18 @@ fn stop_name(stop: &ScanStop) -> &'static str {
     }
 }
 
-/// Is this segment the newest of its shard directory (torn tails only exist there)? A later
-/// segment that holds no batch is the writer's prepared spare and does not count.
-fn is_last_in_dir(path: &Path, id: u64) -> bool {
-    let Some(dir) = path.parent() else {
-        return true;
-    };
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            !rd.flatten().any(|e| {
-                parse_segment_file_name(&e.file_name().to_string_lossy())
-                    .is_some_and(|o| o > id && holds_a_batch(&e.path()))
-            })
-        })
-        .unwrap_or(true)
-}
-
-/// Whether the block where a segment's first batch starts holds anything.
-fn holds_a_batch(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut block = [0u8; 4096];
-    std::fs::File::open(path)
-        .and_then(|mut f| {
-            f.seek(SeekFrom::Start(4096))?;
-            f.read_exact(&mut block)
-        })
-        .map(|()| block.iter().any(|&b| b != 0))
-        // Unreadable: count it, so damage before it is never called a mere torn tail.
-        .unwrap_or(true)
-}
-
 fn damage_lines(a: &SegmentAnalysis, is_last: bool) -> Vec<DamageLine> {
-    let torn = a.torn_from(is_last, None);
     a.damages
         .iter()
-        .enumerate()
-        .map(|(i, d): (usize, &Damage)| DamageLine {
+        .zip(a.damage_classes(is_last))
+        .map(|(d, class): (&Damage, DamageClass)| DamageLine {
             offset: d.offset,
             record_offset: d.record_offset,
             end: d.garbage_end,
             reason: d.reason.to_string(),
             group: d.group,
             index: d.index,
-            class: if torn.is_some_and(|t| i >= t) {
-                "torn-tail"
-            } else {
-                "corruption"
-            },
+            class: class.name(),
             later_batches: d.later_batches.iter().map(|b| b.seq).collect(),
         })
         .collect()
@@ -163,11 +128,14 @@ pub fn scan(args: ScanArgs) -> CliResult<u8> {
     let id = target.id.unwrap_or(0);
     let path = target.path.clone();
     let shard = target.shard;
-    let a = block_on({
+    let (a, place) = block_on({
         let path = path.clone();
-        async move { analyze_segment(&DmaStorage, &path, id, shard, false).await }
+        async move {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            analyze_lone_segment(&DmaStorage, dir, id, shard).await
+        }
     })??;
-    let is_last = is_last_in_dir(&path, id);
+    let is_last = place.is_last;
     let mut groups: BTreeMap<u64, GroupRange> = BTreeMap::new();
     for r in a.records.iter().filter(|r| r.kind() == RecordKind::Entry) {
         let h = &r.header;

@@ -11,12 +11,17 @@ use crate::engine::{open_meta, EngineMeta, LOCK_FILE, META_FILE, QUARANTINE_DIR}
 use crate::error::{Error, Result};
 use crate::format::chain::ChainRecord;
 use crate::format::record::decode_batch_payload;
-use crate::format::segment::{parse_index_file_name, parse_segment_file_name, segment_file_name};
+use crate::format::segment::{
+    index_file_name, parse_index_file_name, parse_segment_file_name, segment_file_name,
+};
 use crate::format::{align_up, IndexEntry, RecordHeader, RecordKind, SegmentHeader};
 use crate::group::{GroupTable, RecordMeta};
 use crate::recovery::now_unix_ms;
-use crate::scan::{scan_segment, Damage, ScanStop, SegmentScan};
+use crate::scan::{
+    first_batch_block_is_zero, probe_segment, scan_segment, Damage, ScanStop, SegmentScan,
+};
 use crate::storage::Storage;
+use crate::torn_tail::{self, DamageClass};
 
 // ---------------------------------------------------------------------------------------
 // Reading a data directory
@@ -185,34 +190,27 @@ impl SegmentAnalysis {
         }
     }
 
-    fn last_seq_before(&self, offset: u64, prev: Option<u64>) -> Option<u64> {
-        self.batches
-            .iter()
-            .filter(|b| b.offset < offset)
-            .map(|b| b.seq)
-            .max()
-            .or(prev)
-    }
-
-    /// Whether a later valid batch proves the damaged batch was durable (acknowledged):
-    /// the rule recovery uses to tell corruption from a torn tail.
-    pub fn proven_durable(&self, d: &Damage, prev_last_seq: Option<u64>) -> bool {
-        let damaged_seq = d.batch_seq.unwrap_or(
-            self.last_seq_before(d.offset, prev_last_seq)
-                .map_or(1, |s| s + 1),
-        );
-        d.later_batches.iter().any(|b| b.durable_seq >= damaged_seq)
-    }
-
     /// For the last segment of a shard: the first damage recovery would truncate as a torn
     /// tail (everything from its offset on is dropped, as recovery zeroes it).
-    pub fn torn_from(&self, is_last: bool, prev_last_seq: Option<u64>) -> Option<usize> {
-        if !is_last {
-            return None;
-        }
+    pub fn torn_from(&self, is_last: bool) -> Option<usize> {
         self.damages
             .iter()
-            .position(|d| !self.proven_durable(d, prev_last_seq))
+            .position(|d| torn_tail::classify(d, is_last) == DamageClass::TornTail)
+    }
+
+    /// The verdict on each damaged region, in file order: damage from the first torn tail on
+    /// is part of that tail (recovery zeroes from its start to the end of the bytes).
+    pub fn damage_classes(&self, is_last: bool) -> Vec<DamageClass> {
+        let torn = self.torn_from(is_last);
+        (0..self.damages.len())
+            .map(|i| {
+                if torn.is_some_and(|t| i >= t) {
+                    DamageClass::TornTail
+                } else {
+                    DamageClass::Corruption
+                }
+            })
+            .collect()
     }
 
     /// Highest batch sequence seen, including valid batches found after damage.
@@ -233,14 +231,17 @@ impl SegmentAnalysis {
 /// Scans one segment file. With `salvage`, a segment whose header is unreadable but which
 /// holds data is scanned through a scratch copy (`<id>.salvage.tmp`, removed by
 /// [`remove_salvage`] or by recovery) whose header is rebuilt from the file name.
+/// `prev_last_seq`: the last batch sequence of the shard's segments before this one (see
+/// [`scan_segment`]; [`segment_place`] finds it for a lone segment).
 pub async fn analyze_segment<S: Storage>(
     storage: &S,
     path: &Path,
     id: u64,
     shard: Option<u32>,
+    prev_last_seq: Option<u64>,
     salvage: bool,
 ) -> Result<SegmentAnalysis> {
-    let (scan, batches, records) = scan_collect(storage, path).await?;
+    let (scan, batches, records) = scan_collect(storage, path, prev_last_seq).await?;
     let mut a = SegmentAnalysis {
         id,
         shard,
@@ -256,7 +257,7 @@ pub async fn analyze_segment<S: Storage>(
         let why = e.to_string();
         let scratch = salvage_path(path, id);
         make_salvage_copy(path, &scratch, id, shard.unwrap_or(0))?;
-        let (scan, batches, records) = scan_collect(storage, &scratch).await?;
+        let (scan, batches, records) = scan_collect(storage, &scratch, prev_last_seq).await?;
         a.damages = damages_of(&scan);
         a.scan = scan;
         a.batches = batches;
@@ -278,11 +279,12 @@ pub(super) fn damages_of(scan: &SegmentScan) -> Vec<Damage> {
 pub(super) async fn scan_collect<S: Storage>(
     storage: &S,
     path: &Path,
+    prev_last_seq: Option<u64>,
 ) -> Result<(SegmentScan, Vec<BatchInfo>, Vec<RecordInfo>)> {
     let mut batches = Vec::new();
     let mut records = Vec::new();
     let mut batch_offset = 0;
-    let scan = scan_segment(storage, path, true, |r| {
+    let scan = scan_segment(storage, path, prev_last_seq, true, |r| {
         let kind = r.header.kind();
         if kind == RecordKind::BatchHeader {
             // The scanner only hands out batches whose header payload decoded.
@@ -370,11 +372,176 @@ impl ShardAnalysis {
     }
 
     pub fn torn_from(&self, i: usize) -> Option<usize> {
-        self.segments[i].torn_from(self.is_last(i), self.prev_last_seq(i))
+        self.segments[i].torn_from(self.is_last(i))
     }
 
     pub fn max_seq(&self) -> u64 {
         self.segments.iter().map(|s| s.max_seq()).max().unwrap_or(0)
+    }
+}
+
+/// The writer prepares the next segment ahead of time (header written, no batch yet); as the
+/// last file of the shard it holds no data and is not part of the log. Its header is made
+/// durable only with the first batch written into it, so after a power loss it may have none:
+/// with nothing after its header block it is still a spare (as recovery judges it). A segment
+/// the chain record names is never a spare.
+async fn is_spare<S: Storage>(
+    storage: &S,
+    path: &Path,
+    scan: &SegmentScan,
+    id: u64,
+    chain_last: Option<u64>,
+) -> Result<bool> {
+    if chain_last.is_some_and(|l| id <= l) {
+        return Ok(false);
+    }
+    if scan.is_unused_spare() {
+        return Ok(true);
+    }
+    if !matches!(scan.stop, ScanStop::BadHeader(_)) {
+        return Ok(false);
+    }
+    let (_, garbage_end) = probe_segment(storage, path).await?;
+    Ok(garbage_end <= SEGMENT_HEADER_BYTES)
+}
+
+/// Where one segment stands in its shard, judged as [`analyze_shard`] (and recovery) judge
+/// it: the inputs of the torn-tail rule for a segment read on its own (`tern scan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPlace {
+    /// No segment with data follows it (an unused spare after it does not count).
+    pub is_last: bool,
+    /// The last batch sequence of the shard's segments before it.
+    pub prev_last_seq: Option<u64>,
+}
+
+/// Finds [`SegmentPlace`] for segment `id` of shard directory `dir`.
+pub async fn segment_place<S: Storage>(storage: &S, dir: &Path, id: u64) -> Result<SegmentPlace> {
+    let listing = ShardListing::read(storage, dir).await?;
+    Ok(SegmentPlace {
+        is_last: listing.is_last(storage, id).await?,
+        prev_last_seq: listing.prev_last_seq(storage, id).await?,
+    })
+}
+
+/// Analyzes segment `id` of shard directory `dir` on its own (`tern scan`), with the
+/// torn-tail rule's inputs found as [`analyze_shard`] and recovery find them.
+pub async fn analyze_lone_segment<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    id: u64,
+    shard: Option<u32>,
+) -> Result<(SegmentAnalysis, SegmentPlace)> {
+    let place = segment_place(storage, dir, id).await?;
+    let path = dir.join(segment_file_name(id));
+    let a = analyze_segment(storage, &path, id, shard, place.prev_last_seq, false).await?;
+    Ok((a, place))
+}
+
+/// The last batch sequence of the segments of shard directory `dir` before segment `id`
+/// (the `prev_last_seq` of [`scan_segment`] for a segment read on its own).
+pub async fn prev_last_seq<S: Storage>(storage: &S, dir: &Path, id: u64) -> Result<Option<u64>> {
+    ShardListing::read(storage, dir)
+        .await?
+        .prev_last_seq(storage, id)
+        .await
+}
+
+/// The files of a shard directory: its segments from the chain's first on, its indexes, its
+/// chain record and anything else.
+struct ShardListing {
+    dir: PathBuf,
+    ids: Vec<u64>,
+    index_ids: BTreeSet<u64>,
+    strays: Vec<PathBuf>,
+    /// `None` if there is none, `Err` if it is unreadable.
+    chain: Option<std::result::Result<ChainRecord, String>>,
+    /// Segments below the chain's first (an interrupted purge), left out of `ids`.
+    purge_leftovers: Vec<u64>,
+}
+
+impl ShardListing {
+    async fn read<S: Storage>(storage: &S, dir: &Path) -> Result<Self> {
+        let mut ids = Vec::new();
+        let mut index_ids = BTreeSet::new();
+        let mut strays = Vec::new();
+        for entry in storage.list_dir(dir).await.map_err(|e| Error::io(dir, e))? {
+            if let Some(i) = parse_segment_file_name(&entry.name) {
+                ids.push(i);
+            } else if let Some(i) = parse_index_file_name(&entry.name) {
+                index_ids.insert(i);
+            } else if entry.name != CHAIN_FILE {
+                strays.push(dir.join(&entry.name));
+            }
+        }
+        ids.sort_unstable();
+        let chain = match read_chain(storage, dir).await {
+            Ok(c) => c.map(Ok),
+            Err(e) => Some(Err(e.to_string())),
+        };
+        let mut purge_leftovers = Vec::new();
+        if let Some(Ok(c)) = &chain {
+            purge_leftovers = chain::purge_leftovers(c, &ids);
+            ids.retain(|&i| i >= c.first_segment);
+        }
+        Ok(ShardListing {
+            dir: dir.to_path_buf(),
+            ids,
+            index_ids,
+            strays,
+            chain,
+            purge_leftovers,
+        })
+    }
+
+    fn chain_last(&self) -> Option<u64> {
+        self.chain
+            .as_ref()
+            .and_then(|c| c.as_ref().ok())
+            .map(|c| c.last_segment)
+    }
+
+    /// No segment with data follows `id`: a later segment is scanned only when it is the only
+    /// one and its first batch block is empty (it may be an unused spare).
+    async fn is_last<S: Storage>(&self, storage: &S, id: u64) -> Result<bool> {
+        let later: Vec<u64> = self.ids.iter().copied().filter(|&i| i > id).collect();
+        match later.as_slice() {
+            [] => Ok(true),
+            [only] => {
+                let path = self.dir.join(segment_file_name(*only));
+                if !first_batch_block_is_zero(storage, &path).await? {
+                    return Ok(false);
+                }
+                let scan = scan_segment(storage, &path, None, false, |_| {}).await?;
+                is_spare(storage, &path, &scan, *only, self.chain_last()).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// From the nearest earlier sealed index that decodes and names its segment (what
+    /// recovery uses), then by scanning the segments after it, as [`analyze_shard`] does.
+    async fn prev_last_seq<S: Storage>(&self, storage: &S, id: u64) -> Result<Option<u64>> {
+        let earlier: Vec<u64> = self.ids.iter().copied().filter(|&i| i < id).collect();
+        let mut start = 0;
+        let mut last = None;
+        for (k, &i) in earlier.iter().enumerate().rev() {
+            if !self.index_ids.contains(&i) {
+                continue;
+            }
+            let ipath = self.dir.join(index_file_name(i));
+            if let Ok(idx) = crate::recovery::load_index(storage, &ipath, i).await {
+                last = Some(idx.header.last_batch_seq);
+                start = k + 1;
+                break;
+            }
+        }
+        for &i in &earlier[start..] {
+            let path = self.dir.join(segment_file_name(i));
+            let (scan, _, _) = scan_collect(storage, &path, last).await?;
+            last = scan.last_batch_seq.or(last);
+        }
+        Ok(last)
     }
 }
 
@@ -387,56 +554,37 @@ pub async fn analyze_shard<S: Storage>(
     salvage: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ShardAnalysis> {
-    let mut ids = Vec::new();
-    let mut index_ids = BTreeSet::new();
-    let mut strays = Vec::new();
-    for entry in storage.list_dir(dir).await.map_err(|e| Error::io(dir, e))? {
-        if let Some(id) = parse_segment_file_name(&entry.name) {
-            ids.push(id);
-        } else if let Some(id) = parse_index_file_name(&entry.name) {
-            index_ids.insert(id);
-        } else if entry.name != CHAIN_FILE {
-            strays.push(dir.join(&entry.name));
-        }
-    }
-    ids.sort_unstable();
-    let chain = match read_chain(storage, dir).await {
-        Ok(c) => c.map(Ok),
-        Err(e) => Some(Err(e.to_string())),
-    };
-    let mut purge_leftovers = Vec::new();
-    if let Some(Ok(c)) = &chain {
-        purge_leftovers = chain::purge_leftovers(c, &ids);
-        ids.retain(|&id| id >= c.first_segment);
-    }
-    let chain_last = chain
-        .as_ref()
-        .and_then(|c| c.as_ref().ok())
-        .map(|c| c.last_segment);
-    let mut segments = Vec::new();
-    for id in ids {
+    let listing = ShardListing::read(storage, dir).await?;
+    let chain_last = listing.chain_last();
+    let mut segments: Vec<SegmentAnalysis> = Vec::new();
+    let mut prev_last_seq = None;
+    for &id in &listing.ids {
         let path = dir.join(segment_file_name(id));
-        let a = analyze_segment(storage, &path, id, Some(shard), salvage).await?;
+        let a = analyze_segment(storage, &path, id, Some(shard), prev_last_seq, salvage).await?;
         progress(a.scan.file_len);
+        prev_last_seq = a.batches.last().map(|b| b.seq).or(prev_last_seq);
         segments.push(a);
     }
-    // The writer prepares the next segment ahead of time (header written, no batch yet);
-    // as the last file of the shard it holds no data and is not part of the log.
-    // A segment the chain record names is never a spare.
-    if segments
-        .last()
-        .is_some_and(|a| a.scan.is_unused_spare() && chain_last.is_none_or(|l| a.id > l))
-    {
-        segments.pop();
+    if let Some(a) = segments.last() {
+        let spare = if a.header_rebuilt.is_some() {
+            // Judge the file as it is, not the salvage copy with its rebuilt header.
+            let (scan, _, _) = scan_collect(storage, &a.path, None).await?;
+            is_spare(storage, &a.path, &scan, a.id, chain_last).await?
+        } else {
+            is_spare(storage, &a.path, &a.scan, a.id, chain_last).await?
+        };
+        if spare {
+            segments.pop();
+        }
     }
     Ok(ShardAnalysis {
         shard,
         dir: dir.to_path_buf(),
         segments,
-        index_ids,
-        strays,
-        chain,
-        purge_leftovers,
+        index_ids: listing.index_ids,
+        strays: listing.strays,
+        chain: listing.chain,
+        purge_leftovers: listing.purge_leftovers,
     })
 }
 

@@ -288,7 +288,6 @@ pub async fn check_shard<S: Storage>(
             }
         }
         let torn = sa.torn_from(i);
-        let prev = sa.prev_last_seq(i);
         for (di, d) in a.damages.iter().enumerate() {
             if torn == Some(di) {
                 let later: Vec<u64> = d.later_batches.iter().map(|b| b.seq).collect();
@@ -312,7 +311,7 @@ pub async fn check_shard<S: Storage>(
             }
             let why = if !is_last {
                 "in a sealed segment".to_string()
-            } else if a.proven_durable(d, prev) {
+            } else if crate::torn_tail::proven_durable(d) {
                 "a later batch proves it was acknowledged".to_string()
             } else {
                 "valid data follows".to_string()

@@ -17,7 +17,6 @@
 mod analysis;
 mod check;
 mod problem;
-mod quarantine;
 mod rebuild_index;
 mod repair;
 

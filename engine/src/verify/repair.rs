@@ -12,18 +12,20 @@ use super::analysis::{
 use super::check::{build_index, chain_problems, check_index, verify_dir, VerifyOptions};
 use super::problem::Problem;
 use super::problem::Severity;
-use super::quarantine::Quarantine;
 use crate::batch::{BatchBuilder, NewRecord};
 use crate::chain::{self, chain_path, write_chain, SegmentSeen};
 use crate::constants::{BLOCK_BYTES, SEGMENT_HEADER_BYTES};
+use crate::engine::QUARANTINE_DIR;
 use crate::error::{Error, Location, Result};
 use crate::format::record::decode_record;
 use crate::format::segment::index_file_name;
 use crate::format::{align_up, IndexEntry, RecordKind, SealedIndex, SegmentHeader};
 use crate::group::HardState;
+use crate::quarantine::{Quarantine, Remover};
 use crate::recovery::{now_unix_ms, zero_region};
 use crate::scan::{scan_segment, ScanStop};
 use crate::storage::{write_file_atomic, IoBuf, Storage, StorageFile};
+use crate::torn_tail::{self, DamageClass};
 
 // ---------------------------------------------------------------------------------------
 // repair
@@ -146,7 +148,8 @@ async fn repair_chain<S: Storage>(
         }
         if let Some(c) = next {
             if path.exists() {
-                q.copy_file(&path, k, "chain record replaced by repair")?;
+                q.copy_file(storage, &path, k, "chain record replaced by repair")
+                    .await?;
             }
             write_chain(storage, &sa.dir, &c).await?;
         }
@@ -195,9 +198,9 @@ pub async fn repair_dir<S: Storage>(
         quarantine: None,
         remaining: Vec::new(),
     };
-    let mut q = Quarantine::new(root);
+    let mut q = Quarantine::new(&root.join(QUARANTINE_DIR), Remover::Repair);
     if opts.only_shard.is_none() {
-        quarantine_leftovers(&layout.strays, None, opts, &mut q, &mut report)?;
+        quarantine_leftovers(storage, &layout.strays, None, opts, &mut q, &mut report).await?;
     }
     for (&k, dir) in &layout.shards {
         if opts.only_shard.is_some_and(|s| s != k) {
@@ -207,7 +210,7 @@ pub async fn repair_dir<S: Storage>(
         // Leftovers first: after ENOSPC they may be what fills the disk, and the rest of the
         // repair may need the space they hold once the operator empties the quarantine.
         if opts.only_segment.is_none() {
-            quarantine_leftovers(&sa.strays, Some(k), opts, &mut q, &mut report)?;
+            quarantine_leftovers(storage, &sa.strays, Some(k), opts, &mut q, &mut report).await?;
         }
         let actions_before = report.actions.len();
         let result = repair_shard(storage, &sa, opts, &mut q, &mut report).await;
@@ -217,7 +220,7 @@ pub async fn repair_dir<S: Storage>(
         if let Err(e) = result {
             if !opts.dry_run {
                 // What was moved so far stays described (best effort: the disk may be full).
-                let _ = q.finish(&report);
+                let _ = q.set_extra_lines(storage, manifest_lines(&report)).await;
             }
             return Err(e);
         }
@@ -227,8 +230,8 @@ pub async fn repair_dir<S: Storage>(
         repair_chain(storage, &sa, opts, changed, &mut q, &mut report).await?;
     }
     if !opts.dry_run {
-        q.finish(&report)?;
-        report.quarantine = q.dir.clone();
+        q.set_extra_lines(storage, manifest_lines(&report)).await?;
+        report.quarantine = q.dir().map(Path::to_path_buf);
     }
     // The claim that the directory is clean is checked, not assumed: a verify run after
     // the repair, whose problems and leftover files (if any) are what remains.
@@ -243,9 +246,28 @@ pub async fn repair_dir<S: Storage>(
     Ok(report)
 }
 
+/// What the quarantine's manifest says of a repair beyond its files: the losses it accepted
+/// and the regions it cut.
+fn manifest_lines(report: &RepairReport) -> Vec<String> {
+    let losses = report.losses.iter().map(|l| {
+        format!(
+            "loss shard={} group={} first_index={} last_index={} why={}",
+            l.shard, l.group, l.first_index, l.last_index, l.why
+        )
+    });
+    let regions = report.regions.iter().map(|r| {
+        format!(
+            "region shard={} segment={} offset={} len={} reason={}",
+            r.shard, r.segment, r.offset, r.bytes, r.reason
+        )
+    });
+    losses.chain(regions).collect()
+}
+
 /// Moves leftover temporary files (of `shard`, or of the data directory's root) to the
 /// quarantine: after ENOSPC a half-prepared segment can be what fills the disk.
-fn quarantine_leftovers(
+async fn quarantine_leftovers<S: Storage>(
+    storage: &S,
     strays: &[PathBuf],
     shard: Option<u32>,
     opts: &RepairOptions,
@@ -268,7 +290,8 @@ fn quarantine_leftovers(
             "planned"
         } else {
             let prefix = shard.map_or("root".to_string(), |k| format!("shard-{k}"));
-            q.move_file(path, &format!("{prefix}-{name}"), &reason)?;
+            q.move_file(storage, path, &format!("{prefix}-{name}"), &reason)
+                .await?;
             "done"
         };
         report.actions.push(RepairAction {
@@ -298,21 +321,14 @@ pub(super) async fn repair_shard<S: Storage>(
     for (i, a) in sa.segments.iter().enumerate() {
         let is_last = sa.is_last(i);
         let plan = if a.header_rebuilt.is_some() {
-            // As recovery decides: the header and the first batch are made durable by one
-            // fdatasync, so a last segment none of whose batches proves anything in it
-            // durable was never acknowledged (a crash while creating it).
+            // As recovery decides (the same rule).
             let prev = sa.prev_last_seq(i).unwrap_or(0);
             let later = a
                 .damages
                 .iter()
                 .flat_map(|d| d.later_batches.iter().map(|b| b.durable_seq));
-            let proves = a
-                .batches
-                .iter()
-                .map(|b| b.durable_seq)
-                .chain(later)
-                .any(|s| s > prev);
-            if is_last && !proves {
+            let seqs = a.batches.iter().map(|b| b.durable_seq).chain(later);
+            if torn_tail::classify_headerless(seqs, prev, is_last) == DamageClass::TornTail {
                 SegPlan::Remove
             } else {
                 SegPlan::Rewrite {
@@ -478,7 +494,8 @@ pub(super) async fn repair_shard<S: Storage>(
                 let status = status_for(Some(a.id), false);
                 if status == "done" {
                     if sa.index_ids.contains(&a.id) {
-                        q.copy_file(&ipath, k, "index replaced by rebuild")?;
+                        q.copy_file(storage, &ipath, k, "index replaced by rebuild")
+                            .await?;
                     }
                     write_file_atomic(storage, &ipath, &build_index(a).encode())
                         .await
@@ -498,7 +515,9 @@ pub(super) async fn repair_shard<S: Storage>(
             SegPlan::TruncateTail { from, to } => {
                 let status = status_for(Some(a.id), false);
                 if status == "done" {
-                    q.copy_region(&a.path, k, a.id, *from, *to, "torn tail")?;
+                    let name = format!("shard-{k}-segment-{}-offset-{from}.bin", a.id);
+                    q.copy_region(storage, &a.path, &name, *from, *to, "torn tail")
+                        .await?;
                     drop_index(storage, sa, a.id, q).await?;
                     zero_region(storage, &a.path, *from, align_up(*to, BLOCK_BYTES)).await?;
                 }
@@ -522,7 +541,8 @@ pub(super) async fn repair_shard<S: Storage>(
                 let in_chain = matches!(&sa.chain, Some(Ok(c)) if (c.first_segment..=c.last_segment).contains(&a.id));
                 let status = status_for(Some(a.id), in_chain);
                 if status == "done" {
-                    q.copy_file(&a.path, k, "segment with an unwritten header")?;
+                    q.copy_file(storage, &a.path, k, "segment with an unwritten header")
+                        .await?;
                     drop_index(storage, sa, a.id, q).await?;
                     storage
                         .remove_file(&a.path)
@@ -563,7 +583,7 @@ pub(super) async fn repair_shard<S: Storage>(
                     .count();
                 if status == "done" {
                     let seal_next = (!is_last).then(|| sa.segments[i + 1].id);
-                    q.copy_file(&a.path, k, why)?;
+                    q.copy_file(storage, &a.path, k, why).await?;
                     drop_index(storage, sa, a.id, q).await?;
                     rewrite_segment(
                         storage,
@@ -647,7 +667,8 @@ pub(super) async fn drop_index<S: Storage>(
 ) -> Result<()> {
     let ipath = sa.dir.join(index_file_name(id));
     if ipath.exists() {
-        q.copy_file(&ipath, sa.shard, "index of a repaired segment")?;
+        q.copy_file(storage, &ipath, sa.shard, "index of a repaired segment")
+            .await?;
         storage
             .remove_file(&ipath)
             .await
@@ -865,7 +886,8 @@ pub(super) async fn append_hard_states<S: Storage>(
         return Ok(());
     };
     let path = &last.path;
-    let scan = scan_segment(storage, path, false, |_| {}).await?;
+    let prev = sa.prev_last_seq(sa.segments.len() - 1);
+    let scan = scan_segment(storage, path, prev, false, |_| {}).await?;
     let fail = |what: String| Error::Corruption {
         at: Location {
             file: path.clone(),
