@@ -29,6 +29,7 @@ use tern_net::records::{build_batch, parse_batches, stamp};
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const UNSUPPORTED_VERSION: i16 = 35;
+const INVALID_RECORD: i16 = 87;
 
 /// What the scripted cluster knows and saw.
 #[derive(Default)]
@@ -44,6 +45,11 @@ struct State {
     /// Offset given to the next accepted batch.
     next_offset: i64,
     stored: Vec<u8>,
+    /// The next this many accepted produces are stored but answered INVALID_RECORD (a
+    /// failed send whose batch was stored nevertheless).
+    store_then_fail: u32,
+    /// InitProducerId requests answered so far (each gets producer id 77 + this).
+    producer_ids: i64,
 }
 
 /// Serves connections of node `node_id` on `listener` until the test ends (threads detach).
@@ -132,7 +138,9 @@ fn connection(node_id: i32, mut stream: TcpStream, state: &Mutex<State>) {
             }
             ApiKey::InitProducerId => {
                 let mut r = InitProducerIdResponse::default();
-                r.producer_id = ProducerId(77);
+                let mut s = state.lock().unwrap();
+                r.producer_id = ProducerId(77 + s.producer_ids);
+                s.producer_ids += 1;
                 r.producer_epoch = 3;
                 response_header
                     .encode(&mut out, InitProducerIdResponse::header_version(version))
@@ -164,6 +172,10 @@ fn connection(node_id: i32, mut stream: TcpStream, state: &Mutex<State>) {
                     stamp(&mut batch, &infos, s.next_offset as u64, 1);
                     s.next_offset += infos[0].record_count as i64;
                     s.stored.extend_from_slice(&batch);
+                    if s.store_then_fail > 0 {
+                        s.store_then_fail -= 1;
+                        p.error_code = INVALID_RECORD;
+                    }
                 }
                 let mut t = TopicProduceResponse::default();
                 t.name = TopicName(StrBytes::from_static_str("t"));
@@ -251,6 +263,38 @@ fn not_leader_is_retried_on_the_new_leader_with_the_same_sequence() {
         s.metadata_requests >= 2,
         "the refusal refreshed the metadata"
     );
+}
+
+#[test]
+fn after_a_failed_send_different_values_get_a_new_producer_id_and_the_same_values_the_same_sequence(
+) {
+    let (state, bootstrap) = cluster();
+    let client = Client::connect(config(bootstrap)).expect("connect");
+    let mut producer = Producer::new(client, Acks::All, true).expect("producer");
+    producer.send("t", 0, &[b"a"]).expect("send");
+    // Stored, but the answer is an error: the batch is in doubt.
+    state.lock().unwrap().store_then_fail = 1;
+    assert!(producer.send("t", 0, &[b"b"]).is_err());
+    // Different values, as many records: reusing sequence 1 would let a server that stored
+    // "b" acknowledge "c" as its duplicate. A new producer id starts at sequence 0.
+    producer.send("t", 0, &[b"c"]).expect("send");
+    // The same values again after a failure: a retry, same producer id and sequence.
+    state.lock().unwrap().store_then_fail = 1;
+    assert!(producer.send("t", 0, &[b"d"]).is_err());
+    producer.send("t", 0, &[b"d"]).expect("retry");
+    let s = state.lock().unwrap();
+    assert_eq!(
+        s.produces,
+        vec![
+            (1, 77, 0),
+            (2, 77, 0),
+            (2, 77, 1),
+            (2, 78, 0),
+            (2, 78, 1),
+            (2, 78, 1)
+        ],
+    );
+    assert_eq!(s.producer_ids, 2);
 }
 
 #[test]

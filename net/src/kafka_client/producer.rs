@@ -1,6 +1,13 @@
 //! A producer over [`Client`]: builds v2 batches and, with acks=all, is idempotent (Kafka's
 //! InitProducerId + per-partition sequence numbers), so a retry after a lost answer or a
 //! leader change is stored once.
+//!
+//! A failed send leaves its batch in doubt: the server may have stored it. Sending the same
+//! values again reuses its sequence (the server answers a duplicate with the original
+//! offsets). Sending *different* values must not reuse it: if the doubtful batch was stored
+//! and the new one has as many records, the server would take the new batch for a duplicate
+//! and acknowledge records it never stored. So the producer first takes a new producer id,
+//! whose sequences start afresh; the doubtful batch stays stored or not, unacknowledged.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +27,9 @@ pub struct Producer {
     identity: Option<(i64, i16)>,
     /// Next sequence number per (topic, partition).
     sequences: HashMap<(String, i32), i32>,
+    /// Per (topic, partition), a fingerprint of the values of a batch whose send failed
+    /// (see the module docs).
+    in_doubt: HashMap<(String, i32), u32>,
 }
 
 impl Producer {
@@ -35,6 +45,7 @@ impl Producer {
             acks,
             identity,
             sequences: HashMap::new(),
+            in_doubt: HashMap::new(),
         })
     }
 
@@ -48,7 +59,8 @@ impl Producer {
 
     /// Sends `values` as one batch to `topic`-`partition` and waits for the acknowledgement.
     /// The batch carries the next sequence number; it advances only when the batch is
-    /// acknowledged, and a retry reuses it.
+    /// acknowledged, and a retry of the same values reuses it. Different values after a
+    /// failed send get a new producer id first (module docs).
     pub fn send(
         &mut self,
         topic: &str,
@@ -56,6 +68,17 @@ impl Producer {
         values: &[&[u8]],
     ) -> ClientResult<ProduceAck> {
         let key = (topic.to_string(), partition);
+        let fingerprint = fingerprint(values);
+        if self.identity.is_some()
+            && self
+                .in_doubt
+                .get(&key)
+                .is_some_and(|&doubtful| doubtful != fingerprint)
+        {
+            self.identity = Some(self.client.init_producer_id()?);
+            self.sequences.clear();
+            self.in_doubt.clear();
+        }
         let stamp = match self.identity {
             Some((producer_id, producer_epoch)) => ProducerStamp {
                 producer_id,
@@ -65,9 +88,19 @@ impl Producer {
             None => ProducerStamp::NONE,
         };
         let batch = build_batch_for(values, now_ms(), stamp);
-        let ack = self
+        let ack = match self
             .client
-            .produce(topic, partition, Bytes::from(batch), self.acks)?;
+            .produce(topic, partition, Bytes::from(batch), self.acks)
+        {
+            Ok(ack) => ack,
+            Err(e) => {
+                if self.identity.is_some() {
+                    self.in_doubt.insert(key, fingerprint);
+                }
+                return Err(e);
+            }
+        };
+        self.in_doubt.remove(&key);
         if self.identity.is_some() {
             // Kafka's sequence numbers wrap from i32::MAX to 0.
             let next = stamp.base_sequence.wrapping_add(values.len() as i32) & i32::MAX;
@@ -75,6 +108,16 @@ impl Producer {
         }
         Ok(ack)
     }
+}
+
+/// CRC32C over the values, each preceded by its length: tells a retry of the same batch
+/// from a different one (two different batches collide with odds of 2^-32, and only then
+/// would a sequence be reused).
+fn fingerprint(values: &[&[u8]]) -> u32 {
+    values.iter().fold(0, |crc, v| {
+        let crc = crc32c::crc32c_append(crc, &(v.len() as u64).to_le_bytes());
+        crc32c::crc32c_append(crc, v)
+    })
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
