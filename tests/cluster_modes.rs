@@ -12,9 +12,10 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{expect, Out, TERN};
@@ -23,11 +24,15 @@ use tern_net::kafka_client::{Client, ClientConfig, ClusterMetadata};
 /// Bound on every wait for a node or the cluster.
 const WAIT_MAX: Duration = Duration::from_secs(60);
 
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A loopback address of its own for each standalone node of this test process, with the
+/// default ports (Kafka 9092, HTTP 9090, peers 9093). Not ports from the ephemeral range: a
+/// port picked by binding :0 and released can be taken by any outgoing connection of the
+/// tests running beside this one before the node binds it (a create-topic once got
+/// "connection reset" that way).
+fn node_ip() -> String {
+    static NODES: AtomicU32 = AtomicU32::new(0);
+    let k = NODES.fetch_add(1, Ordering::Relaxed) % 200;
+    format!("127.{}.{}.11", 1 + std::process::id() % 250, 10 + k)
 }
 
 /// Runs `tern ARGS` with `stdin` fed in.
@@ -59,11 +64,10 @@ struct Node {
 
 impl Node {
     fn start(data: &Path, log: PathBuf, extra: &[&str]) -> Node {
-        let kafka: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-            .parse()
-            .unwrap();
-        let http = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-        let peer = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let ip = node_ip();
+        let kafka: SocketAddr = format!("{ip}:9092").parse().unwrap();
+        let http = format!("{ip}:9090");
+        let peer = format!("{ip}:9093");
         let child = Command::new(TERN)
             .args(["serve", "--standalone", "--shards", "1", "--data-dir"])
             .arg(data)
@@ -357,22 +361,14 @@ fn three_nodes_leaders_follow_preferred_replicas_transfer_leader_and_standalone_
     assert_eq!(code, 0, "{out}");
     let data = c.dir.path().join("node-1");
     let log = c.dir.path().join("standalone.log");
+    let ip = node_ip();
     let mut child = Command::new(TERN)
         .args(["serve", "--standalone", "--shards", "1", "--node-id", "1"])
         .arg("--data-dir")
         .arg(&data)
-        .args([
-            "--kafka-addr",
-            &format!("127.0.0.1:{}", free_port("127.0.0.1")),
-        ])
-        .args([
-            "--http-addr",
-            &format!("127.0.0.1:{}", free_port("127.0.0.1")),
-        ])
-        .args([
-            "--peer-addr",
-            &format!("127.0.0.1:{}", free_port("127.0.0.1")),
-        ])
+        .args(["--kafka-addr", &format!("{ip}:9092")])
+        .args(["--http-addr", &format!("{ip}:9090")])
+        .args(["--peer-addr", &format!("{ip}:9093")])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
