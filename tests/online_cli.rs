@@ -7,9 +7,10 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{expect, Out, TERN};
@@ -28,21 +29,23 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-/// A free port on 127.0.0.1 (bound, read, released: the node binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A loopback address of its own for each node of this test process, with the default ports.
+/// Not released ephemeral ports: any outgoing connection of the tests running beside this one
+/// can take such a port before the node binds it.
+fn node_ip() -> String {
+    static NODES: AtomicU32 = AtomicU32::new(0);
+    let k = NODES.fetch_add(1, Ordering::Relaxed) % 200;
+    format!("127.{}.{}.12", 1 + std::process::id() % 250, 10 + k)
 }
 
 impl Node {
     fn start() -> Node {
         let dir = common::scratch();
         let log = dir.path().join("node.log");
-        let kafka: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http = format!("127.0.0.1:{}", free_port());
-        let peer = format!("127.0.0.1:{}", free_port());
+        let ip = node_ip();
+        let kafka: SocketAddr = format!("{ip}:9092").parse().unwrap();
+        let http = format!("{ip}:9090");
+        let peer = format!("{ip}:9093");
         let child = Command::new(TERN)
             .args(["serve", "--standalone", "--shards", "1", "--data-dir"])
             .arg(dir.path().join("data"))
@@ -205,11 +208,12 @@ fn online_cli_create_produce_consume_delete_standalone() {
 
 #[test]
 fn online_cli_without_a_server_says_so() {
-    let port = free_port();
+    // An address of this test's own where no node is started.
+    let ip = node_ip();
     let out = common::tern(&[
         "list-topics",
         "--server",
-        &format!("127.0.0.1:{port}"),
+        &format!("{ip}:9092"),
         "--timeout-s",
         "2",
     ]);
