@@ -321,10 +321,12 @@ pub fn mark_admitted(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity,
     Ok(admitted)
 }
 
+/// The engine's one directory fsync for `std::fs` callers, its error named as ours.
 fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| IdentityError::io(dir, e))
+    tern_engine::engine::sync_dir_std(dir).map_err(|e| match e {
+        tern_engine::Error::Io { path, source } => IdentityError::Io { path, source },
+        other => IdentityError::io(dir, std::io::Error::other(other.to_string())),
+    })
 }
 
 fn create_dir_durably(dir: &Path) -> Result<(), IdentityError> {
