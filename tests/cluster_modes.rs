@@ -15,7 +15,6 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{expect, Out, TERN};
@@ -23,17 +22,6 @@ use tern_net::kafka_client::{Client, ClientConfig, ClusterMetadata};
 
 /// Bound on every wait for a node or the cluster.
 const WAIT_MAX: Duration = Duration::from_secs(60);
-
-/// A loopback address of its own for each standalone node of this test process, with the
-/// default ports (Kafka 9092, HTTP 9090, peers 9093). Not ports from the ephemeral range: a
-/// port picked by binding :0 and released can be taken by any outgoing connection of the
-/// tests running beside this one before the node binds it (a create-topic once got
-/// "connection reset" that way).
-fn node_ip() -> String {
-    static NODES: AtomicU32 = AtomicU32::new(0);
-    let k = NODES.fetch_add(1, Ordering::Relaxed) % 200;
-    format!("127.{}.{}.11", 1 + std::process::id() % 250, 10 + k)
-}
 
 /// Runs `tern ARGS` with `stdin` fed in.
 fn run_tern(args: &[&str], stdin: &[u8]) -> Out {
@@ -64,7 +52,7 @@ struct Node {
 
 impl Node {
     fn start(data: &Path, log: PathBuf, extra: &[&str]) -> Node {
-        let ip = node_ip();
+        let ip = common::node_ip(11);
         let kafka: SocketAddr = format!("{ip}:9092").parse().unwrap();
         let http = format!("{ip}:9090");
         let peer = format!("{ip}:9093");
@@ -361,7 +349,7 @@ fn three_nodes_leaders_follow_preferred_replicas_transfer_leader_and_standalone_
     assert_eq!(code, 0, "{out}");
     let data = c.dir.path().join("node-1");
     let log = c.dir.path().join("standalone.log");
-    let ip = node_ip();
+    let ip = common::node_ip(11);
     let mut child = Command::new(TERN)
         .args(["serve", "--standalone", "--shards", "1", "--node-id", "1"])
         .arg("--data-dir")

@@ -10,7 +10,6 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{expect, Out, TERN};
@@ -29,20 +28,11 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-/// A loopback address of its own for each node of this test process, with the default ports.
-/// Not released ephemeral ports: any outgoing connection of the tests running beside this one
-/// can take such a port before the node binds it.
-fn node_ip() -> String {
-    static NODES: AtomicU32 = AtomicU32::new(0);
-    let k = NODES.fetch_add(1, Ordering::Relaxed) % 200;
-    format!("127.{}.{}.12", 1 + std::process::id() % 250, 10 + k)
-}
-
 impl Node {
     fn start() -> Node {
         let dir = common::scratch();
         let log = dir.path().join("node.log");
-        let ip = node_ip();
+        let ip = common::node_ip(12);
         let kafka: SocketAddr = format!("{ip}:9092").parse().unwrap();
         let http = format!("{ip}:9090");
         let peer = format!("{ip}:9093");
@@ -209,7 +199,7 @@ fn online_cli_create_produce_consume_delete_standalone() {
 #[test]
 fn online_cli_without_a_server_says_so() {
     // An address of this test's own where no node is started.
-    let ip = node_ip();
+    let ip = common::node_ip(12);
     let out = common::tern(&[
         "list-topics",
         "--server",

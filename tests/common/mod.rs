@@ -193,3 +193,13 @@ pub fn engine_groups(root: &Path) -> BTreeMap<u64, (u64, u64)> {
         .map(|g| (g.group, (g.first_index, g.last_index)))
         .collect()
 }
+
+/// A loopback address of its own for each standalone node a test starts, to use with the
+/// default ports (Kafka 9092, HTTP 9090, peers 9093); `tag` keeps test binaries apart. Not
+/// ports picked by binding :0 and releasing them: any outgoing connection of the tests
+/// running beside this one can take such a port before the node binds it.
+pub fn node_ip(tag: u8) -> String {
+    static NODES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let k = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 200;
+    format!("127.{}.{}.{tag}", 1 + std::process::id() % 250, 10 + k)
+}
