@@ -748,20 +748,7 @@ fn server_result(
     partition: i32,
     message: &Option<StrBytes>,
 ) -> ClientResult<()> {
-    use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
-    match code.err() {
-        None => Ok(()),
-        Some(ResponseError::UnknownTopicOrPartition) => Err(ClientError::UnknownTopic {
-            topic: topic.to_string(),
-        }),
-        Some(_) => Err(ClientError::Server {
-            api,
-            code,
-            topic: Some(topic.to_string()),
-            partition: Some(partition),
-            message: message.as_ref().map(|m| m.as_str().to_string()),
-        }),
-    }
+    error_result(api, code, topic, Some(partition), message)
 }
 
 /// A topic-level error code (CreateTopics, DeleteTopics) as a typed error.
@@ -769,6 +756,17 @@ fn topic_result(
     api: &'static str,
     code: i16,
     topic: &str,
+    message: &Option<StrBytes>,
+) -> ClientResult<()> {
+    error_result(api, code, topic, None, message)
+}
+
+/// The one mapping of a Kafka error code to a typed error.
+fn error_result(
+    api: &'static str,
+    code: i16,
+    topic: &str,
+    partition: Option<i32>,
     message: &Option<StrBytes>,
 ) -> ClientResult<()> {
     use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
@@ -781,7 +779,7 @@ fn topic_result(
             api,
             code,
             topic: Some(topic.to_string()),
-            partition: None,
+            partition,
             message: message.as_ref().map(|m| m.as_str().to_string()),
         }),
     }
