@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use tern_engine::storage::Storage;
 use tern_engine::{Durable, OwnedEntry, ShardWal, WriteBatch};
 use tern_net::{HeartbeatBatch, Outbound, PeerEvent, PeerTransport};
-use tern_raft::message::{ConfState, Entry, EntryKind, Message, NodeId};
+use tern_raft::message::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId};
 use tern_raft::ready::EntryFetch;
 use tern_raft::{Config as RaftConfig, PersistAck, RawNode, Role};
 use tracing::{debug, error, info, warn};
@@ -507,6 +507,24 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         };
         if g.halted.is_some() || self.failed.is_some() {
             return;
+        }
+        // An entry this node's WAL cannot hold as one record (a leader configured with larger
+        // segments) would refuse the round's write batch and stop the whole shard: refuse the
+        // message instead. The group cannot follow that leader until the configurations agree
+        // (docs/configuration.md, `engine.segment_bytes`); every other group keeps going.
+        if let MessageBody::Append { entries, .. } = &m.body {
+            let max = self.wal.payload_bytes_max();
+            if let Some(e) = entries.iter().find(|e| e.data.len() as u64 > max) {
+                warn!(
+                    group,
+                    from = m.from,
+                    index = e.index,
+                    bytes = e.data.len(),
+                    max,
+                    "entry larger than this node's WAL record limit refused (engine.segment_bytes too small for the leader's entries)"
+                );
+                return;
+            }
         }
         if let Err(e) = g.raw.step(m) {
             debug!(group, "message refused: {e}");
@@ -1127,10 +1145,13 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     let _ = reply.send(Err(not_leader));
                     return;
                 }
-                if records.len() as u64 > PRODUCE_BYTES_MAX {
+                // The WAL stores the batch as one record: a batch over its payload limit would
+                // refuse the round's whole write batch and stop the shard, so it is refused here.
+                let max = PRODUCE_BYTES_MAX.min(self.wal.payload_bytes_max());
+                if records.len() as u64 > max {
                     let _ = reply.send(Err(RequestError::TooLarge {
                         bytes: records.len() as u64,
-                        max: PRODUCE_BYTES_MAX,
+                        max,
                     }));
                     return;
                 }

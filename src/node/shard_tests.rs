@@ -64,6 +64,15 @@ where
     F: FnOnce(mpsc::Sender<ShardMsg>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
+    with_node_segments(dir, 16 << 20, body)
+}
+
+/// [`with_node`] with WAL segments of `segment_bytes`.
+fn with_node_segments<F, Fut>(dir: std::path::PathBuf, segment_bytes: u64, body: F)
+where
+    F: FnOnce(mpsc::Sender<ShardMsg>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     LocalExecutorBuilder::default()
         .io_memory(4 << 20)
         .spawn(move || async move {
@@ -77,7 +86,8 @@ where
                 &dir.join("shard-0"),
                 &dir.join("quarantine"),
                 WalConfig {
-                    segment_bytes: 16 << 20,
+                    segment_bytes,
+                    batch_bytes_max: (segment_bytes / 4).min(WalConfig::default().batch_bytes_max),
                     ..WalConfig::default()
                 },
             )
@@ -420,5 +430,39 @@ fn retention_compacts_the_prefix_and_idempotence_survives_it_and_a_restart() {
             .await
             .unwrap();
         assert_eq!(next.base_offset, 20);
+    });
+}
+
+#[test]
+fn a_batch_over_the_wal_record_limit_is_refused_and_the_shard_keeps_serving() {
+    // 1 MiB segments hold records of about 256 KiB: a 300 KB batch (under the node's 1 MiB
+    // produce limit) must be answered MESSAGE_TOO_LARGE, not stop the shard.
+    let dir = tempfile::tempdir().unwrap();
+    with_node_segments(dir.path().to_path_buf(), 1 << 20, |mut tx| async move {
+        let outcome = ask_until_ready(&mut tx, create_topic(1)).await.unwrap();
+        let Outcome::TopicCreated { groups, .. } = outcome else {
+            panic!("topic not created: {outcome:?}");
+        };
+        let group = groups[0];
+        let big = vec![7u8; 300_000];
+        let refused = ask_until_ready(&mut tx, |reply| ShardMsg::Partition {
+            group,
+            request: PartitionRequest::Produce {
+                records: build_batch(&[&big], 0),
+                acks: Acks::Committed,
+                reply,
+            },
+        })
+        .await;
+        match refused {
+            Err(RequestError::TooLarge { bytes, max }) => {
+                assert!(bytes > 300_000 && max < 300_000, "{bytes} {max}")
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let after = ask(&mut tx, produce(group, &[b"small"])).await.unwrap();
+        assert_eq!(after.base_offset, 0);
+        let got = ask(&mut tx, fetch(group, 0)).await.unwrap();
+        assert_eq!(values_of(&got), vec![(0, b"small".to_vec())]);
     });
 }

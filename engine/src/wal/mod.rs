@@ -303,6 +303,13 @@ impl<S: Storage> ShardWal<S> {
             .unwrap_or_default()
     }
 
+    /// The largest payload one record may carry with this shard's configuration: a larger
+    /// entry refuses the whole write batch (and the shard stops), so callers that take
+    /// payloads from clients or peers check this first.
+    pub fn payload_bytes_max(&self) -> u64 {
+        self.inner.borrow().cfg.payload_bytes_max()
+    }
+
     /// The error that stopped the shard, if it has stopped (fail-stop); checked without
     /// waiting.
     pub fn failure(&self) -> Option<Error> {
