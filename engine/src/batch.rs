@@ -44,7 +44,7 @@ pub struct Op {
     /// Offset of the record header inside the batch.
     pub offset_in_batch: usize,
     pub payload_len: u32,
-    /// Kept for `SnapshotMeta`, which the group table stores.
+    /// Kept for `SnapshotMeta` and `GroupMeta`, whose payloads the group table stores.
     pub snapshot_meta: Option<Vec<u8>>,
 }
 
@@ -97,7 +97,7 @@ impl<B: IoBuf> BatchBuilder<B> {
             aux: rec.aux,
             offset_in_batch: at,
             payload_len: rec.payload.len() as u32,
-            snapshot_meta: (rec.kind == RecordKind::SnapshotMeta).then(|| rec.payload.to_vec()),
+            snapshot_meta: rec.kind.payload_kept().then(|| rec.payload.to_vec()),
         });
         self.len = end;
     }

@@ -36,6 +36,8 @@ pub const BATCH_BYTES_MAX: u64 = (u32::MAX as u64) & !(BLOCK_BYTES - 1);
 /// group's snapshot metadata, so it must stay small next to a segment; Raft's (a
 /// configuration and a few indexes) takes a few hundred bytes.
 pub const SNAPSHOT_META_BYTES_MAX: usize = 64 << 10;
+/// Largest payload of a `GroupMeta` record (the layer above's per-group metadata).
+pub const GROUP_META_BYTES_MAX: usize = 64 << 10;
 
 /// Smallest and largest segment size a configuration may ask for.
 pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;

@@ -54,6 +54,8 @@ pub struct GroupState {
     /// Invariant: every key k has first_index <= k <= last_index and
     /// entries[k - first_index] has that term.
     pub(crate) conf_entries: BTreeMap<u64, u64>,
+    /// Payload of the newest `GroupMeta` record (opaque here).
+    pub(crate) group_meta: Option<Vec<u8>>,
 }
 
 impl Default for GroupState {
@@ -66,6 +68,7 @@ impl Default for GroupState {
             hard_state: None,
             snapshot: None,
             conf_entries: BTreeMap::new(),
+            group_meta: None,
         }
     }
 }
@@ -87,6 +90,11 @@ impl GroupState {
 
     pub fn hard_state(&self) -> Option<HardState> {
         self.hard_state
+    }
+
+    /// The newest metadata the layer above kept with the group (`GroupMeta`).
+    pub fn group_meta(&self) -> Option<&[u8]> {
+        self.group_meta.as_deref()
     }
 
     pub fn snapshot(&self) -> Option<&SnapshotInfo> {
@@ -272,6 +280,32 @@ impl GroupTable {
                 }
                 Ok(())
             }
+            RecordKind::Repair => {
+                // Supersedes the location of an entry the group still holds at that term;
+                // anything else means the log moved on since the repair was asked for (a
+                // truncation, a compaction, a delete), and the copy is dead on arrival. Never
+                // an error: run time and replay must take the same decision, and both see the
+                // same table here.
+                let Some(g) = self.groups.get_mut(&rec.group) else {
+                    return Ok(());
+                };
+                if rec.index < g.first_index {
+                    return Ok(());
+                }
+                let slot = (rec.index - g.first_index) as usize;
+                let Some(loc) = g.entries.get_mut(slot).filter(|l| l.term == rec.term) else {
+                    return Ok(());
+                };
+                Self::dec_live(live, loc);
+                *loc = EntryLoc {
+                    segment: rec.segment,
+                    offset: rec.offset,
+                    payload_len: rec.payload_len,
+                    term: rec.term,
+                };
+                *live.entry(rec.segment).or_insert(0) += 1;
+                Ok(())
+            }
             RecordKind::Truncate => {
                 if let Some(g) = self.groups.get_mut(&rec.group) {
                     g.drop_from(rec.index.max(g.first_index), live);
@@ -318,6 +352,11 @@ impl GroupTable {
                     index: rec.index,
                     meta: rec.snapshot_meta.clone().unwrap_or_default(),
                 });
+                Ok(())
+            }
+            RecordKind::GroupMeta => {
+                let g = self.groups.entry(rec.group).or_default();
+                g.group_meta = Some(rec.snapshot_meta.clone().unwrap_or_default());
                 Ok(())
             }
             RecordKind::DeleteGroup => {
@@ -489,5 +528,40 @@ mod tests {
         bad.aux = 5;
         assert!(t.apply(&bad).is_err());
         assert_eq!(t.group(1).unwrap().last_index(), 6);
+    }
+
+    #[test]
+    fn repair_moves_one_entry_and_nothing_else() {
+        let mut t = GroupTable::default();
+        for i in 1..=5 {
+            t.apply(&entry(1, i, 1, EntryKind::Normal)).unwrap();
+        }
+        let mut repair = entry(1, 3, 1, EntryKind::Normal);
+        repair.kind = RecordKind::Repair;
+        repair.segment = 2;
+        repair.offset = 4096;
+        t.apply(&repair).unwrap();
+        let g = t.group(1).unwrap();
+        assert_eq!((g.first_index(), g.last_index()), (1, 5), "no truncation");
+        assert_eq!(g.get(3).map(|l| (l.segment, l.offset)), Some((2, 4096)));
+        assert_eq!(g.get(4).map(|l| l.segment), Some(1));
+        assert_eq!(t.live_per_segment.get(&1), Some(&4));
+        assert_eq!(t.live_per_segment.get(&2), Some(&1));
+
+        // A copy for a term the log no longer holds at that index, or an index outside the
+        // log, is dead on arrival: nothing changes.
+        let before = t.group(1).unwrap().entries().clone();
+        for (index, term) in [(4, 2), (9, 1), (0, 1)] {
+            let mut stale = entry(1, index, term, EntryKind::Normal);
+            stale.kind = RecordKind::Repair;
+            stale.segment = 3;
+            t.apply(&stale).unwrap();
+        }
+        let mut other_group = repair.clone();
+        other_group.group = 2;
+        t.apply(&other_group).unwrap();
+        assert_eq!(t.group(1).unwrap().entries(), &before);
+        assert!(t.group(2).is_none());
+        assert_eq!(t.live_per_segment.get(&3), None);
     }
 }

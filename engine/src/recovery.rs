@@ -409,7 +409,7 @@ pub async fn recover_shard<S: Storage>(
                     segment: id,
                     offset: r.offset,
                     payload_len: r.header.payload_len,
-                    snapshot_meta: (kind == RecordKind::SnapshotMeta).then(|| r.payload.to_vec()),
+                    snapshot_meta: kind.payload_kept().then(|| r.payload.to_vec()),
                 });
             },
         )
@@ -910,7 +910,7 @@ async fn index_entry_meta<S: Storage>(
     e: &IndexEntry,
 ) -> Result<RecordMeta> {
     let kind = RecordKind::from_u16(e.kind)?;
-    let snapshot_meta = if kind == RecordKind::SnapshotMeta {
+    let snapshot_meta = if kind.payload_kept() {
         // Rare: read the record back and verify it before trusting its payload.
         let f = storage
             .open(seg_path, false)

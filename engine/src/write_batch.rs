@@ -2,13 +2,14 @@
 //! written with one call as one group-commit batch (all of it survives a crash or none of it).
 //!
 //! Within a group the operations apply in the order Raft needs, whatever order they were
-//! added in: delete, snapshot point, suffix truncation, entries, compaction, hard state.
+//! added in: delete, snapshot point, suffix truncation, entries, repaired entries, compaction,
+//! hard state.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::batch::NewRecord;
-use crate::constants::SNAPSHOT_META_BYTES_MAX;
+use crate::constants::{GROUP_META_BYTES_MAX, SNAPSHOT_META_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::format::RecordKind;
 use crate::group::{Bounds, HardState};
@@ -31,8 +32,10 @@ struct GroupWrite {
     snapshot: Option<(u64, u64, Vec<u8>)>,
     truncate: Option<u64>,
     entries: Vec<OwnedEntry>,
+    repairs: Vec<OwnedEntry>,
     compact: Option<u64>,
     hard_state: Option<HardState>,
+    group_meta: Option<Vec<u8>>,
 }
 
 impl WriteBatch {
@@ -74,8 +77,24 @@ impl WriteBatch {
         self
     }
 
+    /// Writes a corrected copy of an entry the group already holds (a
+    /// [`RecordKind::Repair`] record): it takes the place of the damaged record in the group
+    /// table, which keeps every other entry. Refused unless the index is within the group's
+    /// accepted log; applied only if the entry there still has the copy's term.
+    pub fn repair(&mut self, group: u64, entry: OwnedEntry) -> &mut Self {
+        self.group(group).repairs.push(entry);
+        self
+    }
+
     pub fn hard_state(&mut self, group: u64, hs: HardState) -> &mut Self {
         self.group(group).hard_state = Some(hs);
+        self
+    }
+
+    /// Keeps `meta` with the group (a `GroupMeta` record, replacing the previous one; at most
+    /// `GROUP_META_BYTES_MAX`). Written after the batch's other operations on the group.
+    pub fn group_meta(&mut self, group: u64, meta: Vec<u8>) -> &mut Self {
+        self.group(group).group_meta = Some(meta);
         self
     }
 
@@ -103,8 +122,10 @@ impl WriteBatch {
                 snapshot: g.snapshot.as_ref().map(|(t, i, m)| (*t, *i, m.as_slice())),
                 truncate: g.truncate,
                 entries: Cow::Owned(g.entries.iter().map(OwnedEntry::as_entry).collect()),
+                repairs: g.repairs.iter().map(OwnedEntry::as_entry).collect(),
                 compact: g.compact,
                 hard_state: g.hard_state,
+                group_meta: g.group_meta.as_deref(),
             })
             .collect()
     }
@@ -118,8 +139,10 @@ pub(crate) struct GroupOps<'a> {
     pub snapshot: Option<(u64, u64, &'a [u8])>,
     pub truncate: Option<u64>,
     pub entries: Cow<'a, [Entry<'a>]>,
+    pub repairs: Vec<Entry<'a>>,
     pub compact: Option<u64>,
     pub hard_state: Option<HardState>,
+    pub group_meta: Option<&'a [u8]>,
 }
 
 impl<'a> GroupOps<'a> {
@@ -130,8 +153,10 @@ impl<'a> GroupOps<'a> {
             snapshot: None,
             truncate: None,
             entries: Cow::Borrowed(&[]),
+            repairs: Vec::new(),
             compact: None,
             hard_state: None,
+            group_meta: None,
         }
     }
 }
@@ -167,8 +192,10 @@ pub(crate) fn plan<'a, 'b: 'a>(
                 + usize::from(g.snapshot.is_some())
                 + usize::from(g.truncate.is_some())
                 + g.entries.len()
+                + g.repairs.len()
                 + usize::from(g.compact.is_some())
                 + usize::from(g.hard_state.is_some())
+                + usize::from(g.group_meta.is_some())
         })
         .sum();
     if count > limits.records_max {
@@ -256,6 +283,31 @@ pub(crate) fn plan<'a, 'b: 'a>(
                 )
             }));
         }
+        for e in &g.repairs {
+            if e.data.len() as u64 > limits.payload_bytes_max {
+                return Err(Error::TooLarge {
+                    group,
+                    what: format!("repaired entry {}", e.index),
+                    size: e.data.len() as u64,
+                    limit: "payload_bytes_max (a quarter of segment_bytes, at most RECORD_PAYLOAD_BYTES_MAX)",
+                    max: limits.payload_bytes_max,
+                });
+            }
+            if b.is_empty() || e.index < b.first_index || e.index > b.last_index {
+                return Err(invalid(format!(
+                    "repair of entry {} outside the log {}..={}",
+                    e.index, b.first_index, b.last_index
+                )));
+            }
+            records.push(rec(
+                RecordKind::Repair,
+                group,
+                e.term,
+                e.index,
+                e.kind.to_aux(),
+                e.data,
+            ));
+        }
         if let Some(index) = g.compact {
             if index == u64::MAX {
                 return Err(invalid(format!("compaction to index {index}")));
@@ -273,13 +325,27 @@ pub(crate) fn plan<'a, 'b: 'a>(
                 &[],
             ));
         }
+        if let Some(meta) = g.group_meta {
+            if meta.len() > GROUP_META_BYTES_MAX {
+                return Err(Error::TooLarge {
+                    group,
+                    what: "group metadata".into(),
+                    size: meta.len() as u64,
+                    limit: "GROUP_META_BYTES_MAX",
+                    max: GROUP_META_BYTES_MAX as u64,
+                });
+            }
+            records.push(rec(RecordKind::GroupMeta, group, 0, 0, 0, meta));
+        }
         // A deleted group has no accepted bounds unless the batch starts it again.
         let only_delete = g.delete
             && g.snapshot.is_none()
             && g.truncate.is_none()
             && g.entries.is_empty()
+            && g.repairs.is_empty()
             && g.compact.is_none()
-            && g.hard_state.is_none();
+            && g.hard_state.is_none()
+            && g.group_meta.is_none();
         new_bounds.push((group, (!only_delete).then_some(b)));
     }
     if records.is_empty() {

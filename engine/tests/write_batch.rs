@@ -182,10 +182,16 @@ fn query_side_answers_from_memory_and_after_reopen() {
             commit: 7,
         };
         b.hard_state(3, hs);
+        b.group_meta(3, b"older meta".to_vec());
+        b.group_meta(2, b"group 2 meta".to_vec());
         let durable = wal.submit(b).await.unwrap();
         // Queued, not yet durable: the query side shows durable state only.
         assert_eq!(wal.last_index(1), 0);
         durable.await.unwrap();
+        // Group metadata: the newest record wins.
+        let mut b = WriteBatch::new();
+        b.group_meta(3, b"newest meta".to_vec());
+        wal.write(b).await.unwrap();
 
         let check = |wal: &ShardWal<SimStorage>| {
             assert_eq!((wal.first_index(1), wal.last_index(1)), (1, 40));
@@ -200,6 +206,9 @@ fn query_side_answers_from_memory_and_after_reopen() {
             assert_eq!(s.meta, b"conf: voters 1 2 3");
             assert!(wal.conf_entries(2).is_empty());
             assert_eq!(wal.hard_state(3), Some(hs));
+            assert_eq!(wal.group_meta(3).as_deref(), Some(&b"newest meta"[..]));
+            assert_eq!(wal.group_meta(2).as_deref(), Some(&b"group 2 meta"[..]));
+            assert_eq!(wal.group_meta(1), None);
             assert_eq!(
                 (wal.first_index(9), wal.last_index(9)),
                 (1, 0),
@@ -233,6 +242,15 @@ fn query_side_answers_from_memory_and_after_reopen() {
         b.truncate(1, 25).compact(1, 2);
         wal.write(b).await.unwrap();
         assert!(wal.conf_entries(1).is_empty());
+        // Deleting a group drops its metadata; oversize metadata is refused.
+        let mut b = WriteBatch::new();
+        b.delete_group(2);
+        wal.write(b).await.unwrap();
+        assert_eq!(wal.group_meta(2), None);
+        let mut b = WriteBatch::new();
+        b.group_meta(3, vec![0; tern_engine::constants::GROUP_META_BYTES_MAX + 1]);
+        assert_too_large(wal.write(b).await, "GROUP_META_BYTES_MAX");
+        assert_eq!(wal.group_meta(3).as_deref(), Some(&b"newest meta"[..]));
         wal.close().await.unwrap();
     });
 }

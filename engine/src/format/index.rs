@@ -157,7 +157,7 @@ impl SealedIndex {
             .collect();
         for e in &entries {
             let kind = RecordKind::from_u16(e.kind)?;
-            if kind == RecordKind::Entry {
+            if kind.carries_entry() {
                 super::EntryKind::from_aux(e.aux)?;
             }
             if kind == RecordKind::BatchHeader {

@@ -52,12 +52,13 @@ pub enum DecodeError {
 
 /// Decodes the record of entry `group`/`index` (term `term`) read at its indexed offset
 /// (`RECORD_HEADER_BYTES + payload_len` bytes), checking its checksum and that it is that
-/// entry (a misdirected write or a stale index could put another record there). Returns the
+/// entry (a misdirected write or a stale index could put another record there; a
+/// [`RecordKind::Repair`] copy is that entry too). Returns the
 /// payload. The one identity check of a located entry, for the engine's reads and the CLI.
 pub fn decode_entry_at(bytes: &[u8], group: u64, index: u64, term: u64) -> Result<&[u8], String> {
     let (h, payload) = record::decode_record(bytes).map_err(|e| e.to_string())?;
-    if h.kind != RecordKind::Entry as u16 || h.group != group || h.index != index || h.term != term
-    {
+    let carries_entry = RecordKind::from_u16(h.kind).is_ok_and(RecordKind::carries_entry);
+    if !carries_entry || h.group != group || h.index != index || h.term != term {
         return Err(format!(
             "record is kind {} group {} index {} term {}, expected entry {group}/{index} term {term}",
             h.kind, h.group, h.index, h.term

@@ -69,6 +69,24 @@ pub enum RecordKind {
     DeleteGroup = 7,
     /// Last record of a sealed segment; `aux` = id of the next segment.
     Seal = 8,
+    /// A corrected copy of entry `index` of `group` at `term`, fetched from a peer after the
+    /// entry's own record failed its checksum: fields and payload as an [`RecordKind::Entry`]
+    /// record. It supersedes the damaged record's location in the group table and changes
+    /// nothing else (no truncation, no new last index); it is ignored when the group no longer
+    /// holds that index at that term (the log moved on). The damaged bytes stay where they are:
+    /// acknowledged bytes are never rewritten in place.
+    Repair = 9,
+    /// Opaque metadata the layer above keeps with `group` (the newest one wins; restated at
+    /// each segment's start like the hard state): payload = the metadata. tern's partitions
+    /// keep their offset-map checkpoint in it (src/node/offset_checkpoint.rs).
+    GroupMeta = 10,
+}
+
+impl RecordKind {
+    /// Whether the record carries a Raft entry (its own or a repaired copy of one).
+    pub fn carries_entry(self) -> bool {
+        matches!(self, RecordKind::Entry | RecordKind::Repair)
+    }
 }
 
 impl RecordKind {
@@ -82,8 +100,16 @@ impl RecordKind {
             6 => RecordKind::SnapshotMeta,
             7 => RecordKind::DeleteGroup,
             8 => RecordKind::Seal,
+            9 => RecordKind::Repair,
+            10 => RecordKind::GroupMeta,
             other => return Err(DecodeError::BadKind(other)),
         })
+    }
+
+    /// Whether the group table keeps the record's payload (the records whose payload is state
+    /// rather than log data).
+    pub fn payload_kept(self) -> bool {
+        matches!(self, RecordKind::SnapshotMeta | RecordKind::GroupMeta)
     }
 
     pub fn name(self) -> &'static str {
@@ -96,6 +122,8 @@ impl RecordKind {
             RecordKind::SnapshotMeta => "snapshot-meta",
             RecordKind::DeleteGroup => "delete-group",
             RecordKind::Seal => "seal",
+            RecordKind::Repair => "repair",
+            RecordKind::GroupMeta => "group-meta",
         }
     }
 }
@@ -226,7 +254,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
     if header.version != FORMAT_VERSION {
         return Err(DecodeError::BadVersion(header.version));
     }
-    if RecordKind::from_u16(header.kind)? == RecordKind::Entry {
+    if RecordKind::from_u16(header.kind)?.carries_entry() {
         EntryKind::from_aux(header.aux)?;
     }
     if header.payload_len > RECORD_PAYLOAD_BYTES_MAX {

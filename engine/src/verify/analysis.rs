@@ -111,7 +111,7 @@ pub struct RecordInfo {
     pub offset: u64,
     pub batch_offset: u64,
     pub header: RecordHeader,
-    /// Payload of `SnapshotMeta` records (the group table keeps it).
+    /// Payload of `SnapshotMeta` and `GroupMeta` records (the group table keeps it).
     pub snapshot_meta: Option<Vec<u8>>,
 }
 
@@ -303,7 +303,7 @@ pub(super) async fn scan_collect<S: Storage>(
             offset: r.offset,
             batch_offset,
             header: r.header,
-            snapshot_meta: (kind == RecordKind::SnapshotMeta).then(|| r.payload.to_vec()),
+            snapshot_meta: kind.payload_kept().then(|| r.payload.to_vec()),
         });
     })
     .await?;

@@ -287,6 +287,18 @@ impl<S: Storage> ShardWal<S> {
         self.inner.borrow().table.group(group)?.hard_state()
     }
 
+    /// The newest metadata the layer above kept with the group (`WriteBatch::group_meta`).
+    pub fn group_meta(&self, group: u64) -> Option<Vec<u8>> {
+        Some(
+            self.inner
+                .borrow()
+                .table
+                .group(group)?
+                .group_meta()?
+                .to_vec(),
+        )
+    }
+
     /// The group's snapshot point: term, index and the metadata bytes it was written with.
     pub fn snapshot(&self, group: u64) -> Option<SnapshotInfo> {
         self.inner.borrow().table.group(group)?.snapshot().cloned()
@@ -393,6 +405,17 @@ impl<S: Storage> ShardWal<S> {
     ) -> Result<()> {
         let mut b = WriteBatch::new();
         b.snapshot(group, term, index, meta.to_vec());
+        self.write(b).await
+    }
+
+    /// Writes corrected copies of entries whose records failed their checksum (see
+    /// [`WriteBatch::repair`]) and waits until they are durable. The caller checked each copy
+    /// (its checksum on the wire, its term against [`ShardWal::term`]).
+    pub async fn repair(&self, group: u64, entries: Vec<OwnedEntry>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        for e in entries {
+            b.repair(group, e);
+        }
         self.write(b).await
     }
 
@@ -578,11 +601,9 @@ impl<S: Storage> ShardWal<S> {
                     at: at.clone(),
                     what: e.to_string(),
                 })?;
-                if h.kind != RecordKind::Entry as u16
-                    || h.group != group
-                    || h.index != *index
-                    || h.term != loc.term
-                {
+                let carries_entry =
+                    RecordKind::from_u16(h.kind).is_ok_and(RecordKind::carries_entry);
+                if !carries_entry || h.group != group || h.index != *index || h.term != loc.term {
                     return Err(Error::Corruption {
                         at,
                         what: format!("record is kind {} group {} index {} term {}, expected entry {group}/{index} term {}", h.kind, h.group, h.index, h.term, loc.term),

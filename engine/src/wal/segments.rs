@@ -171,8 +171,8 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
         batch_bytes: 0,
     };
 
-    // Checkpoint: restate every group's floor (compaction point), snapshot and hard state, so older
-    // segments can be purged without losing them.
+    // Checkpoint: restate every group's floor (compaction point), snapshot, hard state and
+    // group metadata, so older segments can be purged without losing them.
     let checkpoint: Vec<(RecordKind, u64, u64, u64, u64, Vec<u8>)> = {
         let i = inner.borrow();
         let mut ids: Vec<_> = i.table.groups.keys().copied().collect();
@@ -205,6 +205,9 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
                     hs.vote,
                     Vec::new(),
                 ));
+            }
+            if let Some(meta) = &st.group_meta {
+                recs.push((RecordKind::GroupMeta, g, 0, 0, 0, meta.clone()));
             }
         }
         recs

@@ -227,6 +227,8 @@ fn apply_written<S: Storage>(i: &mut Inner<S>, segment: u64, batch_pos: u64, ops
                 | RecordKind::SnapshotMeta
                 | RecordKind::DeleteGroup
                 | RecordKind::Truncate
+                // A repair moves an entry out of its segment, which may leave it unused.
+                | RecordKind::Repair
         ) {
             i.purge_wanted = true;
         }
