@@ -33,6 +33,7 @@ pub mod quorum;
 pub mod raft;
 pub mod read_only;
 pub mod ready;
+pub mod rebuild;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod snapshot;

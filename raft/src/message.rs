@@ -245,6 +245,13 @@ pub enum MessageBody {
         ctx: u64,
         index: u64,
     },
+    /// A member that lost its disk and is being rebuilt tells its leader that its log ends at
+    /// `last_index`: whatever it acknowledged before is gone, so the leader lowers its
+    /// `match_index` to at most this and probes from `last_index + 1` (docs/replication.md,
+    /// section 5). Lowering a match index only ever delays commits, so a stale copy is harmless.
+    Rebuilding {
+        last_index: u64,
+    },
 }
 
 impl MessageBody {
@@ -264,6 +271,7 @@ impl MessageBody {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResp { .. } => "ReadIndexResp",
+            MessageBody::Rebuilding { .. } => "Rebuilding",
         }
     }
 }
@@ -338,6 +346,7 @@ impl std::fmt::Display for Message {
             MessageBody::TimeoutNow => Ok(()),
             MessageBody::ReadIndex { ctx } => write!(f, " ctx={ctx}"),
             MessageBody::ReadIndexResp { ctx, index } => write!(f, " ctx={ctx} index={index}"),
+            MessageBody::Rebuilding { last_index } => write!(f, " last_index={last_index}"),
         }
     }
 }

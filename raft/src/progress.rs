@@ -101,6 +101,11 @@ pub struct Progress {
     /// (`Ready::fetches`), or `None`. While set, the leader does not read storage for this
     /// follower again; `RawNode::on_entries_fetched` clears it and sends at once.
     pub fetch_ticks: Option<u64>,
+    /// The follower said it is being rebuilt (`MessageBody::Rebuilding`) this term. Its
+    /// acknowledgements stop at the commit index, so in Probe an acknowledgement that teaches
+    /// nothing is expected: the leader then waits for the next heartbeat answer to send again
+    /// rather than resending at once (which would loop without end).
+    pub rebuilding: bool,
 }
 
 /// See [`Progress::stalled_heartbeats`].
@@ -121,6 +126,7 @@ impl Progress {
             stalled_heartbeats: 0,
             match_at_heartbeat: 0,
             fetch_ticks: None,
+            rebuilding: false,
         }
     }
 
@@ -166,6 +172,21 @@ impl Progress {
         self.snapshot = Some(send);
         self.probe_sent = false;
         self.inflights.reset();
+    }
+
+    /// The follower lost its disk and is rebuilt (`MessageBody::Rebuilding`): its log ends at
+    /// `last_index` (at most the leader's last index) and what it acknowledged beyond is gone.
+    /// The one place `match_index` decreases: lowering it only delays commits.
+    pub fn forget_after(&mut self, last_index: u64) {
+        self.match_index = self.match_index.min(last_index);
+        self.match_at_heartbeat = self.match_index;
+        self.stalled_heartbeats = 0;
+        self.state = ProgressState::Probe;
+        self.snapshot = None;
+        self.next_index = last_index + 1;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.rebuilding = true;
     }
 
     /// Records an acknowledgement of `index`. Returns whether it taught the leader anything.

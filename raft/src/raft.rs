@@ -12,6 +12,7 @@ use crate::progress::{Progress, ProgressState};
 use crate::quorum::{self, VoteResult};
 use crate::read_only::ReadOnly;
 use crate::ready::{EntryFetch, FetchPurpose, OutMessage, PersistAck, ReadState, Ready};
+use crate::rebuild::Rebuild;
 use crate::snapshot::{ChunkOutcome, SnapshotRecv, SnapshotSend};
 use crate::validate::{check_message, StepError};
 
@@ -136,6 +137,9 @@ pub struct RawNode<S: LogStorage> {
     /// heartbeat), for status pages: a follower's lag is `leader_commit_heard - commit`.
     /// Never decreases: a committed index stays committed across terms.
     leader_commit_heard: u64,
+    /// Set while this member is being rebuilt after losing its disk: it votes for nobody,
+    /// never campaigns, and its acknowledgements count towards nothing (`crate::rebuild`).
+    rebuild: Option<Rebuild>,
 }
 
 impl<S: LogStorage> RawNode<S> {
@@ -192,6 +196,7 @@ impl<S: LogStorage> RawNode<S> {
             fetches: Vec::new(),
             apply_fetch_ticks: None,
             leader_commit_heard: 0,
+            rebuild: None,
             cfg,
         };
         node.become_follower(hs.term, NO_NODE);
@@ -281,7 +286,58 @@ impl<S: LogStorage> RawNode<S> {
         }
     }
 
+    /// Being rebuilt (see [`RawNode::set_rebuilding`]).
+    pub fn is_rebuilding(&self) -> bool {
+        self.rebuild.is_some()
+    }
+
+    /// The commit index this member must hold before it may finish rebuilding (`None`: not
+    /// rebuilding, or no leader heard yet).
+    pub fn rebuild_target(&self) -> Option<u64> {
+        self.rebuild.and_then(|r| r.target())
+    }
+
+    /// Rebuilding, and ready to finish: it durably holds and has committed everything its
+    /// leader had committed when the rebuild began, and it follows a leader in its term.
+    pub fn rebuild_caught_up(&self) -> bool {
+        self.rebuild.is_some_and(|r| {
+            r.caught_up(self.log.committed, self.log.persisted_index())
+                && self.role == Role::Follower
+                && self.leader != NO_NODE
+        })
+    }
+
     // ----- Inputs ----------------------------------------------------------------------------
+
+    /// This member lost its disk (the driver knows: tern's `NODE` file says `rebuilding=1`).
+    /// Until [`RawNode::finish_rebuild`] it grants no votes, never campaigns, confirms no
+    /// reads, and acknowledges entries only up to the commit index their leader sent, so the
+    /// leader commits nothing because of it (docs/replication.md, section 5). Call it before
+    /// the first `step` of this start; a leader steps down.
+    pub fn set_rebuilding(&mut self) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, NO_NODE);
+        }
+        self.rebuild = Some(Rebuild::default());
+    }
+
+    /// Leaves rebuilding once [`RawNode::rebuild_caught_up`]; returns whether it did. The
+    /// driver calls it only after it has durably cleared its own rebuilding flag (for every
+    /// group of the node at once). The member then records a vote for the leader it follows
+    /// in the current term, if it has none: its old self may have voted in this term, and a
+    /// vote taken makes it refuse any other candidate here, while a vote for the leader that
+    /// already won adds nothing to any election. The vote goes out in the next `Ready`'s
+    /// hard state.
+    pub fn finish_rebuild(&mut self) -> bool {
+        if !self.rebuild_caught_up() {
+            return false;
+        }
+        if self.vote == NO_NODE {
+            self.vote = self.leader;
+        }
+        self.rebuild = None;
+        true
+    }
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
@@ -454,13 +510,16 @@ impl<S: LogStorage> RawNode<S> {
             }
         }
         if m.term > self.term {
-            if let MessageBody::Vote { transfer, .. } = m.body {
+            if let MessageBody::Vote { transfer, pre, .. } = m.body {
                 // Check-quorum's lease: while we hear from a leader, ignore disruptive
                 // candidates (a partitioned node coming back), unless it is a transfer.
                 let in_lease = self.cfg.check_quorum
                     && self.leader != NO_NODE
                     && self.election_elapsed < self.cfg.election_ticks_min;
                 if in_lease && !transfer {
+                    if pre {
+                        self.expedite_snapshot(m.from);
+                    }
                     return Ok(());
                 }
             }
@@ -493,6 +552,7 @@ impl<S: LogStorage> RawNode<S> {
                         },
                         true,
                     );
+                    self.expedite_snapshot(m.from);
                 }
                 _ => {}
             }
@@ -701,7 +761,7 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     fn campaign_as(&mut self, kind: CampaignKind) {
-        if self.role == Role::Leader || !self.promotable() {
+        if self.role == Role::Leader || !self.promotable() || self.rebuild.is_some() {
             return;
         }
         let Ok(last_term) = self.log.last_term() else {
@@ -772,7 +832,7 @@ impl<S: LogStorage> RawNode<S> {
         if self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
             self.randomized_timeout = self.random_timeout();
-            if self.promotable() {
+            if self.promotable() && self.rebuild.is_none() {
                 self.campaign();
             }
         }
@@ -820,11 +880,32 @@ impl<S: LogStorage> RawNode<S> {
 
     // ----- Message handling ------------------------------------------------------------------
 
+    /// A pre-vote from a replica this leader is streaming a snapshot to: the replica has not
+    /// heard from the leader for an election timeout, so the chunk in flight was most likely
+    /// lost. Send it again now instead of after `snapshot_retry_ticks` (Ra PR #589: a lagging
+    /// follower in snapshot back-off gets its snapshot as soon as the leader reasserts
+    /// leadership). The chunk restarts at the follower's last confirmed offset, which a
+    /// receiver accepts again.
+    fn expedite_snapshot(&mut self, from: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(i) = self.pr_index(from) else { return };
+        if let Some(send) = self.progress[i].1.snapshot.as_mut() {
+            send.chunk_in_flight = false;
+            self.send_snapshot_chunk(from);
+        }
+    }
+
     fn handle_vote(&mut self, from: NodeId, term: u64, pre: bool, last_index: u64, last_term: u64) {
+        if pre {
+            self.expedite_snapshot(from);
+        }
         let can_vote = self.vote == from
             || (self.vote == NO_NODE && self.leader == NO_NODE)
             || (pre && term > self.term);
-        if can_vote && self.log.is_up_to_date(last_index, last_term) {
+        // A rebuilding member cannot know whom its old self voted for.
+        if can_vote && self.rebuild.is_none() && self.log.is_up_to_date(last_index, last_term) {
             // A granted vote is a promise: it leaves only once durable.
             self.send_with_term(
                 from,
@@ -864,6 +945,9 @@ impl<S: LogStorage> RawNode<S> {
                 self.election_elapsed = 0;
                 self.leader = m.from;
                 self.leader_commit_heard = self.leader_commit_heard.max(commit);
+                if let Some(r) = self.rebuild.as_mut() {
+                    r.heard_leader_commit(commit);
+                }
                 self.handle_append(m.from, prev_index, prev_term, commit, &entries);
             }
             MessageBody::Heartbeat { commit, read_seq } => {
@@ -872,7 +956,16 @@ impl<S: LogStorage> RawNode<S> {
                 self.leader_commit_heard = self.leader_commit_heard.max(commit);
                 // The leader sends at most what it knows we durably hold.
                 self.log.commit_to(commit.min(self.log.last_index()));
+                // Confirming a read says "I have voted for no newer leader", which a rebuilding
+                // member cannot know.
+                // A heartbeat's commit is capped at what the leader believes we hold, so it is
+                // no rebuild target: only an AppendEntries carries the leader's commit.
+                let read_seq = if self.rebuild.is_some() { 0 } else { read_seq };
                 self.send(m.from, MessageBody::HeartbeatResp { read_seq }, true);
+                if self.rebuild.is_some() && commit > self.log.last_index() {
+                    // The leader believes we hold what our old self acknowledged.
+                    self.send_rebuilding(m.from);
+                }
             }
             MessageBody::Snapshot { meta, offset, data } => {
                 self.election_elapsed = 0;
@@ -999,6 +1092,11 @@ impl<S: LogStorage> RawNode<S> {
                 // Refusals are not reported: the follower's caller times out.
                 let _ = self.leader_read(m.from, ctx);
             }
+            MessageBody::Rebuilding { last_index } => {
+                let last_index = last_index.min(self.log.last_index());
+                self.progress[i].1.forget_after(last_index);
+                self.send_append(m.from, false);
+            }
             _ => {}
         }
         Ok(())
@@ -1023,8 +1121,16 @@ impl<S: LogStorage> RawNode<S> {
             .maybe_append(prev_index, prev_term, commit, entries)
         {
             Ok(Some(last_new)) => {
+                let index = match self.rebuild {
+                    Some(_) => Rebuild::ack_index(last_new, commit),
+                    None => last_new,
+                };
+                if index < last_new {
+                    // Not an acknowledgement of the rest, but where to continue from.
+                    self.send_rebuilding(from);
+                }
                 let body = MessageBody::AppendResp {
-                    index: last_new,
+                    index,
                     reject: false,
                     hint_index: 0,
                     hint_term: 0,
@@ -1032,6 +1138,11 @@ impl<S: LogStorage> RawNode<S> {
                 self.send(from, body, false);
             }
             Ok(None) => {
+                if self.rebuild.is_some() && prev_index > self.log.last_index() {
+                    // A leader in Replicate ignores rejections at or below the match index
+                    // our old self earned: tell it that match is gone.
+                    self.send_rebuilding(from);
+                }
                 let hint_index = self.find_conflict_by_term(prev_index, prev_term);
                 let hint_term = self.log.term(hint_index).unwrap_or(0);
                 let body = MessageBody::AppendResp {
@@ -1108,10 +1219,18 @@ impl<S: LogStorage> RawNode<S> {
             if from == self.transferee {
                 self.maybe_send_timeout_now(from);
             }
-        } else if pr.state == ProgressState::Probe && pr.match_index < last_index {
+        } else if pr.state == ProgressState::Probe && pr.match_index < last_index && !pr.rebuilding
+        {
             pr.probe_sent = false;
             self.send_append(from, false);
         }
+    }
+
+    /// Tells the leader this rebuilding member's log ends at its last index. It reports less
+    /// than any acknowledgement, so it need not wait for persistence.
+    fn send_rebuilding(&mut self, to: NodeId) {
+        let last_index = self.log.last_index();
+        self.send(to, MessageBody::Rebuilding { last_index }, true);
     }
 
     /// Answers a leader with an accepting AppendResp at our commit index: everything up to

@@ -228,6 +228,9 @@ pub fn check_message(m: &Message) -> Result<(), StepError> {
             }
         }
         MessageBody::ReadIndexResp { index, .. } => check_index(*index, "read index")?,
+        MessageBody::Rebuilding { last_index } => {
+            check_index(*last_index, "rebuilding last index")?
+        }
         MessageBody::HeartbeatResp { .. }
         | MessageBody::VoteResp { .. }
         | MessageBody::SnapshotResp { .. }

@@ -159,6 +159,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
         small_or_huge().prop_map(|ctx| MessageBody::ReadIndex { ctx }),
         (small_or_huge(), small_or_huge())
             .prop_map(|(ctx, index)| MessageBody::ReadIndexResp { ctx, index }),
+        small_or_huge().prop_map(|last_index| MessageBody::Rebuilding { last_index }),
     ]
 }
 
