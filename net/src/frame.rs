@@ -32,16 +32,23 @@ pub enum FrameType {
     ViewQuery = 5,
     /// The answer to ViewQuery; the sender closes the connection after it.
     View = 6,
+    /// A request for a copy of a damaged log entry, or the answer (`entry_repair`). Numbered
+    /// apart from the other families so that frame types added beside it do not collide.
+    EntryRepair = 16,
+    /// A node's addresses and the groups it leads (`node_report`).
+    NodeReport = 7,
 }
 
 impl FrameType {
-    pub const ALL: [FrameType; 6] = [
+    pub const ALL: [FrameType; 8] = [
         FrameType::Hello,
         FrameType::Refuse,
         FrameType::RaftBatch,
         FrameType::Heartbeats,
         FrameType::ViewQuery,
         FrameType::View,
+        FrameType::EntryRepair,
+        FrameType::NodeReport,
     ];
 
     pub fn from_u16(frame_type: u16) -> Result<FrameType, FrameError> {
@@ -59,6 +66,8 @@ impl FrameType {
             FrameType::Heartbeats => "Heartbeats",
             FrameType::ViewQuery => "ViewQuery",
             FrameType::View => "View",
+            FrameType::EntryRepair => "EntryRepair",
+            FrameType::NodeReport => "NodeReport",
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Reading order:
 //! 1. `frame.rs` — the frame every byte travels in (length, CRC32C, version, type).
-//! 2. `message_codec.rs`, `heartbeat.rs`, `handshake.rs` — the payloads; `peer_frame.rs` ties
+//! 2. `message_codec.rs`, `heartbeat.rs`, `handshake.rs`, `entry_repair.rs` — the payloads;
+//!    `peer_frame.rs` ties
 //!    a frame type to its payload codec.
 //! 3. `transport.rs` — the trait a shard uses ([`PeerTransport`]), its limits and counters.
 //! 4. `tcp/` — the glommio TCP implementation: acceptor thread, per-shard connections.
@@ -16,6 +17,7 @@
 
 pub mod constants;
 mod cursor;
+pub mod entry_repair;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -23,6 +25,7 @@ pub mod heartbeat;
 pub mod kafka_client;
 pub mod listen;
 pub mod message_codec;
+pub mod node_report;
 pub mod peer_frame;
 pub mod records;
 pub mod tcp;
@@ -32,9 +35,11 @@ pub mod view;
 /// A Raft group's id (a partition, or the controller: group 0).
 pub type GroupId = u64;
 
+pub use entry_repair::{EntryAnswer, EntryId, EntryRepair};
 pub use error::{DecodeError, FrameError, ListenError, NetError, WireError};
 pub use handshake::{Hello, LocalIdentity, Refusal, RefuseReason};
 pub use heartbeat::{GroupHeartbeat, GroupHeartbeatResp, HeartbeatBatch};
+pub use node_report::{LedGroup, NodeAddrs, NodeReport};
 pub use peer_frame::PeerFrame;
 pub use tcp::{PeerDirectory, PeerNetwork, ShardPeerSetup, TcpTransport};
 pub use transport::{

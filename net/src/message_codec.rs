@@ -18,6 +18,7 @@
 //!   9 TimeoutNow    { }
 //!  10 ReadIndex     { u64 ctx }
 //!  11 ReadIndexResp { u64 ctx | u64 index }
+//!  12 Rebuilding    { u64 last_index }
 //! ```
 //!
 //! Decoding validates structure so nothing absurd reaches the Raft core: every count is checked
@@ -54,6 +55,7 @@ mod tag {
     pub const TIMEOUT_NOW: u8 = 9;
     pub const READ_INDEX: u8 = 10;
     pub const READ_INDEX_RESP: u8 = 11;
+    pub const REBUILDING: u8 = 12;
 }
 
 const FLAG_PRE: u8 = 1;
@@ -86,6 +88,7 @@ pub fn message_encoded_bytes(message: &Message) -> usize {
             MessageBody::TimeoutNow => 0,
             MessageBody::ReadIndex { .. } => 8,
             MessageBody::ReadIndexResp { .. } => 16,
+            MessageBody::Rebuilding { .. } => 8,
         }
 }
 
@@ -216,6 +219,10 @@ fn encode_message(out: &mut Vec<u8>, group: GroupId, message: &Message) {
             put_u64(out, *ctx);
             put_u64(out, *index);
         }
+        MessageBody::Rebuilding { last_index } => {
+            out.push(tag::REBUILDING);
+            put_u64(out, *last_index);
+        }
     }
 }
 
@@ -296,6 +303,9 @@ fn decode_message(cur: &mut Cursor<'_>) -> Result<(GroupId, Message), DecodeErro
         tag::READ_INDEX_RESP => MessageBody::ReadIndexResp {
             ctx: cur.u64("ctx")?,
             index: cur.u64("read index")?,
+        },
+        tag::REBUILDING => MessageBody::Rebuilding {
+            last_index: cur.u64("rebuilding last index")?,
         },
         other => {
             return Err(DecodeError::UnknownTag {

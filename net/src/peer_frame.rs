@@ -3,11 +3,13 @@
 
 use tern_raft::message::Message;
 
+use crate::entry_repair::EntryRepair;
 use crate::error::{DecodeError, WireError};
 use crate::frame::{decode_frame, encode_frame, FrameType};
 use crate::handshake::{Hello, Refusal};
 use crate::heartbeat::HeartbeatBatch;
 use crate::message_codec::{decode_batch, encode_batch};
+use crate::node_report::NodeReport;
 use crate::view::ClusterView;
 use crate::GroupId;
 
@@ -19,6 +21,8 @@ pub enum PeerFrame {
     Heartbeats(HeartbeatBatch),
     ViewQuery(Hello),
     View(ClusterView),
+    EntryRepair(EntryRepair),
+    NodeReport(NodeReport),
 }
 
 impl PeerFrame {
@@ -30,6 +34,8 @@ impl PeerFrame {
             PeerFrame::Heartbeats(_) => FrameType::Heartbeats,
             PeerFrame::ViewQuery(_) => FrameType::ViewQuery,
             PeerFrame::View(_) => FrameType::View,
+            PeerFrame::EntryRepair(_) => FrameType::EntryRepair,
+            PeerFrame::NodeReport(_) => FrameType::NodeReport,
         }
     }
 
@@ -42,6 +48,8 @@ impl PeerFrame {
             PeerFrame::Heartbeats(batch) => batch.encode(payload),
             PeerFrame::ViewQuery(hello) => hello.encode(payload),
             PeerFrame::View(view) => view.encode(payload),
+            PeerFrame::EntryRepair(repair) => repair.encode(payload),
+            PeerFrame::NodeReport(report) => report.encode(payload),
         })
     }
 
@@ -54,6 +62,8 @@ impl PeerFrame {
             FrameType::Heartbeats => PeerFrame::Heartbeats(HeartbeatBatch::decode(payload)?),
             FrameType::ViewQuery => PeerFrame::ViewQuery(Hello::decode(payload)?),
             FrameType::View => PeerFrame::View(ClusterView::decode(payload)?),
+            FrameType::EntryRepair => PeerFrame::EntryRepair(EntryRepair::decode(payload)?),
+            FrameType::NodeReport => PeerFrame::NodeReport(NodeReport::decode(payload)?),
         })
     }
 

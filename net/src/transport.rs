@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tern_raft::message::{Message, NodeId};
 
+use crate::entry_repair::EntryRepair;
 use crate::heartbeat::HeartbeatBatch;
+use crate::node_report::NodeReport;
 use crate::GroupId;
 
 /// What a shard sends to one peer.
@@ -16,6 +18,10 @@ pub enum Outbound {
     Raft(GroupId, Message),
     /// Coalesced heartbeats of this shard's groups for the peer.
     Heartbeats(HeartbeatBatch),
+    /// A request for, or a copy of, a damaged entry (one frame each).
+    Repair(EntryRepair),
+    /// This node's addresses and the groups of this shard it leads (`node_report`).
+    Report(NodeReport),
 }
 
 /// What a shard receives.
@@ -29,6 +35,10 @@ pub enum PeerEvent {
     },
     /// Coalesced heartbeats from `batch.from` to this node.
     Heartbeats(HeartbeatBatch),
+    /// A repair query or answer from `from()` to this node (the transport checked both).
+    Repair(EntryRepair),
+    /// A report from `report.from` to this node.
+    Report(NodeReport),
     /// Messages to `peer` could not be delivered (connect failed, refused, or the connection
     /// broke) and were dropped: the caller reports it to Raft (`report_unreachable`), which
     /// then probes the peer instead of pipelining to it.

@@ -200,6 +200,7 @@ fn message_strategy() -> impl Strategy<Value = (u64, tern_raft::message::Message
         any::<u64>().prop_map(|ctx| MessageBody::ReadIndex { ctx }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(ctx, index)| MessageBody::ReadIndexResp { ctx, index }),
+        any::<u64>().prop_map(|last_index| MessageBody::Rebuilding { last_index }),
     ];
     (any::<u64>(), 1u64..u64::MAX, 1u64..u64::MAX, body).prop_map(|(group, from, to, body)| {
         // `from < u64::MAX`, so `from + 1` is a valid, different node.

@@ -9,6 +9,7 @@ use std::task::{Poll, Waker};
 
 use crate::heartbeat::HeartbeatBatch;
 use crate::message_codec::{batch_encoded_bytes, message_encoded_bytes};
+use crate::node_report::NodeReport;
 use crate::transport::Outbound;
 
 pub(crate) struct SendQueue {
@@ -26,6 +27,8 @@ pub(crate) fn outbound_bytes(outbound: &Outbound) -> usize {
     match outbound {
         Outbound::Raft(_, message) => message_encoded_bytes(message),
         Outbound::Heartbeats(batch) => batch.encoded_bytes(),
+        Outbound::Repair(repair) => repair.encoded_bytes(),
+        Outbound::Report(report) => report.encoded_bytes(),
     }
 }
 
@@ -34,6 +37,8 @@ pub(crate) fn outbound_bytes(outbound: &Outbound) -> usize {
 pub(crate) struct Drained {
     pub raft_frames: Vec<Vec<(crate::GroupId, tern_raft::message::Message)>>,
     pub heartbeats: Vec<HeartbeatBatch>,
+    pub repairs: Vec<crate::entry_repair::EntryRepair>,
+    pub reports: Vec<NodeReport>,
     pub messages: u64,
 }
 
@@ -102,6 +107,8 @@ impl SendQueue {
             drained.messages += 1;
             match outbound {
                 Outbound::Heartbeats(batch) => drained.heartbeats.push(batch),
+                Outbound::Repair(repair) => drained.repairs.push(repair),
+                Outbound::Report(report) => drained.reports.push(report),
                 Outbound::Raft(group, message) => {
                     // Counted as the frame's payload (with the batch's count field), so a frame
                     // of several messages never passes `frame_bytes_max`.

@@ -368,8 +368,16 @@ async fn write_loop(shared: Rc<Shared>, peer: NodeId, queue: Rc<RefCell<SendQueu
             PeerFrame::Heartbeats(batch).encode(&mut buf);
             frames += 1;
         }
+        for report in drained.reports {
+            PeerFrame::NodeReport(report).encode(&mut buf);
+            frames += 1;
+        }
         for messages in drained.raft_frames {
             PeerFrame::Raft(messages).encode(&mut buf);
+            frames += 1;
+        }
+        for repair in drained.repairs {
+            PeerFrame::EntryRepair(repair).encode(&mut buf);
             frames += 1;
         }
         match stream.write_all(&buf).await {
@@ -480,6 +488,8 @@ async fn read_loop(shared: Rc<Shared>, peer: NodeId, stream: TcpStream) {
             stats.messages_received += match &event {
                 PeerEvent::Raft { messages, .. } => messages.len() as u64,
                 PeerEvent::Heartbeats(batch) => batch.len() as u64,
+                PeerEvent::Repair(_) => 1,
+                PeerEvent::Report(_) => 1,
                 PeerEvent::Unreachable { .. } => 0,
             };
         }
@@ -517,6 +527,25 @@ fn check_inbound(node: NodeId, peer: NodeId, frame: PeerFrame) -> Result<PeerEve
                 ));
             }
             Ok(PeerEvent::Heartbeats(batch))
+        }
+        PeerFrame::EntryRepair(repair) => {
+            if repair.from() != peer || repair.to() != node {
+                return Err(format!(
+                    "repair message {} -> {} on the connection from {peer} to {node}",
+                    repair.from(),
+                    repair.to()
+                ));
+            }
+            Ok(PeerEvent::Repair(repair))
+        }
+        PeerFrame::NodeReport(report) => {
+            if report.from != peer || report.to != node {
+                return Err(format!(
+                    "node report {} -> {} on the connection from {peer} to {node}",
+                    report.from, report.to
+                ));
+            }
+            Ok(PeerEvent::Report(report))
         }
         other => Err(format!(
             "unexpected {} frame after the handshake",

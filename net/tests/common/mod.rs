@@ -106,6 +106,7 @@ pub fn every_variant() -> Vec<(GroupId, Message)> {
         MessageBody::TimeoutNow,
         MessageBody::ReadIndex { ctx: 5 },
         MessageBody::ReadIndexResp { ctx: 5, index: 13 },
+        MessageBody::Rebuilding { last_index: 3 },
     ];
     bodies
         .into_iter()
