@@ -15,6 +15,10 @@
 #                closed-loop rate
 #   e2e          produce-open's rate with --end-to-end on a      (none: reported)
 #                topic of E2E_PARTITIONS: send -> fetched by a consumer per partition
+#   recovery     recovery --cluster: node 2 of 3 SIGKILLed with   < 1 s + reading the unindexed
+#                RECOVERY_GIB of WAL, restarted to /ready; again  segments (measured in the run);
+#                with RECOVERY_PARTITIONS more partitions;       rebuild >= 0.7 x min(fio, budget)
+#                rebuild and repair when the node has them
 #
 # Environment:
 #   BENCH_DIR      scratch data, on a disk file system            [<repo>/bench-out]
@@ -24,8 +28,10 @@
 #   CONCURRENCY    producer / etcd client workers                  [64]
 #   OPEN_FRACTION  open-loop rate as a fraction of tern's max      [0.5]
 #   E2E_PARTITIONS partitions of the end-to-end topic               [4]
+#   RECOVERY_GIB   GiB of WAL on the restarted node                [1]
+#   RECOVERY_PARTITIONS partitions of recovery's second restart    [1000]
 #   SHAPES         the shapes to run, space-separated              [all of the above]
-#   BENCH_QUICK=1  a smoke run: 2 s per run, 1 round
+#   BENCH_QUICK=1  a smoke run: 2 s per run, 1 round, recovery with 0.05 GiB and 64 partitions
 #   BENCH_PORT_OFFSET added to every port                          [20000]
 #   SETTLE_SECONDS pause after `sync` before every disk run        [2]
 set -euo pipefail
@@ -39,10 +45,14 @@ ROUNDS=${ROUNDS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
 OPEN_FRACTION=${OPEN_FRACTION:-0.5}
 E2E_PARTITIONS=${E2E_PARTITIONS:-4}
-SHAPES=${SHAPES:-wal-seq wal-64x1k wal-1x4k produce produce-open e2e}
+RECOVERY_GIB=${RECOVERY_GIB:-1}
+RECOVERY_PARTITIONS=${RECOVERY_PARTITIONS:-1000}
+SHAPES=${SHAPES:-wal-seq wal-64x1k wal-1x4k produce produce-open e2e recovery}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SECS=2
     ROUNDS=1
+    RECOVERY_GIB=0.05
+    RECOVERY_PARTITIONS=64
 fi
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number"
 
@@ -54,7 +64,14 @@ RESULTS=$(cd "$RESULTS" && pwd)
 FS_TYPE=$(check_disk_dir "$BENCH_DIR")
 RUN=$BENCH_DIR/all-$$
 mkdir -p "$RUN"
-trap 'bench_cleanup; rm -rf "$RUN"' EXIT
+# recovery_cleanup: tern-bench recovery --cluster stops its nodes itself, unless it was killed.
+recovery_cleanup() {
+    if [ -d "$RUN/recovery/cluster" ]; then
+        TERN_CLUSTER_DIR="$RUN/recovery/cluster" TERN_BIN="$TERN" \
+            TERN_CLUSTER_PORT_OFFSET="$((PORT_OFFSET + 100))" "$REPO/scripts/cluster.sh" stop >/dev/null 2>&1 || true
+    fi
+}
+trap 'bench_cleanup; recovery_cleanup; rm -rf "$RUN"' EXIT
 ulimit -l unlimited 2>/dev/null || true
 OUT=$RESULTS/all
 rm -f "$OUT"/*.json
@@ -152,6 +169,14 @@ EOF
     fi
     etcd_stop
     tern_stop
+fi
+
+if has_shape recovery; then
+    settle
+    log "recovery: node 2 of 3 with $RECOVERY_GIB GiB of WAL, then $RECOVERY_PARTITIONS more partitions"
+    "$BENCH" recovery --cluster --json --gib "$RECOVERY_GIB" --many-partitions "$RECOVERY_PARTITIONS" \
+        --load-seconds "$SECS" --port-offset "$((PORT_OFFSET + 100))" --dir "$RUN/recovery" \
+        --tern-bin "$TERN" --cluster-script "$REPO/scripts/cluster.sh" >"$OUT/recovery-tern-1.json"
 fi
 
 # Charts of the last round: tern and its peer on one chart per shape.
@@ -254,6 +279,32 @@ if e and e[0].get("end_to_end"):
 else:
     rows.append(("end-to-end produce->fetch", "p50/p99", None, None, None, "not measured"))
     j["end_to_end"] = "not measured"
+
+for d in runs("recovery-tern")[:1]:
+    def restart_row(label, r):
+        if not r:
+            return
+        rows.append((label, "ms to /ready vs target", r["ready_ms"], r["target_ms"],
+                     ratio(r["ready_ms"], r["target_ms"]), "<= 1"))
+    r = d["restart"]
+    j.update(recovery_ready_ms=r["ready_ms"], recovery_target_ms=r["target_ms"],
+             recovery_replay_ms=r["node"]["replay_ms"], recovery_catch_up_ms=r["node"]["catch_up_ms"])
+    restart_row(f"restart, {r['wal_bytes'] / 2**30:.2f} GiB WAL", r)
+    m = d.get("many_partitions") or {}
+    if m.get("restart"):
+        j.update(recovery_many_partitions=m["partitions"], recovery_many_ready_ms=m["restart"]["ready_ms"])
+        restart_row(f"restart, +{m['partitions']} partitions", m["restart"])
+    elif m:
+        j["recovery_many_error"] = m.get("error")
+        rows.append((f"restart, +{m['partitions']} partitions", "failed: " + str(m.get("error"))[:60], None, None, None, "report"))
+    for phase in ("rebuild", "repair"):
+        p = d[phase]
+        if "skipped" in p:
+            j[f"recovery_{phase}"] = p["skipped"]
+            rows.append((phase, "skipped", None, None, None, p["skipped"]))
+        elif phase == "rebuild":
+            j.update(recovery_rebuild_bytes_per_s=p["bytes_per_s"], recovery_rebuild_ratio=p["ratio"])
+            rows.append(("rebuild", "bytes/s vs min(fio, budget)", p["bytes_per_s"], None, p["ratio"], ">= 0.7"))
 
 print(f"issue 13, commit {commit}, {cpus} CPUs, {fs}, load {load0} -> {load1}, medians of {rounds} round(s)")
 print(f"{'shape':<30}{'figure':<34}{'tern':>12}{'peer':>12}{'ratio':>8}  target")

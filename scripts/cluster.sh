@@ -8,6 +8,8 @@
 #   scripts/cluster.sh kill N        SIGKILL node N (a crash)
 #   scripts/cluster.sh restart N     stop node N (if running) and start it again
 #   scripts/cluster.sh wipe N        delete node N's data directory (node must be stopped)
+#   scripts/cluster.sh rebuild N     stop node N (if running) and start it with --rebuild: a
+#                                    wiped voter is rebuilt from its peers (docs/replication.md)
 #
 # Environment:
 #   TERN_CLUSTER_DIR         where data, logs and pids go   [/tmp/tern-cluster]
@@ -15,6 +17,8 @@
 #   TERN_BIN                 the tern binary                [target/release/tern, built if missing]
 #   TERN_CLUSTER_NODES       number of nodes, 1 to 9        [3]
 #   TERN_CLUSTER_PORT_OFFSET added to every port, so runs can share the machine [0]
+#   TERN_CLUSTER_KAFKA_PORTS  Kafka port of each node, comma-separated (node 1 first), instead
+#                            of 9092 + offset for all: nodes advertising different ports
 #   TERN_CLUSTER_STOP_SECS   bound of a graceful stop before SIGKILL [15]
 #   TERN_CLUSTER_START_SECS  bound of the wait for a node to come up [60]
 #   TERN_SERVE_ARGS          extra arguments for every `tern serve` (e.g. "--shards 1")
@@ -40,7 +44,19 @@ die() { echo "cluster.sh: $*" >&2; exit 2; }
 
 ip_of() { echo "127.0.0.$1"; }
 peer_port() { echo $((9093 + OFFSET)); }
-kafka_port() { echo $((9092 + OFFSET)); }
+kafka_port() {
+    if [[ -n "${TERN_CLUSTER_KAFKA_PORTS:-}" ]]; then
+        local -a ports
+        IFS=, read -r -a ports <<< "$TERN_CLUSTER_KAFKA_PORTS"
+        local port="${ports[$(($1 - 1))]:-}"
+        [[ "$port" =~ ^[0-9]+$ ]] || die "TERN_CLUSTER_KAFKA_PORTS names no port for node $1"
+        echo "$port"
+    else
+        echo $((9092 + OFFSET))
+    fi
+}
+# Refused up front: inside $(...) at start a missing port would not stop the script.
+for ((i = 1; i <= NODES; i++)); do kafka_port "$i" > /dev/null; done
 http_port() { echo $((9090 + OFFSET)); }
 data_of() { echo "$DIR/node-$1"; }
 log_of() { echo "$DIR/node-$1.log"; }
@@ -115,12 +131,15 @@ start_node() {
     if [[ "${BOOTSTRAP:-0}" == 1 ]]; then
         extra+=(--bootstrap)
     fi
+    if [[ "${REBUILD:-0}" == 1 ]]; then
+        extra+=(--rebuild)
+    fi
     # The trailing argument after --data-dir keeps running_pid's match exact.
     "$BIN" serve \
         --node-id "$n" \
         --cluster-id "$(cluster_id)" \
         --data-dir "$(data_of "$n")" \
-        --kafka-addr "$(ip_of "$n"):$(kafka_port)" \
+        --kafka-addr "$(ip_of "$n"):$(kafka_port "$n")" \
         --peer-addr "$(ip_of "$n"):$(peer_port)" \
         --http-addr "$(ip_of "$n"):$(http_port)" \
         --peers "$(peers)" \
@@ -250,5 +269,6 @@ case "$cmd" in
     kill) check_node "${2:-}"; kill_node "$2" ;;
     restart) check_node "${2:-}"; ensure_bin; stop_node "$2"; start_node "$2" ;;
     wipe) check_node "${2:-}"; wipe_node "$2" ;;
-    *) die "usage: cluster.sh start [N] | stop [N] | status | kill N | restart N | wipe N" ;;
+    rebuild) check_node "${2:-}"; ensure_bin; stop_node "$2"; REBUILD=1 start_node "$2" ;;
+    *) die "usage: cluster.sh start [N] | stop [N] | status | kill N | restart N | wipe N | rebuild N" ;;
 esac

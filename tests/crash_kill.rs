@@ -155,7 +155,8 @@ fn produce_once(conn: &mut Connection, topic: &str, value: &[u8]) -> Result<i16,
     data.index = 0;
     data.records = Some(bytes::Bytes::from(tern::node::records::build_batch(
         &[value],
-        1,
+        // Now, not an old stamp: the node's default retention (7 days) would expire it.
+        tern_net::kafka_client::producer::now_ms(),
     )));
     let mut t = TopicProduceData::default();
     t.name = TopicName(StrBytes::from_string(topic.to_string()));

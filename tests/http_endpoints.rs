@@ -96,6 +96,8 @@ const METRIC_NAMES: &[&str] = &[
     "tern_partition_detected",
     "tern_snapshot_transfer_bytes_total",
     "tern_snapshot_transfer_active",
+    "tern_rebuild_partitions_pending",
+    "tern_rebuild_entries_remaining",
     "tern_shard_failed",
     "tern_wal_bytes_written_total",
     "tern_wal_appends_total",

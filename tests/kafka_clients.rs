@@ -427,7 +427,9 @@ fn oversized_and_malformed_requests_close_the_connection_and_the_node_keeps_serv
 /// One batch of an idempotent producer: `build_batch` with producer id, epoch and base
 /// sequence set (and the CRC recomputed, since they are covered by it).
 fn idempotent_batch(values: &[&[u8]], producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
-    let mut b = tern::node::records::build_batch(values, 1_000);
+    // Stamped now: the node's default retention (7 days) would expire an old timestamp.
+    let mut b =
+        tern::node::records::build_batch(values, tern_net::kafka_client::producer::now_ms());
     b[43..51].copy_from_slice(&producer_id.to_be_bytes());
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
     b[53..57].copy_from_slice(&sequence.to_be_bytes());
@@ -487,7 +489,11 @@ fn idempotent_produce_answers_retries_with_the_original_offset_and_refuses_gaps(
     assert_eq!(produce(&node, "idem", bad).0, 2);
     // A plain (non-idempotent) batch continues at the next offset: 3 records so far.
     assert_eq!(
-        produce(&node, "idem", tern::node::records::build_batch(&[b"f"], 1)),
+        produce(
+            &node,
+            "idem",
+            tern::node::records::build_batch(&[b"f"], tern_net::kafka_client::producer::now_ms())
+        ),
         (0, 3)
     );
 }

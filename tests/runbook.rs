@@ -8,51 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::runbook_doc::parse;
 use common::*;
 
 const DOC: &str = include_str!("../docs/operations/recovery.md");
-
-struct Block {
-    line: usize,
-    setup: Option<String>,
-    commands: Vec<(usize, String, i32)>,
-}
-
-fn parse(doc: &str) -> Vec<Block> {
-    let mut blocks = Vec::new();
-    let mut setup = None;
-    let mut current: Option<Block> = None;
-    for (n, raw) in doc.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(b) = current.as_mut() {
-            if line == "```" {
-                blocks.extend(current.take());
-                continue;
-            }
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (cmd, code) = match line.rsplit_once("# exit ") {
-                Some((c, code)) => (
-                    c.trim().to_string(),
-                    code.trim().parse().expect("exit code"),
-                ),
-                None => (line.to_string(), 0),
-            };
-            b.commands.push((n + 1, cmd, code));
-        } else if let Some(rest) = line.strip_prefix("<!-- runbook-test:") {
-            setup = Some(rest.trim_end_matches("-->").trim().to_string());
-        } else if line == "```sh" {
-            current = Some(Block {
-                line: n + 1,
-                setup: setup.take(),
-                commands: Vec::new(),
-            });
-        }
-    }
-    assert!(current.is_none(), "unterminated code block");
-    blocks
-}
 
 fn prepare(data: &Path, setup: &str) {
     if data.exists() {

@@ -20,7 +20,7 @@
 //! | admitted          | any                                            | Resume             |
 //! | created, alone    | (none listed)                                  | Bootstrap          |
 //! | created           | any peer of another cluster                    | refuse (mismatch)  |
-//! | created           | a bootstrapped peer lists this node as voter   | refuse: rebuild    |
+//! | created           | a bootstrapped peer lists this node as voter   | refuse: rebuild (Rebuild with `--rebuild`) |
 //! | created           | a bootstrapped peer, this node not a voter     | Join (as learner)  |
 //! | created           | a majority of the initial voters (this one too) answered "not bootstrapped" | Bootstrap |
 //! | created           | fewer answers than that                        | Wait               |
@@ -53,6 +53,10 @@ pub enum Admission {
     Join,
     /// Not enough answers yet; ask again (bounded by the caller's start-up timeout).
     Wait,
+    /// The directory was wiped, the cluster counts this node as a voter, and the operator
+    /// asked for a rebuild (`--rebuild`): record `rebuilding=1`, then start every group
+    /// non-voting until it is rebuilt (docs/replication.md, section 5).
+    Rebuild,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +131,23 @@ pub fn decide(
     }
 }
 
+/// [`decide`] for a start with or without `--rebuild`: the one refusal the flag turns into
+/// an admission is the wiped voter's. Everything else (another cluster, not enough answers,
+/// an admitted directory) is decided as without it.
+pub fn decide_start(
+    rebuild: bool,
+    admitted: bool,
+    node_id: u64,
+    cluster_id: Uuid,
+    initial_voters: &[u64],
+    answers: &[PeerView],
+) -> Result<Admission, AdmissionError> {
+    match decide(admitted, node_id, cluster_id, initial_voters, answers) {
+        Err(AdmissionError::WipedVoter { .. }) if rebuild => Ok(Admission::Rebuild),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +189,7 @@ mod tests {
                 Ok(Admission::Join) => prop_assert!(!known && exists),
                 Ok(Admission::Resume) => prop_assert!(false, "a new directory never resumes"),
                 Ok(Admission::Wait) => prop_assert!(!exists),
+                Ok(Admission::Rebuild) => prop_assert!(false, "only decide_start rebuilds"),
                 Err(AdmissionError::WipedVoter { .. }) => prop_assert!(known),
                 Err(AdmissionError::ClusterMismatch { .. }) => prop_assert!(false),
             }
@@ -240,6 +262,39 @@ mod tests {
         assert!(matches!(
             decide(Created, 2, c, &three, &[view(1, other, &[])]),
             Err(AdmissionError::ClusterMismatch { peer: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn rebuild_flag_turns_only_the_wiped_voter_refusal_into_a_rebuild() {
+        let c = Uuid::new_v4();
+        let three = [1, 2, 3];
+        let wiped = [view(3, c, &[1, 2, 3])];
+        assert_eq!(
+            decide_start(true, false, 2, c, &three, &wiped),
+            Ok(Admission::Rebuild)
+        );
+        assert!(matches!(
+            decide_start(false, false, 2, c, &three, &wiped),
+            Err(AdmissionError::WipedVoter { .. })
+        ));
+        // Not wiped (admitted earlier): the flag changes nothing.
+        assert_eq!(
+            decide_start(true, true, 2, c, &three, &[]),
+            Ok(Admission::Resume)
+        );
+        // A new cluster, another cluster, too few answers: decided as without the flag.
+        assert_eq!(
+            decide_start(true, false, 2, c, &three, &[view(1, c, &[])]),
+            Ok(Admission::Bootstrap)
+        );
+        assert_eq!(
+            decide_start(true, false, 2, c, &three, &[]),
+            Ok(Admission::Wait)
+        );
+        assert!(matches!(
+            decide_start(true, false, 2, c, &three, &[view(1, Uuid::new_v4(), &[])]),
+            Err(AdmissionError::ClusterMismatch { .. })
         ));
     }
 }

@@ -364,6 +364,10 @@ pub struct NodeConfig {
     /// initial voters, without asking them first (see `bootstrap.rs`).
     #[serde(skip)]
     pub bootstrap: bool,
+    /// Flag only (`--rebuild`): a voter whose data directory was wiped is rebuilt from its
+    /// peers under its old id instead of being refused (docs/replication.md).
+    #[serde(skip)]
+    pub rebuild: bool,
     pub log_format: LogFormat,
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
@@ -391,6 +395,7 @@ impl Default for NodeConfig {
             read_only: false,
             standalone: false,
             bootstrap: false,
+            rebuild: false,
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(10),
             raft: RaftSection::default(),
@@ -444,6 +449,13 @@ pub struct ServeFlags {
     /// pass it to a node whose data was lost: it would forget the votes it gave.
     #[arg(long)]
     pub bootstrap: bool,
+    /// This node's data directory was lost or wiped and the cluster still counts it as a
+    /// voter: rebuild it from its peers under its old id. Until every partition is rebuilt it
+    /// grants no votes and acknowledges nothing its leader has not already committed, so it
+    /// cannot forget a promise (docs/replication.md). Without the flag such a start is
+    /// refused; with it, a directory that was not wiped starts normally.
+    #[arg(long)]
+    pub rebuild: bool,
     /// Log line format [default: text].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -507,6 +519,7 @@ impl NodeConfig {
         self.read_only |= flags.read_only;
         self.standalone |= flags.standalone;
         self.bootstrap |= flags.bootstrap;
+        self.rebuild |= flags.rebuild;
         if let Some(v) = flags.log_format {
             self.log_format = v;
         }

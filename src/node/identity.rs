@@ -7,17 +7,20 @@
 //! Encoding (docs/format.md, "NODE"):
 //!
 //! ```text
-//! format=1
+//! format=2
 //! cluster=<uuid, hyphenated lower case>
 //! node=<decimal node id>
 //! admitted=<0 or 1>
+//! rebuilding=<0 or 1>            (format 2; a format 1 file has no such line and means 0)
 //! crc32c=<8 hex digits over the bytes of the lines above>
 //! ```
 //!
 //! `admitted=0`: the file was created but the node has not yet been admitted to its cluster
 //! (see [`crate::node::bootstrap`]); it must not vote or acknowledge, and the next start
 //! asks again. The node sets `admitted=1` (temp file + fsync + rename + directory fsync)
-//! once it bootstraps or joins.
+//! once it bootstraps or joins. `rebuilding=1`: the directory was wiped and the node is being
+//! rebuilt under its old id (docs/replication.md): until it clears the flag, none of its
+//! groups votes or acknowledges beyond what is already committed, also after a crash.
 
 use std::fs::File;
 use std::io::Write;
@@ -27,8 +30,10 @@ use tern_engine::engine::META_FILE;
 use uuid::Uuid;
 
 pub const NODE_FILE: &str = "NODE";
-/// Version of the `NODE` file's encoding.
-pub const IDENTITY_FORMAT_VERSION: u16 = 1;
+/// Version of the `NODE` file's encoding this build writes. 2 added `rebuilding`.
+pub const IDENTITY_FORMAT_VERSION: u16 = 2;
+/// The oldest encoding this build still reads (no `rebuilding` line: not rebuilding).
+const IDENTITY_FORMAT_VERSION_MIN: u16 = 1;
 /// A `NODE` file is a few dozen bytes; anything longer is not ours (read bound).
 const NODE_FILE_BYTES_MAX: u64 = 4096;
 
@@ -36,8 +41,11 @@ const NODE_FILE_BYTES_MAX: u64 = 4096;
 pub struct NodeIdentity {
     pub cluster_id: Uuid,
     pub node_id: u64,
-    /// Admitted to the cluster: it may vote and acknowledge.
+    /// Admitted to the cluster: it may vote and acknowledge (unless `rebuilding`).
     pub admitted: bool,
+    /// Lost its data and is being rebuilt: it must not vote, campaign, or acknowledge beyond
+    /// its leader's commit index until every group is rebuilt (docs/replication.md).
+    pub rebuilding: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +58,7 @@ pub enum IdentityError {
     },
     #[error("{path} is damaged or not a tern NODE file ({why}); it names the node this data directory belongs to: restore it from a backup, or wipe the directory and rebuild the replica (docs/operations/node.md)")]
     Corrupt { path: PathBuf, why: String },
-    #[error("{path}: NODE format version {found} (this build reads {IDENTITY_FORMAT_VERSION})")]
+    #[error("{path}: NODE format version {found} (this build reads {IDENTITY_FORMAT_VERSION_MIN} to {IDENTITY_FORMAT_VERSION})")]
     UnsupportedVersion { path: PathBuf, found: u16 },
     #[error("data directory {dir} belongs to node {stored}, not node {requested}: start it with --node-id {stored}, or give node {requested} its own data directory")]
     NodeIdMismatch {
@@ -113,10 +121,11 @@ impl NodeIdentity {
 
     pub fn encode(&self) -> String {
         let body = format!(
-            "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\nadmitted={}\n",
+            "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\nadmitted={}\nrebuilding={}\n",
             self.cluster_id.hyphenated(),
             self.node_id,
-            self.admitted as u8
+            self.admitted as u8,
+            self.rebuilding as u8
         );
         format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()))
     }
@@ -140,6 +149,12 @@ impl NodeIdentity {
             )));
         }
         let (mut format, mut cluster, mut node, mut admitted) = (None, None, None, None);
+        let mut rebuilding = None;
+        let flag = |key: &str, value: &str| match value {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            _ => Err(corrupt(format!("{key} {value:?}"))),
+        };
         for line in body.lines() {
             let (key, value) = line
                 .split_once('=')
@@ -165,13 +180,8 @@ impl NodeIdentity {
                             .map_err(|e| corrupt(format!("node {value:?}: {e}")))?,
                     )
                     .is_some(),
-                "admitted" => admitted
-                    .replace(match value {
-                        "0" => false,
-                        "1" => true,
-                        _ => return Err(corrupt(format!("admitted {value:?}"))),
-                    })
-                    .is_some(),
+                "admitted" => admitted.replace(flag(key, value)?).is_some(),
+                "rebuilding" => rebuilding.replace(flag(key, value)?).is_some(),
                 _ => return Err(corrupt(format!("unexpected key {key:?}"))),
             };
             if slot_taken {
@@ -179,17 +189,27 @@ impl NodeIdentity {
             }
         }
         let format = format.ok_or_else(|| corrupt("missing format".into()))?;
-        if format != IDENTITY_FORMAT_VERSION {
+        if !(IDENTITY_FORMAT_VERSION_MIN..=IDENTITY_FORMAT_VERSION).contains(&format) {
             return Err(IdentityError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: format,
             });
         }
+        let rebuilding = match (format, rebuilding) {
+            (1, None) => false,
+            (1, Some(_)) => return Err(corrupt("rebuilding in a format 1 file".into())),
+            (_, Some(r)) => r,
+            (_, None) => return Err(corrupt("missing rebuilding".into())),
+        };
         let identity = NodeIdentity {
             cluster_id: cluster.ok_or_else(|| corrupt("missing cluster".into()))?,
             node_id: node.ok_or_else(|| corrupt("missing node".into()))?,
             admitted: admitted.ok_or_else(|| corrupt("missing admitted".into()))?,
+            rebuilding,
         };
+        if identity.rebuilding && !identity.admitted {
+            return Err(corrupt("rebuilding but not admitted".into()));
+        }
         if identity.node_id == 0 || identity.cluster_id.is_nil() {
             return Err(corrupt("node 0 or nil cluster id".into()));
         }
@@ -265,6 +285,7 @@ pub fn open_or_create(
         cluster_id,
         node_id: req.node_id,
         admitted: false,
+        rebuilding: false,
     };
     if !write_new(dir, &identity)? {
         // Another process created it first: check against what it wrote.
@@ -305,20 +326,52 @@ fn check(dir: &Path, found: NodeIdentity, req: IdentityRequest) -> Result<(), Id
 
 /// Records that the node was admitted to its cluster (bootstrapped it or joined it).
 pub fn mark_admitted(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
-    let admitted = NodeIdentity {
-        admitted: true,
-        ..identity
-    };
+    rewrite(
+        dir,
+        NodeIdentity {
+            admitted: true,
+            ..identity
+        },
+    )
+}
+
+/// Records that this wiped node is admitted to be rebuilt under its old id (`tern serve
+/// --rebuild`): it counts as admitted, but every group starts non-voting, also after a crash,
+/// until [`mark_rebuilt`]. Written before any Raft group is created.
+pub fn mark_rebuilding(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    rewrite(
+        dir,
+        NodeIdentity {
+            admitted: true,
+            rebuilding: true,
+            ..identity
+        },
+    )
+}
+
+/// Records that every group of this node is rebuilt; durable before any group votes again.
+pub fn mark_rebuilt(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    rewrite(
+        dir,
+        NodeIdentity {
+            rebuilding: false,
+            ..identity
+        },
+    )
+}
+
+/// Replaces `NODE` atomically: temp file, fsync, rename, directory fsync.
+fn rewrite(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
     let path = dir.join(NODE_FILE);
     let tmp = dir.join(format!("{NODE_FILE}.tmp.{}", std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
-    f.write_all(admitted.encode().as_bytes())
+    f.write_all(identity.encode().as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| IdentityError::io(&tmp, e))?;
     drop(f);
     std::fs::rename(&tmp, &path).map_err(|e| IdentityError::io(&path, e))?;
     sync_dir(dir)?;
-    Ok(admitted)
+    Ok(identity)
 }
 
 /// The engine's one directory fsync for `std::fs` callers, its error named as ours.
@@ -447,6 +500,7 @@ mod tests {
             cluster_id: Uuid::new_v4(),
             node_id: 42,
             admitted: true,
+            rebuilding: true,
         };
         let text = id.encode();
         let p = Path::new("NODE");
@@ -470,12 +524,53 @@ mod tests {
         ));
     }
 
+    /// A crash mid-rebuild must restart rebuilding: the flag is on disk before any group
+    /// exists, and only `mark_rebuilt` clears it.
+    #[test]
+    fn rebuilding_flag_survives_a_reread_until_marked_rebuilt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (id, _) = open_or_create(tmp.path(), req(2, Some(Uuid::new_v4()), true)).unwrap();
+        let rebuilding = mark_rebuilding(tmp.path(), id).unwrap();
+        let (reread, origin) =
+            open_or_create(tmp.path(), req(2, Some(id.cluster_id), true)).unwrap();
+        assert_eq!(origin, IdentityOrigin::Existing);
+        assert_eq!(reread, rebuilding);
+        assert!(reread.admitted && reread.rebuilding);
+        let rebuilt = mark_rebuilt(tmp.path(), reread).unwrap();
+        assert_eq!(read_identity(tmp.path()).unwrap(), Some(rebuilt));
+        assert!(rebuilt.admitted && !rebuilt.rebuilding);
+    }
+
+    /// Directories written before `rebuilding` existed still read, as not rebuilding; a
+    /// format 1 file that names the flag, or a format 2 file without it, is damage.
+    #[test]
+    fn format_1_files_read_as_not_rebuilding() {
+        let p = Path::new("NODE");
+        let with_crc =
+            |body: String| format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()));
+        let cluster = Uuid::new_v4();
+        let v1 = with_crc(format!("format=1\ncluster={cluster}\nnode=3\nadmitted=1\n"));
+        let id = NodeIdentity::decode(p, &v1).unwrap();
+        assert_eq!((id.node_id, id.admitted, id.rebuilding), (3, true, false));
+        let v1_flag = with_crc(format!(
+            "format=1\ncluster={cluster}\nnode=3\nadmitted=1\nrebuilding=0\n"
+        ));
+        assert!(NodeIdentity::decode(p, &v1_flag).is_err());
+        let v2_none = with_crc(format!("format=2\ncluster={cluster}\nnode=3\nadmitted=1\n"));
+        assert!(NodeIdentity::decode(p, &v2_none).is_err());
+        let not_admitted = with_crc(format!(
+            "format=2\ncluster={cluster}\nnode=3\nadmitted=0\nrebuilding=1\n"
+        ));
+        assert!(NodeIdentity::decode(p, &not_admitted).is_err());
+    }
+
     #[test]
     fn wire_cluster_id_is_stable_and_tells_clusters_apart() {
         let id = |u: u128| NodeIdentity {
             cluster_id: Uuid::from_u128(u),
             node_id: 1,
             admitted: true,
+            rebuilding: false,
         };
         assert_eq!(
             id(0x1234_0000_0000_0000_0000_0000_0000_5678).wire_cluster_id(),

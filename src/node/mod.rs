@@ -14,10 +14,15 @@ pub mod identity;
 pub mod kafka;
 pub mod leader_balance;
 pub mod log_store;
+pub mod node_reports;
+pub mod offset_checkpoint;
 pub mod partition;
 pub mod planted;
 pub mod producers;
+pub mod rebuild;
 pub mod records;
+pub mod repair;
+pub mod replica_moves;
 pub mod requests;
 pub mod retention;
 pub mod runtime;
@@ -37,6 +42,27 @@ pub enum NodeError {
     Raft { group: u64, what: String },
     #[error("engine: {0}")]
     Engine(String),
+    /// A read found entry `index` damaged (it is being repaired from peers).
+    #[error("group {group}: entry {index} is damaged: {what}")]
+    DamagedEntry {
+        group: u64,
+        index: u64,
+        what: String,
+    },
+}
+
+impl NodeError {
+    /// An engine error, keeping the identity of a damaged entry so it can be repaired.
+    pub fn from_engine(e: tern_engine::Error) -> Self {
+        match repair::damaged_entry(&e) {
+            Some((group, index)) => NodeError::DamagedEntry {
+                group,
+                index,
+                what: e.to_string(),
+            },
+            None => NodeError::Engine(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

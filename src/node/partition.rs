@@ -5,8 +5,15 @@
 //! base offsets when it proposes them; every replica (the leader included) checks the stamp
 //! when the entry is written to its log, and the map keeps the entry's end offset (with its
 //! size and newest timestamp, which retention judges it by). A restart rebuilds the map from
-//! the snapshot point's end offset and the batch headers of the entries after it (retention
-//! bounds how many there are).
+//! the newest offset checkpoint (src/node/offset_checkpoint.rs: sparse marks summarising the
+//! entries up to a committed index) and the batch headers of the entries after it; without a
+//! usable checkpoint, from the snapshot point's end offset and every entry after it.
+//!
+//! The map is therefore dense (one `EntryFacts` per entry) except for a restarted replica's
+//! oldest entries, which only the checkpoint's marks describe: a mark is the end offset, the
+//! payload bytes and the newest timestamp of a span of entries ending at its index. Offsets
+//! inside a span are found by reading the span's entries (`index_of` answers the span's first
+//! entry, `mark_at_or_below` the start to read from); retention compacts at span ends.
 
 use std::collections::VecDeque;
 
@@ -106,15 +113,28 @@ pub struct EntryFacts {
     pub max_timestamp_ms: Option<i64>,
 }
 
+/// A span of entries the map knows only in sum (from an offset checkpoint): the entries after
+/// the previous mark (or the snapshot point) up to `index`. `facts.bytes` and
+/// `facts.max_timestamp_ms` cover the whole span; `facts.end_offset` is exact at `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub index: u64,
+    pub facts: EntryFacts,
+}
+
 /// End offsets (and retention facts) of the entries after the snapshot point.
 ///
-/// Invariant: the end offsets of `entries` are non-decreasing and >= `start_offset`, and
-/// `entries[i]` is entry `snapshot_index + 1 + i`.
+/// Invariant: the end offsets of `marks` then `entries` are non-decreasing and >=
+/// `start_offset`; mark indexes increase and are > `snapshot_index`; `entries[i]` is entry
+/// `dense_base() + 1 + i`.
 #[derive(Debug, Clone, Default)]
 pub struct OffsetMap {
     snapshot_index: u64,
     start_offset: u64,
+    marks: VecDeque<Mark>,
     entries: VecDeque<EntryFacts>,
+    /// The marks of the newest offset checkpoint (empty: none yet), the base of the next.
+    checkpoint: Vec<Mark>,
 }
 
 impl OffsetMap {
@@ -128,8 +148,110 @@ impl OffsetMap {
         OffsetMap {
             snapshot_index,
             start_offset,
+            marks: VecDeque::new(),
             entries: entries.into_iter().collect(),
+            checkpoint: Vec::new(),
         }
+    }
+
+    /// The map a checkpoint restores: the snapshot point, then `marks` (validated by the
+    /// caller: increasing, past the snapshot point, end offsets non-decreasing from
+    /// `start_offset`), then nothing yet; `on_written` adds the entries after the last mark.
+    pub fn from_marks(snapshot_index: u64, start_offset: u64, marks: Vec<Mark>) -> Self {
+        OffsetMap {
+            snapshot_index,
+            start_offset,
+            checkpoint: marks.clone(),
+            marks: marks.into(),
+            entries: VecDeque::new(),
+        }
+    }
+
+    /// Index of the last entry only a mark describes (the snapshot point when none does):
+    /// the dense entries follow it.
+    fn dense_base(&self) -> u64 {
+        self.marks.back().map_or(self.snapshot_index, |m| m.index)
+    }
+
+    /// The mark (or the snapshot point) at or below `index`: (its index, the end offset
+    /// after it). Reading the entries after it finds what the map does not hold per entry.
+    pub fn mark_at_or_below(&self, index: u64) -> (u64, u64) {
+        let pos = self.marks.partition_point(|m| m.index <= index);
+        match pos.checked_sub(1).and_then(|p| self.marks.get(p)) {
+            Some(m) => (m.index, m.facts.end_offset),
+            None => (self.snapshot_index, self.start_offset),
+        }
+    }
+
+    /// The index the newest checkpoint was taken at (the snapshot point when it is newer, or
+    /// when there is none).
+    pub fn checkpointed_to(&self) -> u64 {
+        self.checkpoint
+            .last()
+            .map_or(0, |m| m.index)
+            .max(self.snapshot_index)
+    }
+
+    /// The marks of a checkpoint at `upto`, describing `(snapshot point, upto]` (at most
+    /// `marks_max` of them, `upto` itself always one), remembered as the newest checkpoint:
+    /// the previous checkpoint's marks still past the snapshot point, then one span per
+    /// `span_entries` entries after it. Adjacent spans are merged (oldest first) until the
+    /// count fits, so a checkpoint stays small however long the log is; what it costs is
+    /// longer spans to read through after a restart. Only the entries since the previous
+    /// checkpoint are looked at. None when `upto` is not a dense entry past it.
+    pub fn take_checkpoint(
+        &mut self,
+        upto: u64,
+        span_entries: u64,
+        marks_max: usize,
+    ) -> Option<Vec<Mark>> {
+        let from = self.checkpointed_to().max(self.dense_base());
+        if upto <= from || upto > self.last_index() {
+            return None;
+        }
+        let snapshot_index = self.snapshot_index;
+        let mut out: Vec<Mark> = self
+            .checkpoint
+            .iter()
+            .copied()
+            .filter(|m| m.index > snapshot_index)
+            .collect();
+        let mut span: Option<Mark> = None;
+        for index in from + 1..=upto {
+            let f = *self.facts(index)?;
+            let m = span.get_or_insert(Mark {
+                index,
+                facts: EntryFacts {
+                    end_offset: f.end_offset,
+                    bytes: 0,
+                    max_timestamp_ms: None,
+                },
+            });
+            m.index = index;
+            m.facts = merge_facts(m.facts, f);
+            let first = out.last().map_or(snapshot_index, |m| m.index) + 1;
+            if index == upto || index + 1 - first >= span_entries.max(1) {
+                out.extend(span.take());
+            }
+        }
+        let marks_max = marks_max.max(1);
+        while out.len() > marks_max {
+            // Merge pairs from the oldest; the last mark (`upto`) stays last.
+            let mut merged = Vec::with_capacity(out.len().div_ceil(2));
+            let mut it = out.into_iter();
+            while let Some(a) = it.next() {
+                match it.next() {
+                    Some(b) => merged.push(Mark {
+                        index: b.index,
+                        facts: merge_facts(a.facts, b.facts),
+                    }),
+                    None => merged.push(a),
+                }
+            }
+            out = merged;
+        }
+        self.checkpoint = out.clone();
+        Some(out)
     }
 
     pub fn start_offset(&self) -> u64 {
@@ -142,10 +264,11 @@ impl OffsetMap {
 
     /// Index of the last entry the map covers.
     pub fn last_index(&self) -> u64 {
-        self.snapshot_index + self.entries.len() as u64
+        self.dense_base() + self.entries.len() as u64
     }
 
-    /// The end offset after entry `index` (the snapshot point or an entry in the map).
+    /// The end offset after entry `index` (the snapshot point, a mark or an entry in the
+    /// map); None inside a mark's span too (see `mark_at_or_below`).
     pub fn end_at(&self, index: u64) -> Option<u64> {
         if index == self.snapshot_index {
             return Some(self.start_offset);
@@ -153,21 +276,31 @@ impl OffsetMap {
         self.facts(index).map(|f| f.end_offset)
     }
 
-    /// What the map keeps of entry `index` (after the snapshot point).
+    /// What the map keeps of entry `index` (after the snapshot point); for a mark, the facts
+    /// of its whole span.
     pub fn facts(&self, index: u64) -> Option<&EntryFacts> {
-        if index <= self.snapshot_index {
-            return None;
+        let base = self.dense_base();
+        if index <= base {
+            let pos = self.marks.partition_point(|m| m.index < index);
+            return self
+                .marks
+                .get(pos)
+                .filter(|m| m.index == index)
+                .map(|m| &m.facts);
         }
-        self.entries.get((index - self.snapshot_index - 1) as usize)
+        self.entries.get((index - base - 1) as usize)
     }
 
-    /// The entries after the snapshot point, oldest first, with their indexes.
+    /// The marks' spans then the entries after them, oldest first, each with the index it
+    /// ends at.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &EntryFacts)> {
-        let first = self.snapshot_index + 1;
-        self.entries
-            .iter()
-            .enumerate()
-            .map(move |(i, f)| (first + i as u64, f))
+        let first = self.dense_base() + 1;
+        self.marks.iter().map(|m| (m.index, &m.facts)).chain(
+            self.entries
+                .iter()
+                .enumerate()
+                .map(move |(i, f)| (first + i as u64, f)),
+        )
     }
 
     /// Payload bytes of the entries in `(snapshot point, upto]`.
@@ -180,19 +313,29 @@ impl OffsetMap {
 
     /// The next offset after the whole map.
     pub fn next_offset(&self) -> u64 {
-        self.entries
-            .back()
-            .map_or(self.start_offset, |f| f.end_offset)
+        match (self.entries.back(), self.marks.back()) {
+            (Some(f), _) => f.end_offset,
+            (None, Some(m)) => m.facts.end_offset,
+            (None, None) => self.start_offset,
+        }
     }
 
     /// The entry holding `offset` (the first entry whose end offset is past it), if the map has
-    /// one.
+    /// one. Inside a mark's span the answer is the span's first entry: a reader skips the
+    /// entries before `offset` (their batches are stamped with their offsets).
     pub fn index_of(&self, offset: u64) -> Option<u64> {
         if offset < self.start_offset {
             return None;
         }
+        let pos = self.marks.partition_point(|m| m.facts.end_offset <= offset);
+        if pos < self.marks.len() {
+            return Some(match pos.checked_sub(1) {
+                Some(p) => self.marks[p].index + 1,
+                None => self.snapshot_index + 1,
+            });
+        }
         let pos = self.entries.partition_point(|f| f.end_offset <= offset);
-        (pos < self.entries.len()).then_some(self.snapshot_index + 1 + pos as u64)
+        (pos < self.entries.len()).then_some(self.dense_base() + 1 + pos as u64)
     }
 
     /// Entries written to the log (Ready order): checks each data entry's stamp against the
@@ -202,10 +345,11 @@ impl OffsetMap {
         let Some(first) = entries.first() else {
             return Ok(Vec::new());
         };
-        if first.index <= self.snapshot_index || first.index > self.last_index() + 1 {
+        // Entries a mark covers are committed: Raft never rewrites them.
+        if first.index <= self.dense_base() || first.index > self.last_index() + 1 {
             return Err(OffsetError::Gap {
                 index: first.index,
-                first: self.snapshot_index + 1,
+                first: self.dense_base() + 1,
                 next: self.last_index() + 1,
             });
         }
@@ -221,7 +365,7 @@ impl OffsetMap {
             });
         }
         self.entries
-            .truncate((first.index - self.snapshot_index - 1) as usize);
+            .truncate((first.index - self.dense_base() - 1) as usize);
         self.entries.extend(facts.iter().copied());
         Ok(facts.iter().map(|f| f.end_offset).collect())
     }
@@ -232,14 +376,30 @@ impl OffsetMap {
         if index <= self.snapshot_index {
             return;
         }
-        if index <= self.last_index() {
-            let drop = (index - self.snapshot_index) as usize;
-            self.entries.drain(..drop);
-        } else {
+        if index > self.last_index() {
+            self.marks.clear();
             self.entries.clear();
+        } else if index <= self.dense_base() {
+            // Inside the marks: the span the point falls in keeps its sums (an overestimate of
+            // its bytes until it is compacted in turn).
+            let pos = self.marks.partition_point(|m| m.index <= index);
+            self.marks.drain(..pos);
+        } else {
+            let drop = (index - self.dense_base()) as usize;
+            self.marks.clear();
+            self.entries.drain(..drop);
         }
         self.snapshot_index = index;
         self.start_offset = end_offset;
+    }
+}
+
+/// The facts of two adjacent spans as one (`b` after `a`).
+fn merge_facts(a: EntryFacts, b: EntryFacts) -> EntryFacts {
+    EntryFacts {
+        end_offset: b.end_offset,
+        bytes: a.bytes + b.bytes,
+        max_timestamp_ms: a.max_timestamp_ms.max(b.max_timestamp_ms),
     }
 }
 
@@ -349,5 +509,71 @@ mod tests {
         assert_eq!(PartitionSnapshot::decode(&v1).map(|s| s.end_offset), Ok(9));
         v1.push(0);
         assert!(PartitionSnapshot::decode(&v1).is_err());
+    }
+
+    #[test]
+    fn checkpoint_marks_summarise_spans_and_a_restored_map_answers_from_them() {
+        let mut m = OffsetMap::default();
+        let entries: Vec<Entry> = (1..=10).map(|i| data_entry(i, 2 * (i - 1), 2)).collect();
+        m.on_written(&entries).unwrap();
+        // Spans of 4 entries up to 9: (0, 4], (4, 8], (8, 9].
+        let marks = m.clone().take_checkpoint(9, 4, 16).unwrap();
+        let ends: Vec<(u64, u64)> = marks
+            .iter()
+            .map(|k| (k.index, k.facts.end_offset))
+            .collect();
+        assert_eq!(ends, vec![(4, 8), (8, 16), (9, 18)]);
+        let bytes = entries[0].data.len() as u64;
+        assert_eq!(marks[0].facts.bytes, 4 * bytes);
+        assert_eq!(m.clone().take_checkpoint(11, 4, 16), None);
+        // Over the limit, pairs merge from the oldest and the last mark stays.
+        let merged = m.clone().take_checkpoint(9, 1, 4).unwrap();
+        assert!(merged.len() <= 4);
+        assert_eq!(merged.last().map(|k| k.index), Some(9));
+        assert_eq!(merged.iter().map(|k| k.facts.bytes).sum::<u64>(), 9 * bytes);
+
+        // A restart: the marks, then the entries after the last one.
+        // The next checkpoint starts from the previous one's marks.
+        let mut incremental = m.clone();
+        incremental.take_checkpoint(6, 4, 16).unwrap();
+        assert_eq!(incremental.checkpointed_to(), 6);
+        assert_eq!(incremental.take_checkpoint(6, 4, 16), None);
+        let next = incremental.take_checkpoint(9, 4, 16).unwrap();
+        let ends: Vec<u64> = next.iter().map(|k| k.index).collect();
+        assert_eq!(ends, vec![4, 6, 9]);
+        assert_eq!(next.iter().map(|k| k.facts.bytes).sum::<u64>(), 9 * bytes);
+
+        let mut r = OffsetMap::from_marks(0, 0, marks);
+        assert_eq!(r.last_index(), 9);
+        assert_eq!(r.checkpointed_to(), 9);
+        assert_eq!(r.next_offset(), 18);
+        r.on_written(&[data_entry(10, 18, 2)]).unwrap();
+        assert_eq!(r.next_offset(), 20);
+        // Exact at marks and dense entries, unknown inside a span.
+        assert_eq!(r.end_at(8), Some(16));
+        assert_eq!(r.end_at(10), Some(20));
+        assert_eq!(r.end_at(6), None);
+        assert_eq!(r.mark_at_or_below(6), (4, 8));
+        assert_eq!(r.mark_at_or_below(3), (0, 0));
+        // Inside a span: the span's first entry, read from there.
+        assert_eq!(r.index_of(0), Some(1));
+        assert_eq!(r.index_of(9), Some(5));
+        assert_eq!(r.index_of(16), Some(9));
+        assert_eq!(r.index_of(18), Some(10));
+        assert_eq!(r.index_of(20), None);
+        // Entries a mark covers are committed: a write below the dense part is refused.
+        assert!(matches!(
+            r.on_written(&[data_entry(9, 16, 2)]),
+            Err(OffsetError::Gap { .. })
+        ));
+        // Compaction at a mark drops the spans up to it.
+        r.on_snapshot(4, 8);
+        assert_eq!(r.start_offset(), 8);
+        assert_eq!(r.iter().map(|(i, _)| i).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert_eq!(r.bytes_upto(9), 5 * bytes);
+        // Compaction into the dense part drops every mark.
+        r.on_snapshot(10, 20);
+        assert_eq!(r.last_index(), 10);
+        assert_eq!(r.next_offset(), 20);
     }
 }

@@ -24,7 +24,9 @@ use super::partition::OffsetMap;
 pub const RETENTION_CHECK_TICKS: u64 = 100;
 
 /// The index up to which the log must be compacted (an entry in `(snapshot point, applied]`),
-/// or None when retention asks for nothing more.
+/// or None when retention asks for nothing more. After a restart the oldest entries are known
+/// only by the spans of the offset checkpoint's marks (`OffsetMap::iter`): there the point is
+/// a span's end, so a span is kept whole until all of it may go.
 pub fn retention_point(
     map: &OffsetMap,
     applied: u64,
@@ -44,24 +46,22 @@ pub fn retention_point(
     }
     if let Some(age_ms_max) = retention.age_ms_max {
         let cutoff = now_ms.saturating_sub(i64::try_from(age_ms_max).unwrap_or(i64::MAX));
-        let mut aged = None;
-        for (index, facts) in map.iter().take_while(|(i, _)| *i <= applied) {
-            match facts.max_timestamp_ms {
-                Some(ts) if ts >= cutoff => break,
-                _ => aged = Some(index),
-            }
-        }
+        let applied_spans: Vec<(u64, Option<i64>)> = map
+            .iter()
+            .take_while(|(i, _)| *i <= applied)
+            .map(|(i, f)| (i, f.max_timestamp_ms))
+            .collect();
+        let aged = applied_spans
+            .iter()
+            .position(|(_, ts)| ts.is_some_and(|ts| ts >= cutoff))
+            .unwrap_or(applied_spans.len());
         // Trailing entries without records are only dropped behind an expired record: an
         // empty partition's no-op is not "expired".
-        while let Some(i) = aged {
-            match map.facts(i) {
-                Some(f) if f.max_timestamp_ms.is_none() => {
-                    aged = (i > map.snapshot_index() + 1).then(|| i - 1);
-                }
-                _ => break,
-            }
-        }
-        point = point.max(aged);
+        let expired = applied_spans[..aged]
+            .iter()
+            .rposition(|(_, ts)| ts.is_some())
+            .map(|p| applied_spans[p].0);
+        point = point.max(expired);
     }
     point
 }

@@ -22,6 +22,7 @@ use super::bootstrap::PeerView;
 use super::config::NodeConfig;
 use super::controller::{Member, CONTROLLER_GROUP};
 use super::identity::wire_cluster_id;
+use super::rebuild::NodeRebuild;
 use super::shard::{Shard, ShardMsg, ShardSetup};
 
 /// Bounds each step of one view query to a peer.
@@ -38,6 +39,8 @@ pub struct NodeRuntime {
     raft: tern_raft::Config,
     controller_voters: Vec<u64>,
     admitted: AtomicBool,
+    /// Set once before the shards start when the node's `NODE` file says it is rebuilding.
+    rebuild: Mutex<Option<Arc<NodeRebuild>>>,
     identity: LocalIdentity,
     initial_members: Vec<Member>,
     senders: Vec<mpsc::Sender<ShardMsg>>,
@@ -79,9 +82,9 @@ impl PeerTransport for NodeTransport {
 
 /// The members a controller leader registers: this node with its configured addresses, and
 /// each other initial voter at its peer address. A peer's Kafka and HTTP addresses are not in
-/// this node's configuration: they are taken to be on the peer's host with this node's ports
-/// (what `scripts/cluster.sh` runs), and each node corrects its own entry when it leads the
-/// controller. docs/operations/cluster.md says so.
+/// this node's configuration: until the peer's own report arrives (`node_reports.rs`), which
+/// registers the addresses it was configured with, they are taken to be on the peer's host
+/// with this node's ports.
 pub fn initial_members(cfg: &NodeConfig) -> Vec<Member> {
     let mut out = vec![Member {
         node_id: cfg.node_id,
@@ -158,6 +161,7 @@ impl NodeRuntime {
                 raft,
                 controller_voters,
                 admitted: AtomicBool::new(false),
+                rebuild: Mutex::new(None),
                 identity: LocalIdentity {
                     cluster_id: wire_cluster_id(cluster_id),
                     node_id: cfg.node_id,
@@ -181,11 +185,15 @@ impl NodeRuntime {
                 .filter(|p| p.node_id != cfg.node_id)
                 .map(|p| (p.node_id, p.addr)),
         );
-        let (network, setups) = PeerNetwork::start(
+        // The acceptor answers view queries with `view`: without it, peers would hear a nil
+        // cluster id and "not bootstrapped" from every node, and admission could not tell a
+        // wiped voter from a new cluster.
+        let (network, setups) = PeerNetwork::start_with_view(
             identity,
             cfg.peer_addr,
             directory,
             TransportConfig::default(),
+            view,
         )
         .map_err(|e| format!("peer listener on {}: {e}", cfg.peer_addr))?;
         info!(addr = %network.local_addr(), "peer listener bound");
@@ -196,6 +204,7 @@ impl NodeRuntime {
             raft,
             controller_voters,
             admitted: AtomicBool::new(false),
+            rebuild: Mutex::new(None),
             identity,
             initial_members,
             senders,
@@ -208,6 +217,11 @@ impl NodeRuntime {
     /// Whether this node may run the controller group (decided before the shards start).
     pub fn set_admitted(&self, admitted: bool) {
         self.admitted.store(admitted, Ordering::SeqCst);
+    }
+
+    /// The node is being rebuilt: its shards start every group non-voting (`rebuild.rs`).
+    pub fn set_rebuild(&self, rebuild: Arc<NodeRebuild>) {
+        *self.rebuild.lock().unwrap_or_else(PoisonError::into_inner) = Some(rebuild);
     }
 
     /// One round of view queries to every other initial voter; the answers that came back.
@@ -292,6 +306,11 @@ impl NodeRuntime {
             raft: self.raft.clone(),
             inbox,
             shard_senders: self.senders.clone(),
+            rebuild: self
+                .rebuild
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         };
         Shard::run(setup, ctx.wal.clone(), transport).await
     }

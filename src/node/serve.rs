@@ -30,6 +30,7 @@ use crate::node::http::{self, HttpSetup, NodeProgress};
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
 use crate::node::kafka;
 use crate::node::kafka::broker::BrokerSetup;
+use crate::node::rebuild::NodeRebuild;
 use crate::node::runtime::NodeRuntime;
 use crate::node::stop::{spawn_signal_thread, ShardWatch, StopReason, StopSwitch};
 use tern_net::{ClusterView, SharedView};
@@ -139,7 +140,15 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
     });
     let runtime = NodeRuntime::start(cfg, id.cluster_id, shards, view.clone())
         .map_err(ServeError::Runtime)?;
-    let admitted = admit(cfg, &id, &voters, &runtime)?;
+    let admitted_id = admit(cfg, &id, &voters, &runtime)?;
+    let admitted = admitted_id.is_some();
+    if let Some(admitted_id) = admitted_id.filter(|i| i.rebuilding) {
+        runtime.set_rebuild(Arc::new(NodeRebuild::new(
+            Some(cfg.data_dir.clone()),
+            admitted_id,
+            shards,
+        )));
+    }
     if admitted {
         view.set(ClusterView {
             bootstrapped: true,
@@ -171,6 +180,7 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         shard: 0,
         shards,
         senders: runtime.senders(),
+        default_retention: cfg.default_retention(),
     };
     // The HTTP listener (one, on shard 0: src/node/http/mod.rs says why), checked free
     // before the shards start so a taken address refuses the start.
@@ -286,11 +296,11 @@ fn admit(
     id: &identity::NodeIdentity,
     voters: &[u64],
     runtime: &NodeRuntime,
-) -> Result<bool, ServeError> {
+) -> Result<Option<identity::NodeIdentity>, ServeError> {
     if cfg.bootstrap && !id.admitted {
-        identity::mark_admitted(&cfg.data_dir, *id)?;
+        let id = identity::mark_admitted(&cfg.data_dir, *id)?;
         info!(voters = ?voters, "admission: bootstrapping a new cluster with the initial voters (--bootstrap)");
-        return Ok(true);
+        return Ok(Some(id));
     }
     let started = std::time::Instant::now();
     let mut logged_wait = false;
@@ -300,15 +310,34 @@ fn admit(
         } else {
             runtime.ask_peers(cfg)
         };
-        match bootstrap::decide(id.admitted, id.node_id, id.cluster_id, voters, &answers)? {
+        let decision = bootstrap::decide_start(
+            cfg.rebuild,
+            id.admitted,
+            id.node_id,
+            id.cluster_id,
+            voters,
+            &answers,
+        )?;
+        match decision {
             Admission::Resume => {
-                info!("admission: resume (admitted earlier)");
-                return Ok(true);
+                if id.rebuilding {
+                    info!("admission: resume, still rebuilding (a crash interrupted the rebuild)");
+                } else if cfg.rebuild {
+                    info!("admission: resume; --rebuild ignored: the data directory was not wiped");
+                } else {
+                    info!("admission: resume (admitted earlier)");
+                }
+                return Ok(Some(*id));
+            }
+            Admission::Rebuild => {
+                let id = identity::mark_rebuilding(&cfg.data_dir, *id)?;
+                info!(answers = answers.len(), "admission: rebuild (--rebuild): the cluster counts this wiped node as a voter; every group starts non-voting until it holds what its leader had committed");
+                return Ok(Some(id));
             }
             Admission::Bootstrap => {
-                identity::mark_admitted(&cfg.data_dir, *id)?;
+                let id = identity::mark_admitted(&cfg.data_dir, *id)?;
                 info!(voters = ?voters, answers = answers.len(), "admission: bootstrapping a new cluster with the initial voters");
-                return Ok(true);
+                return Ok(Some(id));
             }
             Admission::Join => {
                 // Joining as a learner needs `tern cluster add-node` (membership change),

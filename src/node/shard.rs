@@ -26,7 +26,9 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use tern_engine::storage::Storage;
 use tern_engine::{Durable, OwnedEntry, ShardWal, WriteBatch};
-use tern_net::{HeartbeatBatch, Outbound, PeerEvent, PeerTransport};
+use tern_net::{
+    HeartbeatBatch, LedGroup, NodeAddrs, NodeReport, Outbound, PeerEvent, PeerTransport,
+};
 use tern_raft::message::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId};
 use tern_raft::ready::EntryFetch;
 use tern_raft::{Config as RaftConfig, PersistAck, RawNode, Role};
@@ -40,16 +42,25 @@ use super::fetch_wait::FetchWaiters;
 use super::group::{Group, Machine, PendingCommand, PendingProduce};
 use super::leader_balance::{transfer_target, LeaderBalancer, LeaderView};
 use super::log_store::{engine_kind, raft_kind, EngineLog};
+use super::node_reports::NodeReports;
+use super::offset_checkpoint::{
+    usable_marks, LogFacts, OffsetCheckpoint, CHECKPOINT_ENTRIES, MARKS_MAX,
+};
 use super::partition::{OffsetMap, PartitionSnapshot};
 use super::planted::{self, Planted};
 use super::producers::{ProducerTable, SequenceCheck};
+use super::rebuild::NodeRebuild;
 use super::records::{parse_batches, record_count, stamp};
+use super::replica_moves::next_change;
 use super::requests::{
     Acks, EpochEnd, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply,
     RequestError,
 };
 use super::retention::{retention_point, RETENTION_CHECK_TICKS};
 use super::snapshot_meta::GroupSnapshot;
+
+mod rebuild_driver;
+mod repair_driver;
 
 /// The Raft tick. Election and heartbeat timeouts are counted in ticks (`RaftConfig`).
 pub const TICK: Duration = Duration::from_millis(10);
@@ -140,6 +151,12 @@ pub struct GroupStatus {
     /// Leader only: every other member's progress. Empty on a follower.
     pub replicas: Vec<ReplicaProgress>,
     pub halted: Option<String>,
+    /// Partitions: log entries read at start to rebuild the offset map (bounded by the
+    /// offset checkpoint, src/node/offset_checkpoint.rs).
+    pub entries_read_at_start: Option<u64>,
+    /// This replica lost its disk and is being rebuilt: it votes for nobody and acknowledges
+    /// nothing above its leader's commit (docs/replication.md, section 5).
+    pub rebuilding: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -185,6 +202,8 @@ pub struct ShardSetup {
     pub inbox: mpsc::Receiver<ShardMsg>,
     /// Senders to every shard (this one included), by shard index.
     pub shard_senders: Vec<mpsc::Sender<ShardMsg>>,
+    /// Set when the node may be rebuilding (`NODE` said `rebuilding=1` at start).
+    pub rebuild: Option<std::sync::Arc<NodeRebuild>>,
 }
 
 enum Event {
@@ -201,6 +220,18 @@ enum Event {
         result: tern_engine::Result<()>,
     },
     Failed(String),
+    /// A read outside the loop (a Kafka fetch) found entry `index` of `group` damaged.
+    Damaged {
+        group: u64,
+        index: u64,
+        why: String,
+    },
+    /// A repair copy from `from` was written (or not).
+    RepairWritten {
+        entry: tern_net::EntryId,
+        from: NodeId,
+        result: tern_engine::Result<()>,
+    },
 }
 
 /// What one group does once a round's batch is durable.
@@ -251,8 +282,16 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     balancer: LeaderBalancer,
     /// Snapshot points planned (retention, snapshot requests) for the next round's batch.
     compactions: BTreeMap<u64, Compaction>,
+    /// Per partition started on this shard: the log entries read to rebuild its offset map.
+    entries_read_at_start: BTreeMap<u64, u64>,
     /// Ticks handled, to run retention every `RETENTION_CHECK_TICKS`.
     ticks: u64,
+    /// Damaged entries being repaired from peers (`repair.rs`, `shard/repair_driver.rs`).
+    repairs: super::repair::Repairs,
+    /// Node reports sent and received (`node_reports.rs`).
+    reports: NodeReports,
+    /// See [`ShardSetup::rebuild`]; `shard/rebuild_driver.rs` uses it.
+    rebuild: Option<std::sync::Arc<NodeRebuild>>,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -289,7 +328,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             started: std::time::Instant::now(),
             balancer: LeaderBalancer::new(balance_pause),
             compactions: BTreeMap::new(),
+            entries_read_at_start: BTreeMap::new(),
             ticks: 0,
+            repairs: super::repair::Repairs::default(),
+            reports: NodeReports::default(),
+            rebuild: setup.rebuild,
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -436,12 +479,23 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     }
                 }
                 self.log_caught_up();
+                self.tick_rebuild().await;
                 self.balance_leaders();
+                self.move_replicas();
                 self.ticks += 1;
+                self.send_reports();
                 if self.ticks.is_multiple_of(RETENTION_CHECK_TICKS) {
                     self.enforce_retention();
                 }
+                self.repair_tick();
             }
+            Event::Peer(PeerEvent::Repair(message)) => self.on_repair_message(message),
+            Event::Damaged { group, index, why } => self.note_damage(group, index, &why),
+            Event::RepairWritten {
+                entry,
+                from,
+                result,
+            } => self.on_repair_written(entry, from, result).await,
             Event::Peer(PeerEvent::Raft { messages, .. }) => {
                 for (group, m) in messages {
                     self.step(group, m);
@@ -452,6 +506,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     self.step(group, m);
                 }
             }
+            Event::Peer(PeerEvent::Report(report)) => self.on_report(report),
             Event::Peer(PeerEvent::Unreachable { peer }) => {
                 for (id, g) in self.groups.iter_mut() {
                     g.raw.report_unreachable(peer);
@@ -483,8 +538,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         g.raw.on_entries_fetched(fetch);
                         self.dirty.insert(group);
                     }
-                    // The core forgets the fetch after `fetch_retry_ticks` and asks again.
-                    Err(e) => warn!(group, "entry read failed: {e}"),
+                    // The core forgets the fetch after `fetch_retry_ticks` and asks again (a
+                    // damaged entry is read again once repaired).
+                    Err(e) => {
+                        warn!(group, "entry read failed: {e}");
+                        self.note_read_error(&e);
+                    }
                 }
             }
             Event::Persisted { round, result } => match result {
@@ -584,6 +643,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         term: g.raw.term(),
                     })
                     .collect();
+                let leaders = self.reports.leaders(leaders, self.ticks);
                 let _ = reply.send(ShardView {
                     controller: self.controller.clone(),
                     leaders,
@@ -668,6 +728,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     learners: conf.learners.clone(),
                     replicas,
                     halted: g.halted.clone(),
+                    entries_read_at_start: self.entries_read_at_start.get(&id).copied(),
+                    rebuilding: g.raw.is_rebuilding(),
                 }
             })
             .collect();
@@ -695,7 +757,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 .wal
                 .read(group, index, index + 1, u64::MAX)
                 .await
-                .map_err(|e| super::NodeError::Engine(e.to_string()))?;
+                .map_err(super::NodeError::from_engine)?;
             log.cache
                 .insert_read(entries.into_iter().map(to_raft_entry));
         }
@@ -721,7 +783,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     .map_err(|what| super::NodeError::Corrupt { group, what })?;
                 let last = tern_raft::LogStorage::last_index(&log);
                 let (offsets, producers) = self
-                    .rebuild_offsets(group, snapshot_index, start, last)
+                    .rebuild_offsets(group, snapshot_index, start, last, hs.commit)
                     .await?;
                 Machine::Partition {
                     hosted: h.clone(),
@@ -743,6 +805,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             group,
             what: e.to_string(),
         })?;
+        // A wiped node's groups start non-voting (docs/replication.md, section 5).
+        if self.rebuild.as_ref().is_some_and(|rb| rb.is_active()) {
+            raw.set_rebuilding();
+        }
         // A group whose only voter is this node (a standalone node) need not wait an election
         // timeout.
         if raw.conf().voters == [self.node_id] && raw.role() != Role::Leader {
@@ -803,26 +869,69 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         super::standalone::check_controller_members(self.node_id, configured, &state)
     }
 
-    /// The offset map and producer table of a partition's log after a restart: each entry's
-    /// end offset and producer sequences, from the entries after the snapshot point (read in
-    /// bounded chunks; only their batch headers are looked at).
+    /// The offset map and producer table of a partition's log after a restart: from the
+    /// newest offset checkpoint when it still describes the log, then each entry's end offset
+    /// and producer sequences from the entries after it (or after the snapshot point without
+    /// one), read in bounded chunks; only their batch headers are looked at.
     async fn rebuild_offsets(
-        &self,
+        &mut self,
         group: u64,
         snapshot_index: u64,
         start: PartitionSnapshot,
         last: u64,
+        commit: u64,
     ) -> Result<(OffsetMap, ProducerTable), super::NodeError> {
         const READ_BYTES_MAX: u64 = 8 << 20;
-        let mut map = OffsetMap::new(snapshot_index, start.end_offset, []);
-        let mut producers = start.producers;
-        let mut next = snapshot_index + 1;
+        let checkpoint = self.wal.group_meta(group).map(|bytes| {
+            // A damaged checkpoint is worth a warning; one the snapshot point passed is the
+            // normal state until the next checkpoint.
+            let c = OffsetCheckpoint::decode(&bytes).map_err(|why| (true, why))?;
+            let log = LogFacts {
+                snapshot_index,
+                start_offset: start.end_offset,
+                last_index: last,
+                commit,
+                term_at_checkpoint: self.wal.term(group, c.index),
+            };
+            usable_marks(&c, &log)
+                .map(|marks| (marks, c.producers))
+                .map_err(|why| (false, why))
+        });
+        let (mut map, mut producers) = match checkpoint {
+            Some(Ok((marks, producers))) => (
+                OffsetMap::from_marks(snapshot_index, start.end_offset, marks),
+                producers,
+            ),
+            Some(Err((damaged, why))) => {
+                if damaged {
+                    warn!(
+                        shard = self.shard,
+                        group, "offset checkpoint damaged, reading the log instead: {why}"
+                    );
+                } else {
+                    info!(
+                        shard = self.shard,
+                        group, "offset checkpoint not used: {why}"
+                    );
+                }
+                (
+                    OffsetMap::new(snapshot_index, start.end_offset, []),
+                    start.producers,
+                )
+            }
+            None => (
+                OffsetMap::new(snapshot_index, start.end_offset, []),
+                start.producers,
+            ),
+        };
+        let mut next = map.last_index() + 1;
+        let mut read = 0u64;
         while next <= last {
             let entries = self
                 .wal
                 .read(group, next, last + 1, READ_BYTES_MAX)
                 .await
-                .map_err(|e| super::NodeError::Engine(e.to_string()))?;
+                .map_err(super::NodeError::from_engine)?;
             let Some(end) = entries.last().map(|e| e.index) else {
                 break;
             };
@@ -833,8 +942,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     what: e.to_string(),
                 })?;
             record_producers(&mut producers, &entries);
+            read += entries.len() as u64;
             next = end + 1;
         }
+        self.entries_read_at_start.insert(group, read);
         Ok((map, producers))
     }
 
@@ -864,9 +975,21 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }
                 continue;
             }
-            let voters = ConfState::with_voters(&hosted.replicas);
-            if let Err(e) = self.start_group(id, voters, Some(hosted)).await {
-                error!(group = id, "partition group did not start: {e}");
+            // Only the replicas the group was created with bootstrap its configuration; one
+            // placed later joins empty and waits for the leader (`Partition::initial`).
+            let voters = if hosted.initial.contains(&self.node_id) {
+                ConfState::with_voters(&hosted.initial)
+            } else {
+                ConfState::default()
+            };
+            match self.start_group(id, voters, Some(hosted)).await {
+                Ok(()) => {}
+                // Started again once the entry is repaired (`shard/repair_driver.rs`).
+                Err(super::NodeError::DamagedEntry { group, index, what }) => {
+                    error!(group = id, "partition group did not start: {what}");
+                    self.note_damage(group, index, &what);
+                }
+                Err(e) => error!(group = id, "partition group did not start: {e}"),
             }
         }
     }
@@ -916,6 +1039,37 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         }
     }
 
+    /// Brings the configuration of each partition group this node leads one step closer to
+    /// the replicas the controller placed (`replica_moves.rs`).
+    fn move_replicas(&mut self) {
+        for (&id, g) in self.groups.iter_mut() {
+            let Machine::Partition { hosted, .. } = &g.machine else {
+                continue;
+            };
+            if g.raw.role() != Role::Leader || g.halted.is_some() {
+                continue;
+            }
+            let raw = &g.raw;
+            let Some(change) = next_change(raw.conf(), &hosted.replicas, raw.commit(), |n| {
+                raw.progress(n).map(|p| p.match_index)
+            }) else {
+                continue;
+            };
+            match g.raw.propose_conf_change(&change) {
+                Ok(_) => {
+                    info!(
+                        group = id,
+                        voters = ?change.voters,
+                        learners = ?change.learners,
+                        "moving replicas: configuration change proposed"
+                    );
+                    self.dirty.insert(id);
+                }
+                Err(e) => debug!(group = id, "configuration change not proposed yet: {e}"),
+            }
+        }
+    }
+
     fn remove_group(&mut self, group: u64) {
         self.balancer.forget(group);
         if let Some(mut g) = self.groups.remove(&group) {
@@ -956,7 +1110,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             .initial_members
             .iter()
             .filter(|m| match state.members().get(&m.node_id) {
-                None => true,
+                // An initial voter removed since is not registered again.
+                None => !state.was_removed(m.node_id),
                 // Only this node's own addresses are authoritative here.
                 Some(known) => m.node_id == self.node_id && known != *m,
             })
@@ -978,6 +1133,77 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     warn!(node = m.node_id, "controller: member not registered: {e}");
                     self.members_proposed_term = 0;
                 }
+            }
+        }
+        self.dirty.insert(CONTROLLER_GROUP);
+    }
+
+    /// Sends every other member this node's addresses and the groups of this shard it
+    /// leads, when due (`node_reports.rs`).
+    fn send_reports(&mut self) {
+        let Some(state) = &self.controller else {
+            return;
+        };
+        let Some(me) = self
+            .initial_members
+            .iter()
+            .find(|m| m.node_id == self.node_id)
+        else {
+            return;
+        };
+        let led: Vec<LedGroup> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.raw.role() == Role::Leader && g.halted.is_none())
+            .map(|(&group, g)| LedGroup {
+                group,
+                term: g.raw.term(),
+            })
+            .collect();
+        if !self.reports.due(self.ticks, &led) {
+            return;
+        }
+        let addrs = NodeAddrs {
+            kafka: me.kafka_addr,
+            http: me.http_addr,
+        };
+        for &to in state.members().keys().filter(|&&n| n != self.node_id) {
+            for report in NodeReport::chunks(self.node_id, to, addrs, &led) {
+                if let Err(e) = self.transport.send(to, Outbound::Report(report)) {
+                    debug!(to, "node report not sent: {e}");
+                }
+            }
+        }
+    }
+
+    /// Keeps the leaders a peer reports; as the controller's leader, registers the peer's
+    /// own addresses when its member entry differs (`node_reports.rs`).
+    fn on_report(&mut self, report: NodeReport) {
+        self.reports.record(&report, self.ticks);
+        let Some(g) = self.groups.get_mut(&CONTROLLER_GROUP) else {
+            return;
+        };
+        let term = g.raw.term();
+        // Only once this term's missing members were proposed (`register_members`).
+        if g.raw.role() != Role::Leader || self.members_proposed_term != term {
+            return;
+        }
+        let Machine::Controller(state) = &g.machine else {
+            return;
+        };
+        let Some(member) = self.reports.address_proposal(state, &report, term) else {
+            return;
+        };
+        let node = member.node_id;
+        let proposed = match Command::AddMember(member).encode() {
+            Ok(data) => g.raw.propose(data).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match proposed {
+            Ok(_) => info!(node, "controller: registering the member's own addresses"),
+            Err(e) => {
+                warn!(node, "controller: member's addresses not registered: {e}");
+                self.reports.proposal_failed(node);
             }
         }
         self.dirty.insert(CONTROLLER_GROUP);
@@ -1129,9 +1355,28 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         end_offset: offsets.start_offset(),
                     }
                 } else {
-                    EpochEnd {
-                        leader_epoch: term_at(lo - 1).min(leader_epoch),
-                        end_offset: offsets.end_at(lo - 1).unwrap_or(offsets.start_offset()),
+                    let leader_epoch = term_at(lo - 1).min(leader_epoch);
+                    match offsets.end_at(lo - 1) {
+                        Some(end_offset) => EpochEnd {
+                            leader_epoch,
+                            end_offset,
+                        },
+                        None => {
+                            // Inside a checkpoint mark's span: counted from the mark.
+                            let (from, from_end) = offsets.mark_at_or_below(lo - 1);
+                            let wal = self.wal.clone();
+                            glommio::spawn_local(async move {
+                                let answer = end_offset_after(&wal, group, from, from_end, lo - 1)
+                                    .await
+                                    .map(|end_offset| EpochEnd {
+                                        leader_epoch,
+                                        end_offset,
+                                    });
+                                let _ = reply.send(answer);
+                            })
+                            .detach();
+                            return;
+                        }
                     }
                 };
                 let _ = reply.send(Ok(answer));
@@ -1300,24 +1545,21 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     return;
                 }
                 let wal = self.wal.clone();
+                let events = self.events.clone();
                 glommio::spawn_local(async move {
-                    let result = wal.read(group, lo, hi, bytes_max.max(1)).await;
-                    let answer = match result {
-                        Ok(entries) => {
-                            let mut records = Vec::new();
-                            for e in entries {
-                                if e.kind == tern_engine::EntryKind::Normal {
-                                    records.extend_from_slice(&e.data);
-                                }
-                            }
-                            Ok(FetchReply {
+                    // A damaged entry met on the way is reported for repair from peers
+                    // (`repair.rs`); the fetch answers KAFKA_STORAGE_ERROR meanwhile.
+                    let on_damage = |group, index, why| {
+                        let _ = events.unbounded_send(Event::Damaged { group, index, why });
+                    };
+                    let answer =
+                        read_from_offset(&wal, group, lo, hi, offset, bytes_max.max(1), on_damage)
+                            .await
+                            .map(|records| FetchReply {
                                 records,
                                 high_watermark: hw,
                                 log_start_offset: start,
-                            })
-                        }
-                        Err(e) => Err(RequestError::StorageFailed(e.to_string())),
-                    };
+                            });
                     let _ = reply.send(answer);
                 })
                 .detach();
@@ -1445,6 +1687,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             });
         }
         self.add_compactions(&mut batch, &mut round);
+        self.add_offset_checkpoints(&mut batch, &mut round);
         for (_, hb) in heartbeats {
             if !hb.is_empty() {
                 let to = hb.to;
@@ -1506,6 +1749,44 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }),
             }
             batch.snapshot(id, c.term, c.index, c.meta);
+        }
+    }
+
+    /// Writes an offset checkpoint (src/node/offset_checkpoint.rs) into the round's batch for
+    /// each partition written to in this round that applied `CHECKPOINT_ENTRIES` entries since
+    /// its last one. Taken at the applied index: committed, so never rewritten.
+    fn add_offset_checkpoints(&mut self, batch: &mut WriteBatch, round: &mut [PersistedGroup]) {
+        for pg in round.iter() {
+            let Some(g) = self.groups.get_mut(&pg.group) else {
+                continue;
+            };
+            if g.halted.is_some() {
+                continue;
+            }
+            let applied = g.raw.applied();
+            let Machine::Partition {
+                offsets, producers, ..
+            } = &mut g.machine
+            else {
+                continue;
+            };
+            if applied < offsets.checkpointed_to() + CHECKPOINT_ENTRIES {
+                continue;
+            }
+            let Some(term) = g.raw.log_term(applied) else {
+                continue;
+            };
+            let Some(marks) = offsets.take_checkpoint(applied, CHECKPOINT_ENTRIES, MARKS_MAX)
+            else {
+                continue;
+            };
+            let checkpoint = OffsetCheckpoint {
+                index: applied,
+                term,
+                marks,
+                producers: producers.upto(applied),
+            };
+            batch.group_meta(pg.group, checkpoint.encode());
         }
     }
 
@@ -1763,6 +2044,90 @@ fn record_producers(producers: &mut ProducerTable, entries: &[Entry]) {
             Err(_) => producers.truncate_from(e.index),
         }
     }
+}
+
+/// The record batches of entries `lo..hi` from the first entry holding a record at or after
+/// `offset` (`lo` is that entry, or, inside an offset checkpoint's span, the span's first
+/// entry: the entries before it are skipped by their stamped offsets), about `bytes_max` of
+/// them (at least one entry).
+async fn read_from_offset<S: Storage>(
+    wal: &ShardWal<S>,
+    group: u64,
+    lo: u64,
+    hi: u64,
+    offset: u64,
+    bytes_max: u64,
+    on_damage: impl Fn(u64, u64, String),
+) -> Result<Vec<u8>, RequestError> {
+    let mut records = Vec::new();
+    let mut reached = false;
+    let mut next = lo;
+    while next < hi && !reached {
+        let entries = wal.read(group, next, hi, bytes_max).await.map_err(|e| {
+            if let Some((group, index)) = super::repair::damaged_entry(&e) {
+                on_damage(group, index, e.to_string());
+            }
+            RequestError::StorageFailed(e.to_string())
+        })?;
+        let Some(last) = entries.last().map(|e| e.index) else {
+            break;
+        };
+        for e in entries {
+            if e.kind != tern_engine::EntryKind::Normal || e.data.is_empty() {
+                continue;
+            }
+            if !reached {
+                let batches = parse_batches(&e.data).map_err(|why| {
+                    RequestError::StorageFailed(format!("entry {}: {why}", e.index))
+                })?;
+                let end = batches
+                    .last()
+                    .map_or(0, |b| b.base_offset.max(0) as u64 + b.record_count);
+                if end <= offset {
+                    continue;
+                }
+                reached = true;
+            }
+            records.extend_from_slice(&e.data);
+        }
+        next = last + 1;
+    }
+    Ok(records)
+}
+
+/// The end offset after entry `index`, counted from entry `from` (a checkpoint mark or the
+/// snapshot point, whose end offset is `from_end`) by the records of the entries after it.
+async fn end_offset_after<S: Storage>(
+    wal: &ShardWal<S>,
+    group: u64,
+    from: u64,
+    from_end: u64,
+    index: u64,
+) -> Result<u64, RequestError> {
+    const READ_BYTES_MAX: u64 = 4 << 20;
+    let mut end = from_end;
+    let mut next = from + 1;
+    while next <= index {
+        let entries = wal
+            .read(group, next, index + 1, READ_BYTES_MAX)
+            .await
+            .map_err(|e| RequestError::StorageFailed(e.to_string()))?;
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Err(RequestError::StorageFailed(format!(
+                "entries {next}..={index} of group {group} could not be read"
+            )));
+        };
+        for e in entries {
+            if e.kind != tern_engine::EntryKind::Normal || e.data.is_empty() {
+                continue;
+            }
+            let batches = parse_batches(&e.data)
+                .map_err(|why| RequestError::StorageFailed(format!("entry {}: {why}", e.index)))?;
+            end += record_count(&batches);
+        }
+        next = last + 1;
+    }
+    Ok(end)
 }
 
 /// ListOffsets by timestamp: the base offset of the first batch in entries `lo..hi` whose

@@ -106,6 +106,7 @@ where
                 raft: tern_raft::Config::new(1),
                 inbox: rx,
                 shard_senders: vec![tx.clone()],
+                rebuild: None,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,
@@ -464,5 +465,172 @@ fn a_batch_over_the_wal_record_limit_is_refused_and_the_shard_keeps_serving() {
         assert_eq!(after.base_offset, 0);
         let got = ask(&mut tx, fetch(group, 0)).await.unwrap();
         assert_eq!(values_of(&got), vec![(0, b"small".to_vec())]);
+    });
+}
+
+/// Produces `count` one-record idempotent batches (sequences `first..first + count`) to
+/// `group`, `in_flight` at a time so that many share a write round.
+async fn produce_many(tx: &mut mpsc::Sender<ShardMsg>, group: u64, first: i32, count: i32) {
+    const IN_FLIGHT: i32 = 48;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut sequence = first;
+    while sequence < first + count {
+        let n = IN_FLIGHT.min(first + count - sequence);
+        let mut replies = Vec::new();
+        for s in sequence..sequence + n {
+            let (reply, rx) = oneshot::channel();
+            tx.send(idempotent_produce(group, s, now_ms)(reply))
+                .await
+                .unwrap();
+            replies.push(rx);
+        }
+        for (s, rx) in (sequence..).zip(replies) {
+            let ack = rx.await.unwrap().unwrap();
+            assert_eq!(
+                ack.base_offset, s as u64,
+                "one record per batch: offset = sequence"
+            );
+        }
+        sequence += n;
+    }
+}
+
+async fn entries_read_at_start(tx: &mut mpsc::Sender<ShardMsg>, group: u64) -> Option<u64> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(ShardMsg::Status { reply }).await.unwrap();
+    let status = rx.await.unwrap();
+    status
+        .groups
+        .iter()
+        .find(|g| g.group == group)
+        .and_then(|g| g.entries_read_at_start)
+}
+
+/// Offsets, fetches inside a checkpoint's span, the epoch end and idempotence after a restart
+/// that rebuilt the offset map from an offset checkpoint.
+async fn check_restarted_partition(tx: &mut mpsc::Sender<ShardMsg>, group: u64, records: u64) {
+    let started = std::time::Instant::now();
+    let latest = ask_until_ready(tx, list_offsets(group, OffsetSpec::Latest))
+        .await
+        .unwrap();
+    println!(
+        "partition ready {} ms after its shard started receiving requests",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(latest, records);
+    for offset in [0, 1, 517, records / 2, records - 1] {
+        let got = ask(tx, fetch(group, offset)).await.unwrap();
+        let values = values_of(&got);
+        assert_eq!(
+            values.first().map(|(o, _)| *o),
+            Some(offset as i64),
+            "a fetch at {offset} starts at {offset}"
+        );
+        for pair in values.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0 + 1);
+        }
+    }
+    let epoch_end = ask(tx, |reply| ShardMsg::Partition {
+        group,
+        request: PartitionRequest::EpochEnd {
+            leader_epoch: 0,
+            reply,
+        },
+    })
+    .await
+    .unwrap();
+    assert!(epoch_end.end_offset <= records);
+    // The producer table came back: a retry of the last batch is a duplicate.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let retry = ask(tx, idempotent_produce(group, records as i32 - 1, now_ms))
+        .await
+        .unwrap();
+    assert_eq!(retry.base_offset, records - 1);
+    let next = ask(tx, idempotent_produce(group, records as i32, now_ms))
+        .await
+        .unwrap();
+    assert_eq!(next.base_offset, records);
+}
+
+/// Opens shard 0's WAL of `dir` alone and runs `body` on it (to damage what a node wrote).
+fn with_wal<F, Fut>(dir: std::path::PathBuf, body: F)
+where
+    F: FnOnce(Rc<ShardWal<DmaStorage>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    LocalExecutorBuilder::default()
+        .io_memory(4 << 20)
+        .spawn(move || async move {
+            let wal = ShardWal::open(
+                DmaStorage,
+                0,
+                &dir.join("shard-0"),
+                &dir.join("quarantine"),
+                WalConfig {
+                    segment_bytes: 16 << 20,
+                    ..WalConfig::default()
+                },
+            )
+            .await
+            .unwrap();
+            let wal = Rc::new(wal);
+            body(wal.clone()).await;
+            wal.close().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn a_restart_reads_only_the_entries_after_the_offset_checkpoint_and_survives_a_damaged_one() {
+    use super::offset_checkpoint::CHECKPOINT_ENTRIES;
+    // TERN_CHECKPOINT_RECORDS=200000 measures restart-to-ready of a long log, with and
+    // without a usable checkpoint (printed).
+    let records = std::env::var("TERN_CHECKPOINT_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3 * CHECKPOINT_ENTRIES + 100);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let group = 1;
+    with_node(path.clone(), move |mut tx| async move {
+        ask_until_ready(&mut tx, create_topic(1)).await.unwrap();
+        let first = ask_until_ready(&mut tx, idempotent_produce(group, 0, 1_700_000_000_000))
+            .await
+            .unwrap();
+        assert_eq!(first.base_offset, 0);
+        produce_many(&mut tx, group, 1, records as i32 - 1).await;
+    });
+    let log_entries = records + 2; // the records' entries, the leader's no-op, one spare
+    with_node(path.clone(), move |mut tx| async move {
+        check_restarted_partition(&mut tx, group, records).await;
+        let read = entries_read_at_start(&mut tx, group).await.unwrap();
+        println!("restart with a checkpoint: {read} of ~{log_entries} entries read");
+        assert!(
+            read <= CHECKPOINT_ENTRIES + 2,
+            "{read} entries read at start, the checkpoint bounds it"
+        );
+    });
+    // A damaged checkpoint: the start reads the whole log instead, and serves the same.
+    with_wal(path.clone(), move |wal| async move {
+        let mut garbage = wal.group_meta(group).expect("a checkpoint was written");
+        let middle = garbage.len() / 2;
+        garbage[middle] ^= 0x55;
+        let mut batch = tern_engine::WriteBatch::new();
+        batch.group_meta(group, garbage);
+        wal.write(batch).await.unwrap();
+    });
+    with_node(path, move |mut tx| async move {
+        check_restarted_partition(&mut tx, group, records + 1).await;
+        let read = entries_read_at_start(&mut tx, group).await.unwrap();
+        println!("restart with a damaged checkpoint: {read} entries read");
+        assert!(read > records, "{read}: the whole log was read");
     });
 }

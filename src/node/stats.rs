@@ -25,6 +25,8 @@ pub struct ShardCounters {
     pub kafka_errors: BTreeMap<(&'static str, String), u64>,
     pub produce_latency: LatencyHistogramUs,
     pub fetch_latency: LatencyHistogramUs,
+    /// Damaged-entry repairs by outcome (`repair::outcome`).
+    pub repairs: BTreeMap<&'static str, u64>,
 }
 
 impl ShardCounters {
@@ -35,6 +37,9 @@ impl ShardCounters {
         }
         for (k, v) in &other.kafka_errors {
             *self.kafka_errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.repairs {
+            *self.repairs.entry(k).or_default() += v;
         }
         self.produce_latency.merge(&other.produce_latency);
         self.fetch_latency.merge(&other.fetch_latency);
@@ -68,6 +73,11 @@ pub fn kafka_error(api: &'static str, code: &str) {
             *c.kafka_errors.entry((api, "other".into())).or_default() += 1;
         }
     });
+}
+
+/// A step of a damaged-entry repair on this shard (`repair::outcome`).
+pub fn repair(outcome: &'static str) {
+    COUNTERS.with_borrow_mut(|c| *c.repairs.entry(outcome).or_default() += 1);
 }
 
 /// A copy of this thread's (shard's) counters.

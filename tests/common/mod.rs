@@ -3,6 +3,8 @@
 //! use plain file I/O.
 #![allow(dead_code)]
 
+pub mod runbook_doc;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

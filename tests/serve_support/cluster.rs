@@ -32,6 +32,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     pub nodes: u32,
     port_offset: u32,
+    /// Each node's own Kafka port (`TERN_CLUSTER_KAFKA_PORTS`), when they differ.
+    kafka_ports: Option<Vec<u32>>,
 }
 
 impl Cluster {
@@ -47,7 +49,18 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             nodes,
             port_offset,
+            kafka_ports: None,
         }
+    }
+
+    /// A cluster of at most 3 nodes whose Kafka ports differ from node to node (9094,
+    /// 9095, 9096 plus the offset: inside this cluster's 10 ports, apart from the default
+    /// HTTP, Kafka and peer ports).
+    pub fn with_own_kafka_ports(nodes: u32) -> Cluster {
+        assert!(nodes <= 3, "at most 3 nodes have a port of their own");
+        let mut c = Cluster::new(nodes);
+        c.kafka_ports = Some((1..=nodes).map(|n| 9093 + n + c.port_offset).collect());
+        c
     }
 
     /// Runs `cluster.sh ARGS`: (exit code, stdout + stderr).
@@ -56,17 +69,38 @@ impl Cluster {
         let out = Command::new("bash")
             .arg(script)
             .args(args)
-            .env("TERN_BIN", serve_bin())
-            .env("TERN_CLUSTER_DIR", self.dir.path())
-            .env("TERN_CLUSTER_NODES", self.nodes.to_string())
-            .env("TERN_CLUSTER_PORT_OFFSET", self.port_offset.to_string())
-            .env("TERN_CLUSTER_START_SECS", WAIT_MAX.as_secs().to_string())
-            .env("TERN_SERVE_ARGS", "--shards 1")
+            .envs(self.script_env())
             .output()
             .expect("run cluster.sh");
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// The environment that points cluster.sh at this cluster (binary, directory, node
+    /// count, ports, start bound, serve flags).
+    pub fn script_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TERN_BIN", serve_bin()),
+            ("TERN_CLUSTER_DIR", self.dir.path().display().to_string()),
+            ("TERN_CLUSTER_NODES", self.nodes.to_string()),
+            ("TERN_CLUSTER_PORT_OFFSET", self.port_offset.to_string()),
+            ("TERN_CLUSTER_START_SECS", WAIT_MAX.as_secs().to_string()),
+            ("TERN_SERVE_ARGS", "--shards 1".to_string()),
+            (
+                "TERN_CLUSTER_KAFKA_PORTS",
+                self.kafka_ports
+                    .as_ref()
+                    .map(|ports| {
+                        ports
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
+            ),
+        ]
     }
 
     /// `cluster.sh ARGS`, which must succeed.
@@ -103,7 +137,11 @@ impl Cluster {
     }
 
     pub fn kafka_addr(&self, n: u32) -> String {
-        format!("127.0.0.{n}:{}", 9092 + self.port_offset)
+        let port = match &self.kafka_ports {
+            Some(ports) => ports[(n - 1) as usize],
+            None => 9092 + self.port_offset,
+        };
+        format!("127.0.0.{n}:{port}")
     }
 
     /// The pid of node `n` if cluster.sh started it and it has not been stopped since.

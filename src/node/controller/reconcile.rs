@@ -25,6 +25,8 @@ pub struct HostedGroup {
     pub partition: u32,
     /// All replicas, this node included; the first is the preferred leader.
     pub replicas: Vec<u64>,
+    /// The replicas the group was created with (see `state::Partition::initial`).
+    pub initial: Vec<u64>,
 }
 
 /// Every partition group that has a replica on `node_id`, by group id.
@@ -46,6 +48,7 @@ pub fn desired_groups(
                         topic_id: t.id,
                         partition: p_no as u32,
                         replicas: p.replicas.clone(),
+                        initial: p.initial.clone(),
                     },
                 );
             }

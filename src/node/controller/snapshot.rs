@@ -10,8 +10,13 @@
 //! u32 topic_count   | topic_count × topic
 //! topic = str name | uuid id | u8 replication_factor | retention | bool read_only
 //!       | u64 created_index | u32 partition_count
-//!       | partition_count × (u64 group | u32 replica_count | replica_count × u64 node)
+//!       | partition_count × (u64 group | u32 replica_count | replica_count × u64 node
+//!                          | u32 initial_count | initial_count × u64 node)
+//! u32 removed_count | removed_count × u64 node
 //! ```
+//!
+//! Version 1 had no initial replicas and no removed nodes; it is still read (its partitions'
+//! replicas never moved, so they are the initial ones, and nothing was removed).
 //!
 //! Members and topics are written in key order, so equal states encode to equal bytes. A
 //! decoded snapshot is checked against every invariant of the state before it is used.
@@ -24,7 +29,9 @@ use super::state::{ControllerState, Partition, Topic};
 
 /// "TCSN" little-endian.
 pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"TCSN");
-pub const SNAPSHOT_VERSION: u16 = 1;
+pub const SNAPSHOT_VERSION: u16 = 2;
+/// Read, not written: without the initial replicas.
+const SNAPSHOT_VERSION_1: u16 = 1;
 const KIND_STATE: u16 = 1;
 const WHAT: &str = "controller snapshot";
 
@@ -57,13 +64,28 @@ impl ControllerState {
                 for r in &p.replicas {
                     w.u64(*r);
                 }
+                w.count("partition.initial", p.initial.len())?;
+                for r in &p.initial {
+                    w.u64(*r);
+                }
             }
+        }
+        w.count("removed", self.removed.len())?;
+        for n in &self.removed {
+            w.u64(*n);
         }
         encode_frame(WHAT, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, KIND_STATE, &w.buf)
     }
 
     pub fn decode_snapshot(bytes: &[u8]) -> Result<ControllerState, CodecError> {
-        let frame = decode_frame(WHAT, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, bytes)?;
+        let (frame, version) = match decode_frame(WHAT, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, bytes) {
+            Ok(frame) => (frame, SNAPSHOT_VERSION),
+            Err(CodecError::Version { found, .. }) if found == SNAPSHOT_VERSION_1 => (
+                decode_frame(WHAT, SNAPSHOT_MAGIC, SNAPSHOT_VERSION_1, bytes)?,
+                SNAPSHOT_VERSION_1,
+            ),
+            Err(e) => return Err(e),
+        };
         if frame.kind != KIND_STATE {
             return Err(CodecError::Kind {
                 what: WHAT,
@@ -94,7 +116,18 @@ impl ControllerState {
                 let replicas = (0..r.count("partition.replicas", 8)?)
                     .map(|_| r.u64("partition.replica"))
                     .collect::<Result<Vec<_>, _>>()?;
-                partitions.push(Partition { group, replicas });
+                let initial = if version == SNAPSHOT_VERSION_1 {
+                    replicas.clone()
+                } else {
+                    (0..r.count("partition.initial", 8)?)
+                        .map(|_| r.u64("partition.initial"))
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                partitions.push(Partition {
+                    group,
+                    replicas,
+                    initial,
+                });
             }
             let topic = Topic {
                 name: name.clone(),
@@ -109,12 +142,21 @@ impl ControllerState {
                 return Err(r.invalid("topics", "a topic listed twice"));
             }
         }
+        let mut removed = std::collections::BTreeSet::new();
+        if version != SNAPSHOT_VERSION_1 {
+            for _ in 0..r.count("removed", 8)? {
+                if !removed.insert(r.u64("removed.node")?) {
+                    return Err(r.invalid("removed", "a node listed twice"));
+                }
+            }
+        }
         r.finish()?;
         let state = ControllerState {
             applied_index,
             next_group,
             members,
             topics,
+            removed,
         };
         state
             .check_invariants()

@@ -23,6 +23,12 @@ use super::{
 pub struct Partition {
     pub group: u64,
     pub replicas: Vec<u64>,
+    /// The replicas the group was created with: they, and only they, start the group with
+    /// this configuration. A replica placed later (a member added or removed) joins with an
+    /// empty configuration and learns the real one from the leader, which adds it as a
+    /// learner (`replica_moves.rs`); bootstrapping it with the current placement could let
+    /// it and another empty replica elect each other and commit a second history.
+    pub initial: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +186,11 @@ pub struct ControllerState {
     pub(super) next_group: u64,
     pub(super) members: BTreeMap<u64, Member>,
     pub(super) topics: BTreeMap<String, Topic>,
+    /// Nodes removed by `RemoveMember` and not added again since: a controller leader's
+    /// registration of the configured initial voters (`register_members` in shard.rs) skips
+    /// them, so a removal is not undone by the next controller election.
+    /// Invariant: disjoint from `members`.
+    pub(super) removed: BTreeSet<u64>,
 }
 
 impl Default for ControllerState {
@@ -189,6 +200,7 @@ impl Default for ControllerState {
             next_group: FIRST_PARTITION_GROUP,
             members: BTreeMap::new(),
             topics: BTreeMap::new(),
+            removed: BTreeSet::new(),
         }
     }
 }
@@ -230,6 +242,11 @@ fn check_retention(r: Retention) -> Result<(), Rejection> {
 impl ControllerState {
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// Whether `node_id` was removed (and not added again): see the field.
+    pub fn was_removed(&self, node_id: u64) -> bool {
+        self.removed.contains(&node_id)
     }
 
     pub fn members(&self) -> &BTreeMap<u64, Member> {
@@ -327,6 +344,7 @@ impl ControllerState {
             return Err(Rejection::TooManyMembers);
         }
         self.members.insert(m.node_id, m.clone());
+        self.removed.remove(&m.node_id);
         let added = self.fill_under_replicated();
         Ok(Outcome::MemberAdded {
             node_id: m.node_id,
@@ -342,6 +360,7 @@ impl ControllerState {
             return Err(Rejection::LastMember(node_id));
         }
         self.members.remove(&node_id);
+        self.removed.insert(node_id);
         let mut dropped = Vec::new();
         let mut orphaned = Vec::new();
         for t in self.topics.values_mut() {
@@ -438,9 +457,13 @@ impl ControllerState {
         let mut load = self.load();
         let rf = spec.replication_factor as usize;
         let partitions: Vec<Partition> = (0..spec.partitions)
-            .map(|p| Partition {
-                group: first + p as u64,
-                replicas: load.pick(spec.id, p, &[], rf),
+            .map(|p| {
+                let replicas = load.pick(spec.id, p, &[], rf);
+                Partition {
+                    group: first + p as u64,
+                    initial: replicas.clone(),
+                    replicas,
+                }
             })
             .collect();
         let groups = partitions.iter().map(|p| p.group).collect();
@@ -547,6 +570,9 @@ impl ControllerState {
         }
         if self.members.len() > MEMBERS_MAX {
             return Err(format!("{} members", self.members.len()));
+        }
+        if let Some(both) = self.removed.iter().find(|n| self.members.contains_key(n)) {
+            return Err(format!("node {both} is both a member and removed"));
         }
         for (name, t) in &self.topics {
             if &t.name != name {

@@ -537,3 +537,88 @@ proptest! {
         prop_assert_eq!(restored.unwrap(), a);
     }
 }
+
+#[test]
+fn initial_replicas_survive_moves_and_snapshots() {
+    let mut s = three_nodes();
+    run(
+        &mut s,
+        &[
+            Command::AddMember(member(4)),
+            create("a", 1, 4, 3),
+            Command::RemoveMember { node_id: 2 },
+        ],
+    );
+    let moved: Vec<&Partition> = s.topics()["a"]
+        .partitions
+        .iter()
+        .filter(|p| p.initial != p.replicas)
+        .collect();
+    assert!(!moved.is_empty(), "no replica moved: {:?}", s.topics()["a"]);
+    for p in &s.topics()["a"].partitions {
+        assert_eq!(p.initial.len(), 3);
+        assert!(!p.replicas.contains(&2));
+        assert_eq!(
+            p.initial.contains(&2),
+            moved.iter().any(|m| m.group == p.group)
+        );
+    }
+    assert!(s.was_removed(2));
+    let bytes = s.encode_snapshot().unwrap();
+    assert_eq!(ControllerState::decode_snapshot(&bytes).unwrap(), s);
+    // Added again: no longer removed.
+    let mut again = s.clone();
+    run(&mut again, &[Command::AddMember(member(2))]);
+    assert!(!again.was_removed(2));
+    // What reconcile hands a node that received a moved replica: the initial set, without it.
+    let joiner = moved[0]
+        .replicas
+        .iter()
+        .find(|n| !moved[0].initial.contains(n))
+        .copied()
+        .expect("a replica placed after creation");
+    let hosted = desired_groups(&s, joiner, 1);
+    assert_eq!(hosted[&moved[0].group].initial, moved[0].initial);
+}
+
+#[test]
+fn a_version_1_snapshot_is_read_with_its_replicas_as_the_initial_ones() {
+    use super::codec::{encode_frame, Writer};
+    use super::command::{write_member, write_retention};
+    let mut s = three_nodes();
+    run(&mut s, &[create("a", 1, 2, 3)]);
+    // The version 1 body: as version 2 without the initial lists.
+    let mut w = Writer::new("controller snapshot");
+    w.u64(s.applied_index());
+    let next_group = s.topics()["a"].partitions.last().unwrap().group + 1;
+    w.u64(next_group);
+    w.count("members", s.members().len()).unwrap();
+    for m in s.members().values() {
+        write_member(&mut w, m).unwrap();
+    }
+    w.count("topics", 1).unwrap();
+    let t = &s.topics()["a"];
+    w.str("topic.name", &t.name).unwrap();
+    w.uuid(t.id);
+    w.u8(t.replication_factor);
+    write_retention(&mut w, t.retention);
+    w.bool(t.read_only);
+    w.u64(t.created_index);
+    w.count("topic.partitions", t.partitions.len()).unwrap();
+    for p in &t.partitions {
+        w.u64(p.group);
+        w.count("partition.replicas", p.replicas.len()).unwrap();
+        for r in &p.replicas {
+            w.u64(*r);
+        }
+    }
+    let v1 = encode_frame(
+        "controller snapshot",
+        u32::from_le_bytes(*b"TCSN"),
+        1,
+        1,
+        &w.buf,
+    )
+    .unwrap();
+    assert_eq!(ControllerState::decode_snapshot(&v1).unwrap(), s);
+}

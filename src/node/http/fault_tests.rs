@@ -59,6 +59,7 @@ fn health_and_ready_turn_red_when_a_shards_fsync_fails() {
                 raft: tern_raft::Config::new(1),
                 inbox: rx,
                 shard_senders: vec![tx.clone()],
+                rebuild: None,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

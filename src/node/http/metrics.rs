@@ -233,6 +233,21 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
     )
     .sample(&[], Value::Gauge(0));
 
+    // A wiped node being rebuilt (docs/replication.md): what is left.
+    let rebuild = super::status::rebuild_progress(groups.iter().copied());
+    s.add(
+        "tern_rebuild_partitions_pending",
+        "Local groups (the controller included) still being rebuilt after a disk loss: they vote for nobody and acknowledge nothing above their leader's commit.",
+        MetricType::Gauge,
+    )
+    .sample(&[], Value::Gauge(rebuild.groups_pending as i64));
+    s.add(
+        "tern_rebuild_entries_remaining",
+        "Committed entries the groups being rebuilt have yet to apply, as far as each heard its leader's commit.",
+        MetricType::Gauge,
+    )
+    .sample(&[], Value::Gauge(rebuild.entries_remaining as i64));
+
     // Per shard: health and WAL counters.
     let shard_label: Vec<String> = (0..answers.len()).map(|i| i.to_string()).collect();
     let f = s.add(
@@ -366,6 +381,14 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
     );
     for ((api, code), n) in &counters.kafka_errors {
         f.sample(&[("api", api), ("code", code)], Value::Counter(*n));
+    }
+    let f = s.add(
+        "tern_repair",
+        "Damaged log entries: detected, repaired from a peer, write_failed, unrepairable (group halted).",
+        MetricType::Counter,
+    );
+    for (outcome, n) in &counters.repairs {
+        f.sample(&[("outcome", outcome)], Value::Counter(*n));
     }
     s.add(
         "tern_kafka_produce_duration_seconds",

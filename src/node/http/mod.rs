@@ -115,10 +115,15 @@ const READY_POLL: Duration = Duration::from_millis(200);
 /// time of each start-up phase. Ends then, or when dropped with its shard.
 pub fn spawn_ready_watch(setup: HttpSetup) -> glommio::Task<()> {
     glommio::spawn_local(async move {
+        // The first checks come quickly (a small node is ready within milliseconds and the
+        // recovery-time figures should not include a poll interval); a node with many groups
+        // is checked every READY_POLL, as a status round over all its groups costs.
+        let mut pause = Duration::from_millis(5);
         loop {
-            glommio::timer::sleep(READY_POLL).await;
             let shards = status::all_status(&setup.senders).await;
             if !status::ready_pending(&setup.progress, &shards).is_empty() {
+                glommio::timer::sleep(pause).await;
+                pause = (pause * 2).min(READY_POLL);
                 continue;
             }
             if setup.progress.set_ready() {

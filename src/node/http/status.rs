@@ -84,6 +84,12 @@ pub fn group_pending(g: &GroupStatus) -> Option<String> {
     if g.leader == 0 {
         return Some("no leader known".into());
     }
+    if g.rebuilding {
+        return Some(format!(
+            "rebuilding (votes for nobody): applied {} of the leader's commit {}",
+            g.applied, g.leader_commit
+        ));
+    }
     if g.applied < g.leader_commit {
         return Some(format!(
             "applied {} of the leader's commit {}",
@@ -228,6 +234,7 @@ pub fn cluster_json(
                         "leader": here.map(|g| g.leader).filter(|&l| l != 0),
                         "term": here.map(|g| g.term),
                         "commit": here.map(|g| g.commit),
+                        "rebuilding": here.map(|g| g.rebuilding),
                         "replicas": replicas,
                     })
                 })
@@ -244,14 +251,39 @@ pub fn cluster_json(
         .get(&CONTROLLER_GROUP)
         .map(|g| g.leader)
         .filter(|&l| l != 0);
+    let rebuild = rebuild_progress(shards.iter().flatten().flat_map(|s| &s.groups));
     json!({
         "node_id": node_id,
+        "rebuild": {
+            "partitions_pending": rebuild.groups_pending,
+            "entries_remaining": rebuild.entries_remaining,
+        },
         "controller_leader": controller_leader,
         "controller_known": controller.is_some(),
         "members": members,
         "topics": topics,
         "problems": own_problems,
     })
+}
+
+/// How far this node's rebuild has to go (docs/replication.md): its groups still rebuilding
+/// (the controller included) and the committed entries they have yet to apply, as far as
+/// each heard its leader's commit. Both 0 on a node that is not rebuilding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildProgress {
+    pub groups_pending: u64,
+    pub entries_remaining: u64,
+}
+
+pub fn rebuild_progress<'a>(groups: impl IntoIterator<Item = &'a GroupStatus>) -> RebuildProgress {
+    let mut p = RebuildProgress::default();
+    for g in groups {
+        if g.rebuilding {
+            p.groups_pending += 1;
+            p.entries_remaining += g.leader_commit.saturating_sub(g.applied);
+        }
+    }
+    p
 }
 
 /// A peer's health as far as this node can tell: `reachable` when it leads a group this node
@@ -299,6 +331,8 @@ mod tests {
             learners: vec![],
             replicas: vec![],
             halted: None,
+            entries_read_at_start: None,
+            rebuilding: false,
         }
     }
 
@@ -308,6 +342,25 @@ mod tests {
             failed: failed.map(str::to_string),
             groups,
         }
+    }
+
+    #[test]
+    fn rebuilding_groups_are_pending_and_counted() {
+        let mut a = group(1, 2, 10, 50);
+        a.rebuilding = true;
+        let mut b = group(2, 2, 7, 7);
+        b.rebuilding = true;
+        let c = group(3, 2, 5, 9);
+        assert!(group_pending(&b).is_some_and(|w| w.contains("rebuilding")));
+        let shards: Vec<Result<ShardStatus, String>> =
+            vec![Ok(shard(0, None, vec![a, b, c])), Err("silent".into())];
+        assert_eq!(
+            rebuild_progress(shards.iter().flatten().flat_map(|s| &s.groups)),
+            RebuildProgress {
+                groups_pending: 2,
+                entries_remaining: 40
+            }
+        );
     }
 
     #[test]

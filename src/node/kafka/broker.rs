@@ -5,6 +5,7 @@
 //! own `Broker`.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures_channel::{mpsc, oneshot};
 use futures_util::SinkExt;
 
-use crate::node::controller::{Command, ControllerState, Outcome, Topic, CONTROLLER_GROUP};
+use crate::node::controller::{
+    Command, ControllerState, Outcome, Retention, Topic, CONTROLLER_GROUP,
+};
 use crate::node::requests::{PartitionRequest, RequestError};
 use crate::node::shard::{GroupLeader, ShardMsg, ShardView};
 
@@ -35,11 +38,17 @@ pub struct BrokerSetup {
     pub shard: u32,
     pub shards: u32,
     pub senders: Vec<mpsc::Sender<ShardMsg>>,
+    /// The `[retention]` section: the retention of topics created without their own.
+    pub default_retention: Retention,
 }
 
 pub struct Broker {
     pub setup: BrokerSetup,
     view: RefCell<Option<(Instant, Rc<ControllerState>)>>,
+    /// Topics of the cached state already looked up, shared: a produce or fetch then costs a
+    /// reference count, not a copy of the topic and its partitions' replica lists. Emptied
+    /// when the state is replaced.
+    topics: RefCell<HashMap<String, Rc<Topic>>>,
 }
 
 impl Broker {
@@ -47,6 +56,7 @@ impl Broker {
         Rc::new(Broker {
             setup,
             view: RefCell::new(None),
+            topics: RefCell::new(HashMap::new()),
         })
     }
 
@@ -109,27 +119,45 @@ impl Broker {
         let view = self.shard_view(self.setup.shard).await?;
         let state = Rc::new(view.controller.map(|b| *b).unwrap_or_default());
         *self.view.borrow_mut() = Some((Instant::now(), state.clone()));
+        self.topics.borrow_mut().clear();
         Ok(state)
     }
 
     /// The topic of this name, looking again once if the cache does not know it.
-    pub async fn topic(&self, name: &str) -> Result<Option<Topic>, RequestError> {
-        let state = self.state(false).await?;
-        if let Some(t) = state.topic(name) {
-            return Ok(Some(t.clone()));
-        }
-        Ok(self.state(true).await?.topic(name).cloned())
-    }
-
-    /// The topic of this id, looking again once if the cache does not know it.
-    pub async fn topic_by_id(&self, id: uuid::Uuid) -> Result<Option<Topic>, RequestError> {
+    pub async fn topic(&self, name: &str) -> Result<Option<Rc<Topic>>, RequestError> {
         for refresh in [false, true] {
             let state = self.state(refresh).await?;
-            if let Some(t) = state.topics().values().find(|t| t.id == id) {
-                return Ok(Some(t.clone()));
+            if let Some(t) = self.shared_topic(&state, name) {
+                return Ok(Some(t));
             }
         }
         Ok(None)
+    }
+
+    /// The topic of this id, looking again once if the cache does not know it.
+    pub async fn topic_by_id(&self, id: uuid::Uuid) -> Result<Option<Rc<Topic>>, RequestError> {
+        for refresh in [false, true] {
+            let state = self.state(refresh).await?;
+            if let Some(t) = state.topics().values().find(|t| t.id == id) {
+                return Ok(self.shared_topic(&state, &t.name));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Topic `name` of `state`, shared through `topics` while `state` is the cached one.
+    fn shared_topic(&self, state: &Rc<ControllerState>, name: &str) -> Option<Rc<Topic>> {
+        let current = matches!(&*self.view.borrow(), Some((_, s)) if Rc::ptr_eq(s, state));
+        if current {
+            if let Some(t) = self.topics.borrow().get(name) {
+                return Some(t.clone());
+            }
+        }
+        let t = Rc::new(state.topic(name)?.clone());
+        if current {
+            self.topics.borrow_mut().insert(name.to_string(), t.clone());
+        }
+        Some(t)
     }
 
     /// Who leads each group hosted on this node, from every shard.

@@ -1,6 +1,8 @@
-//! Metadata: brokers (the controller's members, each at its Kafka address; this node at the
-//! address its listener really has), the controller (the leader of the controller group),
-//! topics with their partitions, replicas and leaders (as the shards hosting them know).
+//! Metadata: brokers (the controller's members, each at the Kafka address it registered
+//! itself; this node at the address its listener really has), the controller (the leader of
+//! the controller group), topics with their partitions, replicas and leaders: as this node's
+//! replicas know them, and for partitions it does not host as their leaders report them
+//! (`node_reports.rs`).
 //! Topics are never created by Metadata (`allow_auto_topic_creation` is ignored): create them
 //! with CreateTopics (`tern create-topic`, an admin client). docs/clients.md says so.
 
@@ -44,7 +46,7 @@ fn topic_entry(t: &Topic, leaders: &HashMap<u64, GroupLeader>) -> MetadataRespon
                     mp.leader_epoch = l.term as i32;
                 }
                 _ => {
-                    // Not hosted here, or electing: the client asks again.
+                    // Electing, or its leader not reported lately: the client asks again.
                     mp.error_code = ResponseError::LeaderNotAvailable.code();
                     mp.leader_id = BrokerId(-1);
                     mp.leader_epoch = -1;

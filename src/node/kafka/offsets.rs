@@ -1,6 +1,8 @@
 //! ListOffsets (earliest, latest, by timestamp) and OffsetForLeaderEpoch (the Raft term is the
 //! leader epoch), both answered by the partition's leader.
 
+use std::rc::Rc;
+
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -25,7 +27,7 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 
 /// The group of `partition` of a topic looked up by name.
 fn group_of(
-    found: &Result<Option<Topic>, RequestError>,
+    found: &Result<Option<Rc<Topic>>, RequestError>,
     partition: i32,
 ) -> Result<u64, ResponseError> {
     match found {

@@ -73,8 +73,7 @@ pub async fn handle(broker: &Broker, r: ProduceRequest, _version: i16) -> Option
     let partitions: usize = r.topic_data.iter().map(|t| t.partition_data.len()).sum();
     let mut out = ProduceResponse::default();
     for topic in r.topic_data {
-        let name = topic.name.0.to_string();
-        let found = broker.topic(&name).await;
+        let found = broker.topic(topic.name.0.as_str()).await;
         let mut asks = Vec::new();
         let mut answered = Vec::new();
         for p in topic.partition_data {

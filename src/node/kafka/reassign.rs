@@ -147,6 +147,7 @@ mod tests {
             partitions: vec![Partition {
                 group: 1,
                 replicas: vec![1, 2, 3],
+                initial: vec![1, 2, 3],
             }],
         }
     }

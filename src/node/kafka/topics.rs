@@ -55,7 +55,13 @@ pub(super) fn controller_error(e: &RequestError) -> ResponseError {
 }
 
 /// The spec of a topic to create, or why it is refused.
-fn spec(t: &CreatableTopic, members: usize) -> Result<TopicSpec, (ResponseError, String)> {
+/// `default_retention` is the node's `[retention]` section: what a topic keeps unless its
+/// `retention.ms`/`retention.bytes` configs say otherwise (-1 in either keeps everything).
+fn spec(
+    t: &CreatableTopic,
+    members: usize,
+    default_retention: Retention,
+) -> Result<TopicSpec, (ResponseError, String)> {
     let name = t.name.0.to_string();
     check_topic_name(&name).map_err(|why| (ResponseError::InvalidTopicException, why))?;
     if !t.assignments.is_empty() {
@@ -84,7 +90,7 @@ fn spec(t: &CreatableTopic, members: usize) -> Result<TopicSpec, (ResponseError,
             ))
         }
     };
-    let mut retention = Retention::default();
+    let mut retention = default_retention;
     for c in &t.configs {
         let key = c.name.as_str();
         let value = c.value.as_ref().map(|v| v.as_str()).unwrap_or("");
@@ -139,7 +145,7 @@ pub async fn create(broker: &Broker, r: CreateTopicsRequest) -> CreateTopicsResp
                 "the node is read-only".into(),
             ))
         } else {
-            match spec(t, members) {
+            match spec(t, members, broker.setup.default_retention) {
                 Err(e) => Err(e),
                 Ok(s) if r.validate_only => {
                     res.num_partitions = s.partitions as i32;
@@ -190,7 +196,10 @@ pub async fn delete(broker: &Broker, r: DeleteTopicsRequest, version: i16) -> De
         res.topic_id = id;
         let resolved = match &name {
             Some(n) => Ok(Some(n.0.to_string())),
-            None => broker.topic_by_id(id).await.map(|t| t.map(|t| t.name)),
+            None => broker
+                .topic_by_id(id)
+                .await
+                .map(|t| t.map(|t| t.name.clone())),
         };
         res.name = name;
         let result = match resolved {
@@ -231,4 +240,57 @@ pub async fn delete(broker: &Broker, r: DeleteTopicsRequest, version: i16) -> De
         out.responses.push(res);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+
+    use super::*;
+
+    fn topic(configs: &[(&str, &str)]) -> CreatableTopic {
+        let mut t = CreatableTopic::default();
+        t.name = TopicName(StrBytes::from_static_str("t"));
+        t.num_partitions = 2;
+        t.replication_factor = 1;
+        t.configs = configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c = CreatableTopicConfig::default();
+                c.name = StrBytes::from_string((*k).to_string());
+                c.value = Some(StrBytes::from_string((*v).to_string()));
+                c
+            })
+            .collect();
+        t
+    }
+
+    #[test]
+    fn the_node_default_retention_applies_unless_the_topic_configs_override_it() {
+        let default = Retention {
+            bytes_max: Some(1 << 30),
+            age_ms_max: Some(7 * 24 * 3600 * 1000),
+        };
+        let plain = spec(&topic(&[]), 1, default).unwrap();
+        assert_eq!(plain.retention, default);
+        let ms = spec(&topic(&[("retention.ms", "60000")]), 1, default).unwrap();
+        assert_eq!(
+            ms.retention,
+            Retention {
+                bytes_max: Some(1 << 30),
+                age_ms_max: Some(60_000),
+            }
+        );
+        // -1 is Kafka's "unlimited": it overrides a default with nothing.
+        let unlimited = spec(
+            &topic(&[("retention.ms", "-1"), ("retention.bytes", "-1")]),
+            1,
+            default,
+        )
+        .unwrap();
+        assert_eq!(unlimited.retention, Retention::default());
+        let bytes = spec(&topic(&[("retention.bytes", "4096")]), 1, default).unwrap();
+        assert_eq!(bytes.retention.bytes_max, Some(4096));
+        assert_eq!(bytes.retention.age_ms_max, default.age_ms_max);
+    }
 }

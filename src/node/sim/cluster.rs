@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_channel::{mpsc, oneshot};
 use futures_lite::future;
@@ -20,6 +21,8 @@ use tern_raft::message::NodeId;
 use uuid::Uuid;
 
 use super::super::controller::{Command, Member, Outcome, Rejection, Retention, TopicSpec};
+use super::super::identity::NodeIdentity;
+use super::super::rebuild::NodeRebuild;
 use super::super::records::build_batch;
 use super::super::requests::{Acks, FetchReply, PartitionRequest, ProduceReply, RequestError};
 use super::super::shard::{Shard, ShardMsg, ShardSetup, ShardStatus, TICK};
@@ -48,6 +51,17 @@ const PARTITIONS: u32 = 2;
 const REPLICATION_FACTOR: u8 = 3;
 const SHARD_INBOX_MESSAGES_MAX: usize = 64;
 const FETCH_BYTES_MAX: u64 = 16 << 10;
+/// Records a run with [`Faults::corrupt_records`] damages, at most, all on one node.
+const CORRUPT_RECORDS_MAX: usize = 4;
+
+/// Faults a run adds to the default ones (network, crashes, restarts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Bit rot on one replica: flip a bit in committed entries of sealed segments of one
+    /// node's disk (never two replicas of one entry), in the second half of the faulty phase.
+    /// Each must be repaired from the other replicas by the end of the run.
+    pub corrupt_records: bool,
+}
 
 /// What a run did, for the summary line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,11 +69,21 @@ pub struct SimReport {
     pub nodes: usize,
     pub ticks: u64,
     pub crashes: u64,
+    /// Crashes that also lost the node's disk; it came back with `--rebuild`.
+    pub wipes: u64,
     pub restarts: u64,
     pub partitions: u64,
     pub acks: u64,
+    /// Replicas the controller moved to other nodes after a member's removal (each then
+    /// carried out by the partition's leader; `settled` checks the new replicas serve every
+    /// acknowledged record).
+    pub replicas_moved: u64,
     pub fetches: u64,
     pub entries_compared: u64,
+    /// Committed records damaged on one node's disk (all repaired, or the run fails).
+    pub corrupted: u64,
+    /// Repairs the nodes made (`tern_repair_total{outcome="repaired"}` of the run).
+    pub repaired: u64,
     /// [`Checker::trace`]: equal for two runs of one seed.
     pub trace: u32,
 }
@@ -79,6 +103,20 @@ struct Node {
     live: Option<Live>,
     /// The tick at which a crashed node comes back.
     restart_at: u64,
+    /// The model of the `NODE` file's `rebuilding` flag: set when the disk is wiped, cleared
+    /// when a life's [`NodeRebuild`] cleared it (the real file is synced at once).
+    rebuilding: bool,
+    /// This life's rebuild state, while `rebuilding`.
+    rebuild: Option<Arc<NodeRebuild>>,
+}
+
+impl Node {
+    /// The node's life ends: keep what its `NODE` file would say.
+    fn end_life(&mut self) {
+        if let Some(rb) = self.rebuild.take() {
+            self.rebuilding = rb.is_active();
+        }
+    }
 }
 
 /// The shared state of a run: tasks of the workload reach the nodes through it.
@@ -90,11 +128,15 @@ struct World {
     checker: RefCell<Checker>,
     violation: RefCell<Option<Violation>>,
     producing: Cell<bool>,
+    /// See [`SimReport::replicas_moved`].
+    replicas_moved: Cell<u64>,
     /// Producer tasks not yet finished (each finishes its request in flight after
     /// `producing` turns false).
     producers_running: Cell<usize>,
     members: Vec<Member>,
     groups: RefCell<Vec<u64>>,
+    /// (node, group, index) of every entry whose record was damaged on disk.
+    corrupted: RefCell<Vec<(NodeId, u64, u64)>>,
 }
 
 enum Asked<T> {
@@ -176,12 +218,25 @@ impl World {
 
     /// Starts (or restarts after a crash) node `idx` on its disk.
     async fn start(&self, idx: usize) -> Result<(), Violation> {
-        let (id, disk, life) = {
+        let (id, disk, life, rebuild) = {
             let mut nodes = self.nodes.borrow_mut();
             let n = &mut nodes[idx];
             n.lives += 1;
-            (n.id, n.disk.clone(), n.lives)
+            n.rebuild = n.rebuilding.then(|| {
+                let identity = NodeIdentity {
+                    cluster_id: Uuid::from_u128(1),
+                    node_id: n.id,
+                    admitted: true,
+                    rebuilding: true,
+                };
+                Arc::new(NodeRebuild::new(None, identity, 1))
+            });
+            (n.id, n.disk.clone(), n.lives, n.rebuild.clone())
         };
+        match &rebuild {
+            Some(rb) => self.net.watch_rebuild(id, rb.clone()),
+            None => self.net.unwatch_rebuild(id),
+        }
         let alive = Rc::new(Cell::new(true));
         let life_seed = self.seed ^ (id << 40) ^ (life << 32);
         let storage = Latent::new(
@@ -219,6 +274,7 @@ impl World {
             raft,
             inbox,
             shard_senders: vec![tx.clone()],
+            rebuild,
         };
         let transport: Rc<SimEndpoint> = Rc::new(self.net.endpoint(id));
         let task = glommio::spawn_local(Shard::run(setup, wal.clone(), transport));
@@ -253,6 +309,7 @@ impl World {
             .map_err(|e| format!("node {id}: WAL did not close: {e}"))?;
         live.alive.set(false);
         drop(live);
+        self.nodes.borrow_mut()[idx].end_life();
         self.start(idx).await
     }
 
@@ -266,6 +323,7 @@ impl World {
         };
         live.alive.set(false);
         drop(live);
+        n.end_life();
         self.net.down(n.id);
         let mode = match rng.gen_range(0..4) {
             0 => CrashMode::LoseAllUnsynced,
@@ -276,10 +334,111 @@ impl World {
         n.disk.crash(rng.gen(), mode);
         n.restart_at = self.clock.now() + down_ticks;
     }
+
+    /// Node `idx` crashes and loses its disk (an operator then wipes it and starts it with
+    /// `--rebuild`): it comes back with an empty disk and its `NODE` flag set. May hit a node
+    /// that is down, or still rebuilding from an earlier wipe (a crash mid-install).
+    fn wipe(&self, idx: usize, rng: &mut SmallRng, down_ticks: u64) {
+        self.crash(idx, rng, down_ticks);
+        let mut nodes = self.nodes.borrow_mut();
+        let n = &mut nodes[idx];
+        n.disk = SimStorage::new();
+        n.rebuilding = true;
+        n.restart_at = n.restart_at.max(self.clock.now() + down_ticks);
+    }
+}
+
+impl World {
+    /// Flips one bit in the payload of a committed entry of a partition on node `id`, in a
+    /// sealed segment (recovery trusts a sealed segment's index and does not scan it; damage
+    /// in the open segment stops recovery, which is the engine's business, not repair's).
+    /// Returns whether it found such an entry.
+    async fn corrupt_one(&self, id: NodeId, rng: &mut SmallRng) -> bool {
+        let Some(status) = self.status(id).await else {
+            return false;
+        };
+        let groups = self.groups.borrow().clone();
+        let candidates: Vec<_> = status
+            .groups
+            .iter()
+            .filter(|g| groups.contains(&g.group) && g.halted.is_none())
+            .filter(|g| g.commit >= g.first_index.max(1))
+            .collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        let g = candidates[rng.gen_range(0..candidates.len())];
+        let (disk, wal) = {
+            let nodes = self.nodes.borrow();
+            let Some(n) = nodes.iter().find(|n| n.id == id) else {
+                return false;
+            };
+            let Some(live) = n.live.as_ref() else {
+                return false;
+            };
+            (n.disk.clone(), live.wal.clone())
+        };
+        let last = g.commit.min(wal.last_index(g.group));
+        if last < g.first_index {
+            return false;
+        }
+        let index = rng.gen_range(g.first_index..=last);
+        if self
+            .corrupted
+            .borrow()
+            .iter()
+            .any(|&(n, gr, i)| n == id && gr == g.group && i == index)
+        {
+            return false;
+        }
+        let Ok(entries) = wal.read(g.group, index, index + 1, u64::MAX).await else {
+            return false;
+        };
+        let Some(e) = entries.first().filter(|e| e.data.len() >= 32) else {
+            return false;
+        };
+        let sealed: Vec<_> = disk
+            .list_files()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .filter(|p| disk.file_len(&p.with_extension("idx")).is_some())
+            .collect();
+        for path in sealed {
+            let Some(bytes) = disk.read_current(&path) else {
+                continue;
+            };
+            if let Some(at) = bytes
+                .windows(e.data.len())
+                .position(|w| w == e.data.as_slice())
+            {
+                let byte = at as u64 + rng.gen_range(0..e.data.len() as u64);
+                disk.flip_bit(&path, byte, rng.gen_range(0..8));
+                self.corrupted.borrow_mut().push((id, g.group, index));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a failed read on node `id` is damage this run planted there (the node is
+    /// repairing it: not a violation while it lasts).
+    fn planted_damage(&self, id: NodeId, e: &tern_engine::Error) -> bool {
+        super::super::repair::damaged_entry(e).is_some_and(|(g, i)| {
+            self.corrupted
+                .borrow()
+                .iter()
+                .any(|&(n, gr, ix)| n == id && gr == g && ix == i)
+        })
+    }
 }
 
 /// Runs the simulation of `seed` on the current glommio executor.
 pub async fn run(seed: u64) -> Result<SimReport, Violation> {
+    run_with(seed, Faults::default()).await
+}
+
+/// [`run`] with extra faults.
+pub async fn run_with(seed: u64, extra: Faults) -> Result<SimReport, Violation> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let node_count = rng.gen_range(3..=5usize);
     let faults = NetFaults {
@@ -302,20 +461,36 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
                     lives: 0,
                     live: None,
                     restart_at: 0,
+                    rebuilding: false,
+                    rebuild: None,
                 })
                 .collect(),
         ),
         checker: RefCell::new(Checker::default()),
         violation: RefCell::new(None),
         producing: Cell::new(true),
+        replicas_moved: Cell::new(0),
         producers_running: Cell::new(PARTITIONS as usize),
         members,
         groups: RefCell::new(Vec::new()),
+        corrupted: RefCell::new(Vec::new()),
     });
+    // Drawn apart from the main generator, so runs without the fault keep their sequence.
+    let mut corrupt_rng = SmallRng::seed_from_u64(seed ^ 0xc0ff_ee00);
+    let corrupt_node = corrupt_rng.gen_range(1..=node_count as u64);
     for idx in 0..node_count {
         world.start(idx).await?;
     }
     let admin = glommio::spawn_local(create_topic(world.clone(), rng.gen()));
+    // With 4 or 5 nodes, one member is removed during the faults, so the partitions it holds
+    // move by Raft configuration changes (`replica_moves.rs`) while producers run. Drawn from
+    // a generator of its own, so the other draws of a seed do not change.
+    let remover = (node_count >= 4).then(|| {
+        let mut moves = SmallRng::seed_from_u64(seed ^ 0x6d6f_7665);
+        let node = moves.gen_range(1..=node_count as u64);
+        let at = moves.gen_range(FAULT_TICKS / 4..FAULT_TICKS / 2);
+        glommio::spawn_local(remove_member(world.clone(), node, at, moves.gen()))
+    });
     let mut producers = Vec::new();
     for p in 0..PARTITIONS {
         producers.push(glommio::spawn_local(produce(world.clone(), p, rng.gen())));
@@ -352,8 +527,10 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
                     if let Some(st) = world.status(id).await {
                         for g in st.groups {
                             why += &format!(
-                                "\n  node {id} group {}: {} term {} leader {} commit {} applied {} last {}",
-                                g.group, g.role, g.term, g.leader, g.commit, g.applied, g.last_index
+                                "\n  node {id} group {}: {} term {} leader {} commit {} applied {} last {} voters {:?} learners {:?}{}",
+                                g.group, g.role, g.term, g.leader, g.commit, g.applied, g.last_index,
+                                g.voters, g.learners,
+                                if g.rebuilding { " rebuilding" } else { "" }
                             );
                         }
                     }
@@ -374,6 +551,50 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
                     world.restart(idx).await?;
                     report.restarts += 1;
                 }
+                // Disk loss: at most one node without its disk (wiped, or being rebuilt) at a
+                // time, and only while a majority of intact nodes is up; the invariant is that
+                // the lost disk's promises are never broken (`SimNet::watch_rebuild`).
+                let without_disk = world
+                    .nodes
+                    .borrow()
+                    .iter()
+                    .filter(|n| n.rebuilding && n.rebuild.as_ref().is_none_or(|rb| rb.is_active()))
+                    .count();
+                // Not in the seeds that remove a member: a wiped node's replicas of groups moved
+                // away from it while it was rebuilding are not rebuilt (the node only rebuilds
+                // what the controller places on it), so a second fault can leave such a group
+                // without a quorum. Open item in docs/replication.md ("Disk loss during a
+                // replica move").
+                if remover.is_none()
+                    && down < minority
+                    && without_disk == 0
+                    && rng.gen_range(0..300) == 0
+                {
+                    let idx = rng.gen_range(0..node_count);
+                    let down_ticks = rng.gen_range(1..60);
+                    world.wipe(idx, &mut rng, down_ticks);
+                    let id = world.ids()[idx];
+                    checked_to.retain(|(n, _), _| *n != id);
+                    report.wipes += 1;
+                }
+                // A crash in the middle of a rebuild (of its install, or its catch-up).
+                let rebuilding: Vec<usize> = world
+                    .nodes
+                    .borrow()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| {
+                        n.live.is_some() && n.rebuild.as_ref().is_some_and(|rb| rb.is_active())
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if let Some(&idx) = rebuilding.first() {
+                    if rng.gen_range(0..40) == 0 {
+                        let down_ticks = rng.gen_range(1..30);
+                        world.crash(idx, &mut rng, down_ticks);
+                        report.crashes += 1;
+                    }
+                }
                 if heal_at.is_none() && rng.gen_range(0..150) == 0 {
                     let mut ids = world.ids();
                     for i in (1..ids.len()).rev() {
@@ -387,6 +608,14 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
                 if heal_at.is_some_and(|h| now >= h) {
                     net.heal();
                     heal_at = None;
+                }
+                if extra.corrupt_records
+                    && now >= FAULT_TICKS / 2
+                    && world.corrupted.borrow().len() < CORRUPT_RECORDS_MAX
+                    && corrupt_rng.gen_range(0..30) == 0
+                    && world.corrupt_one(corrupt_node, &mut corrupt_rng).await
+                {
+                    report.corrupted += 1;
                 }
             }
             let restart: Vec<usize> = world
@@ -414,9 +643,12 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
             if let Some(v) = world.violation.borrow_mut().take() {
                 return Err(v);
             }
+            if let Some(v) = net.take_violation() {
+                return Err(v);
+            }
             if clock.now().is_multiple_of(CHECK_EVERY_TICKS) {
                 check_nodes(&world, &mut checked_to).await?;
-                if settling && settled(&world).await? {
+                if settling && settled(&world).await? && repaired(&world).await? {
                     return Ok(());
                 }
             }
@@ -426,11 +658,19 @@ pub async fn run(seed: u64) -> Result<SimReport, Violation> {
     report.ticks = clock.now();
     let c = world.checker.borrow();
     report.acks = c.acks;
+    report.replicas_moved = world.replicas_moved.get();
     report.fetches = c.fetches;
     report.entries_compared = c.entries_compared;
     report.trace = c.trace;
     drop(c);
+    // Every node runs on this executor's thread, whose counters start at zero each run.
+    report.repaired = super::super::stats::snapshot()
+        .repairs
+        .get(super::super::repair::outcome::REPAIRED)
+        .copied()
+        .unwrap_or(0);
     drop(admin);
+    drop(remover);
     drop(fetcher);
     drop(producers);
     result.map(|()| report)
@@ -470,15 +710,17 @@ async fn check_nodes(
             let to = g.commit.min(wal.last_index(g.group));
             let mut next = from.max(g.first_index);
             while next <= to {
-                let entries = wal
-                    .read(g.group, next, to + 1, 1 << 20)
-                    .await
-                    .map_err(|e| {
-                        format!(
+                let entries = match wal.read(g.group, next, to + 1, 1 << 20).await {
+                    Ok(entries) => entries,
+                    // Checked again once repaired.
+                    Err(e) if world.planted_damage(id, &e) => break,
+                    Err(e) => {
+                        return Err(format!(
                             "node {id}: group {}: committed entries do not read: {e}",
                             g.group
-                        )
-                    })?;
+                        ))
+                    }
+                };
                 let Some(last) = entries.last().map(|e| e.index) else {
                     break;
                 };
@@ -492,6 +734,34 @@ async fn check_nodes(
         }
     }
     Ok(())
+}
+
+/// After the faults: true once every damaged entry reads back with the bytes its replicas
+/// hold (a repair that never comes makes the run time out in settling, and fail).
+async fn repaired(world: &World) -> Result<bool, Violation> {
+    let corrupted = world.corrupted.borrow().clone();
+    for (id, group, index) in corrupted {
+        let Some(wal) = world
+            .nodes
+            .borrow()
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.live.as_ref().map(|l| l.wal.clone()))
+        else {
+            return Ok(false);
+        };
+        match wal.read(group, index, index + 1, u64::MAX).await {
+            Ok(v) => {
+                let mut checker = world.checker.borrow_mut();
+                for e in &v {
+                    checker.on_committed_entry(id, group, e.index, e.term, &e.data)?;
+                }
+            }
+            Err(e) if world.planted_damage(id, &e) => return Ok(false),
+            Err(e) => return Err(format!("node {id}: damaged entry {group}/{index}: {e}")),
+        }
+    }
+    Ok(true)
 }
 
 /// After the faults: true once the producers stopped and every node serves every
@@ -630,6 +900,42 @@ async fn create_topic(world: Rc<World>, seed: u64) {
             return;
         }
         world.clock.sleep(5).await;
+    }
+}
+
+/// Removes member `node` through the controller at tick `at` (once the topic exists),
+/// retrying on whatever node it believes leads the controller.
+async fn remove_member(world: Rc<World>, node: NodeId, at: u64, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    while world.clock.now() < at || world.groups.borrow().is_empty() {
+        world.clock.sleep(5).await;
+    }
+    let ids = world.ids();
+    let mut target = ids[rng.gen_range(0..ids.len())];
+    loop {
+        let asked = world
+            .ask(target, |reply| ShardMsg::Controller {
+                command: Command::RemoveMember { node_id: node },
+                reply,
+            })
+            .await;
+        match asked {
+            Asked::Answer(Ok(Outcome::MemberRemoved { added, .. })) => {
+                world.replicas_moved.set(added.len() as u64);
+                return;
+            }
+            // Removed by an earlier attempt whose answer was lost.
+            Asked::Answer(Ok(Outcome::Rejected(Rejection::UnknownMember(_)))) => return,
+            Asked::Answer(Ok(other)) => {
+                world.violate(format!("member removal answered {other:?}"));
+                return;
+            }
+            Asked::Answer(Err(RequestError::NotLeader { leader })) if leader != 0 => {
+                target = leader;
+            }
+            _ => target = ids[rng.gen_range(0..ids.len())],
+        }
+        world.clock.sleep(2).await;
     }
 }
 

@@ -33,11 +33,25 @@ pub const MUTATION_SEEDS_DEFAULT: u64 = 30;
 /// Runs seed `seed` on a fresh glommio executor (with `bug` planted, if any) and returns what
 /// it did, or the first violation, with the command that reproduces it.
 pub fn run_seed(seed: u64, bug: Option<Planted>) -> Result<SimReport, String> {
+    run_seed_with(seed, bug, cluster::Faults::default())
+}
+
+/// Environment variable: seeds the corrupt-records simulation runs (default
+/// [`CORRUPT_SEEDS_DEFAULT`]).
+pub const CORRUPT_SEEDS_ENV: &str = "TERN_NODE_SIM_CORRUPT_SEEDS";
+pub const CORRUPT_SEEDS_DEFAULT: u64 = 12;
+
+/// [`run_seed`] with extra faults.
+pub fn run_seed_with(
+    seed: u64,
+    bug: Option<Planted>,
+    faults: cluster::Faults,
+) -> Result<SimReport, String> {
     let outcome = glommio::LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
             planted::set(bug);
-            let r = cluster::run(seed).await;
+            let r = cluster::run_with(seed, faults).await;
             planted::set(None);
             r
         })

@@ -8,12 +8,15 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tern_net::{Outbound, PeerEvent, PeerTransport, SendError, TransportStats};
-use tern_raft::message::NodeId;
+use tern_raft::message::{MessageBody, NodeId};
+
+use super::super::rebuild::NodeRebuild;
 
 /// How unreliable the network is; percentages are per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,13 @@ struct State {
     in_flight: BTreeMap<(u64, u64), (NodeId, PeerEvent)>,
     inboxes: BTreeMap<NodeId, Inbox>,
     stats: TransportStats,
+    /// Nodes that lost their disk and are being rebuilt: what they send is checked.
+    rebuilding: BTreeMap<NodeId, Arc<NodeRebuild>>,
+    /// Per (node, group): the highest commit index a leader sent it (AppendEntries,
+    /// heartbeat, or a snapshot's index), as delivered.
+    commit_delivered: BTreeMap<(NodeId, u64), u64>,
+    /// The first message a rebuilding group must not have sent.
+    violation: Option<String>,
 }
 
 pub struct SimNet {
@@ -67,6 +77,9 @@ impl SimNet {
                 in_flight: BTreeMap::new(),
                 inboxes: BTreeMap::new(),
                 stats: TransportStats::default(),
+                rebuilding: BTreeMap::new(),
+                commit_delivered: BTreeMap::new(),
+                violation: None,
             }),
         })
     }
@@ -99,6 +112,24 @@ impl SimNet {
         }
     }
 
+    /// `node` lost its disk and runs rebuilding (this life): until each of its groups
+    /// finished, it must grant no vote and acknowledge no entry above a commit index a leader
+    /// sent it (docs/replication.md, section 5). Forgets what it was sent in earlier lives.
+    pub fn watch_rebuild(&self, node: NodeId, rebuild: Arc<NodeRebuild>) {
+        let mut st = self.state.borrow_mut();
+        st.rebuilding.insert(node, rebuild);
+        st.commit_delivered.retain(|(n, _), _| *n != node);
+    }
+
+    pub fn unwatch_rebuild(&self, node: NodeId) {
+        self.state.borrow_mut().rebuilding.remove(&node);
+    }
+
+    /// The first vote or acknowledgement a rebuilding group sent, if any.
+    pub fn take_violation(&self) -> Option<String> {
+        self.state.borrow_mut().violation.take()
+    }
+
     /// Cuts both directions between the two sides.
     pub fn partition(&self, side: &[NodeId], other: &[NodeId]) {
         let mut st = self.state.borrow_mut();
@@ -127,9 +158,28 @@ impl SimNet {
                 if !inbox.up {
                     continue;
                 }
+                let commits: Vec<(u64, u64)> = match &event {
+                    PeerEvent::Raft { messages, .. } => messages
+                        .iter()
+                        .filter_map(|(g, m)| match &m.body {
+                            MessageBody::Append { commit, .. } => Some((*g, *commit)),
+                            MessageBody::Heartbeat { commit, .. } => Some((*g, *commit)),
+                            MessageBody::Snapshot { meta, .. } => Some((*g, meta.index)),
+                            _ => None,
+                        })
+                        .collect(),
+                    PeerEvent::Heartbeats(hb) => {
+                        hb.heartbeats.iter().map(|h| (h.group, h.commit)).collect()
+                    }
+                    _ => Vec::new(),
+                };
                 inbox.queue.push_back(event);
                 if let Some(w) = inbox.waker.take() {
                     wake.push(w);
+                }
+                for (g, c) in commits {
+                    let slot = st.commit_delivered.entry((to, g)).or_default();
+                    *slot = (*slot).max(c);
                 }
             }
         }
@@ -152,6 +202,32 @@ impl PeerTransport for SimEndpoint {
         if !st.inboxes.contains_key(&to) {
             return Err(SendError::UnknownPeer(to));
         }
+        if let (Some(rb), Outbound::Raft(group, m)) = (st.rebuilding.get(&self.node), &outbound) {
+            if !rb.group_is_normal(*group) && st.violation.is_none() {
+                let heard = st
+                    .commit_delivered
+                    .get(&(self.node, *group))
+                    .copied()
+                    .unwrap_or(0);
+                st.violation = match m.body {
+                    MessageBody::VoteResp { reject: false, pre } => Some(format!(
+                        "node {} lost its disk and granted a {}vote in group {group} (term {}) before it was rebuilt",
+                        self.node,
+                        if pre { "pre-" } else { "" },
+                        m.term
+                    )),
+                    MessageBody::AppendResp {
+                        reject: false,
+                        index,
+                        ..
+                    } if index > heard => Some(format!(
+                        "node {} lost its disk and acknowledged index {index} of group {group} before it was rebuilt; no leader had told it of a commit above {heard}",
+                        self.node
+                    )),
+                    _ => None,
+                };
+            }
+        }
         let (event, messages) = match outbound {
             Outbound::Raft(group, m) => (
                 PeerEvent::Raft {
@@ -164,6 +240,8 @@ impl PeerTransport for SimEndpoint {
                 let n = (hb.heartbeats.len() + hb.responses.len()) as u64;
                 (PeerEvent::Heartbeats(hb), n)
             }
+            Outbound::Repair(repair) => (PeerEvent::Repair(repair), 1),
+            Outbound::Report(report) => (PeerEvent::Report(report), 1),
         };
         st.stats.messages_sent += messages;
         if st.cut.contains(&(self.node, to)) || st.rng.gen_range(0..100) < st.faults.loss_pct {
