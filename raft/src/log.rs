@@ -41,7 +41,9 @@ pub trait LogStorage {
     /// The term of entry `index`, for `index` in `[first_index() - 1, last_index()]`.
     fn term(&self, index: u64) -> Result<u64, StorageError>;
     /// Entries `[low, high)`, stopping early once `bytes_max` is reached but always returning
-    /// at least one entry when `low < high`.
+    /// at least one entry when `low < high`. A storage that reads asynchronously may also
+    /// stop early before an entry it cannot give without waiting; it answers
+    /// [`StorageError::Unavailable`] only when it cannot give entry `low`.
     fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StorageError>;
     /// Metadata of the latest snapshot (index 0 with the bootstrap configuration before any).
     fn snapshot_meta(&self) -> SnapshotMeta;

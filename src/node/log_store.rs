@@ -27,26 +27,58 @@ pub const CACHE_BYTES_MAX: u64 = 4 << 20;
 /// Recent entries of one group, by index.
 ///
 /// Invariant: `bytes` is the sum of the payload sizes of `entries`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EntryCache {
     entries: BTreeMap<u64, Entry>,
     bytes: u64,
+    /// Payload bytes kept before the oldest entries are dropped ([`CACHE_BYTES_MAX`] in
+    /// production; the node simulation makes it tiny so catch-ups go through disk reads).
+    bytes_max: u64,
+}
+
+impl Default for EntryCache {
+    fn default() -> Self {
+        EntryCache::new(CACHE_BYTES_MAX)
+    }
 }
 
 impl EntryCache {
+    pub fn new(bytes_max: u64) -> Self {
+        EntryCache {
+            entries: BTreeMap::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
     /// Inserts entries written or read back; a write at index i first drops every cached
     /// entry at or after i (the suffix a Raft conflict replaced).
     pub fn insert_written(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
         let dropped = self.entries.split_off(&first.index);
         self.bytes -= dropped.values().map(|e| e.data.len() as u64).sum::<u64>();
-        self.insert_read(entries.iter().cloned());
+        self.insert(entries.iter().cloned());
+        self.trim(None);
     }
 
     /// Inserts entries read back from disk (they never replace newer ones: an index already
-    /// cached keeps its entry).
+    /// cached keeps its entry). The entries just read are kept even when the cache is over its
+    /// budget: the caller hands them to the core right after (`on_entries_fetched`), and
+    /// evicting them first (they are usually the oldest) would make the core ask for the same
+    /// read again, for ever. The excess is bounded by one fetch's `bytes_max` and goes at the
+    /// next insert.
     pub fn insert_read(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        let read = self.insert(entries);
+        self.trim(read);
+    }
+
+    /// Inserts without trimming; returns the range of indexes inserted.
+    fn insert(&mut self, entries: impl IntoIterator<Item = Entry>) -> Option<(u64, u64)> {
+        let mut range: Option<(u64, u64)> = None;
         for e in entries {
+            range = Some(range.map_or((e.index, e.index), |(lo, hi)| {
+                (lo.min(e.index), hi.max(e.index))
+            }));
             let len = e.data.len() as u64;
             if self.entries.insert(e.index, e).is_none() {
                 self.bytes += len;
@@ -54,7 +86,7 @@ impl EntryCache {
                 // Same index and term in a read-back as in the cache: the sizes match.
             }
         }
-        self.trim();
+        range
     }
 
     /// Drops entries below `index` (applied and no longer needed for replication).
@@ -74,9 +106,18 @@ impl EntryCache {
         self.bytes -= dropped.values().map(|e| e.data.len() as u64).sum::<u64>();
     }
 
-    fn trim(&mut self) {
-        while self.bytes > CACHE_BYTES_MAX && self.entries.len() > 1 {
-            if let Some((_, e)) = self.entries.pop_first() {
+    /// Drops the oldest entries until the cache is within its budget, never one of `keep`
+    /// (an inclusive range of indexes) and never the newest entry.
+    fn trim(&mut self, keep: Option<(u64, u64)>) {
+        let kept = |i: u64| keep.is_some_and(|(lo, hi)| (lo..=hi).contains(&i));
+        while self.bytes > self.bytes_max && self.entries.len() > 1 {
+            let Some(oldest) = self.entries.keys().copied().find(|&i| !kept(i)) else {
+                return;
+            };
+            if Some(&oldest) == self.entries.keys().next_back() {
+                return;
+            }
+            if let Some(e) = self.entries.remove(&oldest) {
                 self.bytes -= e.data.len() as u64;
             }
         }
@@ -84,6 +125,26 @@ impl EntryCache {
 
     pub fn get(&self, index: u64) -> Option<&Entry> {
         self.entries.get(&index)
+    }
+
+    /// The cached entries from `low` on, before `high`, up to `bytes_max` (at least one), or
+    /// `None` when `low` itself is not cached. A gap after `low` ends the run early: the core
+    /// sends what it got and asks for the rest later. Answering `None` for a later gap would
+    /// throw away the entries just read back for a lagging follower, and the core would ask
+    /// for the same read again for ever (a rebuilt replica of a loaded partition never caught
+    /// up, found by `tern-bench recovery --cluster`).
+    pub fn run_from(&self, low: u64, high: u64, bytes_max: u64) -> Option<Vec<Entry>> {
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for index in low..high {
+            let Some(e) = self.get(index) else { break };
+            bytes += e.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(e.clone());
+        }
+        (low >= high || !out.is_empty()).then_some(out)
     }
 
     pub fn bytes(&self) -> u64 {
@@ -109,13 +170,14 @@ impl<S: Storage> EngineLog<S> {
         wal: Rc<ShardWal<S>>,
         group: u64,
         bootstrap: ConfState,
+        cache_bytes_max: u64,
     ) -> Result<Self, super::NodeError> {
         let mut log = EngineLog {
             wal,
             group,
             bootstrap,
             snapshot: Snapshot::default(),
-            cache: EntryCache::default(),
+            cache: EntryCache::new(cache_bytes_max),
         };
         log.refresh_snapshot()?;
         Ok(log)
@@ -212,19 +274,9 @@ impl<S: Storage> LogStorage for EngineLog<S> {
         if low <= self.snapshot.meta.index {
             return Err(StorageError::Compacted);
         }
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
-        for index in low..high {
-            let Some(e) = self.cache.get(index) else {
-                return Err(StorageError::Unavailable);
-            };
-            bytes += e.size_bytes();
-            if !out.is_empty() && bytes > bytes_max {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Ok(out)
+        self.cache
+            .run_from(low, high, bytes_max)
+            .ok_or(StorageError::Unavailable)
     }
 
     fn snapshot_meta(&self) -> SnapshotMeta {
@@ -299,5 +351,50 @@ mod tests {
         c.insert_written(&[e(3, 2, big), e(4, 2, big), e(5, 2, big)]);
         assert!(c.bytes() <= CACHE_BYTES_MAX);
         assert!(c.get(5).is_some(), "the newest entry is kept");
+    }
+
+    #[test]
+    fn a_run_stops_at_a_gap_and_only_a_missing_first_entry_is_unavailable() {
+        let mut c = EntryCache::default();
+        c.insert_written(&[e(10, 1, 5), e(11, 1, 5)]);
+        c.insert_read([e(1, 1, 5), e(2, 1, 5)]);
+        let idx = |v: Option<Vec<Entry>>| v.map(|v| v.iter().map(|e| e.index).collect::<Vec<_>>());
+        assert_eq!(idx(c.run_from(1, 12, u64::MAX)), Some(vec![1, 2]));
+        assert_eq!(idx(c.run_from(10, 12, u64::MAX)), Some(vec![10, 11]));
+        assert_eq!(
+            idx(c.run_from(1, 12, 1)),
+            Some(vec![1]),
+            "at least one entry"
+        );
+        assert_eq!(idx(c.run_from(3, 12, u64::MAX)), None);
+        assert_eq!(idx(c.run_from(5, 5, u64::MAX)), Some(vec![]));
+    }
+
+    /// A leader's cache full of its recent tail, and a lagging follower needing old entries:
+    /// the entries read back for it must survive the insert, or the core asks for the same
+    /// read again for ever (found by `tern-bench recovery --cluster`: a rebuilt replica of a
+    /// loaded partition never caught up while its leader spun).
+    #[test]
+    fn entries_read_back_survive_a_full_cache() {
+        let mut c = EntryCache::default();
+        let big = (CACHE_BYTES_MAX / 4) as usize;
+        c.insert_written(&[
+            e(100, 1, big),
+            e(101, 1, big),
+            e(102, 1, big),
+            e(103, 1, big),
+        ]);
+        c.insert_read([e(1, 1, big / 2), e(2, 1, big / 2), e(3, 1, big / 2)]);
+        for i in 1..=3 {
+            assert!(c.get(i).is_some(), "entry {i} read back is kept");
+        }
+        assert!(c.get(103).is_some(), "the newest entry is kept");
+        assert!(
+            c.get(100).is_none(),
+            "the oldest entry outside the read goes first"
+        );
+        // The next write brings the cache back within its budget.
+        c.insert_written(&[e(104, 1, 10)]);
+        assert!(c.bytes() <= CACHE_BYTES_MAX);
     }
 }

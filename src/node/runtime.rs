@@ -311,6 +311,7 @@ impl NodeRuntime {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            entry_cache_bytes: super::log_store::CACHE_BYTES_MAX,
         };
         Shard::run(setup, ctx.wal.clone(), transport).await
     }

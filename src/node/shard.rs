@@ -204,6 +204,8 @@ pub struct ShardSetup {
     pub shard_senders: Vec<mpsc::Sender<ShardMsg>>,
     /// Set when the node may be rebuilding (`NODE` said `rebuilding=1` at start).
     pub rebuild: Option<std::sync::Arc<NodeRebuild>>,
+    /// Payload bytes of each group's entry cache (`log_store::CACHE_BYTES_MAX` in production).
+    pub entry_cache_bytes: u64,
 }
 
 enum Event {
@@ -292,6 +294,7 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     reports: NodeReports,
     /// See [`ShardSetup::rebuild`]; `shard/rebuild_driver.rs` uses it.
     rebuild: Option<std::sync::Arc<NodeRebuild>>,
+    entry_cache_bytes: u64,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -333,6 +336,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             repairs: super::repair::Repairs::default(),
             reports: NodeReports::default(),
             rebuild: setup.rebuild,
+            entry_cache_bytes: setup.entry_cache_bytes,
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -585,6 +589,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 return;
             }
         }
+        tracing::trace!(target: "tern::raft_messages", group, "step {m}");
         if let Err(e) = g.raw.step(m) {
             debug!(group, "message refused: {e}");
         }
@@ -750,7 +755,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         bootstrap: ConfState,
         hosted: Option<HostedGroup>,
     ) -> Result<(), super::NodeError> {
-        let mut log = EngineLog::open(self.wal.clone(), group, bootstrap)?;
+        let mut log = EngineLog::open(self.wal.clone(), group, bootstrap, self.entry_cache_bytes)?;
         // RawNode::new reads the newest configuration entries: bring them into the cache.
         for index in tern_raft::LogStorage::conf_entry_indexes(&log) {
             let entries = self
@@ -2175,6 +2180,7 @@ fn send<T: PeerTransport>(
     m: Message,
 ) {
     let to = m.to;
+    tracing::trace!(target: "tern::raft_messages", group, "send {m}");
     let batch = heartbeats
         .entry(to)
         .or_insert_with(|| HeartbeatBatch::new(from, to));

@@ -107,6 +107,7 @@ where
                 inbox: rx,
                 shard_senders: vec![tx.clone()],
                 rebuild: None,
+                entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

@@ -60,6 +60,7 @@ fn health_and_ready_turn_red_when_a_shards_fsync_fails() {
                 inbox: rx,
                 shard_senders: vec![tx.clone()],
                 rebuild: None,
+                entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,
