@@ -21,6 +21,9 @@ pub enum BenchError {
     StdoutClosed,
     #[error("{0}")]
     Client(#[from] tern_net::kafka_client::ClientError),
+    /// The loopback cluster of `recovery --cluster` (cluster.sh, a node) failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

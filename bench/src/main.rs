@@ -10,6 +10,7 @@
 //! `scripts/bench-wal.sh` runs both next to fio baselines on the same file system.
 //! Methodology: `docs/bench.md`.
 
+mod cluster_proc;
 mod data_dir;
 mod error;
 mod etcd_cmd;
@@ -19,6 +20,7 @@ mod plot_cmd;
 mod produce_cmd;
 #[cfg(feature = "raft-engine")]
 mod raft_engine_cmd;
+mod recovery_cluster;
 mod recovery_cmd;
 mod report;
 mod samples;
@@ -54,7 +56,9 @@ enum Command {
     /// intended send time (--rate, open loop) until the fdatasync covering it completes.
     /// With no arguments: 16 appenders x 4 in flight, 1 shard, 1 s warm-up + 10 s.
     Wal(WalArgs),
-    /// Write N GiB, then reopen and time recovery with sealed-segment indexes and by scanning.
+    /// Write N GiB, then reopen and time recovery with sealed-segment indexes and by scanning;
+    /// with --cluster, time a node of a 3-node loopback cluster restarting, rebuilding and
+    /// repairing instead.
     ///
     /// The data is written with indexes; the scan run reopens with use_sealed_index=false and
     /// ignores them. Page caches are dropped before each reopen when running as root (segments
@@ -109,9 +113,10 @@ pub struct WalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RecoveryArgs {
-    /// GiB of records to write before timing recovery (0: write nothing, time --dir as is).
-    #[arg(long, default_value_t = 2.0)]
-    pub gib: f64,
+    /// GiB of records to write before timing recovery (0: write nothing, time --dir as is)
+    /// [default: 2; with --cluster 1, produced through the cluster with replication 3].
+    #[arg(long)]
+    pub gib: Option<f64>,
     /// Payload bytes of each record written.
     #[arg(long, default_value_t = 4096)]
     pub record_bytes: usize,
@@ -128,6 +133,8 @@ pub struct RecoveryArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub cluster: recovery_cluster::ClusterArgs,
 }
 
 /// Engine settings; unset ones keep `WalConfig`'s defaults.
@@ -291,6 +298,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Wal(args) => wal_cmd::run(&args),
+        Command::Recovery(args) if args.cluster.cluster => recovery_cluster::run(&args),
         Command::Recovery(args) => recovery_cmd::run(&args),
         Command::Produce(args) => produce_cmd::run(&args),
         Command::Etcd(args) => etcd_cmd::run(&args),

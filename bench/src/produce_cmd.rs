@@ -297,13 +297,32 @@ pub fn run(a: &ProduceArgs) -> Result<()> {
 }
 
 /// One worker's producer: a batch to each of its partitions in turn.
-struct ProduceOp<'a> {
+pub(crate) struct ProduceOp<'a> {
     producer: Producer,
     topic: &'a str,
     values: Vec<Vec<u8>>,
     partitions: Vec<i32>,
     /// End to end: the clock whose reading (ns) is stamped into each value's first 8 bytes.
     stamp_clock: Option<Instant>,
+}
+
+impl<'a> ProduceOp<'a> {
+    /// A worker sending `values` as one batch to each of `partitions` in turn (no end-to-end
+    /// stamps); `partitions` must not be empty.
+    pub(crate) fn new(
+        producer: Producer,
+        topic: &'a str,
+        values: Vec<Vec<u8>>,
+        partitions: Vec<i32>,
+    ) -> ProduceOp<'a> {
+        ProduceOp {
+            producer,
+            topic,
+            values,
+            partitions,
+            stamp_clock: None,
+        }
+    }
 }
 
 impl Op for ProduceOp<'_> {

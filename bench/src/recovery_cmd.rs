@@ -61,21 +61,22 @@ struct RecoveryJson<'a> {
 
 pub fn run(args: &RecoveryArgs) -> Result<()> {
     check_load(args.record_bytes, args.appenders, args.inflight)?;
-    if !(args.gib >= 0.0 && args.gib.is_finite()) {
+    let gib = args.gib.unwrap_or(2.0);
+    if !(gib >= 0.0 && gib.is_finite()) {
         return Err(BenchError::Arg {
             arg: "gib",
-            why: format!("{} must be zero or more", args.gib),
+            why: format!("{gib} must be zero or more"),
         });
     }
     let mut cfg = args.engine.config()?;
     let dir = BenchDir::prepare(args.output.dir.as_deref(), args.output.keep)?;
     let quiet = args.output.json;
 
-    let written = if args.gib > 0.0 {
+    let written = if gib > 0.0 {
         if !quiet {
             say!(
                 "tern-bench recovery: writing {:.2} GiB of {}-byte records ({} appenders x {} in flight, {} shard(s)) to {} ({}) ...",
-                args.gib,
+                gib,
                 args.record_bytes,
                 args.appenders,
                 args.inflight,
@@ -91,7 +92,7 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
             appenders: args.appenders,
             inflight: args.inflight,
             warmup: Duration::ZERO,
-            stop: Stop::Bytes((args.gib * GIB) as u64),
+            stop: Stop::Bytes((gib * GIB) as u64),
             rate: None,
         };
         let outcomes = run_load(&dir, &cfg, spec)?;
