@@ -9,12 +9,14 @@
 //! the virtualenv; `TERN_KAFKA_PYTHON` names another interpreter); the kcat half is skipped
 //! alone when kcat is missing.
 
+mod common;
 mod serve_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::kafka_tools::{have_kcat, kafka_python};
 use serve_support::cluster::{Cluster, WAIT_MAX};
 
 /// Bound on the producer and on each consumer.
@@ -63,32 +65,7 @@ print("end", end)
 "#;
 
 fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("TERN_KAFKA_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kafka-python-venv/bin/python")
-        });
-    let ok = Command::new(&python)
-        .args([
-            "-c",
-            "import kafka,sys; sys.exit(0 if kafka.__version__.startswith('3.') else 1)",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok.then_some(python)
-}
-
-fn have_kcat() -> bool {
-    Command::new("kcat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    kafka_python("3.")
 }
 
 /// A client process whose stdout and stderr go to files (a pipe nobody reads while the

@@ -19,6 +19,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+mod common;
+
+use common::kafka_tools::{have_kcat, kafka_python, lines, run_client};
+
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
 /// Bound on every wait for the node or a client.
 const WAIT_MAX: Duration = Duration::from_secs(60);
@@ -159,62 +163,12 @@ impl Drop for Node {
 
 /// Runs a client command with a bounded wait; panics with its output on failure.
 fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start client");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write stdin");
-    } else {
-        drop(child.stdin.take());
-    }
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait client").is_some() {
-            break;
-        }
-        if start.elapsed() > WAIT_MAX {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("client output");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn have(program: &str, probe: &[&str]) -> bool {
-    Command::new(program)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    run_client(cmd, stdin, WAIT_MAX)
 }
 
 #[test]
 fn kcat_lists_produces_and_consumes() {
-    if !have("kcat", &["-V"]) {
+    if !have_kcat() {
         eprintln!("SKIPPED kcat_lists_produces_and_consumes: kcat is not installed (apt-get install kcat; .ci/run does)");
         return;
     }
@@ -313,22 +267,6 @@ fn kcat_lists_produces_and_consumes() {
     assert_eq!(lines(&offsets), want);
 }
 
-/// A Python interpreter with `kafka` importable at a version starting with `major`.
-fn python_with_kafka(python: &Path, major: &str) -> bool {
-    Command::new(python)
-        .args([
-            "-c",
-            &format!(
-                "import kafka,sys; sys.exit(0 if kafka.__version__.startswith('{major}') else 1)"
-            ),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 const PYTHON_CLIENT: &str = r#"
 import sys
 from kafka import KafkaProducer, KafkaConsumer, TopicPartition
@@ -378,29 +316,22 @@ fn python_clients(python: &Path, ip: &str, topic: &str) {
 
 #[test]
 fn debian_python3_kafka_2_produces_and_consumes() {
-    let python = Path::new("/usr/bin/python3");
-    if !python_with_kafka(python, "2.") {
+    let Some(python) = kafka_python("2.") else {
         eprintln!("SKIPPED debian_python3_kafka_2_produces_and_consumes: Debian's python3-kafka 2.0.2 is not installed (apt-get install python3-kafka; .ci/run does)");
         return;
-    }
-    python_clients(python, "127.0.0.22", "py2-t");
+    };
+    python_clients(&python, "127.0.0.22", "py2-t");
 }
 
 /// kafka-python 3.x, whose default producer is idempotent (InitProducerId, sequences).
 #[test]
 fn kafka_python_3_idempotent_produce_and_consume() {
-    let python = std::env::var_os("TERN_KAFKA_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kafka-python-venv/bin/python")
-        });
-    if !python_with_kafka(&python, "3.") {
+    let Some(python) = kafka_python("3.") else {
         eprintln!(
-            "SKIPPED kafka_python_3_idempotent_produce_and_consume: no kafka-python 3.x at {} (set TERN_KAFKA_PYTHON; .ci/run creates the virtualenv)",
-            python.display()
+            "SKIPPED kafka_python_3_idempotent_produce_and_consume: no kafka-python 3.x (set TERN_KAFKA_PYTHON; .ci/run creates the virtualenv under target/)"
         );
         return;
-    }
+    };
     python_clients(&python, "127.0.0.23", "py3-t");
 }
 

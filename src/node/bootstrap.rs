@@ -61,7 +61,7 @@ pub enum Admission {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
-    #[error("node {node_id}'s data directory is empty, but cluster {cluster_id} already has node {node_id} as a voter (node {witness} says so): it must not vote or acknowledge before it is rebuilt. Rebuild procedure (docs/operations/node.md): on a healthy node run `tern cluster remove-node {node_id}`, then start this node and run `tern cluster add-node {node_id}`")]
+    #[error("node {node_id}'s data directory is empty, but cluster {cluster_id} already has node {node_id} as a voter (node {witness} says so): it must not vote or acknowledge before it is rebuilt. Rebuild procedure (docs/operations/node.md): start it again with the same flags plus `--rebuild`; it receives its data from its peers and votes again once rebuilt")]
     WipedVoter {
         node_id: u64,
         cluster_id: Uuid,

@@ -3,6 +3,7 @@
 //! use plain file I/O.
 #![allow(dead_code)]
 
+pub mod kafka_tools;
 pub mod runbook_doc;
 
 use std::collections::BTreeMap;
