@@ -1199,6 +1199,7 @@ impl<S: LogStorage> RawNode<S> {
         let last_index = self.log.last_index();
         let pr = &mut self.progress[i].1;
         if pr.maybe_update(index) {
+            let mut snapshot_done = false;
             match pr.state {
                 ProgressState::Probe => pr.become_replicate(),
                 ProgressState::Snapshot => {
@@ -1208,6 +1209,7 @@ impl<S: LogStorage> RawNode<S> {
                         .is_none_or(|s| pr.match_index >= s.index)
                     {
                         pr.become_replicate();
+                        snapshot_done = true;
                     }
                 }
                 ProgressState::Replicate => pr.inflights.free_to(index),
@@ -1215,7 +1217,16 @@ impl<S: LogStorage> RawNode<S> {
             if self.maybe_commit() {
                 self.bcast_append();
             }
-            while self.send_append(from, false) {}
+            let mut sent = false;
+            while self.send_append(from, false) {
+                sent = true;
+            }
+            // A rebuilding member learns its target only from an AppendEntries (a heartbeat's
+            // commit is capped by what we think it holds). Caught up by a snapshot alone, it
+            // would get none until the next write to this group: send it an empty one.
+            if snapshot_done && !sent && self.progress[i].1.rebuilding {
+                self.send_append(from, true);
+            }
             if from == self.transferee {
                 self.maybe_send_timeout_now(from);
             }

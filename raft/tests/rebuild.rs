@@ -244,3 +244,28 @@ fn rebuild_cannot_finish_before_a_leader_was_heard() {
     assert!(!c.raft_mut(3).finish_rebuild());
     assert!(c.raft(3).is_rebuilding());
 }
+
+/// The leader compacted everything a wiped member needs into a snapshot and has no entry
+/// after it: the member is caught up by the snapshot alone, and must still hear the leader's
+/// commit through an AppendEntries (its rebuild target), or it never votes again until the
+/// next write to that group (found by the online runbook: a partition compacted by
+/// `POST /admin/snapshot` kept a rebuilt node not ready for ever).
+#[test]
+fn rebuild_caught_up_by_a_snapshot_alone_learns_its_target_and_finishes() {
+    let mut c = Cluster::default();
+    c.add_nodes(3, None, &NodeOpts::default());
+    elect(&mut c, 1);
+    propose(&mut c, 1, 5);
+    let last = c.raft(1).last_index();
+    assert_eq!(c.raft(1).commit(), last);
+    c.compact(1, last, 64);
+    wipe_and_rebuild(&mut c, 3);
+    for _ in 0..5 {
+        c.tick(1, 5);
+        c.stabilize();
+    }
+    assert_eq!(c.raft(3).last_index(), last, "installed the snapshot");
+    assert_eq!(c.raft(3).rebuild_target(), Some(c.raft(1).commit()));
+    assert!(c.raft(3).rebuild_caught_up());
+    assert!(c.raft_mut(3).finish_rebuild());
+}
