@@ -1557,14 +1557,21 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     let on_damage = |group, index, why| {
                         let _ = events.unbounded_send(Event::Damaged { group, index, why });
                     };
-                    let answer =
-                        read_from_offset(&wal, group, lo, hi, offset, bytes_max.max(1), on_damage)
-                            .await
-                            .map(|records| FetchReply {
-                                records,
-                                high_watermark: hw,
-                                log_start_offset: start,
-                            });
+                    let answer = read_from_offset(
+                        &wal,
+                        group,
+                        (lo, hi),
+                        offset,
+                        bytes_max.max(1),
+                        (start, hw),
+                        on_damage,
+                    )
+                    .await
+                    .map(|records| FetchReply {
+                        records,
+                        high_watermark: hw,
+                        log_start_offset: start,
+                    });
                     let _ = reply.send(answer);
                 })
                 .detach();
@@ -2055,13 +2062,13 @@ fn record_producers(producers: &mut ProducerTable, entries: &[Entry]) {
 /// `offset` (`lo` is that entry, or, inside an offset checkpoint's span, the span's first
 /// entry: the entries before it are skipped by their stamped offsets), about `bytes_max` of
 /// them (at least one entry).
-async fn read_from_offset<S: Storage>(
+pub(super) async fn read_from_offset<S: Storage>(
     wal: &ShardWal<S>,
     group: u64,
-    lo: u64,
-    hi: u64,
+    (lo, hi): (u64, u64),
     offset: u64,
     bytes_max: u64,
+    (start, end): (u64, u64),
     on_damage: impl Fn(u64, u64, String),
 ) -> Result<Vec<u8>, RequestError> {
     let mut records = Vec::new();
@@ -2072,7 +2079,16 @@ async fn read_from_offset<S: Storage>(
             if let Some((group, index)) = super::repair::damaged_entry(&e) {
                 on_damage(group, index, e.to_string());
             }
-            RequestError::StorageFailed(e.to_string())
+            match e {
+                // Compaction (retention, a snapshot) dropped the entries after the request
+                // was checked against the log start: the offset is below the start now, which
+                // the client learns as Kafka says it (it then asks ListOffsets), not as a
+                // storage error.
+                tern_engine::Error::Unavailable { .. } => {
+                    RequestError::OffsetOutOfRange { offset, start, end }
+                }
+                e => RequestError::StorageFailed(e.to_string()),
+            }
         })?;
         let Some(last) = entries.last().map(|e| e.index) else {
             break;

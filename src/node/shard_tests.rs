@@ -635,3 +635,30 @@ fn a_restart_reads_only_the_entries_after_the_offset_checkpoint_and_survives_a_d
         assert!(read > records, "{read}: the whole log was read");
     });
 }
+
+/// A fetch whose entries compaction removed after the request was checked against the log
+/// start (retention or a snapshot racing the read) answers OFFSET_OUT_OF_RANGE, as Kafka
+/// clients expect, not a storage error: the engine says "unavailable" for entries below its
+/// first index and for a segment purged during the read.
+#[test]
+fn a_fetch_racing_compaction_answers_offset_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    with_wal(dir.path().to_path_buf(), |wal| async move {
+        let answer =
+            super::shard::read_from_offset(&wal, 7, (3, 9), 40, 1 << 20, (35, 60), |_, _, _| {
+                panic!("no damage here")
+            })
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Err(RequestError::OffsetOutOfRange {
+                    offset: 40,
+                    start: 35,
+                    end: 60
+                })
+            ),
+            "{answer:?}"
+        );
+    });
+}
