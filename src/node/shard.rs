@@ -295,6 +295,10 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     /// See [`ShardSetup::rebuild`]; `shard/rebuild_driver.rs` uses it.
     rebuild: Option<std::sync::Arc<NodeRebuild>>,
     entry_cache_bytes: u64,
+    /// Payload bytes of the entries stepped or proposed since the last Ready round: they all
+    /// go into the next round's one write batch, which the engine refuses whole (and the
+    /// shard would stop) over `request_bytes_max`. See [`Shard::round_has_room`].
+    round_entry_bytes: u64,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -337,6 +341,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             reports: NodeReports::default(),
             rebuild: setup.rebuild,
             entry_cache_bytes: setup.entry_cache_bytes,
+            round_entry_bytes: 0,
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -576,6 +581,20 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         // message instead. The group cannot follow that leader until the configurations agree
         // (docs/configuration.md, `engine.segment_bytes`); every other group keeps going.
         if let MessageBody::Append { entries, .. } = &m.body {
+            let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+            if !round_has_room(self.round_entry_bytes, bytes, self.wal.request_bytes_max()) {
+                // A follower catching up (or being rebuilt) receives a leader's whole window
+                // between two rounds. Dropping a Raft message is safe: the leader sends it
+                // again after the next heartbeat answer.
+                debug!(
+                    group,
+                    from = m.from,
+                    bytes,
+                    "append dropped: this round's write batch is full"
+                );
+                return;
+            }
+            self.round_entry_bytes += bytes;
             let max = self.wal.payload_bytes_max();
             if let Some(e) = entries.iter().find(|e| e.data.len() as u64 > max) {
                 warn!(
@@ -1477,6 +1496,17 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         }
                     }
                 };
+                if !round_has_room(
+                    self.round_entry_bytes,
+                    records.len() as u64,
+                    self.wal.request_bytes_max(),
+                ) {
+                    let _ = reply.send(Err(RequestError::NotReady(
+                        "this shard's next write is full; retry".into(),
+                    )));
+                    return;
+                }
+                self.round_entry_bytes += records.len() as u64;
                 stamp(&mut records, &batches, base, term as i32);
                 let count = record_count(&batches);
                 let stamped = parse_batches(&records);
@@ -1582,6 +1612,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     // ----- The Ready round ----------------------------------------------------------------------
 
     async fn process_readies(&mut self) {
+        // Everything stepped or proposed so far goes into this round's batch.
+        self.round_entry_bytes = 0;
         let mut batch = WriteBatch::new();
         let mut round = Vec::new();
         let mut heartbeats: BTreeMap<NodeId, HeartbeatBatch> = BTreeMap::new();
@@ -2185,6 +2217,14 @@ async fn offset_for_timestamp<S: Storage>(
         next = last + 1;
     }
     Ok(end)
+}
+
+/// Whether `bytes` more of entries fit in the next round's write batch, which holds
+/// `used` already. Half of the engine's `request_bytes_max` is for entries; the rest is for
+/// the records around them (headers, hard states, snapshot points, offset checkpoints). The
+/// first entries of a round always fit: one message or produce is bounded far below it.
+fn round_has_room(used: u64, bytes: u64, request_bytes_max: u64) -> bool {
+    used == 0 || used.saturating_add(bytes) <= request_bytes_max / 2
 }
 
 /// Sends one Raft message, coalescing heartbeats per peer.

@@ -662,3 +662,60 @@ fn a_fetch_racing_compaction_answers_offset_out_of_range() {
         );
     });
 }
+
+/// Many produces landing in one round must not make that round's write batch larger than
+/// the engine takes at once (it would refuse it whole and stop the shard): past the round's
+/// room a produce is answered with a retriable error, and the shard keeps serving. (A wiped
+/// follower being rebuilt met the same limit with its leader's whole window of appends:
+/// `step` drops appends past the room the same way.)
+#[test]
+fn a_round_never_outgrows_the_engines_write_limit() {
+    // 1 MiB segments: the engine takes write batches of at most 256 KiB.
+    let dir = tempfile::tempdir().unwrap();
+    with_node_segments(dir.path().to_path_buf(), 1 << 20, |mut tx| async move {
+        let outcome = ask_until_ready(&mut tx, create_topic(4)).await.unwrap();
+        let Outcome::TopicCreated { groups, .. } = outcome else {
+            panic!("topic not created: {outcome:?}");
+        };
+        // Every partition led and written once (offset 0) before the burst.
+        for &group in &groups {
+            let first = ask_until_ready(&mut tx, produce(group, &[b"first"]))
+                .await
+                .unwrap();
+            assert_eq!(first.base_offset, 0);
+        }
+        let value = vec![9u8; 100_000];
+        let mut waiting = Vec::new();
+        for i in 0..12 {
+            let (reply, rx) = oneshot::channel();
+            let msg = ShardMsg::Partition {
+                group: groups[i % groups.len()],
+                request: PartitionRequest::Produce {
+                    records: build_batch(&[&value], 0),
+                    acks: Acks::Committed,
+                    reply,
+                },
+            };
+            tx.send(msg).await.unwrap();
+            waiting.push((groups[i % groups.len()], rx));
+        }
+        let (mut acked, mut busy) = (Vec::new(), 0);
+        for (group, rx) in waiting {
+            match rx.await.expect("answered") {
+                Ok(r) => acked.push((group, r.base_offset)),
+                Err(RequestError::NotReady(_)) => busy += 1,
+                Err(e) => panic!("unexpected answer: {e:?}"),
+            }
+        }
+        assert!(!acked.is_empty(), "the first produces of a round fit");
+        assert!(busy > 0, "12 x 100 KB cannot share one 256 KiB round");
+        for (group, offset) in acked {
+            let got = ask(&mut tx, fetch(group, offset)).await.unwrap();
+            assert_eq!(values_of(&got).first().map(|v| v.1.len()), Some(100_000));
+        }
+        let after = ask_until_ready(&mut tx, produce(groups[0], &[b"small"]))
+            .await
+            .unwrap();
+        assert!(after.base_offset >= 1, "{after:?}");
+    });
+}

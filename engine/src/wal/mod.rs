@@ -322,6 +322,13 @@ impl<S: Storage> ShardWal<S> {
         self.inner.borrow().cfg.payload_bytes_max()
     }
 
+    /// The largest write batch this shard takes at once (`WalConfig::request_bytes_max`): a
+    /// larger one is refused whole, and a caller for whom that is fatal (tern's shard stops)
+    /// keeps each batch under it.
+    pub fn request_bytes_max(&self) -> u64 {
+        self.inner.borrow().cfg.request_bytes_max()
+    }
+
     /// The error that stopped the shard, if it has stopped (fail-stop); checked without
     /// waiting.
     pub fn failure(&self) -> Option<Error> {
