@@ -163,6 +163,7 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
     let mut active = Active {
         id,
         file: file.clone(),
+        path: Rc::new(path.clone()),
         write_pos: SEGMENT_HEADER_BYTES,
         capacity: cfg.segment_bytes,
         index: Vec::new(),
