@@ -98,6 +98,11 @@ pub struct WalArgs {
     /// Seconds of load before measuring starts (not counted).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
+    /// Stop after this many appends in all (split evenly over the shards) instead of after
+    /// --duration, and count every one of them (no warm-up): a fixed amount of work, for
+    /// instruction counts under `valgrind --tool=callgrind`.
+    #[arg(long, conflicts_with_all = ["duration", "warmup"])]
+    pub appends: Option<u64>,
     /// Open loop: total appends per second over all appenders, on a fixed schedule; latency
     /// counts from each append's intended send time. Without it: closed loop, as fast as
     /// acknowledgements allow.

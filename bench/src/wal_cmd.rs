@@ -63,12 +63,29 @@ pub fn run(args: &WalArgs) -> Result<()> {
     }
     let cfg = args.engine.config()?;
     let dir = BenchDir::prepare(args.output.dir.as_deref(), args.output.keep)?;
+    let (warmup, stop) = match args.appends {
+        Some(0) => {
+            return Err(BenchError::Arg {
+                arg: "appends",
+                why: "must be at least 1".into(),
+            })
+        }
+        // Bytes mode stops each shard once it has enqueued its share.
+        Some(n) => (
+            Duration::ZERO,
+            Stop::Bytes(n.saturating_mul(args.record_bytes as u64)),
+        ),
+        None => (
+            Duration::from_secs_f64(args.warmup),
+            Stop::After(Duration::from_secs_f64(args.duration)),
+        ),
+    };
     let spec = LoadSpec {
         record_bytes: args.record_bytes,
         appenders: args.appenders,
         inflight: args.inflight,
-        warmup: Duration::from_secs_f64(args.warmup),
-        stop: Stop::After(Duration::from_secs_f64(args.duration)),
+        warmup,
+        stop,
         rate: args.rate,
     };
     if !args.output.json {
@@ -97,7 +114,7 @@ pub fn run(args: &WalArgs) -> Result<()> {
             inflight: args.inflight,
             shards: outcomes.len(),
             rate: args.rate,
-            warmup_s: args.warmup,
+            warmup_s: warmup.as_secs_f64(),
             throughput: &throughput,
             latency: &latency,
             batch_bytes_max: cfg.wal.batch_bytes_max,
@@ -166,11 +183,14 @@ fn print_header(args: &WalArgs, cfg: &EngineConfig, dir: &BenchDir) -> Result<()
         cfg.wal.batch_delay_max.as_micros(),
         cfg.wal.segment_bytes >> 20
     )?;
-    say!(
-        "  measuring     {:.1} s after {:.1} s of warm-up ...",
-        args.duration,
-        args.warmup
-    )?;
+    match args.appends {
+        Some(n) => say!("  measuring     {} appends ...", thousands(n as f64))?,
+        None => say!(
+            "  measuring     {:.1} s after {:.1} s of warm-up ...",
+            args.duration,
+            args.warmup
+        )?,
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use crate::constants::{
     BATCH_BYTES_MAX, BATCH_HEADER_PAYLOAD_BYTES, BATCH_RECORDS_MAX, BLOCK_BYTES,
     RECORD_HEADER_BYTES,
 };
-use crate::format::record::{encode_record, make_header, RecordFields};
+use crate::format::record::{encode_record, seal_record_in_place, RecordFields};
 use crate::format::{align_up, BatchHeaderPayload, RecordKind};
 use crate::storage::IoBuf;
 
@@ -113,7 +113,6 @@ impl<B: IoBuf> BatchBuilder<B> {
         for op in &self.ops {
             let at = op.offset_in_batch;
             let end = at + RECORD_HEADER_BYTES + op.payload_len as usize;
-            let (head, payload) = bytes[at..end].split_at_mut(RECORD_HEADER_BYTES);
             let fields = RecordFields {
                 kind: op.kind,
                 batch_seq: seq,
@@ -122,8 +121,7 @@ impl<B: IoBuf> BatchBuilder<B> {
                 index: op.index,
                 aux: op.aux,
             };
-            let header = make_header(fields, payload);
-            head.copy_from_slice(bytemuck::bytes_of(&header));
+            seal_record_in_place(&mut bytes[at..end], fields);
         }
         // Padding after the last record must read as zero: scanners and the format require
         // it, and the buffer may hold stale bytes (see `alloc_buf_for_overwrite`).

@@ -263,7 +263,7 @@ impl GroupTable {
                         index,
                         why: format!("gap after last index {}", g.last_index()),
                     });
-                } else {
+                } else if index <= g.last_index() {
                     // Overwrite from `index` on: a Raft conflict replaced the suffix.
                     g.drop_from(index, live);
                 }

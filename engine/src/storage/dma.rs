@@ -6,6 +6,7 @@
 
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
@@ -155,6 +156,19 @@ impl StorageFile for DmaStorageFile {
         let len = buf.len();
         assert!(offset.is_multiple_of(BLOCK_BYTES) && (len as u64).is_multiple_of(BLOCK_BYTES));
         let written = self.file.write_at(buf, offset).await.map_err(to_io)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at offset {offset}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn write_shared_at(&self, buf: Rc<DmaBuffer>, offset: u64) -> io::Result<()> {
+        let len = buf.len();
+        assert!(offset.is_multiple_of(BLOCK_BYTES) && (len as u64).is_multiple_of(BLOCK_BYTES));
+        let written = self.file.write_rc_at(buf, offset).await.map_err(to_io)?;
         if written != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,

@@ -131,6 +131,10 @@ impl<F: StorageFile> StorageFile for LatentFile<F> {
         latent!(self, self.inner.write_at(buf, offset))
     }
 
+    async fn write_shared_at(&self, buf: std::rc::Rc<Self::Buf>, offset: u64) -> io::Result<()> {
+        latent!(self, self.inner.write_shared_at(buf, offset))
+    }
+
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Self::ReadBuf> {
         latent!(self, self.inner.read_at(offset, len))
     }

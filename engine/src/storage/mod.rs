@@ -18,6 +18,7 @@
 use std::io;
 use std::ops::Deref;
 use std::path::Path;
+use std::rc::Rc;
 
 pub mod dma;
 #[cfg(feature = "sim")]
@@ -80,6 +81,10 @@ pub trait StorageFile: 'static {
 
     /// Writes the whole buffer at `offset` (both aligned to [`BLOCK_BYTES`]).
     async fn write_at(&self, buf: Self::Buf, offset: u64) -> io::Result<()>;
+    /// [`write_at`](Self::write_at) of a buffer the caller keeps: the same bytes can be
+    /// written many times without being made again (a segment's zero-fill writes one zero
+    /// buffer over and over).
+    async fn write_shared_at(&self, buf: Rc<Self::Buf>, offset: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `offset` (any alignment); fewer only at end of file.
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Self::ReadBuf>;
     /// fdatasync: makes every completed write to this file durable.

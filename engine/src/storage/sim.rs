@@ -916,6 +916,15 @@ impl StorageFile for SimFile {
         Ok(())
     }
 
+    async fn write_shared_at(&self, buf: std::rc::Rc<SimBuf>, offset: u64) -> io::Result<()> {
+        // The simulated disk copies what it is given, so a copy of the buffer is the same
+        // write.
+        let copy = SimBuf {
+            bytes: buf.bytes.clone(),
+        };
+        self.write_at(copy, offset).await
+    }
+
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut disk = self.disk.borrow_mut();
         self.check_live(&disk)?;

@@ -16,6 +16,7 @@
 //! 5. An fdatasync or write error stops the shard (fail-stop): every waiting and later caller
 //!    gets the error; nothing is retried.
 
+mod done;
 mod segments;
 mod state;
 mod stop;
@@ -30,7 +31,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 
@@ -47,6 +47,7 @@ use crate::recovery::{now_unix_ms, recover_shard, RecoveryReport};
 use crate::storage::{IoBuf, Storage, StorageFile};
 use crate::write_batch::{plan, GroupOps, Limits, WriteBatch};
 
+use done::{BatchDone, Completion, Finished};
 use segments::{hurry_prep, start_prepare, Spare};
 use state::{Active, Forming, Inner};
 use stop::StopSignal;
@@ -143,6 +144,7 @@ impl<S: Storage> ShardWal<S> {
             active = Some(Active {
                 id: open.id,
                 file: Rc::new(file),
+                path: Rc::new(path),
                 write_pos: open.resume_at,
                 capacity,
                 index: open.index,
@@ -196,6 +198,7 @@ impl<S: Storage> ShardWal<S> {
             cfg: cfg.clone(),
             table: rec.table,
             bounds,
+            bounds_epoch: 0,
             forming: VecDeque::new(),
             next_seq: rec.next_batch_seq,
             durable_seq: rec.next_batch_seq - 1,
@@ -446,10 +449,14 @@ impl<S: Storage> ShardWal<S> {
         if let Some(e) = self.stop.error() {
             return Err(e);
         }
-        // Checked against the accepted bounds once before waiting for room (so an invalid
-        // request fails at once) and again after (other requests may have been accepted
-        // meanwhile).
-        let need = plan(ops, &self.inner.borrow().bounds, &limits)?.bytes;
+        // Checked against the accepted bounds before waiting for room (so an invalid request
+        // fails at once), and again after only if other requests changed them meanwhile (a
+        // plan depends on nothing else that can change).
+        let (first, planned_at) = {
+            let i = self.inner.borrow();
+            (plan(ops, &i.bounds, &limits)?, i.bounds_epoch)
+        };
+        let need = first.bytes;
         let cap = self.inner.borrow().cfg.pending_bytes_max;
         let units = (need as u64).min(cap);
         self.space
@@ -475,10 +482,15 @@ impl<S: Storage> ShardWal<S> {
             };
             return refuse(inner, e);
         }
-        let plan = match plan(ops, &inner.bounds, &limits) {
-            Ok(p) => p,
-            Err(e) => return refuse(inner, e),
+        let plan = if inner.bounds_epoch == planned_at {
+            first
+        } else {
+            match plan(ops, &inner.bounds, &limits) {
+                Ok(p) => p,
+                Err(e) => return refuse(inner, e),
+            }
         };
+        inner.bounds_epoch += 1;
         for (group, b) in &plan.bounds {
             match b {
                 Some(b) => {
@@ -509,23 +521,23 @@ impl<S: Storage> ShardWal<S> {
             let buf = inner.storage.alloc_buf_for_overwrite(size);
             inner.forming.push_back(Forming {
                 builder: BatchBuilder::new(buf),
-                waiters: Vec::new(),
+                done: Completion::new(),
                 units: 0,
             });
         }
-        let (tx, rx) = oneshot::channel();
         let Some(f) = inner.forming.back_mut() else {
             unreachable!("a forming batch was just pushed");
         };
         for rec in &plan.records {
             f.builder.push(rec);
         }
-        f.waiters.push(tx);
+        let done = f.done.waiter();
         f.units += units;
         drop(inner);
         self.notify.notify();
         Ok(Durable {
-            rx,
+            done,
+            slot: None,
             stop: self.stop.clone(),
         })
     }
@@ -722,7 +734,10 @@ impl<S: Storage> ShardWal<S> {
 /// write.
 #[must_use = "a write is acknowledged only when its Durable resolves"]
 pub struct Durable {
-    rx: oneshot::Receiver<Result<()>>,
+    /// The outcome of the batch the request was placed in (shared by its requests).
+    done: Rc<BatchDone>,
+    /// This Durable's waker slot in `done` once polled.
+    slot: Option<usize>,
     stop: Rc<StopSignal>,
 }
 
@@ -737,10 +752,9 @@ impl std::fmt::Debug for Durable {
 impl Durable {
     /// The outcome if it is known, without waiting.
     pub fn try_result(&mut self) -> Option<Result<()>> {
-        match self.rx.try_recv() {
-            Ok(Some(r)) => Some(r),
-            Ok(None) => None,
-            Err(_) => Some(Err(self.stopped())),
+        match self.done.peek()? {
+            Finished::Done(r) => Some(r),
+            Finished::Abandoned => Some(Err(self.stopped())),
         }
     }
 
@@ -755,11 +769,11 @@ impl Durable {
 impl Future for Durable {
     type Output = Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        match Pin::new(&mut self.rx).poll(cx) {
+        let this = &mut *self;
+        match this.done.poll(cx, &mut this.slot) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(r)) => Poll::Ready(r),
-            // The writer dropped the request without an answer: it stopped.
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.stopped())),
+            Poll::Ready(Finished::Done(r)) => Poll::Ready(r),
+            Poll::Ready(Finished::Abandoned) => Poll::Ready(Err(this.stopped())),
         }
     }
 }

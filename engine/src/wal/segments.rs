@@ -163,6 +163,7 @@ pub(super) async fn roll_segment<S: Storage>(inner: &Rc<RefCell<Inner<S>>>) -> R
     let mut active = Active {
         id,
         file: file.clone(),
+        path: Rc::new(path.clone()),
         write_pos: SEGMENT_HEADER_BYTES,
         capacity: cfg.segment_bytes,
         index: Vec::new(),
@@ -345,6 +346,9 @@ async fn prepare_segment<S: Storage>(
     let file = storage.create_new(&prep).await.map_err(io)?;
     file.allocate(bytes).await.map_err(io)?;
     if prefill {
+        // One zero buffer for the whole fill: zeroing a fresh one per chunk cost a memset of
+        // the whole segment, per segment.
+        let zeros = Rc::new(storage.alloc_buf(PREFILL_CHUNK_BYTES as usize));
         let mut pos = SEGMENT_HEADER_BYTES;
         while pos < bytes {
             while let Some(inner) = pace.as_ref().and_then(|w| w.upgrade()) {
@@ -359,9 +363,14 @@ async fn prepare_segment<S: Storage>(
                 notify.wait().await;
             }
             let n = (bytes - pos).min(PREFILL_CHUNK_BYTES);
-            file.write_at(storage.alloc_buf(n as usize), pos)
-                .await
-                .map_err(io)?;
+            if n == PREFILL_CHUNK_BYTES {
+                file.write_shared_at(zeros.clone(), pos).await.map_err(io)?;
+            } else {
+                // The last, shorter chunk (segment sizes are whole blocks, not whole chunks).
+                file.write_at(storage.alloc_buf(n as usize), pos)
+                    .await
+                    .map_err(io)?;
+            }
             pos += n;
         }
     }

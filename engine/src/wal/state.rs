@@ -5,25 +5,23 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use futures_channel::oneshot;
 use glommio::task::JoinHandle;
 
+use super::done::Completion;
 use super::segments::Spare;
 use super::stop::StopSignal;
 use super::WalStats;
 use crate::batch::BatchBuilder;
 use crate::config::WalConfig;
-use crate::error::Result;
 use crate::format::IndexEntry;
 use crate::group::{Bounds, GroupTable};
 use crate::notify::Notify;
 use crate::storage::{IoBuf, Storage};
 
-pub(super) type Waiter = oneshot::Sender<Result<()>>;
-
 pub(super) struct Forming<B: IoBuf> {
     pub(super) builder: BatchBuilder<B>,
-    pub(super) waiters: Vec<Waiter>,
+    /// Answers every request placed in this batch.
+    pub(super) done: Completion,
     /// Backpressure units held by this batch, returned when it is written.
     pub(super) units: u64,
 }
@@ -31,6 +29,8 @@ pub(super) struct Forming<B: IoBuf> {
 pub(super) struct Active<F> {
     pub(super) id: u64,
     pub(super) file: Rc<F>,
+    /// The file's path, made once: every batch's error report names it.
+    pub(super) path: Rc<PathBuf>,
     /// Invariant: write_pos is block aligned and every byte before it belongs to a batch
     /// written earlier (or the header); the writer never writes below it.
     pub(super) write_pos: u64,
@@ -52,6 +52,9 @@ pub(super) struct Inner<S: Storage> {
     pub(super) table: GroupTable,
     /// What has been accepted (validation of new requests).
     pub(super) bounds: HashMap<u64, Bounds>,
+    /// Counts changes to `bounds`: a request planned against them before waiting for queue
+    /// room re-plans only if this moved meanwhile.
+    pub(super) bounds_epoch: u64,
     pub(super) forming: VecDeque<Forming<S::Buf>>,
     /// Invariant: durable_seq < next_seq; every batch with seq <= durable_seq is fsynced.
     pub(super) next_seq: u64,

@@ -54,6 +54,10 @@ impl StopSignal {
 
     /// The error callers get once the shard has stopped.
     pub fn error(&self) -> Option<Error> {
+        // Asked on every request: answer the healthy case without cloning anything.
+        if !self.is_stopped() {
+            return None;
+        }
         self.reason().map(|reason| Error::ShardStopped {
             shard: self.shard,
             reason,

@@ -10,12 +10,12 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 
+use super::done::{Completion, Failure};
 use super::segments::{purge_if_wanted, roll_segment};
-use super::state::{Inner, Waiter};
+use super::state::Inner;
 use crate::batch::Op;
 use crate::constants::BLOCK_BYTES;
-use crate::error::{Error, Result};
-use crate::format::segment::segment_file_name;
+use crate::error::Result;
 use crate::format::{align_up, IndexEntry, RecordKind};
 use crate::group::RecordMeta;
 use crate::notify::Notify;
@@ -26,13 +26,13 @@ pub(super) struct Inflight {
     /// Writes the batch, then fdatasyncs the file. The error says which step failed.
     task: JoinHandle<Result<(), (bool, std::io::Error)>>,
     ops: Vec<Op>,
-    waiters: Vec<Waiter>,
+    done: Completion,
     units: u64,
     seq: u64,
     segment: u64,
     pos: u64,
     batch_bytes: u64,
-    path: PathBuf,
+    path: Rc<PathBuf>,
 }
 
 /// The writer task of one shard (steps 2–5 of the module docs).
@@ -135,7 +135,7 @@ async fn start_batch<S: Storage>(
         purge_if_wanted(inner).await;
         roll_segment(inner).await?;
     }
-    let (buf, ops, waiters, units, seq, pos, file, segment, path, batch_bytes) = {
+    let (buf, ops, done, units, seq, pos, file, segment, path, batch_bytes) = {
         let mut i = inner.borrow_mut();
         let Some(f) = i.forming.pop_front() else {
             return Ok(None);
@@ -144,7 +144,6 @@ async fn start_batch<S: Storage>(
         i.next_seq += 1;
         let durable = i.durable_seq;
         let (buf, ops, batch_bytes) = f.builder.finish(seq, durable);
-        let dir = i.dir.clone();
         let Some(a) = i.active.as_mut() else {
             unreachable!("roll_segment leaves an active segment")
         };
@@ -154,11 +153,11 @@ async fn start_batch<S: Storage>(
         a.write_pos = pos + batch_bytes;
         a.batches += 1;
         a.batch_bytes += batch_bytes;
-        let path = dir.join(segment_file_name(a.id));
+        let path = a.path.clone();
         (
             buf,
             ops,
-            f.waiters,
+            f.done,
             f.units,
             seq,
             pos,
@@ -189,7 +188,7 @@ async fn start_batch<S: Storage>(
     Ok(Some(Inflight {
         task,
         ops,
-        waiters,
+        done,
         units,
         seq,
         segment,
@@ -269,9 +268,7 @@ async fn finish_batch<S: Storage>(
                 i.stats.records += b.ops.len() as u64;
             }
             space.signal(b.units);
-            for w in b.waiters {
-                let _ = w.send(Ok(()));
-            }
+            b.done.complete(Ok(()));
             Ok(())
         }
         other => {
@@ -280,15 +277,19 @@ async fn finish_batch<S: Storage>(
                 Some(Err((is_sync, e))) => (is_sync, e.to_string()),
                 _ => (true, "write/fdatasync task cancelled".to_string()),
             };
-            let err = if is_sync {
-                Error::FsyncFailed {
+            let failure = if is_sync {
+                Failure::Fsync {
                     shard,
-                    path: b.path.clone(),
+                    path: b.path.to_path_buf(),
                     reason: reason.clone(),
                 }
             } else {
-                Error::io(&b.path, std::io::Error::other(reason.clone()))
+                Failure::Write {
+                    path: b.path.to_path_buf(),
+                    reason: reason.clone(),
+                }
             };
+            let err = failure.error();
             tracing::error!(
                 shard,
                 "{} of {} failed: {reason}; stopping the shard (fail-stop, never retried)",
@@ -296,17 +297,7 @@ async fn finish_batch<S: Storage>(
                 b.path.display()
             );
             let msg = err.to_string();
-            for w in b.waiters {
-                let _ = w.send(Err(if is_sync {
-                    Error::FsyncFailed {
-                        shard,
-                        path: b.path.clone(),
-                        reason: reason.clone(),
-                    }
-                } else {
-                    Error::io(&b.path, std::io::Error::other(reason.clone()))
-                }));
-            }
+            b.done.complete(Err(failure));
             fail_stop(inner, Vec::new(), msg);
             Err(err)
         }
@@ -328,12 +319,12 @@ pub(super) fn fail_stop<S: Storage>(
     let shard = i.shard;
     let forming: Vec<_> = i.forming.drain(..).collect();
     drop(i);
-    let mut waiters: Vec<Waiter> = forming.into_iter().flat_map(|f| f.waiters).collect();
-    for b in inflight {
-        waiters.extend(b.waiters);
-    }
-    for w in waiters {
-        let _ = w.send(Err(Error::ShardStopped {
+    let batches = forming
+        .into_iter()
+        .map(|f| f.done)
+        .chain(inflight.into_iter().map(|b| b.done));
+    for done in batches {
+        done.complete(Err(Failure::Stopped {
             shard,
             reason: reason.clone(),
         }));
