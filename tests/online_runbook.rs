@@ -50,21 +50,7 @@ struct ServeGuard {
 
 impl ServeGuard {
     fn pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return pids;
-        };
-        for entry in dir.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(" serve ") && cmdline.contains(&self.needle) {
-                pids.push(pid);
-            }
-        }
-        pids
+        serve_support::cluster::serve_pids(&self.needle)
     }
 }
 

@@ -362,27 +362,7 @@ impl Cluster {
     /// Pids of this cluster's `tern serve` processes that are alive (not zombies), found by
     /// their command line (the data directories are unique to this cluster).
     pub fn live_pids(&self) -> Vec<u32> {
-        let needle = format!("{}/node-", self.dir.path().display());
-        let mut pids = Vec::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return pids;
-        };
-        for entry in dir.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|s| s.trim_start().starts_with('Z'));
-            if cmdline.contains(" serve ") && cmdline.contains(&needle) && !zombie {
-                pids.push(pid);
-            }
-        }
-        pids
+        serve_pids(&format!("{}/node-", self.dir.path().display()))
     }
 }
 
@@ -632,4 +612,29 @@ pub fn check_against_acks(what: &str, served: &Served, produced: &Produced) {
         }
         None => assert_eq!(extra, 0, "{what}: records nobody acknowledged"),
     }
+}
+
+/// Pids of the live (not zombie) `tern serve` processes whose command line contains
+/// `needle` (a data directory), found in /proc.
+pub fn serve_pids(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if cmdline.contains(" serve ") && cmdline.contains(needle) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -205,11 +205,18 @@ pub fn make_header(fields: RecordFields, payload: &[u8]) -> RecordHeader {
         payload.len() <= RECORD_PAYLOAD_BYTES_MAX as usize,
         "payload over the record limit"
     );
-    let mut header = RecordHeader {
+    let mut header = unsealed_header(fields, payload.len());
+    header.crc32c = crc32c_append(crc32c(bytemuck::bytes_of(&header)), payload);
+    header
+}
+
+/// The header of a record with a `payload_len`-byte payload, its checksum field still zero.
+fn unsealed_header(fields: RecordFields, payload_len: usize) -> RecordHeader {
+    RecordHeader {
         magic: RECORD_MAGIC,
         version: FORMAT_VERSION,
         kind: fields.kind as u16,
-        payload_len: payload.len() as u32,
+        payload_len: payload_len as u32,
         crc32c: 0,
         batch_seq: fields.batch_seq,
         group: fields.group,
@@ -217,9 +224,7 @@ pub fn make_header(fields: RecordFields, payload: &[u8]) -> RecordHeader {
         index: fields.index,
         aux: fields.aux,
         reserved: 0,
-    };
-    header.crc32c = crc32c_append(crc32c(bytemuck::bytes_of(&header)), payload);
-    header
+    }
 }
 
 /// Fills in the header of a record whose payload is already in place: `record` is exactly
@@ -232,19 +237,7 @@ pub fn seal_record_in_place(record: &mut [u8], fields: RecordFields) {
         payload.len() <= RECORD_PAYLOAD_BYTES_MAX as usize,
         "payload over the record limit"
     );
-    let header = RecordHeader {
-        magic: RECORD_MAGIC,
-        version: FORMAT_VERSION,
-        kind: fields.kind as u16,
-        payload_len: payload.len() as u32,
-        crc32c: 0,
-        batch_seq: fields.batch_seq,
-        group: fields.group,
-        term: fields.term,
-        index: fields.index,
-        aux: fields.aux,
-        reserved: 0,
-    };
+    let header = unsealed_header(fields, payload.len());
     head.copy_from_slice(bytemuck::bytes_of(&header));
     let crc = crc32c(record);
     record[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
