@@ -85,6 +85,10 @@ struct DumpRecord<'a> {
     payload_bytes: u32,
     preview_hex: String,
     preview_text: String,
+    /// The record fails its checksum in an acknowledged batch (its fields are as read;
+    /// `tern verify-data` says whether a later Repair record supersedes it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    damaged: bool,
 }
 
 fn preview(payload: &[u8], n: usize) -> (String, String) {
@@ -223,6 +227,7 @@ impl Printer {
             payload_bytes: h.payload_len,
             preview_hex: hex,
             preview_text: text,
+            damaged: r.damaged,
         };
         if self.json {
             let line = serde_json::to_string(&rec)
@@ -332,6 +337,12 @@ pub fn run(args: DumpArgs) -> CliResult<u8> {
                 .iter()
                 .map(|d| format!("{name}: damage at offset {}: {}", d.record_offset, d.reason))
                 .collect();
+            found.extend(scan.damaged_entries.iter().map(|d| {
+                format!(
+                    "{name}: damaged entry record at offset {} (acknowledged batch, kept; tern verify-data says whether it is repaired): {}",
+                    d.record_offset, d.reason
+                )
+            }));
             match &scan.stop {
                 ScanStop::Damaged(d) => found.push(format!(
                     "{name}: damage at offset {}: {}",
