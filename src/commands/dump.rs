@@ -337,12 +337,24 @@ pub fn run(args: DumpArgs) -> CliResult<u8> {
                 .iter()
                 .map(|d| format!("{name}: damage at offset {}: {}", d.record_offset, d.reason))
                 .collect();
-            found.extend(scan.damaged_entries.iter().map(|d| {
-                format!(
-                    "{name}: damaged entry record at offset {} (acknowledged batch, kept; tern verify-data says whether it is repaired): {}",
-                    d.record_offset, d.reason
-                )
-            }));
+            // A damaged entry in an acknowledged batch is printed marked `damaged` and does
+            // not change the exit code: it may be repaired by a later Repair record, which
+            // `tern verify-data` judges (engine/src/repaired.rs).
+            let notes: Vec<String> = scan
+                .damaged_entries
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{name}: damaged entry record at offset {} (kept; tern verify-data says whether a Repair record supersedes it): {}",
+                        d.record_offset, d.reason
+                    )
+                })
+                .collect();
+            if !json {
+                for n in &notes {
+                    say!("-- {n}")?;
+                }
+            }
             match &scan.stop {
                 ScanStop::Damaged(d) => found.push(format!(
                     "{name}: damage at offset {}: {}",

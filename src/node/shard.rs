@@ -340,6 +340,18 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
+        // Damaged entries recovery kept in their logs (engine/src/repaired.rs): repaired from
+        // peers at once rather than when something first reads them.
+        let kept: Vec<(u64, u64)> = wal
+            .recovery_report()
+            .damaged_entries
+            .iter()
+            .filter(|(_, v)| *v == tern_engine::repaired::EntryDamage::Unrepaired)
+            .map(|(e, _)| (e.group, e.index))
+            .collect();
+        for (group, index) in kept {
+            shard.note_damage(group, index, "damaged entry record found by recovery");
+        }
         if !setup.controller_voters.is_empty()
             && tern_engine::shard_for_group(CONTROLLER_GROUP, shard.shards) == shard.shard
         {
