@@ -147,3 +147,61 @@ fn repair_corrupt_record_in_sealed_segment_of_follower_three_nodes_verify_clean(
     let offline = c.offline(victim);
     check_against_acks(&format!("node {victim} offline"), &offline, &produced);
 }
+
+#[test]
+fn scrubber_finds_corrupt_record_in_sealed_segment_of_running_follower_three_nodes() {
+    let topic = "scrub";
+    // The scrubber runs every second here (default: daily).
+    let config = format!("{CONFIG}[recovery]\nscrub_interval = \"1s\"\n");
+    let c = Cluster::with_config(3, &config);
+    c.start();
+    c.create_topic(topic, 1, 3);
+    let producer = SeqProducer::start(c.client_config(1), topic, 0);
+    let leader = c.leader(topic, 0, &[1, 2, 3]);
+    let victim = if leader == 2 { 3 } else { 2 };
+    assert!(
+        wait_until(|| sealed_segments(&c.data(victim)).len() >= 2),
+        "node {victim} sealed no segment"
+    );
+    let produced = producer.finish();
+    let hw = produced
+        .acks
+        .iter()
+        .map(|a| a.base_offset + a.count as i64)
+        .max()
+        .unwrap_or(0);
+    c.converged(&[1, 2, 3], topic, 0, hw);
+    // Bit rot under a running node, in data nothing reads: only the scrubber finds it.
+    let (segment, at, group, index) = committed_entry_in_sealed_segment_running(&c.data(victim));
+    flip_bit(&segment, at);
+    assert!(
+        wait_until(|| {
+            let log = c.log(victim);
+            log.contains("found by the scrubber") && log.contains("entry repaired from peer")
+        }),
+        "node {victim}: no scrubber repair of {group}/{index}: {}",
+        c.log(victim)
+    );
+    let served = c.converged(&[1, 2, 3], topic, 0, hw);
+    check_against_acks("every node after the scrub", &served, &produced);
+    c.run(&["stop", &victim.to_string()]);
+    let (code, out) = tern(&["verify-data", "--path", p(&c.data(victim))]);
+    assert_eq!(code, 0, "verify-data after the scrubber's repair: {out}");
+    assert!(out.contains("repaired-entry"), "{out}");
+}
+
+/// As [`committed_entry_in_sealed_segment`], for a running node: its sealed segments are never
+/// written again, so reading them (a copy, without the node's lock) is safe.
+fn committed_entry_in_sealed_segment_running(data: &Path) -> (PathBuf, u64, u64, u64) {
+    let sealed = sealed_segments(data);
+    let first = sealed.first().expect("a sealed segment");
+    let copy = tempfile::tempdir().expect("temp dir");
+    let shard = copy.path().join("shard-0");
+    std::fs::create_dir_all(&shard).expect("mkdir");
+    let name = first.file_name().expect("file name");
+    std::fs::copy(first, shard.join(name)).expect("copy segment");
+    let idx = first.with_extension("idx");
+    std::fs::copy(&idx, shard.join(name).with_extension("idx")).expect("copy index");
+    let (_, at, group, index) = committed_entry_in_sealed_segment(copy.path());
+    (first.clone(), at, group, index)
+}

@@ -10,7 +10,10 @@
 //! | last segment                        | zero block, only zeros after                       | clean end, resume there  | same     | same                            |
 //! | last segment                        | bad/zero batch, no later batch says it was durable | torn tail: quarantine + zero it, report | stop | torn tail: as tolerate-tail |
 //! | last segment                        | bad batch, a later batch says it was durable       | stop (corruption)        | stop     | quarantine region, skip, report |
-//! | sealed segment (has a successor)    | any damage, or no seal                             | stop (corruption)        | stop     | quarantine region, skip, report |
+//! | sealed segment, or last segment with a later batch proving it durable | an entry record fails its checksum, the batch's frame intact (every header readable) | keep the entry at its place, start, repair it from peers (see below) | stop | as tolerate-tail |
+//! | same                                | that damaged entry superseded by a later Repair record of the same (group, index, term) | apply (repaired) | apply | apply |
+//! | same                                | that damaged entry's header contradicts the log (not the next entry of a known group, term out of order, a committed entry missing, its place taken by a non-Repair record) | stop (corruption) | stop | log it, continue |
+//! | sealed segment (has a successor)    | any other damage, or no seal                       | stop (corruption)        | stop     | quarantine region, skip, report |
 //! | last segment                        | valid header, no batch, only zeros (an unused spare) | set aside, reused as the next segment | same | same |
 //! | last segment                        | header unreadable, nothing after the header block  | prepared, header lost: quarantine stray header bytes, reuse it | reuse only if all zero, else stop | as tolerate-tail |
 //! | last segment                        | header unreadable, no batch in it proves it durable | crash while creating: quarantine + remove it | stop | as tolerate-tail |
@@ -27,6 +30,16 @@
 //! "A later batch says it was durable": every batch header carries the highest batch sequence
 //! the writer knew fsynced when it formed the batch. If a valid batch after the damage claims
 //! the damaged batch was durable, the damage hit acknowledged data: it is not a torn tail.
+//!
+//! Damaged entries (protocol-aware recovery, issue 12): an acknowledged entry may be committed,
+//! so recovery never drops it; acknowledged bytes are never rewritten, so it cannot fix it in
+//! place either. What it can safely do is keep the entry in its group's log at its damaged
+//! place (its reads fail their checksum, never serve it) and start: the node then fetches a
+//! correct copy from a peer and writes it as a Repair record. Whether that already happened is
+//! one rule shared with `verify-data` and `tern scan`: [`crate::repaired`] (and the scanner
+//! passes only batches [`crate::torn_tail::passable`] calls acknowledged). Recovery trusts the
+//! damaged header only as far as the log around it confirms it (`repaired::may_apply`,
+//! `repaired::judge`); `absolute` refuses an unrepaired damaged entry as it refuses any damage.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
