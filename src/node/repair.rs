@@ -7,8 +7,10 @@
 //! 1. Detection: a read of the entry fails its record checksum or identity check
 //!    (`tern_engine::Error::Corruption` naming the group and index) — a Kafka fetch, Raft
 //!    replication reading an old entry, a partition's start (its offset map reads its log) or
-//!    the background scrubber. The entry's term comes from the engine's index, which the
-//!    damage did not touch.
+//!    the background scrubber (`shard/scrubber.rs`); or recovery, which keeps a damaged entry
+//!    of an acknowledged batch in its group's log and lists it (`tern_engine::repaired`): the
+//!    shard starts its repair at once. The entry's term comes from the engine's index (as
+//!    recovery applied it: the checks of `tern_engine::repaired` stand behind a scanned one).
 //! 2. The shard asks every other replica of the group (`EntryRepair::Query`, one frame each,
 //!    net/src/entry_repair.rs) and asks again every [`REPAIR_RETRY_TICKS`] while some replica
 //!    has not answered for sure (down or unreachable peers may hold the only copy).
