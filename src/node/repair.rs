@@ -143,12 +143,14 @@ impl Repairs {
             if p.writing || !due {
                 continue;
             }
-            p.asked_tick = Some(tick);
             let ask: Vec<NodeId> = peers_of(entry.group)
                 .into_iter()
                 .filter(|n| !p.without_copy.contains(n))
                 .collect();
+            // Nobody to ask yet (damage found by recovery, before the shard knows the
+            // group's replicas): asked at the next tick that knows them, not a retry later.
             if !ask.is_empty() {
+                p.asked_tick = Some(tick);
                 out.push((*entry, ask));
             }
         }
@@ -256,6 +258,9 @@ mod tests {
             !r.detect(id(3), now),
             "a second detection is the same repair"
         );
+        // Replicas not known yet (found by recovery before the group's configuration):
+        // nothing asked, and the first tick that knows them asks at once.
+        assert!(r.due(9, |_g| vec![]).is_empty());
         let peers = |_g: u64| vec![2, 3];
         assert_eq!(r.due(10, peers), vec![(id(3), vec![2, 3])]);
         assert!(r.due(10 + REPAIR_RETRY_TICKS - 1, peers).is_empty());
