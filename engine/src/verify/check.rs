@@ -492,14 +492,42 @@ pub async fn check_shard<S: Storage>(
     Ok((out, r.table))
 }
 
-/// Every damaged entry record the scans passed over, judged by [`repaired::judge`] on the
-/// table recovery would build, as recovery judges it: a repaired or dead one is a warning (the
-/// engine starts and serves the later copy), an unrepaired one an error whose fix is to start
-/// the node (it repairs the entry from a peer), an implausible one corruption.
-fn damaged_entry_problems(sa: &ShardAnalysis, table: &GroupTable) -> Vec<Problem> {
-    let mut out = Vec::new();
-    let repairs: std::collections::HashSet<(u64, u64)> = sa
-        .segments
+/// Every damaged entry record the scans of a shard passed over, with the verdict of
+/// [`repaired::judge`] on the group table recovery would build (records after a torn tail
+/// dropped, as recovery zeroes them). `tern scan` of one segment uses it with the segment's
+/// shard, so it judges as `verify-data` and recovery do.
+pub fn damaged_entry_verdicts(sa: &ShardAnalysis) -> Vec<(DamagedEntry, EntryDamage)> {
+    let cut: Vec<Option<u64>> = (0..sa.segments.len())
+        .map(|i| sa.torn_from(i).map(|d| sa.segments[i].damages[d].offset))
+        .collect();
+    let r = replay(sa, &|si, rec| cut[si].is_none_or(|c| rec.offset < c));
+    let repairs = repair_locations(sa);
+    sa.segments
+        .iter()
+        .flat_map(|a| {
+            a.records
+                .iter()
+                .filter(|r| r.damaged)
+                .map(|rec| DamagedEntry {
+                    segment: a.id,
+                    offset: rec.offset,
+                    group: rec.header.group,
+                    index: rec.header.index,
+                    term: rec.header.term,
+                })
+        })
+        .map(|e| {
+            (
+                e,
+                repaired::judge(&r.table, &e, |s, o| repairs.contains(&(s, o))),
+            )
+        })
+        .collect()
+}
+
+/// (segment, offset) of every valid Repair record of a shard.
+fn repair_locations(sa: &ShardAnalysis) -> std::collections::HashSet<(u64, u64)> {
+    sa.segments
         .iter()
         .flat_map(|a| {
             a.records
@@ -507,7 +535,16 @@ fn damaged_entry_problems(sa: &ShardAnalysis, table: &GroupTable) -> Vec<Problem
                 .filter(|r| !r.damaged && r.kind() == crate::format::RecordKind::Repair)
                 .map(move |r| (a.id, r.offset))
         })
-        .collect();
+        .collect()
+}
+
+/// Every damaged entry record the scans passed over, judged by [`repaired::judge`] on the
+/// table recovery would build, as recovery judges it: a repaired or dead one is a warning (the
+/// engine starts and serves the later copy), an unrepaired one an error whose fix is to start
+/// the node (it repairs the entry from a peer), an implausible one corruption.
+fn damaged_entry_problems(sa: &ShardAnalysis, table: &GroupTable) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let repairs = repair_locations(sa);
     for a in &sa.segments {
         for rec in a.records.iter().filter(|r| r.damaged) {
             let e = DamagedEntry {
