@@ -181,11 +181,27 @@ fn torn_tail_is_truncated_without_losing_acknowledged_records() {
 }
 
 #[test]
-fn bit_flip_in_a_sealed_segment_needs_skip_corrupt_and_lists_losses() {
+fn bit_flip_in_an_entry_payload_of_a_sealed_segment_is_left_to_the_node() {
+    let (_t, root) = data_dir();
+    let seg = segments(&root, 0)[0].clone();
+    // A payload byte: the entry fails its checksum inside an intact, acknowledged batch, so
+    // the engine keeps it at its place and the node repairs it from a peer
+    // (engine/src/repaired.rs); offline, every command reports it.
+    flip_bit(&seg, 300_000);
+    let v = survey(&root, &seg, [1, 1, 1, 1]);
+    assert_eq!(codes(&v), ["damaged-entry"]);
+    let scan = tern(&["scan", "--path", p(&seg), "--json"]).json();
+    assert_eq!(scan["damage"][0]["class"], "unrepaired", "{scan}");
+}
+
+#[test]
+fn bit_flip_in_a_record_header_of_a_sealed_segment_needs_skip_corrupt_and_lists_losses() {
     let (_t, root) = data_dir();
     let seg = segments(&root, 0)[0].clone();
     let before = entries(&root);
-    flip_bit(&seg, 300_000);
+    // The record's magic: the batch's frame is broken, the batch is corruption.
+    let at = middle_record_offset(&seg);
+    flip_bit(&seg, at);
     let v = survey(&root, &seg, [1, 1, 1, 1]);
     let c = codes(&v);
     assert!(
@@ -226,7 +242,10 @@ fn zeroed_block_in_a_sealed_segment_is_cut_out() {
     let (_t, root) = data_dir();
     let seg = segments(&root, 1)[0].clone();
     let before = entries(&root);
-    zero(&seg, 5 * 4096, 4096);
+    // The block holding a record header in the middle of the segment (a zeroed header breaks
+    // its batch's frame; zeros inside payloads only would leave entries to repair).
+    let at = middle_record_offset(&seg) / 4096 * 4096;
+    zero(&seg, at, 4096);
     let v = survey(&root, &seg, [1, 1, 1, 1]);
     assert!(codes(&v).contains(&"corruption".to_string()));
     let repair = tern(&["repair", "--path", p(&root), "--skip-corrupt", "--json"]);

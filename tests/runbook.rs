@@ -25,8 +25,16 @@ fn prepare(data: &Path, setup: &str) {
     let last0 = segments(data, 0).last().unwrap().clone();
     match setup {
         "fresh" => {}
-        "damage=bit-flip" => flip_bit(&segments(data, 0)[0], 300_000),
-        "damage=zero-block" => zero(&segments(data, 1)[0], 5 * 4096, 4096),
+        // In a record header: the batch's frame breaks (a flip inside a payload is an entry
+        // the node repairs from peers, the runbook's section on damaged entries).
+        "damage=bit-flip" => {
+            let seg = &segments(data, 0)[0];
+            flip_bit(seg, middle_record_offset(seg));
+        }
+        "damage=zero-block" => {
+            let seg = &segments(data, 1)[0];
+            zero(seg, middle_record_offset(seg) / 4096 * 4096, 4096);
+        }
         "damage=delete-index" => {
             std::fs::remove_file(segments(data, 0)[0].with_extension("idx")).unwrap()
         }

@@ -186,6 +186,7 @@ pub fn metric(body: &str, name: &str, labels: Option<&str>) -> Option<f64> {
 }
 
 /// One JSON log event: its message, its fields, and its time of day in ms (UTC) if it has one.
+#[derive(Debug, Clone)]
 pub struct LogEvent {
     pub message: String,
     pub fields: Value,

@@ -12,10 +12,17 @@
 //! 2. rebuild of a wiped node 2 (`cluster.sh wipe 2`, `tern serve --rebuild`): bytes/s against
 //!    min(fio sequential write bandwidth measured in this run, --recovery-budget), and produce
 //!    p99 on a load topic during the rebuild against the same load before it;
-//! 3. repair of one corrupt record on a follower.
+//! 3. repair of one corrupt record on a follower: node 2 is stopped (so it restarts as a
+//!    follower of every partition), one bit is flipped in the payload of a committed entry of
+//!    its data directory (preferably in a segment no sealed index covers, so recovery finds it
+//!    at start; else a sealed one, found when the partition starts or is read), the node is
+//!    started, and the time from its `damaged entry detected` line to a clean `tern
+//!    verify-data` of its stopped directory is measured (with the repair itself, the stop and
+//!    the verify as parts).
 //!
-//! Phases 2 and 3 need node features that may not be in the binary yet; they are detected at
-//! run time from `tern serve --help` and reported as skipped (with the reason), never guessed.
+//! Phase 2 needs a node feature that may not be in the binary yet; it is detected at run time
+//! from `tern serve --help` and reported as skipped (with the reason), never guessed. Phase 3
+//! is skipped (saying why) when no entry to damage is found or the node logs no repair.
 
 use std::fs::File;
 use std::io::Read;
@@ -202,6 +209,33 @@ struct Rebuild {
     load_during: LatencyUs,
 }
 
+/// Phase 3: one damaged entry on node 2, from detection to a clean verify-data.
+#[derive(Debug, Serialize)]
+struct Repair {
+    /// The damaged record: segment file name, offset, group and index.
+    segment: String,
+    offset: u64,
+    group: u64,
+    index: u64,
+    /// Whether a sealed index covered the segment (then recovery does not read it).
+    sealed: bool,
+    /// The node's reason when it detected the damage (recovery, or a failed read).
+    detected_by: String,
+    /// `cluster.sh start` to the node's `entry repaired from peer` line (outside clock).
+    start_to_repaired_ms: f64,
+    /// The node's `took_ms`: from detection to the copy written and durable.
+    detect_to_repaired_ms: u64,
+    /// `cluster.sh stop` of the node (graceful), and `tern verify-data` of its directory.
+    stop_ms: f64,
+    verify_ms: f64,
+    /// From the node's detection line to verify-data exiting clean (log timestamp to wall
+    /// clock, same machine).
+    detect_to_clean_ms: f64,
+    verify_clean: bool,
+    /// verify-data's `repaired-entry` warnings (the damaged bytes stay, superseded).
+    repaired_warnings: u64,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum Phase<T> {
@@ -220,7 +254,7 @@ struct Report<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     many_partitions: Option<&'a ManyPartitions>,
     rebuild: &'a Phase<Rebuild>,
-    repair: &'a Phase<()>,
+    repair: &'a Phase<Repair>,
     /// /proc/loadavg at the end: the machine is shared, figures move with it.
     loadavg: String,
     dir: String,
@@ -334,20 +368,14 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
             Phase::Skipped { skipped } => say!("  rebuild       skipped: {skipped}")?,
         }
     }
-    // Repair from peers has no interface to drive yet (how a node reports a repair it made);
-    // until `tern serve --help` names one, the phase says so instead of timing something else.
-    let repair_available = serve_help.to_lowercase().contains("repair");
-    let repair: Phase<()> = Phase::Skipped {
-        skipped: if repair_available {
-            "repair not available to this benchmark yet: tern serve --help names a repair option, \
-             but driving it is not written"
-                .into()
-        } else {
-            "repair not available (tern serve --help names no repair from peers)".into()
-        },
-    };
-    if let (Phase::Skipped { skipped }, false) = (&repair, quiet) {
-        say!("  repair        skipped: {skipped}")?;
+    // Repair from peers needs no option: a node repairs a damaged entry it finds. The phase
+    // needs a node built with it (its log line), which the run finds out by doing it.
+    let repair = repair(&cluster, a.start_timeout)?;
+    if !quiet {
+        match &repair {
+            Phase::Ran(r) => print_repair(r)?,
+            Phase::Skipped { skipped } => say!("  repair        skipped: {skipped}")?,
+        }
     }
 
     drop(admin);
@@ -959,6 +987,195 @@ fn print_restart(label: &str, r: &Restart) -> Result<()> {
         if r.met { "met" } else { "missed" }
     )?;
     Ok(())
+}
+
+fn print_repair(r: &Repair) -> Result<()> {
+    say!(
+        "  repair        entry {}/{} of node {NODE} ({} segment {}) damaged; detected by {}; repaired {} ms after detection ({:.0} ms after start); stop {:.0} ms, verify-data {:.0} ms: clean {} ({} repaired-entry); detection to clean verify-data {:.0} ms",
+        r.group,
+        r.index,
+        if r.sealed { "sealed" } else { "open" },
+        r.segment,
+        r.detected_by,
+        r.detect_to_repaired_ms,
+        r.start_to_repaired_ms,
+        r.stop_ms,
+        r.verify_ms,
+        r.verify_clean,
+        r.repaired_warnings,
+        r.detect_to_clean_ms
+    )?;
+    Ok(())
+}
+
+/// The entry to damage: (segment path, sealed, record offset, payload bytes, group, index).
+type Victim = (PathBuf, bool, u64, u64, u64, u64);
+
+/// A committed partition entry (group != 0, with a payload) of the stopped node's directory
+/// with at least `LATER_BATCHES_MIN` batches after its own in the same segment (so a later
+/// batch proves it durable, and it is not the tail). Segments no sealed index covers first.
+fn repair_victim(c: &Cluster, node: u32) -> Result<Option<Victim>> {
+    const LATER_BATCHES_MIN: usize = 3;
+    let mut segments = segment_files(&c.data(node))?;
+    segments.sort_by_key(|s| (s.indexed, s.path.clone()));
+    for seg in segments {
+        let out = c.tern(&[
+            "dump",
+            "--path",
+            &seg.path.display().to_string(),
+            "--json",
+            "--preview-bytes",
+            "0",
+        ])?;
+        let Ok(doc) = serde_json::from_slice::<Value>(&out.stdout) else {
+            continue;
+        };
+        let Some(records) = doc["records"].as_array() else {
+            continue;
+        };
+        let seqs: Vec<u64> = records
+            .iter()
+            .filter_map(|r| r["batch_seq"].as_u64())
+            .collect();
+        let entries: Vec<&Value> = records
+            .iter()
+            .filter(|r| {
+                r["kind"] == "entry"
+                    && r["group"].as_u64().is_some_and(|g| g != 0)
+                    && r["payload_bytes"].as_u64().is_some_and(|b| b > 0)
+                    && r["batch_seq"].as_u64().is_some_and(|b| {
+                        let mut later: Vec<u64> = seqs.iter().copied().filter(|s| *s > b).collect();
+                        later.dedup();
+                        later.len() >= LATER_BATCHES_MIN
+                    })
+            })
+            .collect();
+        if let Some(r) = entries.get(entries.len() / 2) {
+            let u = |k: &str| r[k].as_u64().unwrap_or(0);
+            return Ok(Some((
+                seg.path.clone(),
+                seg.indexed,
+                u("offset"),
+                u("payload_bytes"),
+                u("group"),
+                u("index"),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Phase 3 (see the module's comment).
+fn repair(c: &Cluster, timeout_s: u64) -> Result<Phase<Repair>> {
+    let node = NODE.to_string();
+    c.script(&["stop", &node])?;
+    let Some((path, sealed, offset, payload_bytes, group, index)) = repair_victim(c, NODE)? else {
+        c.script(&["start", &node])?;
+        return Ok(Phase::Skipped {
+            skipped: "no committed entry with later batches found on node 2".into(),
+        });
+    };
+    flip_bit(&path, offset + 64 + payload_bytes / 2)?;
+    let log = c.log(NODE);
+    let log_from = cluster_proc::file_len(&log);
+    let started = Instant::now();
+    c.script(&["start", &node])?;
+    let deadline = started + Duration::from_secs(timeout_s);
+    // Bounded by `timeout_s`.
+    let (detected, repaired, start_to_repaired_ms) = loop {
+        let events = cluster_proc::log_events(&log, log_from)?;
+        let detected = events
+            .iter()
+            .find(|e| e.message.starts_with("damaged entry detected"))
+            .cloned();
+        let repaired = events
+            .iter()
+            .find(|e| e.message.starts_with("entry repaired from peer"))
+            .cloned();
+        if let (Some(d), Some(r)) = (detected, repaired) {
+            break (d, r, secs_ms(started.elapsed()));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Phase::Skipped {
+                skipped: format!(
+                    "node 2 logged no `entry repaired from peer` within {timeout_s} s (see {})",
+                    log.display()
+                ),
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stop_started = Instant::now();
+    c.script(&["stop", &node])?;
+    let stop_ms = secs_ms(stop_started.elapsed());
+    let verify_started = Instant::now();
+    let out = c.tern(&[
+        "verify-data",
+        "--path",
+        &c.data(NODE).display().to_string(),
+        "--json",
+    ])?;
+    let verify_ms = secs_ms(verify_started.elapsed());
+    let clean_at = time_of_day_now_ms();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let repaired_warnings = doc["warnings"].as_array().map_or(0, |w| {
+        w.iter().filter(|p| p["code"] == "repaired-entry").count() as u64
+    });
+    let verify_clean = out.status.success() && doc["clean"] == true;
+    c.script(&["start", &node])?;
+    let detected_by = if detected.message.contains("found by recovery") {
+        "recovery".to_string()
+    } else {
+        "a read".to_string()
+    };
+    Ok(Phase::Ran(Repair {
+        segment: path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        offset,
+        group,
+        index,
+        sealed,
+        detected_by,
+        start_to_repaired_ms,
+        detect_to_repaired_ms: repaired
+            .fields
+            .get("took_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        stop_ms,
+        verify_ms,
+        detect_to_clean_ms: detected
+            .at_ms
+            .map_or(0.0, |d| round1(cluster_proc::ms_between(d, clean_at))),
+        verify_clean,
+        repaired_warnings,
+    }))
+}
+
+/// The wall clock's time of day, ms (as the node's log timestamps, UTC).
+fn time_of_day_now_ms() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_millis() % 86_400_000) as f64
+}
+
+/// Flips one bit of the byte at `at` of `path` and syncs it (the damage phase 3 repairs).
+fn flip_bit(path: &Path, at: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| BenchError::io(path, e))?;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at)
+        .map_err(|e| BenchError::io(path, e))?;
+    b[0] ^= 0x10;
+    f.write_all_at(&b, at)
+        .map_err(|e| BenchError::io(path, e))?;
+    f.sync_all().map_err(|e| BenchError::io(path, e))
 }
 
 fn print_rebuild(r: &Rebuild) -> Result<()> {

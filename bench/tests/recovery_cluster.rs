@@ -1,6 +1,6 @@
 //! `tern-bench recovery --cluster` at a tiny size on a real 3-node loopback cluster
 //! (scripts/cluster.sh, node i on 127.0.0.i): the JSON line carries every phase's figures and
-//! they are consistent with each other. No timing thresholds: the machine may be slow.
+//! they are consistent with each other, the repair of a damaged entry (phase 3) included. No timing thresholds: the machine may be slow.
 //!
 //! Needs the node binary beside tern-bench (`cargo build -p tern`); the guard stops every
 //! node of the run's cluster directory, also when an assertion fails or the run hangs.
@@ -175,17 +175,35 @@ fn recovery_cluster_reports_every_phase() {
         doc["restart"]["node"]["groups"].as_u64().unwrap() + 4,
         "the new topic adds one group per partition on node 2"
     );
-    // Rebuild and repair either ran (with their figures) or say why they did not.
-    for phase in ["rebuild", "repair"] {
-        let p = &doc[phase];
-        assert!(
-            p["skipped"]
-                .as_str()
-                .is_some_and(|s| s.contains("not available"))
-                || p["ready_ms"].as_f64().is_some(),
-            "{phase}: {p}"
-        );
-    }
+    // Rebuild either ran (with its figures) or says why it did not.
+    let p = &doc["rebuild"];
+    assert!(
+        p["skipped"]
+            .as_str()
+            .is_some_and(|s| s.contains("not available"))
+            || p["ready_ms"].as_f64().is_some(),
+        "rebuild: {p}"
+    );
+    // Repair ran: one damaged entry on node 2 detected, repaired from a peer, and verify-data
+    // of the stopped node clean, the damaged record reported as repaired.
+    let r = &doc["repair"];
+    assert!(r.get("skipped").is_none(), "repair: {r}");
+    assert_eq!(r["verify_clean"], true, "{r}");
+    assert!(r["repaired_warnings"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["group"].as_u64().unwrap() > 0, "{r}");
+    let detect_to_clean = ms(&r["detect_to_clean_ms"]);
+    assert!(
+        detect_to_clean >= r["detect_to_repaired_ms"].as_u64().unwrap() as f64,
+        "{r}"
+    );
+    assert!(
+        detect_to_clean >= ms(&r["verify_ms"]) && ms(&r["stop_ms"]) >= 0.0,
+        "{r}"
+    );
+    assert!(
+        ["recovery", "a read"].contains(&r["detected_by"].as_str().unwrap()),
+        "{r}"
+    );
     if let Some(r) = doc["rebuild"].get("ratio") {
         assert!(r.as_f64().unwrap() > 0.0);
         assert!(doc["rebuild"]["load_during"]["p99_us"].as_f64().unwrap() > 0.0);

@@ -236,13 +236,7 @@ pub fn open_meta(root: &Path, shards_if_new: u32, create: bool) -> Result<Engine
                 format_version: FORMAT_VERSION,
                 shards: shards_if_new,
             };
-            let tmp = root.join(format!("{META_FILE}.tmp"));
-            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(meta.encode().as_bytes())
-                .map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-            sync_dir_std(root)?;
+            create_meta_file(&StdMetaFs, root, &meta)?;
             Ok(meta)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotADataDir {
@@ -251,6 +245,44 @@ pub fn open_meta(root: &Path, shards_if_new: u32, create: bool) -> Result<Engine
         }),
         Err(e) => Err(Error::io(&path, e)),
     }
+}
+
+/// The three file-system steps that make a new `ENGINE` file durable, behind a seam so a test
+/// can check them on a model that forgets what a crash would (`tests` below): a production
+/// build has one implementation, [`StdMetaFs`].
+trait MetaFs {
+    /// Creates `path` with `bytes` and fsyncs it.
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// fsyncs directory `dir` (its entries: a created or renamed name).
+    fn sync_dir(&self, dir: &Path) -> Result<()>;
+}
+
+struct StdMetaFs;
+
+impl MetaFs for StdMetaFs {
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        f.sync_all().map_err(|e| Error::io(path, e))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        std::fs::rename(from, to).map_err(|e| Error::io(to, e))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        sync_dir_std(dir)
+    }
+}
+
+/// Writes a new `ENGINE` file: temp file, fsync, rename, fsync of the directory (without the
+/// last step a power loss can forget the name even though its bytes were synced).
+fn create_meta_file(fs: &impl MetaFs, root: &Path, meta: &EngineMeta) -> Result<()> {
+    let tmp = root.join(format!("{META_FILE}.tmp"));
+    fs.write_synced(&tmp, meta.encode().as_bytes())?;
+    fs.rename(&tmp, &root.join(META_FILE))?;
+    fs.sync_dir(root)
 }
 
 /// The shard directories of a data directory: shard number → whether it holds a segment.
@@ -593,5 +625,74 @@ where
             root,
             std::io::Error::other("a shard stopped at start-up without an error"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod meta_durability_tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A directory as a power loss leaves it: file contents are durable once written and
+    /// synced, names only once their directory was fsynced after the change (as the simulated
+    /// disk of `storage::sim` models it for the WAL's files).
+    #[derive(Default)]
+    struct CrashModel {
+        /// Names as the running process sees them -> contents.
+        live: RefCell<BTreeMap<PathBuf, Vec<u8>>>,
+        /// Names that survive a power loss -> contents.
+        durable: RefCell<BTreeMap<PathBuf, Vec<u8>>>,
+    }
+
+    impl MetaFs for CrashModel {
+        fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+            self.live
+                .borrow_mut()
+                .insert(path.to_path_buf(), bytes.to_vec());
+            Ok(())
+        }
+
+        fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+            let mut live = self.live.borrow_mut();
+            let bytes = live.remove(from).expect("renamed file exists");
+            live.insert(to.to_path_buf(), bytes);
+            Ok(())
+        }
+
+        fn sync_dir(&self, dir: &Path) -> Result<()> {
+            let live = self.live.borrow();
+            let mut durable = self.durable.borrow_mut();
+            durable.retain(|p, _| p.parent() != Some(dir));
+            for (p, b) in live.iter().filter(|(p, _)| p.parent() == Some(dir)) {
+                durable.insert(p.clone(), b.clone());
+            }
+            Ok(())
+        }
+    }
+
+    /// Ra PR #589, "sync parent directory after creating config file": a power loss right
+    /// after `ENGINE` was created must not lose it. Fails if `create_meta_file` skips the
+    /// directory fsync (the name would exist only in the live view).
+    #[test]
+    fn engine_file_survives_a_power_loss_right_after_its_creation() {
+        let fs = CrashModel::default();
+        let root = Path::new("/data");
+        let meta = EngineMeta {
+            format_version: FORMAT_VERSION,
+            shards: 3,
+        };
+        create_meta_file(&fs, root, &meta).expect("create");
+        let after_crash = fs.durable.borrow();
+        let bytes = after_crash
+            .get(&root.join(META_FILE))
+            .expect("ENGINE survives the power loss");
+        let text = std::str::from_utf8(bytes).expect("text");
+        assert_eq!(EngineMeta::decode(text), Ok(meta));
+        assert!(
+            !after_crash.contains_key(&root.join(format!("{META_FILE}.tmp"))),
+            "no temp name left behind"
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod histogram;
 mod notify;
 pub mod quarantine;
 pub mod recovery;
+pub mod repaired;
 pub mod scan;
 pub mod storage;
 pub mod torn_tail;

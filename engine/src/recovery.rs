@@ -10,7 +10,10 @@
 //! | last segment                        | zero block, only zeros after                       | clean end, resume there  | same     | same                            |
 //! | last segment                        | bad/zero batch, no later batch says it was durable | torn tail: quarantine + zero it, report | stop | torn tail: as tolerate-tail |
 //! | last segment                        | bad batch, a later batch says it was durable       | stop (corruption)        | stop     | quarantine region, skip, report |
-//! | sealed segment (has a successor)    | any damage, or no seal                             | stop (corruption)        | stop     | quarantine region, skip, report |
+//! | sealed segment, or last segment with a later batch proving it durable | an entry record fails its checksum, the batch's frame intact (every header readable) | keep the entry at its place, start, repair it from peers (see below) | stop | as tolerate-tail |
+//! | same                                | that damaged entry superseded by a later Repair record of the same (group, index, term) | apply (repaired) | apply | apply |
+//! | same                                | that damaged entry's header contradicts the log (not the next entry of a known group, term out of order, a committed entry missing, its place taken by a non-Repair record) | stop (corruption) | stop | log it, continue |
+//! | sealed segment (has a successor)    | any other damage, or no seal                       | stop (corruption)        | stop     | quarantine region, skip, report |
 //! | last segment                        | valid header, no batch, only zeros (an unused spare) | set aside, reused as the next segment | same | same |
 //! | last segment                        | header unreadable, nothing after the header block  | prepared, header lost: quarantine stray header bytes, reuse it | reuse only if all zero, else stop | as tolerate-tail |
 //! | last segment                        | header unreadable, no batch in it proves it durable | crash while creating: quarantine + remove it | stop | as tolerate-tail |
@@ -27,6 +30,16 @@
 //! "A later batch says it was durable": every batch header carries the highest batch sequence
 //! the writer knew fsynced when it formed the batch. If a valid batch after the damage claims
 //! the damaged batch was durable, the damage hit acknowledged data: it is not a torn tail.
+//!
+//! Damaged entries (protocol-aware recovery, issue 12): an acknowledged entry may be committed,
+//! so recovery never drops it; acknowledged bytes are never rewritten, so it cannot fix it in
+//! place either. What it can safely do is keep the entry in its group's log at its damaged
+//! place (its reads fail their checksum, never serve it) and start: the node then fetches a
+//! correct copy from a peer and writes it as a Repair record. Whether that already happened is
+//! one rule shared with `verify-data` and `tern scan`: [`crate::repaired`] (and the scanner
+//! passes only batches [`crate::torn_tail::passable`] calls acknowledged). Recovery trusts the
+//! damaged header only as far as the log around it confirms it (`repaired::may_apply`,
+//! `repaired::judge`); `absolute` refuses an unrepaired damaged entry as it refuses any damage.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,8 +57,10 @@ use crate::format::segment::{
 use crate::format::{IndexEntry, RecordKind, SealedIndex, SegmentHeader};
 use crate::group::{GroupTable, RecordMeta};
 use crate::quarantine::{Quarantine, Remover};
+use crate::repaired::{self, DamagedEntry, EntryDamage};
 use crate::scan::{
-    first_batch_block_is_zero, probe_segment, scan_segment, Damage, ScanStop, SegmentScan,
+    first_batch_block_is_zero, probe_segment, scan_segment, scan_segment_placed, Damage, ScanStop,
+    SegmentScan,
 };
 use crate::storage::{read_file, write_file_atomic, IoBuf, Storage, StorageFile};
 use crate::torn_tail::{self, DamageClass};
@@ -91,6 +106,10 @@ pub struct RecoveryReport {
     pub losses: Vec<GroupLoss>,
     pub rebuilt_indexes: Vec<u64>,
     pub removed_files: Vec<PathBuf>,
+    /// Damaged entry records the scans passed over (acknowledged batches with an intact
+    /// frame), with the verdict of [`crate::repaired::judge`]. `Unrepaired` ones are in the
+    /// group table at their damaged place: the node repairs them from peers.
+    pub damaged_entries: Vec<(DamagedEntry, EntryDamage)>,
     pub bytes: u64,
     pub records: u64,
     pub elapsed: Duration,
@@ -287,6 +306,9 @@ pub async fn recover_shard<S: Storage>(
         chain_problems_or_log(mode, dir, problems)?;
     }
     let count = segment_ids.len();
+    let mut damaged: Vec<DamagedEntry> = Vec::new();
+    // Where Repair records are, for the rule's "superseded by a Repair" (segment, offset).
+    let mut repairs: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
     let mut kept_ids = Vec::new();
     let mut seen_kept: Vec<SegmentSeen> = Vec::new();
 
@@ -332,7 +354,18 @@ pub async fn recover_shard<S: Storage>(
                     let mut records = 0u64;
                     for e in &idx.entries {
                         let meta = index_entry_meta(storage, &path, id, e).await?;
-                        apply_or_loss(shard, &mut table, &meta, mode, &path, &mut losses)?;
+                        if meta.kind == RecordKind::Repair {
+                            repairs.insert((meta.segment, meta.offset));
+                        }
+                        apply_or_loss(
+                            shard,
+                            &mut table,
+                            &meta,
+                            mode,
+                            &path,
+                            &mut losses,
+                            &damaged,
+                        )?;
                         records += 1;
                     }
                     last_seq = Some(idx.header.last_batch_seq);
@@ -380,15 +413,27 @@ pub async fn recover_shard<S: Storage>(
         // Scan.
         let mut metas: Vec<RecordMeta> = Vec::new();
         let mut index_entries: Vec<IndexEntry> = Vec::new();
-        let scan: SegmentScan = scan_segment(
+        let scan: SegmentScan = scan_segment_placed(
             storage,
             &path,
             last_seq,
+            is_last,
             mode == RecoveryMode::TolerateAny,
             |r| {
                 let kind = r.header.kind();
                 if kind == RecordKind::BatchHeader {
                     return;
+                }
+                if r.damaged {
+                    // Kept at its place in the log (it was acknowledged, it may be
+                    // committed); judged once the whole shard is replayed.
+                    damaged.push(DamagedEntry {
+                        segment: id,
+                        offset: r.offset,
+                        group: r.header.group,
+                        index: r.header.index,
+                        term: r.header.term,
+                    });
                 }
                 index_entries.push(IndexEntry {
                     kind: r.header.kind,
@@ -420,7 +465,29 @@ pub async fn recover_shard<S: Storage>(
         // crash artefact.
         check_chain_segment(mode, chain_on_disk.as_ref(), shard, &path, &seen)?;
         for m in &metas {
-            apply_or_loss(shard, &mut table, m, mode, &path, &mut losses)?;
+            if let Some(d) = damaged
+                .iter()
+                .find(|d| (d.segment, d.offset) == (m.segment, m.offset))
+            {
+                if !repaired::may_apply(&table, d) {
+                    let what = format!(
+                        "damaged entry record claims entry {}/{} term {}, which is not the next entry of a group in the log",
+                        d.group, d.index, d.term
+                    );
+                    if mode != RecoveryMode::TolerateAny {
+                        return Err(Error::Corruption {
+                            at: d_location(&path, d),
+                            what,
+                        });
+                    }
+                    tracing::error!("{}: {what} (tolerate-any: skipped)", path.display());
+                    continue;
+                }
+            }
+            if m.kind == RecordKind::Repair {
+                repairs.insert((m.segment, m.offset));
+            }
+            apply_or_loss(shard, &mut table, m, mode, &path, &mut losses, &damaged)?;
         }
         if let Some(s) = scan.last_batch_seq {
             last_seq = Some(s);
@@ -695,6 +762,7 @@ pub async fn recover_shard<S: Storage>(
             ..seen
         });
     }
+    report.damaged_entries = judge_damaged_entries(shard, dir, &table, &damaged, &repairs, mode)?;
     let chain = chain::from_seen(shard, &seen_kept);
     if chain != chain_on_disk {
         if let Some(c) = &chain {
@@ -735,6 +803,76 @@ pub async fn recover_shard<S: Storage>(
         chain: chain.or(chain_on_disk),
         report,
     })
+}
+
+/// Applies [`repaired::judge`] to every damaged entry record the scans passed over, once the
+/// whole shard is replayed. Repaired and dead ones need nothing. An unrepaired one stays in
+/// its group's log at its damaged place: every mode but `absolute` starts, and the node
+/// repairs it from peers (its first read fails its checksum and starts the repair; the node
+/// also queues every one the report lists). `absolute` refuses it, as it refuses any damage.
+/// An implausible one (its header contradicts the log around it) stops start-up, as any
+/// corruption does, except in tolerate-any, which logs it.
+fn judge_damaged_entries(
+    shard: u32,
+    dir: &Path,
+    table: &GroupTable,
+    damaged: &[DamagedEntry],
+    repairs: &std::collections::HashSet<(u64, u64)>,
+    mode: RecoveryMode,
+) -> Result<Vec<(DamagedEntry, EntryDamage)>> {
+    let mut out = Vec::with_capacity(damaged.len());
+    for e in damaged {
+        let verdict = repaired::judge(table, e, |s, o| repairs.contains(&(s, o)));
+        let path = dir.join(segment_file_name(e.segment));
+        let at = || d_location(&path, e);
+        match verdict {
+            EntryDamage::Repaired | EntryDamage::Dead => tracing::info!(
+                shard,
+                segment = e.segment,
+                offset = e.offset,
+                group = e.group,
+                index = e.index,
+                "damaged entry record is {} (superseded or no longer in the log)",
+                verdict.name()
+            ),
+            EntryDamage::Unrepaired if mode != RecoveryMode::Absolute => tracing::warn!(
+                shard,
+                segment = e.segment,
+                offset = e.offset,
+                group = e.group,
+                index = e.index,
+                term = e.term,
+                "damaged entry record kept in its group's log; it is repaired from peers"
+            ),
+            EntryDamage::Unrepaired => {
+                return Err(Error::Corruption {
+                    at: at(),
+                    what: "damaged entry record (absolute mode refuses to start with it; other modes start and repair it from peers)".into(),
+                })
+            }
+            EntryDamage::Implausible => {
+                let what = format!(
+                    "damaged entry record claims index {} term {}, which contradicts its group's log",
+                    e.index, e.term
+                );
+                if mode != RecoveryMode::TolerateAny {
+                    return Err(Error::Corruption { at: at(), what });
+                }
+                tracing::error!("{}: {what} (tolerate-any: continuing)", path.display());
+            }
+        }
+        out.push((*e, verdict));
+    }
+    Ok(out)
+}
+
+fn d_location(path: &Path, d: &DamagedEntry) -> Location {
+    Location {
+        file: path.with_file_name(segment_file_name(d.segment)),
+        offset: d.offset,
+        group: Some(d.group),
+        index: Some(d.index),
+    }
 }
 
 /// What a segment recovered from its index has on disk: its header and length (the index
@@ -853,6 +991,9 @@ fn corruption_or_log(
     })
 }
 
+/// `damaged`: the damaged entry records applied so far. A record that does not fit after one
+/// of them is blamed on the nearest one before it: the checksum covers the header too, so a
+/// damaged record may have claimed another group's or index's place.
 fn apply_or_loss(
     shard: u32,
     table: &mut GroupTable,
@@ -860,8 +1001,27 @@ fn apply_or_loss(
     mode: RecoveryMode,
     path: &Path,
     losses: &mut Vec<GroupLoss>,
+    damaged: &[DamagedEntry],
 ) -> Result<()> {
     if let Err(e) = table.apply(m) {
+        let suspect = damaged
+            .iter()
+            .rev()
+            .find(|d| (d.segment, d.offset) <= (m.segment, m.offset));
+        if let (Some(d), true) = (suspect, mode != RecoveryMode::TolerateAny) {
+            return Err(Error::Corruption {
+                at: Location {
+                    file: path.with_file_name(segment_file_name(d.segment)),
+                    offset: d.offset,
+                    group: Some(d.group),
+                    index: Some(d.index),
+                },
+                what: format!(
+                    "damaged entry record (its header cannot be trusted): entry {}/{} after it does not fit its group's log: {}",
+                    e.group, e.index, e.why
+                ),
+            });
+        }
         if mode != RecoveryMode::TolerateAny {
             return Err(Error::Corruption {
                 at: Location {

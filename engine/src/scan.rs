@@ -88,13 +88,22 @@ pub struct SegmentScan {
     pub stop: ScanStop,
     /// Damaged regions skipped when scanning with `resume_after_damage` (tolerate-any).
     pub skipped: Vec<Damage>,
+    /// Batches passed over with damaged entry records ([`crate::torn_tail::passable`]): their
+    /// valid records were visited, their damaged entries visited with `damaged` set.
+    pub damaged_entries: Vec<Damage>,
 }
 
-/// One verified record, as given to the visitor.
+/// One record of a valid batch, as given to the visitor.
 pub struct ScannedRecord<'a> {
     pub offset: u64,
     pub header: RecordHeader,
     pub payload: &'a [u8],
+    /// The record failed its checksum inside a batch whose frame is intact and which the
+    /// torn-tail rule calls acknowledged ([`crate::torn_tail::passable`]): an entry with
+    /// damaged bytes, kept in its group's log so it can be repaired from peers. Its header
+    /// fields are as read (the checksum covers them too: [`crate::repaired`] judges them);
+    /// `payload` is the damaged bytes and must not be served.
+    pub damaged: bool,
 }
 
 /// Sequential reader over a segment: fixed chunks of [`SCAN_READ_BYTES_MAX`] bytes, up to
@@ -225,10 +234,41 @@ impl<F: StorageFile> Window<F> {
 /// `prev_last_seq` is the last batch sequence of the shard's segments before this one (`None`
 /// for the first): the torn-tail rule needs it when the segment's first batch is damaged.
 /// Recovery, verify and `tern scan` all pass it, so they judge that batch alike.
+///
+/// The segment is taken as possibly the shard's last: a batch with damaged entry records is
+/// passed over only if a later batch proves it durable. [`scan_segment_placed`] takes the
+/// segment's place from a caller that knows it.
 pub async fn scan_segment<S, V>(
     storage: &S,
     path: &Path,
     prev_last_seq: Option<u64>,
+    resume_after_damage: bool,
+    visit: V,
+) -> Result<SegmentScan>
+where
+    S: Storage,
+    V: FnMut(&ScannedRecord<'_>),
+{
+    scan_segment_placed(
+        storage,
+        path,
+        prev_last_seq,
+        true,
+        resume_after_damage,
+        visit,
+    )
+    .await
+}
+
+/// [`scan_segment`] for a segment whose place is known: `is_last` is whether it is the newest
+/// segment of its shard that holds data, the input of the torn-tail rule that decides whether
+/// a batch whose only damage is in entry records is acknowledged data to pass over (and
+/// repair) or a torn tail to stop at.
+pub async fn scan_segment_placed<S, V>(
+    storage: &S,
+    path: &Path,
+    prev_last_seq: Option<u64>,
+    is_last: bool,
     resume_after_damage: bool,
     mut visit: V,
 ) -> Result<SegmentScan>
@@ -251,6 +291,7 @@ where
         durable_seq_max: 0,
         stop: ScanStop::EndOfFile,
         skipped: Vec::new(),
+        damaged_entries: Vec::new(),
     };
     let head = w.get(0, SEGMENT_HEADER_BYTES as usize).await.map_err(io)?;
     match SegmentHeader::decode(head) {
@@ -280,8 +321,40 @@ where
                 batch_bytes,
                 records,
                 sealed,
+                damaged,
             } => {
-                for (offset, header) in &records {
+                if let Some(&(record_offset, ref reason)) = damaged.first() {
+                    let header = records
+                        .iter()
+                        .find(|(o, _, _)| *o == record_offset)
+                        .map(|(_, h, _)| *h);
+                    let (later, garbage_end) =
+                        probe(&mut w, pos, scan.last_batch_seq).await.map_err(io)?;
+                    let damage = Damage {
+                        offset: pos,
+                        record_offset,
+                        reason: reason.clone(),
+                        batch_seq: Some(seq),
+                        last_seq_before: scan.last_batch_seq.or(prev_last_seq),
+                        group: header.map(|h| h.group),
+                        index: header.map(|h| h.index),
+                        later_batches: later,
+                        garbage_end: garbage_end
+                            .max(pos + BLOCK_BYTES)
+                            .min(crate::format::align_up(file_len, BLOCK_BYTES)),
+                    };
+                    if !crate::torn_tail::passable(&damage, is_last) {
+                        match skip_or_stop(&mut scan, damage, resume_after_damage) {
+                            Some(next) => {
+                                pos = next;
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
+                    scan.damaged_entries.push(damage);
+                }
+                for (offset, header, bad) in &records {
                     let payload_at = offset + RECORD_HEADER_BYTES as u64;
                     let bytes = w
                         .get(payload_at, header.payload_len as usize)
@@ -291,6 +364,7 @@ where
                         offset: *offset,
                         header: *header,
                         payload: bytes,
+                        damaged: *bad,
                     });
                 }
                 scan.batches += 1;
@@ -405,9 +479,12 @@ enum BatchRead {
         seq: u64,
         durable_seq: u64,
         batch_bytes: u64,
-        /// (offset, header) of every record, batch header first.
-        records: Vec<(u64, RecordHeader)>,
+        /// (offset, header, damaged) of every record, batch header first.
+        records: Vec<(u64, RecordHeader, bool)>,
         sealed: Option<u64>,
+        /// (offset, why) of every entry record that failed its checksum in this otherwise
+        /// intact batch (see [`entry_damage_only`]).
+        damaged: Vec<(u64, DecodeError)>,
     },
     Zero,
     Bad {
@@ -469,7 +546,8 @@ async fn read_batch<F: StorageFile>(
         return Ok(bad(pos, e, Some(seq), None));
     }
     let mut records = Vec::with_capacity(bp.record_count as usize + 1);
-    records.push((pos, bh));
+    records.push((pos, bh, false));
+    let mut damaged = Vec::new();
     let mut at = pos + bh.record_bytes();
     let mut sealed = None;
     for i in 0..bp.record_count {
@@ -494,7 +572,13 @@ async fn read_batch<F: StorageFile>(
         }
         let whole = w.get(at, h.record_bytes() as usize).await?;
         if let Err(e) = decode_record(whole) {
-            return Ok(bad(at, e, Some(seq), Some(&h)));
+            if !entry_damage_only(&h, &e, seq) {
+                return Ok(bad(at, e, Some(seq), Some(&h)));
+            }
+            damaged.push((at, e));
+            records.push((at, h, true));
+            at += h.record_bytes();
+            continue;
         }
         if h.batch_seq != seq {
             let why = format!("record of batch {} inside batch {seq}", h.batch_seq);
@@ -529,7 +613,7 @@ async fn read_batch<F: StorageFile>(
             }
             sealed = Some(h.aux);
         }
-        records.push((at, h));
+        records.push((at, h, false));
         at += h.record_bytes();
     }
     Ok(BatchRead::Valid {
@@ -538,7 +622,19 @@ async fn read_batch<F: StorageFile>(
         batch_bytes,
         records,
         sealed,
+        damaged,
     })
+}
+
+/// Whether a record that failed to decode inside a batch leaves the batch's frame intact: its
+/// header passed the structural checks (magic, version, kind, a length that fits the batch:
+/// so the next record's place is known), only the checksum failed, it is an entry, and it
+/// names the batch it is in. The bytes of such a record are damaged but the batch around it
+/// can still be read; whether the batch is passed over is the torn-tail rule's decision.
+fn entry_damage_only(h: &RecordHeader, e: &DecodeError, seq: u64) -> bool {
+    matches!(e, DecodeError::BadChecksum { .. })
+        && h.kind == RecordKind::Entry as u16
+        && h.batch_seq == seq
 }
 
 /// Looks at every block boundary after `from` for a valid batch header newer than

@@ -14,6 +14,12 @@
 //! | last segment  | no                                                 | torn tail     |
 //! | last segment  | yes                                                | corruption    |
 //! | sealed segment (a successor exists) | either                       | corruption    |
+//!
+//! Corruption whose batch frame is intact (every record header readable, only entry records
+//! fail their checksum) is **passable** ([`passable`]): the batch was acknowledged, so its
+//! valid records are applied and its damaged entries stay in their groups' logs, to be
+//! repaired from peers; [`crate::repaired`] then says whether each one already was. The same
+//! bytes in a torn tail are never passed: they were never acknowledged.
 
 use crate::scan::Damage;
 
@@ -57,6 +63,15 @@ pub fn classify(d: &Damage, is_last_segment: bool) -> DamageClass {
     } else {
         DamageClass::Corruption
     }
+}
+
+/// Whether a scan may pass over a batch whose frame is intact and whose only damage is in
+/// entry records (the scanner checks the frame): exactly when the rule calls the damage
+/// corruption, i.e. the batch was acknowledged. Its damaged entries are then kept at their
+/// place in the log (never dropped: they may be committed) and judged by
+/// [`crate::repaired::judge`].
+pub fn passable(d: &Damage, is_last_segment: bool) -> bool {
+    classify(d, is_last_segment) == DamageClass::Corruption
 }
 
 /// The same rule for a segment whose header is unreadable. The header and the segment's first

@@ -4,10 +4,12 @@
 //!   positions of a sealed segment and of the open segment (segment header, unused header
 //!   space, batch headers, record headers, payloads, padding, unused space after the data).
 //!   Each flip is checked on a fresh copy of the same WAL: recovery (scanning everything) must
-//!   stop with `Error::Corruption` naming the file and an offset at or before the flip (and
-//!   the group and index for a flipped payload), or the flip was in bytes no reader trusts and
-//!   every entry reads back exactly, or (last batch / unused space of the open segment) the
-//!   tail is cut and reported as torn. With the sealed segment's index in use, recovery does
+//!   stop with `Error::Corruption` naming the file and an offset at or before the flip, or
+//!   keep exactly one damaged entry (an entry record failing its checksum in an intact,
+//!   acknowledged batch: always so for a flipped payload) whose reads fail as corruption
+//!   while every other entry reads back exactly (the node repairs it from peers), or the flip
+//!   was in bytes no reader trusts and every entry reads back exactly, or (last batch /
+//!   unused space of the open segment) the tail is cut and reported as torn. With the sealed segment's index in use, recovery does
 //!   not read the data, so reads must catch it: a read returns the exact bytes or an error.
 //! - Corruption followed by valid batches: stop in tolerate-tail and absolute, naming file,
 //!   offset, group and index; tolerate-any quarantines the region and reports the losses.
@@ -26,6 +28,7 @@ use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tern_engine::format::RecordKind;
+use tern_engine::repaired::EntryDamage;
 use tern_engine::storage::sim::{CrashMode, SimStorage};
 use tern_engine::storage::Storage;
 use tern_engine::{Error, RecoveryMode, ShardWal, WalConfig};
@@ -291,10 +294,40 @@ async fn check_flip(
             "stopped"
         }
         Err(e) => return Err(format!("unexpected error {e}")),
-        Ok(wal) => {
-            if !(harmless || torn) {
-                return Err(format!("flip in {:?} not detected", span.region));
+        Ok(wal) if !(harmless || torn) => {
+            // Only an entry record whose checksum fails inside an intact, acknowledged batch
+            // may let recovery start: kept at its place, to be repaired from peers, and every
+            // read of it fails (never wrong bytes).
+            let kept: Vec<(u64, u64, EntryDamage)> = wal
+                .recovery_report()
+                .damaged_entries
+                .iter()
+                .map(|(e, v)| (e.group, e.index, *v))
+                .collect();
+            if kept.len() != 1 || kept[0].2 != EntryDamage::Unrepaired {
+                return Err(format!(
+                    "flip in {:?} not detected (damaged entries kept: {kept:?})",
+                    span.region
+                ));
             }
+            let failed = read_each(&wal, model).await?;
+            if failed.len() > 1 {
+                return Err(format!(
+                    "reads that failed {failed:?} for one damaged record"
+                ));
+            }
+            if span.region == Region::Payload {
+                let (_, g, i) = span.entry.ok_or("payload span names its entry")?;
+                if failed != [(g, i)] || (kept[0].0, kept[0].1) != (g, i) {
+                    return Err(format!(
+                        "payload flip of {g}/{i}: kept {kept:?}, reads that failed {failed:?}"
+                    ));
+                }
+            }
+            wal.close().await.map_err(|e| e.to_string())?;
+            "kept"
+        }
+        Ok(wal) => {
             let rep = wal.recovery_report();
             let mut want = model.clone();
             if torn {
@@ -403,12 +436,21 @@ fn bit_flips_are_detected_or_harmless() {
         for r in REGIONS {
             assert!(tally.keys().any(|(reg, _)| *reg == r), "no flip in {r:?}");
         }
-        let stopped: usize = tally
+        let detected: usize = tally
             .iter()
-            .filter(|((_, o), _)| *o == "stopped")
+            .filter(|((_, o), _)| *o == "stopped" || *o == "kept")
             .map(|(_, n)| n)
             .sum();
-        assert!(stopped > 500, "only {stopped} flips stopped recovery");
+        assert!(
+            detected > 500,
+            "only {detected} flips stopped recovery or kept a damaged entry"
+        );
+        assert!(
+            tally
+                .keys()
+                .any(|(r, o)| *r == Region::Payload && *o == "kept"),
+            "no payload flip kept its entry for repair"
+        );
     });
 }
 
@@ -432,10 +474,13 @@ fn corruption_followed_by_valid_batches_stops_default_and_absolute_quarantined_b
             .find(|(_, h)| h.kind == RecordKind::Entry as u16)
             .copied()
             .unwrap();
-        let at_byte = off + 64 + h.payload_len as u64 / 2;
+        // Bit 24 of the record's `payload_len`: the record no longer fits its batch, so the
+        // batch's frame is broken (a flip that only fails the record's checksum leaves the
+        // frame intact: recovery then keeps the entry for repair, see recovery_table.rs).
+        let at_byte = off + 11;
         for mode in [RecoveryMode::TolerateTail, RecoveryMode::Absolute] {
             let sim = restore(&img).await;
-            sim.flip_bit(&wal_path(3), at_byte.min(off + 63), 0);
+            sim.flip_bit(&wal_path(3), at_byte, 0);
             match open_mode(&sim, &config(), mode).await {
                 Err(Error::Corruption { at, what }) => {
                     assert_eq!(at.file, wal_path(3), "{what}");
@@ -457,7 +502,7 @@ fn corruption_followed_by_valid_batches_stops_default_and_absolute_quarantined_b
             assert!(quarantine_files(&sim).is_empty());
         }
         let sim = restore(&img).await;
-        sim.flip_bit(&wal_path(3), at_byte.min(off + 63), 0);
+        sim.flip_bit(&wal_path(3), at_byte, 0);
         let wal = open_mode(&sim, &config(), RecoveryMode::TolerateAny)
             .await
             .expect("tolerate-any recovers");

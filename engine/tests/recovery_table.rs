@@ -14,10 +14,13 @@ use std::path::PathBuf;
 use common::*;
 use tern_engine::format::RecordKind;
 use tern_engine::recovery::GroupLoss;
+use tern_engine::repaired::EntryDamage;
 use tern_engine::storage::sim::{CrashMode, SimStorage};
 use tern_engine::storage::Storage;
 use tern_engine::torn_tail::DamageClass;
-use tern_engine::verify::{analyze_lone_segment, analyze_shard, check_shard, VerifyOptions};
+use tern_engine::verify::{
+    analyze_lone_segment, analyze_shard, check_shard, Severity, VerifyOptions,
+};
 use tern_engine::{Error, RecoveryMode, WalConfig};
 
 const MODES: [RecoveryMode; 3] = [
@@ -39,6 +42,11 @@ enum Expect {
     Skip,
     /// Recover; the segment file was removed (crash while creating it).
     RemoveFile,
+    /// Recover with the damaged entry `record` kept at its place in its group's log (an
+    /// acknowledged batch whose frame is intact), reported `Unrepaired`, its read failing as
+    /// corruption; a Repair record then makes it read back right, and a restart and
+    /// `verify-data` call it repaired.
+    Keep,
     /// Recover what is left (tolerate-any past a lost segment, logged): every entry read back
     /// is the model's, or the read fails with `Error::Corruption` (a sealed segment recovered
     /// from its index is read only on demand): never a wrong entry.
@@ -219,6 +227,59 @@ fn rot_entry(sim: &SimStorage, id: u64, index: u64) -> u64 {
     off
 }
 
+/// Flips a bit in the header of the batch holding entry `index` of group 1 in segment `id`
+/// (its `batch_seq` field): the batch's frame is unreadable. Returns the batch's offset.
+fn rot_batch_of(sim: &SimStorage, id: u64, index: u64) -> u64 {
+    let (batches, _) = last_batches(sim, id);
+    let b = batches
+        .iter()
+        .find(|b| {
+            b.records
+                .iter()
+                .any(|(_, h)| h.kind == RecordKind::Entry as u16 && h.index == index)
+        })
+        .expect("batch of the entry");
+    sim.flip_bit(&wal_path(id), b.offset + 16, 0);
+    b.offset
+}
+
+/// Flips a bit of the `term` field (offset 32) of entry `index`'s record in segment `id`:
+/// term 1 reads as 9, which its neighbours (term 1) contradict. Returns the record's offset.
+fn rot_entry_term(sim: &SimStorage, id: u64, index: u64) -> u64 {
+    let (batches, _) = last_batches(sim, id);
+    let (off, _) = batches
+        .iter()
+        .flat_map(|b| b.records.iter())
+        .find(|(_, h)| h.kind == RecordKind::Entry as u16 && h.index == index)
+        .copied()
+        .expect("entry record");
+    sim.flip_bit(&wal_path(id), off + 32, 3);
+    off
+}
+
+/// Writes the correct copy of entry `index` of group 1 (term 1) as a Repair record, as the
+/// node does once a peer sent it.
+fn repair_entry(sim: &SimStorage, index: u64) {
+    let sim2 = sim.clone();
+    glommio_block(
+        async move {
+            let wal = open(&sim2, &config()).await.unwrap();
+            wal.repair(1, vec![correct_copy(index)]).await.unwrap();
+            wal.close().await.unwrap();
+        },
+        sim,
+    )
+}
+
+fn correct_copy(index: u64) -> tern_engine::OwnedEntry {
+    tern_engine::OwnedEntry {
+        term: 1,
+        index,
+        kind: tern_engine::EntryKind::Normal,
+        data: entry_data(1, index, 1),
+    }
+}
+
 fn rows() -> Vec<Row> {
     vec![
         Row {
@@ -300,12 +361,35 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            name: "last segment: bad batch, a later batch says it was durable (corruption)",
-            expect: [Stop, Stop, Skip],
+            name: "last segment: damaged entry in a batch a later batch says was durable (kept, repaired from peers)",
+            expect: [Keep, Stop, Keep],
             build: |sim| {
                 let m = one_segment(sim);
                 let k = N / 2;
                 let off = rot_entry(sim, 1, k);
+                let mut s = situation(m, wal_path(1));
+                s.offset = Some(off);
+                s.record = Some((1, k));
+                s
+            },
+        },
+        Row {
+            name: "last segment: damaged entry superseded by a later Repair record (repaired)",
+            expect: [Apply, Apply, Apply],
+            build: |sim| {
+                let m = one_segment(sim);
+                rot_entry(sim, 1, N / 2);
+                repair_entry(sim, N / 2);
+                situation(m, wal_path(1))
+            },
+        },
+        Row {
+            name: "last segment: bad batch header, a later batch says it was durable (corruption)",
+            expect: [Stop, Stop, Skip],
+            build: |sim| {
+                let m = one_segment(sim);
+                let k = N / 2;
+                let off = rot_batch_of(sim, 1, k);
                 let mut s = situation(m.clone(), wal_path(1));
                 s.model_skipped = Some(truncated(&m, 1, k));
                 s.losses = vec![GroupLoss {
@@ -316,18 +400,54 @@ fn rows() -> Vec<Row> {
                     last_index: N,
                 }];
                 s.offset = Some(off);
-                s.record = Some((1, k));
                 s
             },
         },
         Row {
-            name: "sealed segment: damaged batch (index missing, so it is scanned)",
+            name: "sealed segment: damaged entry (index missing, so it is scanned; kept, repaired from peers)",
+            expect: [Keep, Stop, Keep],
+            build: |sim| {
+                let (m, _) = two_segments(sim);
+                assert!(sim.remove_raw(&idx_path(1)));
+                let off = rot_entry(sim, 1, 5);
+                let mut s = situation(m, wal_path(1));
+                s.offset = Some(off);
+                s.record = Some((1, 5));
+                s
+            },
+        },
+        Row {
+            name: "sealed segment: damaged entry superseded by a later Repair record (index missing; repaired)",
+            expect: [Apply, Apply, Apply],
+            build: |sim| {
+                let (m, _) = two_segments(sim);
+                rot_entry(sim, 1, 5);
+                repair_entry(sim, 5);
+                assert!(sim.remove_raw(&idx_path(1)));
+                situation(m, wal_path(1))
+            },
+        },
+        Row {
+            name: "sealed segment: damaged entry whose term contradicts its neighbours (index missing)",
+            expect: [Stop, Stop, Salvage],
+            build: |sim| {
+                let (m, _) = two_segments(sim);
+                assert!(sim.remove_raw(&idx_path(1)));
+                let off = rot_entry_term(sim, 1, 5);
+                let mut s = situation(m, wal_path(1));
+                s.offset = Some(off);
+                s.record = Some((1, 5));
+                s
+            },
+        },
+        Row {
+            name: "sealed segment: damaged batch header (index missing, so it is scanned)",
             expect: [Stop, Stop, Skip],
             build: |sim| {
                 let (m, last) = two_segments(sim);
                 assert!(sim.remove_raw(&idx_path(1)));
                 let k = 5;
-                let off = rot_entry(sim, 1, k);
+                let off = rot_batch_of(sim, 1, k);
                 let mut s = situation(m.clone(), wal_path(1));
                 s.model_skipped = Some(truncated(&m, 1, k));
                 s.losses = vec![GroupLoss {
@@ -338,7 +458,6 @@ fn rows() -> Vec<Row> {
                     last_index: last,
                 }];
                 s.offset = Some(off);
-                s.record = Some((1, k));
                 s
             },
         },
@@ -540,6 +659,24 @@ async fn check_row(
         (_, Ok(wal)) => wal,
     };
     let rep = wal.recovery_report().clone();
+    if expect == Keep {
+        let (g, i) = s.record.ok_or("a Keep row names its record")?;
+        let kept: Vec<_> = rep
+            .damaged_entries
+            .iter()
+            .map(|(e, v)| (e.group, e.index, *v))
+            .collect();
+        if kept != [(g, i, EntryDamage::Unrepaired)] || !rep.removed.is_empty() {
+            return Err(format!("expected {g}/{i} kept unrepaired: {rep:?}"));
+        }
+        match wal.read(g, i, i + 1, u64::MAX).await {
+            Err(Error::Corruption { .. }) => {}
+            other => return Err(format!("read of the damaged entry: {other:?}")),
+        }
+        wal.repair(g, vec![correct_copy(i)])
+            .await
+            .map_err(|e| format!("repair: {e}"))?;
+    }
     if expect == Salvage {
         let got = match observe(&wal).await {
             Ok(got) => got,
@@ -617,6 +754,7 @@ async fn check_row(
                 return Err(format!("{} not removed: {rep:?}", s.file.display()));
             }
         }
+        Keep => {}
         Stop | Salvage => unreachable!(),
     }
     let got = observe(&wal).await?;
@@ -647,7 +785,39 @@ async fn check_row(
         .map_err(|e| format!("second recovery: {e}"))?;
     let got = observe(&wal).await?;
     match_prefix(&got, &want, &[]).map_err(|e| format!("after second recovery: {e}"))?;
+    if let Some(v) = wal
+        .recovery_report()
+        .damaged_entries
+        .iter()
+        .find(|(_, v)| *v != EntryDamage::Repaired)
+    {
+        return Err(format!("after the repair, a damaged entry is {v:?}"));
+    }
     wal.close().await.map_err(|e| e.to_string())?;
+    if mode == RecoveryMode::TolerateAny && expect != Keep {
+        // What tolerate-any skipped or accepted is still damage to verify-data.
+        return Ok(());
+    }
+    // verify-data agrees: a repaired entry is a warning, never a problem.
+    let sa = analyze_shard(&sim, 0, &shard_dir(), false, &mut |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    let (problems, _) = check_shard(&sim, &sa, &VerifyOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let errors: Vec<_> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!("verify-data after recovery: {errors:?}"));
+    }
+    let repaired = problems.iter().any(|p| p.code == "repaired-entry");
+    if matches!(expect, Keep) && !repaired {
+        return Err(format!(
+            "verify-data does not call the entry repaired: {problems:?}"
+        ));
+    }
     Ok(())
 }
 
@@ -697,10 +867,13 @@ fn verdicts(sim: &SimStorage, id: u64) -> [DamageClass; 3] {
         let (a, place) = analyze_lone_segment(&sim, &shard_dir(), id, Some(0))
             .await
             .expect("scan");
-        let scan = *a
-            .damage_classes(place.is_last)
-            .first()
-            .expect("the scan sees the damage");
+        // A damaged entry in an acknowledged batch is passed over and kept (corruption, to
+        // repair from peers), not listed as a region where the scan stopped.
+        let scan = match a.damage_classes(place.is_last).first() {
+            Some(c) => *c,
+            None if !a.scan.damaged_entries.is_empty() => DamageClass::Corruption,
+            None => panic!("the scan sees no damage"),
+        };
 
         let sa = analyze_shard(&sim, 0, &shard_dir(), false, &mut |_| {})
             .await
@@ -713,21 +886,29 @@ fn verdicts(sim: &SimStorage, id: u64) -> [DamageClass; 3] {
             .filter(|p| p.file == wal_path(id))
             .find_map(|p| match p.code {
                 "torn-tail" => Some(DamageClass::TornTail),
-                "corruption" => Some(DamageClass::Corruption),
+                "corruption" | "damaged-entry" => Some(DamageClass::Corruption),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("verify reports no damage: {problems:?}"));
 
         let recovery = match open_mode(&sim, &config(), RecoveryMode::TolerateTail).await {
             Ok(wal) => {
-                let torn = wal
-                    .recovery_report()
-                    .removed
-                    .iter()
-                    .any(|r| r.torn_tail && r.segment == id);
+                let rep = wal.recovery_report().clone();
                 wal.close().await.expect("close");
-                assert!(torn, "recovery started without cutting a torn tail");
-                DamageClass::TornTail
+                let torn = rep.removed.iter().any(|r| r.torn_tail && r.segment == id);
+                let kept = rep
+                    .damaged_entries
+                    .iter()
+                    .any(|(e, v)| e.segment == id && *v == EntryDamage::Unrepaired);
+                assert!(
+                    torn != kept,
+                    "recovery started without cutting a torn tail or keeping a damaged entry"
+                );
+                if torn {
+                    DamageClass::TornTail
+                } else {
+                    DamageClass::Corruption
+                }
             }
             Err(Error::Corruption { at, .. }) => {
                 assert_eq!(at.file, wal_path(id), "recovery stopped on another file");

@@ -12,10 +12,12 @@ use serde::Serialize;
 use tern_engine::engine::shard_dir;
 use tern_engine::format::segment::{index_file_name, parse_segment_file_name, segment_file_name};
 use tern_engine::format::{RecordKind, SealedIndex};
-use tern_engine::scan::{scan_segment, ScanStop, ScannedRecord};
+use tern_engine::repaired::EntryDamage;
+use tern_engine::scan::{scan_segment_placed, ScanStop, ScannedRecord};
 use tern_engine::shard_for_group;
 use tern_engine::storage::dma::DmaStorage;
-use tern_engine::verify::{prev_last_seq, read_layout};
+use tern_engine::verify::read_layout;
+use tern_engine::verify::{analyze_shard, damaged_entry_verdicts, segment_place};
 
 use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
 use crate::output::flush;
@@ -85,6 +87,10 @@ struct DumpRecord<'a> {
     payload_bytes: u32,
     preview_hex: String,
     preview_text: String,
+    /// The record fails its checksum in an acknowledged batch (its fields are as read;
+    /// `tern verify-data` says whether a later Repair record supersedes it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    damaged: bool,
 }
 
 fn preview(payload: &[u8], n: usize) -> (String, String) {
@@ -223,6 +229,7 @@ impl Printer {
             payload_bytes: h.payload_len,
             preview_hex: hex,
             preview_text: text,
+            damaged: r.damaged,
         };
         if self.json {
             let line = serde_json::to_string(&rec)
@@ -313,16 +320,25 @@ pub fn run(args: DumpArgs) -> CliResult<u8> {
             group_seen |= seg.group_in_index;
             let name = seg.path.display().to_string();
             // Damage is skipped only where the shard's torn-tail rule says it hit durable
-            // data; that rule needs the batches of the segments before this one.
+            // data; that rule needs the batches of the segments before this one, and whether
+            // this one is the last (as recovery and verify-data judge it).
             let dir = seg.path.parent().unwrap_or(Path::new("."));
-            let prev = prev_last_seq(&DmaStorage, dir, seg.id).await?;
-            let scan = scan_segment(&DmaStorage, &seg.path, prev, true, |r| {
-                let h = &r.header;
-                group_seen |= filter.group == Some(h.group) && h.kind() != RecordKind::BatchHeader;
-                if filter.wants(h.kind(), h.group, h.index) {
-                    printer.record(&name, r);
-                }
-            })
+            let place = segment_place(&DmaStorage, dir, seg.id).await?;
+            let scan = scan_segment_placed(
+                &DmaStorage,
+                &seg.path,
+                place.prev_last_seq,
+                place.is_last,
+                true,
+                |r| {
+                    let h = &r.header;
+                    group_seen |=
+                        filter.group == Some(h.group) && h.kind() != RecordKind::BatchHeader;
+                    if filter.wants(h.kind(), h.group, h.index) {
+                        printer.record(&name, r);
+                    }
+                },
+            )
             .await?;
             if let Some(e) = printer.failed.take() {
                 return Err(e);
@@ -332,6 +348,38 @@ pub fn run(args: DumpArgs) -> CliResult<u8> {
                 .iter()
                 .map(|d| format!("{name}: damage at offset {}: {}", d.record_offset, d.reason))
                 .collect();
+            // A damaged entry in an acknowledged batch is printed marked `damaged`; it is
+            // damage (exit 1) unless a later Repair record supersedes it or it left the log,
+            // judged with the whole shard by the rule recovery and verify-data use
+            // (engine/src/repaired.rs).
+            if !scan.damaged_entries.is_empty() {
+                let shard = dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix("shard-"))
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or(0);
+                let sa = analyze_shard(&DmaStorage, shard, dir, false, &mut |_| {}).await?;
+                for (e, v) in damaged_entry_verdicts(&sa) {
+                    if e.segment != seg.id {
+                        continue;
+                    }
+                    let line = format!(
+                        "{name}: damaged entry record at offset {} (group {} index {}): {}",
+                        e.offset,
+                        e.group,
+                        e.index,
+                        v.name()
+                    );
+                    if matches!(v, EntryDamage::Repaired | EntryDamage::Dead) {
+                        if !json {
+                            say!("-- {line}")?;
+                        }
+                    } else {
+                        found.push(line);
+                    }
+                }
+            }
             match &scan.stop {
                 ScanStop::Damaged(d) => found.push(format!(
                     "{name}: damage at offset {}: {}",

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 use tern_engine::format::RecordKind;
+use tern_engine::repaired::{DamagedEntry, EntryDamage};
 use tern_engine::scan::{Damage, ScanStop};
 use tern_engine::storage::dma::DmaStorage;
 use tern_engine::torn_tail::DamageClass;
-use tern_engine::verify::{analyze_lone_segment, SegmentAnalysis};
+use tern_engine::verify::{
+    analyze_lone_segment, analyze_shard, damaged_entry_verdicts, SegmentAnalysis,
+};
 
 use super::emit;
 use crate::error::{CliError, CliResult, EXIT_CLEAN, EXIT_PROBLEMS};
@@ -60,7 +63,9 @@ struct DamageLine {
     reason: String,
     group: Option<u64>,
     index: Option<u64>,
-    /// `torn-tail` (never acknowledged) or `corruption`.
+    /// `torn-tail` (never acknowledged) or `corruption`; for a damaged entry record in an
+    /// acknowledged batch (kept, to be repaired from peers: `tern_engine::repaired`), its
+    /// verdict: `repaired`, `dead` (both harmless), `unrepaired` or `implausible`.
     class: &'static str,
     later_batches: Vec<u64>,
 }
@@ -116,6 +121,30 @@ fn damage_lines(a: &SegmentAnalysis, is_last: bool) -> Vec<DamageLine> {
         .collect()
 }
 
+/// One line per damaged entry record of segment `a` the scan passed over, with its verdict.
+fn entry_lines(a: &SegmentAnalysis, verdicts: &[(DamagedEntry, EntryDamage)]) -> Vec<DamageLine> {
+    a.records
+        .iter()
+        .filter(|r| r.damaged)
+        .map(|r| {
+            let verdict = verdicts
+                .iter()
+                .find(|(e, _)| (e.segment, e.offset) == (a.id, r.offset))
+                .map_or(EntryDamage::Unrepaired, |(_, v)| *v);
+            DamageLine {
+                offset: r.batch_offset,
+                record_offset: r.offset,
+                end: r.offset + r.header.record_bytes(),
+                reason: "entry record fails its checksum in an acknowledged batch".into(),
+                group: Some(r.header.group),
+                index: Some(r.header.index),
+                class: verdict.name(),
+                later_batches: Vec::new(),
+            }
+        })
+        .collect()
+}
+
 pub fn scan(args: ScanArgs) -> CliResult<u8> {
     let target = resolve(&args.path)?;
     if target.kind != Kind::Segment {
@@ -136,6 +165,21 @@ pub fn scan(args: ScanArgs) -> CliResult<u8> {
         }
     })??;
     let is_last = place.is_last;
+    // Damaged entry records the scan passed over are judged with the whole shard (a later
+    // Repair record may supersede one), by the rule recovery and verify-data use.
+    let verdicts = if a.records.iter().any(|r| r.damaged) {
+        block_on({
+            let path = path.clone();
+            async move {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let sa =
+                    analyze_shard(&DmaStorage, shard.unwrap_or(0), dir, false, &mut |_| {}).await?;
+                Ok::<_, tern_engine::Error>(damaged_entry_verdicts(&sa))
+            }
+        })??
+    } else {
+        Vec::new()
+    };
     let mut groups: BTreeMap<u64, GroupRange> = BTreeMap::new();
     for r in a.records.iter().filter(|r| r.kind() == RecordKind::Entry) {
         let h = &r.header;
@@ -165,7 +209,8 @@ pub fn scan(args: ScanArgs) -> CliResult<u8> {
                 aux: r.header.aux,
                 payload_bytes: r.header.payload_len,
                 batch_seq: r.header.batch_seq,
-                checksum: "ok",
+                // A damaged entry the scan kept (see the damage lines for its verdict).
+                checksum: if r.damaged { "bad" } else { "ok" },
             })
             .collect::<Vec<_>>()
     });
@@ -192,10 +237,14 @@ pub fn scan(args: ScanArgs) -> CliResult<u8> {
         valid_end: a.scan.valid_end,
         last_valid_record_offset: a.records.last().map(|r| r.offset),
         groups: groups.into_values().collect(),
-        damage: damage_lines(&a, is_last),
+        damage: damage_lines(&a, is_last)
+            .into_iter()
+            .chain(entry_lines(&a, &verdicts))
+            .collect(),
         records_detail: detail,
     };
-    let bad = !report.damage.is_empty() || report.end == "bad-header";
+    let harmless = |d: &DamageLine| d.class == "repaired" || d.class == "dead";
+    let bad = report.damage.iter().any(|d| !harmless(d)) || report.end == "bad-header";
     emit(args.common.json, &report, || {
         say!("scan {}", report.file.display())?;
         if let Some(h) = &report.header {

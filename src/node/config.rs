@@ -329,6 +329,12 @@ pub struct RecoverySection {
     pub bandwidth_bytes_per_sec_max: ByteSize,
     /// Partitions recovering at once on one shard (the controller is always first).
     pub partitions_per_shard_max: u32,
+    /// Pause between passes of the background scrubber (reads every located entry, hands
+    /// damage to the repair from peers); `None` ("none"): no scrubber.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub scrub_interval: Option<Duration>,
+    /// The scrubber's read budget per shard, per second.
+    pub scrub_bytes_per_sec_max: ByteSize,
 }
 
 impl Default for RecoverySection {
@@ -336,6 +342,8 @@ impl Default for RecoverySection {
         RecoverySection {
             bandwidth_bytes_per_sec_max: ByteSize::mib(100),
             partitions_per_shard_max: 2,
+            scrub_interval: Some(Duration::from_secs(24 * 3600)),
+            scrub_bytes_per_sec_max: ByteSize::mib(8),
         }
     }
 }
@@ -573,6 +581,16 @@ impl NodeConfig {
     }
 
     /// The engine's configuration. Valid only after [`NodeConfig::validate`].
+    /// The background scrubber's settings, `None` when `[recovery] scrub_interval = "none"`.
+    pub fn scrub_config(&self) -> Option<crate::node::shard::ScrubConfig> {
+        self.recovery
+            .scrub_interval
+            .map(|interval| crate::node::shard::ScrubConfig {
+                interval,
+                bytes_per_sec_max: self.recovery.scrub_bytes_per_sec_max.as_u64(),
+            })
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             shards: self.shards_resolved(),
@@ -662,6 +680,25 @@ impl NodeConfig {
                 format!(
                     "{} is under 1 MiB: a rebuild would never finish",
                     self.recovery.bandwidth_bytes_per_sec_max
+                ),
+            ));
+        }
+        if self
+            .recovery
+            .scrub_interval
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(invalid(
+                "recovery.scrub_interval",
+                "must be at least 1s; use \"none\" to turn the scrubber off",
+            ));
+        }
+        if self.recovery.scrub_bytes_per_sec_max.as_u64() < (64 << 10) {
+            return Err(invalid(
+                "recovery.scrub_bytes_per_sec_max",
+                format!(
+                    "{} is under 64 KiB: a pass would never finish",
+                    self.recovery.scrub_bytes_per_sec_max
                 ),
             ));
         }
@@ -921,6 +958,14 @@ mod tests {
             (
                 "[recovery]\nbandwidth_bytes_per_sec_max = \"1 KiB\"\n",
                 "recovery.bandwidth_bytes_per_sec_max",
+            ),
+            (
+                "[recovery]\nscrub_interval = \"10ms\"\n",
+                "recovery.scrub_interval",
+            ),
+            (
+                "[recovery]\nscrub_bytes_per_sec_max = \"1 KiB\"\n",
+                "recovery.scrub_bytes_per_sec_max",
             ),
             (
                 "[recovery]\npartitions_per_shard_max = 0\n",

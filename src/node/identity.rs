@@ -362,16 +362,64 @@ pub fn mark_rebuilt(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, 
 
 /// Replaces `NODE` atomically: temp file, fsync, rename, directory fsync.
 fn rewrite(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    rewrite_with(&StdIdentityFs, dir, identity)
+}
+
+fn rewrite_with(
+    fs: &impl IdentityFs,
+    dir: &Path,
+    identity: NodeIdentity,
+) -> Result<NodeIdentity, IdentityError> {
     let path = dir.join(NODE_FILE);
     let tmp = dir.join(format!("{NODE_FILE}.tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
-    f.write_all(identity.encode().as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| IdentityError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| IdentityError::io(&path, e))?;
-    sync_dir(dir)?;
+    fs.write_synced(&tmp, identity.encode().as_bytes())?;
+    fs.rename(&tmp, &path)?;
+    fs.sync_dir(dir)?;
     Ok(identity)
+}
+
+/// The file-system steps that make `NODE` durable, behind a seam so a test can check them on
+/// a model that forgets what a power loss would (`durability_tests` below); production has
+/// one implementation, [`StdIdentityFs`].
+trait IdentityFs {
+    /// Creates `path` with `bytes` and fsyncs it.
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<(), IdentityError>;
+    /// `link(2)`: false when `to` exists already (nothing changed).
+    fn link(&self, from: &Path, to: &Path) -> Result<bool, IdentityError>;
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), IdentityError>;
+    fn remove(&self, path: &Path) -> Result<(), IdentityError>;
+    fn sync_dir(&self, dir: &Path) -> Result<(), IdentityError>;
+}
+
+struct StdIdentityFs;
+
+impl IdentityFs for StdIdentityFs {
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+        let mut f = File::create(path).map_err(|e| IdentityError::io(path, e))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| IdentityError::io(path, e))
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> Result<bool, IdentityError> {
+        match std::fs::hard_link(from, to) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(IdentityError::io(to, e)),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), IdentityError> {
+        std::fs::rename(from, to).map_err(|e| IdentityError::io(to, e))
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), IdentityError> {
+        std::fs::remove_file(path).map_err(|e| IdentityError::io(path, e))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<(), IdentityError> {
+        sync_dir(dir)
+    }
 }
 
 /// The engine's one directory fsync for `std::fs` callers, its error named as ours.
@@ -397,25 +445,120 @@ fn create_dir_durably(dir: &Path) -> Result<(), IdentityError> {
 
 /// Returns false when `NODE` already existed (nothing written).
 fn write_new(dir: &Path, identity: &NodeIdentity) -> Result<bool, IdentityError> {
+    write_new_with(&StdIdentityFs, dir, identity)
+}
+
+fn write_new_with(
+    fs: &impl IdentityFs,
+    dir: &Path,
+    identity: &NodeIdentity,
+) -> Result<bool, IdentityError> {
     let path = dir.join(NODE_FILE);
     // A per-process temp name: two racing starts must not write into one temp file.
     let tmp = dir.join(format!("{NODE_FILE}.tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
-    f.write_all(identity.encode().as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| IdentityError::io(&tmp, e))?;
-    drop(f);
-    let linked = match std::fs::hard_link(&tmp, &path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+    fs.write_synced(&tmp, identity.encode().as_bytes())?;
+    let linked = match fs.link(&tmp, &path) {
+        Ok(linked) => linked,
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(IdentityError::io(&path, e));
+            let _ = fs.remove(&tmp);
+            return Err(e);
         }
     };
-    std::fs::remove_file(&tmp).map_err(|e| IdentityError::io(&tmp, e))?;
-    sync_dir(dir)?;
+    fs.remove(&tmp)?;
+    fs.sync_dir(dir)?;
     Ok(linked)
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A directory as a power loss leaves it: contents are durable once written and synced,
+    /// names only once their directory was fsynced after the change.
+    #[derive(Default)]
+    struct CrashModel {
+        live: RefCell<BTreeMap<PathBuf, Vec<u8>>>,
+        durable: RefCell<BTreeMap<PathBuf, Vec<u8>>>,
+    }
+
+    impl IdentityFs for CrashModel {
+        fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+            self.live
+                .borrow_mut()
+                .insert(path.to_path_buf(), bytes.to_vec());
+            Ok(())
+        }
+
+        fn link(&self, from: &Path, to: &Path) -> Result<bool, IdentityError> {
+            let mut live = self.live.borrow_mut();
+            if live.contains_key(to) {
+                return Ok(false);
+            }
+            let bytes = live.get(from).cloned().unwrap_or_default();
+            live.insert(to.to_path_buf(), bytes);
+            Ok(true)
+        }
+
+        fn rename(&self, from: &Path, to: &Path) -> Result<(), IdentityError> {
+            let mut live = self.live.borrow_mut();
+            let bytes = live.remove(from).unwrap_or_default();
+            live.insert(to.to_path_buf(), bytes);
+            Ok(())
+        }
+
+        fn remove(&self, path: &Path) -> Result<(), IdentityError> {
+            self.live.borrow_mut().remove(path);
+            Ok(())
+        }
+
+        fn sync_dir(&self, dir: &Path) -> Result<(), IdentityError> {
+            let live = self.live.borrow();
+            let mut durable = self.durable.borrow_mut();
+            durable.retain(|p, _| p.parent() != Some(dir));
+            for (p, b) in live.iter().filter(|(p, _)| p.parent() == Some(dir)) {
+                durable.insert(p.clone(), b.clone());
+            }
+            Ok(())
+        }
+    }
+
+    fn identity(admitted: bool) -> NodeIdentity {
+        NodeIdentity {
+            cluster_id: Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0),
+            node_id: 2,
+            admitted,
+            rebuilding: false,
+        }
+    }
+
+    /// Ra PR #589, "sync parent directory after creating config file", for `NODE`: a power
+    /// loss right after it was created, or rewritten (`admitted=1`), keeps what was written.
+    /// Fails if `write_new` or `rewrite` skips the directory fsync.
+    #[test]
+    fn node_file_survives_a_power_loss_right_after_its_creation_and_its_rewrite() {
+        let fs = CrashModel::default();
+        let dir = Path::new("/data");
+        let path = dir.join(NODE_FILE);
+        assert!(write_new_with(&fs, dir, &identity(false)).expect("create"));
+        let durable = |fs: &CrashModel| {
+            let bytes = fs
+                .durable
+                .borrow()
+                .get(&path)
+                .cloned()
+                .expect("NODE survives");
+            let text = String::from_utf8(bytes).expect("text");
+            NodeIdentity::decode(&path, &text).expect("decodes")
+        };
+        assert_eq!(durable(&fs), identity(false));
+        rewrite_with(&fs, dir, identity(true)).expect("rewrite");
+        assert_eq!(durable(&fs), identity(true));
+        assert_eq!(fs.durable.borrow().len(), 1, "no temp name left behind");
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //! 1. Detection: a read of the entry fails its record checksum or identity check
 //!    (`tern_engine::Error::Corruption` naming the group and index) — a Kafka fetch, Raft
 //!    replication reading an old entry, a partition's start (its offset map reads its log) or
-//!    the background scrubber. The entry's term comes from the engine's index, which the
-//!    damage did not touch.
+//!    the background scrubber (`shard/scrubber.rs`); or recovery, which keeps a damaged entry
+//!    of an acknowledged batch in its group's log and lists it (`tern_engine::repaired`): the
+//!    shard starts its repair at once. The entry's term comes from the engine's index (as
+//!    recovery applied it: the checks of `tern_engine::repaired` stand behind a scanned one).
 //! 2. The shard asks every other replica of the group (`EntryRepair::Query`, one frame each,
 //!    net/src/entry_repair.rs) and asks again every [`REPAIR_RETRY_TICKS`] while some replica
 //!    has not answered for sure (down or unreachable peers may hold the only copy).
@@ -141,12 +143,14 @@ impl Repairs {
             if p.writing || !due {
                 continue;
             }
-            p.asked_tick = Some(tick);
             let ask: Vec<NodeId> = peers_of(entry.group)
                 .into_iter()
                 .filter(|n| !p.without_copy.contains(n))
                 .collect();
+            // Nobody to ask yet (damage found by recovery, before the shard knows the
+            // group's replicas): asked at the next tick that knows them, not a retry later.
             if !ask.is_empty() {
+                p.asked_tick = Some(tick);
                 out.push((*entry, ask));
             }
         }
@@ -254,6 +258,9 @@ mod tests {
             !r.detect(id(3), now),
             "a second detection is the same repair"
         );
+        // Replicas not known yet (found by recovery before the group's configuration):
+        // nothing asked, and the first tick that knows them asks at once.
+        assert!(r.due(9, |_g| vec![]).is_empty());
         let peers = |_g: u64| vec![2, 3];
         assert_eq!(r.due(10, peers), vec![(id(3), vec![2, 3])]);
         assert!(r.due(10 + REPAIR_RETRY_TICKS - 1, peers).is_empty());

@@ -61,6 +61,9 @@ use super::snapshot_meta::GroupSnapshot;
 
 mod rebuild_driver;
 mod repair_driver;
+mod scrubber;
+
+pub use scrubber::ScrubConfig;
 
 /// The Raft tick. Election and heartbeat timeouts are counted in ticks (`RaftConfig`).
 pub const TICK: Duration = Duration::from_millis(10);
@@ -206,6 +209,8 @@ pub struct ShardSetup {
     pub rebuild: Option<std::sync::Arc<NodeRebuild>>,
     /// Payload bytes of each group's entry cache (`log_store::CACHE_BYTES_MAX` in production).
     pub entry_cache_bytes: u64,
+    /// The background scrubber (`[recovery] scrub_interval`); `None`: off.
+    pub scrub: Option<ScrubConfig>,
 }
 
 enum Event {
@@ -344,7 +349,27 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             round_entry_bytes: 0,
         };
         // Dropping these tasks (when the loop ends) cancels them.
-        let tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
+        let mut tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
+        if let Some(cfg) = setup.scrub {
+            tasks.push(glommio::spawn_local(scrubber::run(
+                cfg,
+                shard.shard,
+                wal.clone(),
+                shard.events.clone(),
+            )));
+        }
+        // Damaged entries recovery kept in their logs (engine/src/repaired.rs): repaired from
+        // peers at once rather than when something first reads them.
+        let kept: Vec<(u64, u64)> = wal
+            .recovery_report()
+            .damaged_entries
+            .iter()
+            .filter(|(_, v)| *v == tern_engine::repaired::EntryDamage::Unrepaired)
+            .map(|(e, _)| (e.group, e.index))
+            .collect();
+        for (group, index) in kept {
+            shard.note_damage(group, index, "damaged entry record found by recovery");
+        }
         if !setup.controller_voters.is_empty()
             && tern_engine::shard_for_group(CONTROLLER_GROUP, shard.shards) == shard.shard
         {

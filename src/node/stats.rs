@@ -27,6 +27,10 @@ pub struct ShardCounters {
     pub fetch_latency: LatencyHistogramUs,
     /// Damaged-entry repairs by outcome (`repair::outcome`).
     pub repairs: BTreeMap<&'static str, u64>,
+    /// The background scrubber: passes finished, bytes of entries read, damaged entries found.
+    pub scrub_passes: u64,
+    pub scrub_bytes: u64,
+    pub scrub_damaged: u64,
 }
 
 impl ShardCounters {
@@ -41,6 +45,9 @@ impl ShardCounters {
         for (k, v) in &other.repairs {
             *self.repairs.entry(k).or_default() += v;
         }
+        self.scrub_passes += other.scrub_passes;
+        self.scrub_bytes += other.scrub_bytes;
+        self.scrub_damaged += other.scrub_damaged;
         self.produce_latency.merge(&other.produce_latency);
         self.fetch_latency.merge(&other.fetch_latency);
     }
@@ -78,6 +85,19 @@ pub fn kafka_error(api: &'static str, code: &str) {
 /// A step of a damaged-entry repair on this shard (`repair::outcome`).
 pub fn repair(outcome: &'static str) {
     COUNTERS.with_borrow_mut(|c| *c.repairs.entry(outcome).or_default() += 1);
+}
+
+/// The scrubber finished a pass that read `bytes` of entries.
+pub fn scrub_pass(bytes: u64) {
+    COUNTERS.with_borrow_mut(|c| {
+        c.scrub_passes += 1;
+        c.scrub_bytes += bytes;
+    });
+}
+
+/// The scrubber found a damaged entry (handed to the repair path).
+pub fn scrub_damaged() {
+    COUNTERS.with_borrow_mut(|c| c.scrub_damaged += 1);
 }
 
 /// A copy of this thread's (shard's) counters.

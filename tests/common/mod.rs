@@ -206,3 +206,13 @@ pub fn node_ip(tag: u8) -> String {
     let k = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 200;
     format!("127.{}.{}.{tag}", 1 + std::process::id() % 250, 10 + k)
 }
+
+/// Offset of a record header in the middle of segment `seg` (`tern scan --verbose`): damage
+/// there breaks its batch's frame (corruption), where damage inside a payload leaves an entry
+/// the engine keeps for repair from peers (engine/src/repaired.rs).
+#[allow(dead_code)]
+pub fn middle_record_offset(seg: &Path) -> u64 {
+    let scan = tern(&["scan", "--path", p(seg), "--json", "--verbose"]).json();
+    let recs = scan["records_detail"].as_array().expect("records_detail");
+    recs[recs.len() / 2]["offset"].as_u64().expect("offset")
+}

@@ -34,6 +34,8 @@ pub struct Cluster {
     port_offset: u32,
     /// Each node's own Kafka port (`TERN_CLUSTER_KAFKA_PORTS`), when they differ.
     kafka_ports: Option<Vec<u32>>,
+    /// Arguments for every `tern serve` (`TERN_SERVE_ARGS`).
+    serve_args: String,
 }
 
 impl Cluster {
@@ -50,7 +52,18 @@ impl Cluster {
             nodes,
             port_offset,
             kafka_ports: None,
+            serve_args: "--shards 1".into(),
         }
+    }
+
+    /// A cluster of `nodes` whose every node reads `config` (a tern.toml written into the
+    /// cluster's directory), e.g. small segments so that some get sealed quickly.
+    pub fn with_config(nodes: u32, config: &str) -> Cluster {
+        let mut c = Cluster::new(nodes);
+        let path = c.dir.path().join("tern.toml");
+        std::fs::write(&path, config).expect("write tern.toml");
+        c.serve_args = format!("--shards 1 --config {}", path.display());
+        c
     }
 
     /// A cluster of at most 3 nodes whose Kafka ports differ from node to node (9094,
@@ -86,7 +99,7 @@ impl Cluster {
             ("TERN_CLUSTER_NODES", self.nodes.to_string()),
             ("TERN_CLUSTER_PORT_OFFSET", self.port_offset.to_string()),
             ("TERN_CLUSTER_START_SECS", WAIT_MAX.as_secs().to_string()),
-            ("TERN_SERVE_ARGS", "--shards 1".to_string()),
+            ("TERN_SERVE_ARGS", self.serve_args.clone()),
             (
                 "TERN_CLUSTER_KAFKA_PORTS",
                 self.kafka_ports
@@ -333,7 +346,10 @@ impl Cluster {
             ) else {
                 continue;
             };
-            if r["kind"] != "entry" || g == 0 {
+            // A Repair record is the corrected copy of a damaged entry (docs/format.md, kind
+            // 9); the damaged record itself is left out (dump marks it).
+            let kind_ok = r["kind"] == "entry" || r["kind"] == "repair";
+            if !kind_ok || g == 0 || r["damaged"] == true {
                 continue;
             }
             let bytes = r["payload_bytes"].as_u64().unwrap_or(0);

@@ -18,7 +18,8 @@ use crate::format::{align_up, IndexEntry, RecordHeader, RecordKind, SegmentHeade
 use crate::group::{GroupTable, RecordMeta};
 use crate::recovery::now_unix_ms;
 use crate::scan::{
-    first_batch_block_is_zero, probe_segment, scan_segment, Damage, ScanStop, SegmentScan,
+    first_batch_block_is_zero, probe_segment, scan_segment, scan_segment_placed, Damage, ScanStop,
+    SegmentScan,
 };
 use crate::storage::Storage;
 use crate::torn_tail::{self, DamageClass};
@@ -113,6 +114,9 @@ pub struct RecordInfo {
     pub header: RecordHeader,
     /// Payload of `SnapshotMeta` and `GroupMeta` records (the group table keeps it).
     pub snapshot_meta: Option<Vec<u8>>,
+    /// An entry that failed its checksum in an acknowledged batch the scan passed over
+    /// ([`crate::torn_tail::passable`]); judged by [`crate::repaired::judge`].
+    pub damaged: bool,
 }
 
 impl RecordInfo {
@@ -241,7 +245,21 @@ pub async fn analyze_segment<S: Storage>(
     prev_last_seq: Option<u64>,
     salvage: bool,
 ) -> Result<SegmentAnalysis> {
-    let (scan, batches, records) = scan_collect(storage, path, prev_last_seq).await?;
+    analyze_segment_placed(storage, path, id, shard, prev_last_seq, true, salvage).await
+}
+
+/// [`analyze_segment`] for a segment whose place in its shard is known (`is_last`: the newest
+/// segment holding data), as recovery knows it.
+pub async fn analyze_segment_placed<S: Storage>(
+    storage: &S,
+    path: &Path,
+    id: u64,
+    shard: Option<u32>,
+    prev_last_seq: Option<u64>,
+    is_last: bool,
+    salvage: bool,
+) -> Result<SegmentAnalysis> {
+    let (scan, batches, records) = scan_collect(storage, path, prev_last_seq, is_last).await?;
     let mut a = SegmentAnalysis {
         id,
         shard,
@@ -257,7 +275,8 @@ pub async fn analyze_segment<S: Storage>(
         let why = e.to_string();
         let scratch = salvage_path(path, id);
         make_salvage_copy(path, &scratch, id, shard.unwrap_or(0))?;
-        let (scan, batches, records) = scan_collect(storage, &scratch, prev_last_seq).await?;
+        let (scan, batches, records) =
+            scan_collect(storage, &scratch, prev_last_seq, is_last).await?;
         a.damages = damages_of(&scan);
         a.scan = scan;
         a.batches = batches;
@@ -280,11 +299,12 @@ pub(super) async fn scan_collect<S: Storage>(
     storage: &S,
     path: &Path,
     prev_last_seq: Option<u64>,
+    is_last: bool,
 ) -> Result<(SegmentScan, Vec<BatchInfo>, Vec<RecordInfo>)> {
     let mut batches = Vec::new();
     let mut records = Vec::new();
     let mut batch_offset = 0;
-    let scan = scan_segment(storage, path, prev_last_seq, true, |r| {
+    let scan = scan_segment_placed(storage, path, prev_last_seq, is_last, true, |r| {
         let kind = r.header.kind();
         if kind == RecordKind::BatchHeader {
             // The scanner only hands out batches whose header payload decoded.
@@ -304,6 +324,7 @@ pub(super) async fn scan_collect<S: Storage>(
             batch_offset,
             header: r.header,
             snapshot_meta: kind.payload_kept().then(|| r.payload.to_vec()),
+            damaged: r.damaged,
         });
     })
     .await?;
@@ -434,7 +455,16 @@ pub async fn analyze_lone_segment<S: Storage>(
 ) -> Result<(SegmentAnalysis, SegmentPlace)> {
     let place = segment_place(storage, dir, id).await?;
     let path = dir.join(segment_file_name(id));
-    let a = analyze_segment(storage, &path, id, shard, place.prev_last_seq, false).await?;
+    let a = analyze_segment_placed(
+        storage,
+        &path,
+        id,
+        shard,
+        place.prev_last_seq,
+        place.is_last,
+        false,
+    )
+    .await?;
     Ok((a, place))
 }
 
@@ -538,7 +568,7 @@ impl ShardListing {
         }
         for &i in &earlier[start..] {
             let path = self.dir.join(segment_file_name(i));
-            let (scan, _, _) = scan_collect(storage, &path, last).await?;
+            let (scan, _, _) = scan_collect(storage, &path, last, true).await?;
             last = scan.last_batch_seq.or(last);
         }
         Ok(last)
@@ -558,9 +588,33 @@ pub async fn analyze_shard<S: Storage>(
     let chain_last = listing.chain_last();
     let mut segments: Vec<SegmentAnalysis> = Vec::new();
     let mut prev_last_seq = None;
+    // The newest segment holding data, as recovery judges it (an unused spare after it does
+    // not count): the torn-tail rule needs it before the scan.
+    let last_with_data = match listing.ids.last() {
+        Some(&id) if listing.ids.len() > 1 => {
+            let path = dir.join(segment_file_name(id));
+            let scan = scan_segment(storage, &path, None, false, |_| {}).await?;
+            if is_spare(storage, &path, &scan, id, chain_last).await? {
+                listing.ids.get(listing.ids.len() - 2).copied()
+            } else {
+                Some(id)
+            }
+        }
+        last => last.copied(),
+    };
     for &id in &listing.ids {
         let path = dir.join(segment_file_name(id));
-        let a = analyze_segment(storage, &path, id, Some(shard), prev_last_seq, salvage).await?;
+        let is_last = last_with_data.is_none_or(|l| id >= l);
+        let a = analyze_segment_placed(
+            storage,
+            &path,
+            id,
+            Some(shard),
+            prev_last_seq,
+            is_last,
+            salvage,
+        )
+        .await?;
         progress(a.scan.file_len);
         prev_last_seq = a.batches.last().map(|b| b.seq).or(prev_last_seq);
         segments.push(a);
@@ -568,7 +622,7 @@ pub async fn analyze_shard<S: Storage>(
     if let Some(a) = segments.last() {
         let spare = if a.header_rebuilt.is_some() {
             // Judge the file as it is, not the salvage copy with its rebuilt header.
-            let (scan, _, _) = scan_collect(storage, &a.path, None).await?;
+            let (scan, _, _) = scan_collect(storage, &a.path, None, true).await?;
             is_spare(storage, &a.path, &scan, a.id, chain_last).await?
         } else {
             is_spare(storage, &a.path, &a.scan, a.id, chain_last).await?

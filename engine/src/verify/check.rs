@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::segment::{index_file_name, segment_file_name};
 use crate::format::SealedIndex;
 use crate::group::{GroupTable, HardState};
+use crate::repaired::{self, DamagedEntry, EntryDamage};
 use crate::storage::{read_file, Storage};
 
 // ---------------------------------------------------------------------------------------
@@ -426,6 +427,7 @@ pub async fn check_shard<S: Storage>(
         p.offset = off;
         out.push(p);
     }
+    out.extend(damaged_entry_problems(sa, &r.table));
     let mut ids: Vec<u64> = r.table.groups.keys().copied().collect();
     ids.sort_unstable();
     for g in ids {
@@ -488,6 +490,114 @@ pub async fn check_shard<S: Storage>(
         out.retain(|p| p.group.is_none_or(|pg| pg == g));
     }
     Ok((out, r.table))
+}
+
+/// Every damaged entry record the scans of a shard passed over, with the verdict of
+/// [`repaired::judge`] on the group table recovery would build (records after a torn tail
+/// dropped, as recovery zeroes them). `tern scan` of one segment uses it with the segment's
+/// shard, so it judges as `verify-data` and recovery do.
+pub fn damaged_entry_verdicts(sa: &ShardAnalysis) -> Vec<(DamagedEntry, EntryDamage)> {
+    let cut: Vec<Option<u64>> = (0..sa.segments.len())
+        .map(|i| sa.torn_from(i).map(|d| sa.segments[i].damages[d].offset))
+        .collect();
+    let r = replay(sa, &|si, rec| cut[si].is_none_or(|c| rec.offset < c));
+    let repairs = repair_locations(sa);
+    sa.segments
+        .iter()
+        .flat_map(|a| {
+            a.records
+                .iter()
+                .filter(|r| r.damaged)
+                .map(|rec| DamagedEntry {
+                    segment: a.id,
+                    offset: rec.offset,
+                    group: rec.header.group,
+                    index: rec.header.index,
+                    term: rec.header.term,
+                })
+        })
+        .map(|e| {
+            (
+                e,
+                repaired::judge(&r.table, &e, |s, o| repairs.contains(&(s, o))),
+            )
+        })
+        .collect()
+}
+
+/// (segment, offset) of every valid Repair record of a shard.
+fn repair_locations(sa: &ShardAnalysis) -> std::collections::HashSet<(u64, u64)> {
+    sa.segments
+        .iter()
+        .flat_map(|a| {
+            a.records
+                .iter()
+                .filter(|r| !r.damaged && r.kind() == crate::format::RecordKind::Repair)
+                .map(move |r| (a.id, r.offset))
+        })
+        .collect()
+}
+
+/// Every damaged entry record the scans passed over, judged by [`repaired::judge`] on the
+/// table recovery would build, as recovery judges it: a repaired or dead one is a warning (the
+/// engine starts and serves the later copy), an unrepaired one an error whose fix is to start
+/// the node (it repairs the entry from a peer), an implausible one corruption.
+fn damaged_entry_problems(sa: &ShardAnalysis, table: &GroupTable) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let repairs = repair_locations(sa);
+    for a in &sa.segments {
+        for rec in a.records.iter().filter(|r| r.damaged) {
+            let e = DamagedEntry {
+                segment: a.id,
+                offset: rec.offset,
+                group: rec.header.group,
+                index: rec.header.index,
+                term: rec.header.term,
+            };
+            let verdict = repaired::judge(table, &e, |s, o| repairs.contains(&(s, o)));
+            let p = match verdict {
+                EntryDamage::Repaired => problem(
+                    "repaired-entry",
+                    &a.path,
+                    format!(
+                        "entry record fails its checksum but is repaired: a later durable Repair record holds entry {} term {} (the damaged bytes stay until the segment is purged)",
+                        e.index, e.term
+                    ),
+                )
+                .warning(),
+                EntryDamage::Dead => problem(
+                    "dead-damaged-entry",
+                    &a.path,
+                    "entry record fails its checksum but is no longer in its group's log (the purge removes it)".into(),
+                )
+                .warning(),
+                EntryDamage::Unrepaired => problem(
+                    "damaged-entry",
+                    &a.path,
+                    format!(
+                        "entry {} term {} fails its checksum in an acknowledged batch; the engine starts with it and the node repairs it from a peer",
+                        e.index, e.term
+                    ),
+                )
+                .fix("start the node (tern serve): it repairs the entry from another replica; then stop it and run verify-data again"),
+                EntryDamage::Implausible => problem(
+                    "corruption",
+                    &a.path,
+                    format!(
+                        "entry record fails its checksum and claims index {} term {}, which contradicts its group's log",
+                        e.index, e.term
+                    ),
+                )
+                .fix(FIX_SKIP),
+            };
+            out.push(
+                p.at(e.offset)
+                    .shard(sa.shard)
+                    .group(Some(e.group), Some(e.index)),
+            );
+        }
+    }
+    out
 }
 
 /// The chain record's checks (`crate::chain`), as recovery applies them.

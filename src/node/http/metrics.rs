@@ -391,6 +391,24 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
         f.sample(&[("outcome", outcome)], Value::Counter(*n));
     }
     s.add(
+        "tern_scrub_passes",
+        "Passes of the background scrubber over every located entry ([recovery] scrub_interval).",
+        MetricType::Counter,
+    )
+    .sample(&[], Value::Counter(counters.scrub_passes));
+    s.add(
+        "tern_scrub_bytes",
+        "Bytes of entries the background scrubber read and checked (counted at the end of each pass).",
+        MetricType::Counter,
+    )
+    .sample(&[], Value::Counter(counters.scrub_bytes));
+    s.add(
+        "tern_scrub_damaged",
+        "Damaged entries the background scrubber found and handed to the repair path.",
+        MetricType::Counter,
+    )
+    .sample(&[], Value::Counter(counters.scrub_damaged));
+    s.add(
         "tern_kafka_produce_duration_seconds",
         "Time from a Produce request's arrival to its answer (acks=all: commit).",
         MetricType::Histogram,

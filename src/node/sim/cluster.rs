@@ -299,6 +299,7 @@ impl World {
             shard_senders: vec![tx.clone()],
             rebuild,
             entry_cache_bytes: entry_cache_bytes(self.seed),
+            scrub: None,
         };
         let transport: Rc<SimEndpoint> = Rc::new(self.net.endpoint(id));
         let task = glommio::spawn_local(Shard::run(setup, wal.clone(), transport));
