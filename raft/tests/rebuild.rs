@@ -244,3 +244,21 @@ fn rebuild_cannot_finish_before_a_leader_was_heard() {
     assert!(!c.raft_mut(3).finish_rebuild());
     assert!(c.raft(3).is_rebuilding());
 }
+
+/// A member restarted mid-rebuild that already holds the whole log of an idle leader hears
+/// only heartbeats, which carry no target: it asks (`Rebuilding`), and the leader's answer,
+/// an AppendEntries, gives it one (found by the node simulation with one recovery slot per
+/// shard: the controller group stayed rebuilding for ever).
+#[test]
+fn rebuild_member_restarted_holding_the_whole_log_of_an_idle_leader_still_learns_its_target() {
+    let mut c = three_with_rebuilt_three();
+    assert!(c.raft(3).rebuild_caught_up());
+    c.crash(3);
+    c.restart(3);
+    c.raft_mut(3).set_rebuilding();
+    assert_eq!(c.raft(3).rebuild_target(), None);
+    c.tick(1, 5);
+    c.stabilize();
+    assert_eq!(c.raft(3).rebuild_target(), Some(c.raft(1).commit()));
+    assert!(c.raft(3).rebuild_caught_up());
+}
