@@ -37,6 +37,8 @@ pub struct NodeRuntime {
     shards: u32,
     tick: Duration,
     raft: tern_raft::Config,
+    /// `[recovery]`, handed to every shard.
+    recovery: super::recovery_budget::RecoveryLimits,
     controller_voters: Vec<u64>,
     admitted: AtomicBool,
     /// Set once before the shards start when the node's `NODE` file says it is rebuilding.
@@ -159,6 +161,7 @@ impl NodeRuntime {
                 shards,
                 tick: cfg.raft.tick,
                 raft,
+                recovery: super::recovery_budget::RecoveryLimits::from(&cfg.recovery),
                 controller_voters,
                 admitted: AtomicBool::new(false),
                 rebuild: Mutex::new(None),
@@ -202,6 +205,7 @@ impl NodeRuntime {
             shards,
             tick: cfg.raft.tick,
             raft,
+            recovery: super::recovery_budget::RecoveryLimits::from(&cfg.recovery),
             controller_voters,
             admitted: AtomicBool::new(false),
             rebuild: Mutex::new(None),
@@ -312,6 +316,7 @@ impl NodeRuntime {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             entry_cache_bytes: super::log_store::CACHE_BYTES_MAX,
+            recovery: self.recovery,
         };
         Shard::run(setup, ctx.wal.clone(), transport).await
     }

@@ -108,6 +108,7 @@ where
                 shard_senders: vec![tx.clone()],
                 rebuild: None,
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
+                recovery: Default::default(),
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

@@ -166,6 +166,28 @@ fn entry_cache_bytes(seed: u64) -> u64 {
     }
 }
 
+/// Seeds `3k + 2` run with a tight recovery budget and one recovery slot per shard, so the
+/// throttle holds and drops catch-up messages of rebuilding groups (the others: the
+/// default budget, which a simulated cluster never reaches). Derived from the seed alone.
+/// Catch-up reads stay in the default task queue: a run must replay exactly, and glommio
+/// shares real CPU time between queues.
+fn recovery_limits(seed: u64) -> crate::node::recovery_budget::RecoveryLimits {
+    use crate::node::recovery_budget::RecoveryLimits;
+    let limits = RecoveryLimits {
+        low_priority_reads: false,
+        ..RecoveryLimits::default()
+    };
+    if seed % 3 == 2 {
+        RecoveryLimits {
+            bytes_per_sec_max: 64 << 10,
+            partitions_per_shard_max: 1,
+            ..limits
+        }
+    } else {
+        limits
+    }
+}
+
 impl World {
     fn violate(&self, v: Violation) {
         let mut slot = self.violation.borrow_mut();
@@ -299,6 +321,7 @@ impl World {
             shard_senders: vec![tx.clone()],
             rebuild,
             entry_cache_bytes: entry_cache_bytes(self.seed),
+            recovery: recovery_limits(self.seed),
         };
         let transport: Rc<SimEndpoint> = Rc::new(self.net.endpoint(id));
         let task = glommio::spawn_local(Shard::run(setup, wal.clone(), transport));
