@@ -1098,14 +1098,19 @@ impl<S: LogStorage> RawNode<S> {
             }
             MessageBody::Rebuilding { last_index } => {
                 let last_index = last_index.min(self.log.last_index());
-                // A member we believed to hold our whole log gets an AppendEntries even with
-                // nothing in it: it restarted mid-rebuild and needs our commit (its target),
-                // which only an AppendEntries carries. Otherwise only entries go out: an empty
-                // one to a member that acknowledges less than it holds would be answered with
+                // An AppendEntries goes out even with no entries in it when it brings news:
+                // to a member we believed to hold our whole log (it restarted mid-rebuild and
+                // needs our commit, its target, which only an AppendEntries carries), or when
+                // our commit is above what it acknowledged (it holds the entries, but a
+                // heartbeat's commit stops at its match index, so it would never commit them
+                // on an idle group). Without news, only entries go out: an empty one to a
+                // member that acknowledges less than it holds would be answered with
                 // `Rebuilding` again, for ever.
-                let whole_log = self.progress[i].1.match_index >= self.log.last_index();
+                let pr = &self.progress[i].1;
+                let news =
+                    pr.match_index >= self.log.last_index() || self.log.committed > pr.match_index;
                 self.progress[i].1.forget_after(last_index);
-                self.send_append(m.from, whole_log);
+                self.send_append(m.from, news);
             }
             _ => {}
         }
