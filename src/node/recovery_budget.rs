@@ -258,9 +258,11 @@ impl RecoveryBudget {
 }
 
 /// Which of a shard's rebuilding groups may receive catch-up data now: at most `cap`, the
-/// controller group first (nothing else can be placed without it), then the groups with the
-/// fewest entries behind (most partitions healthy soonest), then by group id. A group keeps
-/// its slot until it is rebuilt (or leaves the shard).
+/// controller group first (nothing else can be placed without it). At each tick the free
+/// slots go to the groups with the fewest entries behind (most partitions healthy soonest),
+/// then by group id; between ticks a free slot goes to the first group whose data arrives
+/// ([`Admission::try_admit`]). A group keeps its slot until it is rebuilt (or leaves the
+/// shard).
 #[derive(Debug, Default)]
 pub struct Admission {
     admitted: BTreeSet<u64>,
