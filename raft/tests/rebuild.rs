@@ -262,3 +262,27 @@ fn rebuild_member_restarted_holding_the_whole_log_of_an_idle_leader_still_learns
     assert_eq!(c.raft(3).rebuild_target(), Some(c.raft(1).commit()));
     assert!(c.raft(3).rebuild_caught_up());
 }
+
+/// A rebuilding member holds an entry it acknowledged only up to the commit its message
+/// carried; the entry commits later without it, and the member must learn that commit. Here
+/// the leader's own AppendEntries after the commit tell it; the node simulation (seed 173,
+/// one recovery slot) found an order of messages where none went out and a heartbeat's
+/// commit stops at the match index: there the leader's answer to `Rebuilding` carries it.
+/// This test checks the outcome; it does not reproduce that order.
+#[test]
+fn rebuild_member_holding_entries_learns_their_commit_on_an_idle_group() {
+    let mut c = three_with_rebuilt_three();
+    c.partition(&[vec![1, 3], vec![2]]);
+    propose(&mut c, 1, 1);
+    let last = c.raft(1).last_index();
+    assert_eq!(c.raft(3).last_index(), last, "it stores the entry");
+    assert!(c.raft(1).commit() < last, "its ack alone commits nothing");
+    c.partition(&[vec![1, 2, 3]]);
+    for _ in 0..10 {
+        c.tick(1, 5);
+        c.stabilize();
+    }
+    assert_eq!(c.raft(1).commit(), last);
+    assert_eq!(c.raft(3).commit(), last, "the member learned the commit");
+    assert!(c.raft(3).rebuild_caught_up());
+}
