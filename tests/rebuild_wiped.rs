@@ -75,6 +75,25 @@ fn rebuild_wiped_follower_under_load_three_nodes_serves_every_acknowledged_recor
         "{}",
         node_file(&c, victim)
     );
+    // The rebuilt node counted what it received (docs/operations/metrics.md), and
+    // cluster-status reports it among the members' rebuild numbers.
+    let (code, out) =
+        serve_support::tern(&["cluster-status", "--http", &c.http_addr(victim), "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let doc: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap_or("")).expect("cluster-status JSON");
+    assert!(
+        doc["rebuild"]["bytes_received"].as_u64().unwrap_or(0) > 0,
+        "node {victim} counted no catch-up bytes: {}",
+        doc["rebuild"]
+    );
+    assert_eq!(
+        doc["rebuild"]["partitions_pending"], 0,
+        "{}",
+        doc["rebuild"]
+    );
+    let by_node = doc["rebuild_by_node"].as_array().expect("rebuild_by_node");
+    assert_eq!(by_node.len(), 3, "{by_node:?}");
     // What the rebuild did, for whoever reads the test output (not asserted on).
     for line in c.log(victim).lines().filter(|l| l.contains("rebuil")) {
         eprintln!("node {victim}: {line}");

@@ -26,6 +26,8 @@ pub struct Cluster {
     /// cluster.sh's bound on a node logging `caught_up` at start (TERN_CLUSTER_START_SECS).
     start_secs: u64,
     pub nodes: u32,
+    /// `tern serve` flags every start gets (e.g. `--config FILE`).
+    pub serve_args: String,
 }
 
 impl Cluster {
@@ -43,6 +45,7 @@ impl Cluster {
             port_offset,
             start_secs,
             nodes: 3,
+            serve_args: String::new(),
         }
     }
 
@@ -55,7 +58,10 @@ impl Cluster {
             .env("TERN_CLUSTER_NODES", self.nodes.to_string())
             .env("TERN_CLUSTER_PORT_OFFSET", self.port_offset.to_string())
             .env("TERN_CLUSTER_START_SECS", self.start_secs.to_string())
-            .env("TERN_SERVE_ARGS", format!("--log-format json {serve_args}"))
+            .env(
+                "TERN_SERVE_ARGS",
+                format!("--log-format json {} {serve_args}", self.serve_args),
+            )
             .stdin(Stdio::null());
         c
     }
@@ -242,19 +248,4 @@ pub fn log_events(log: &Path, from: u64) -> Result<Vec<LogEvent>> {
 /// The size of a file now (0 if it does not exist yet).
 pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Bytes of every regular file under `dir` (a node's data directory).
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }

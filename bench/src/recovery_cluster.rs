@@ -196,8 +196,6 @@ struct Probe {
 #[derive(Debug, Serialize)]
 struct Rebuild {
     bytes: u64,
-    /// Where `bytes` comes from: the node's snapshot-transfer metric, or the data directory.
-    bytes_source: &'static str,
     ready_ms: f64,
     bytes_per_s: f64,
     fio_write_bytes_per_s: Option<f64>,
@@ -288,13 +286,24 @@ pub fn run(args: &RecoveryArgs) -> Result<()> {
     }
     let quiet = args.output.json;
     let dir = BenchDir::prepare(args.output.dir.as_deref(), args.output.keep)?;
-    let cluster = Cluster::new(
+    let mut cluster = Cluster::new(
         script,
         bin,
         dir.path().join("cluster"),
         a.port_offset,
         a.start_timeout,
     );
+    // The nodes get the budget the rebuild is measured against.
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[recovery]\nbandwidth_bytes_per_sec_max = \"{} B\"\n",
+            a.recovery_budget
+        ),
+    )
+    .map_err(|e| BenchError::io(&config, e))?;
+    cluster.serve_args = format!("--config {}", config.display());
     let serve_help = help_text(&cluster, &["serve", "--help"])?;
     let rebuild_available = serve_help.contains("--rebuild");
 
@@ -911,16 +920,13 @@ fn rebuild(c: &Cluster, args: &RecoveryArgs) -> Result<Rebuild> {
         "tern_snapshot_transfer_bytes_total",
         Some("direction=\"in\""),
     );
-    let (bytes, bytes_source) = match transferred {
-        Some(b) => (
-            b as u64,
-            "tern_snapshot_transfer_bytes_total{direction=\"in\"}",
-        ),
-        None => (
-            cluster_proc::dir_bytes(&c.data(NODE)),
-            "data directory size",
-        ),
-    };
+    // The bytes node 2 received while rebuilding, counted by the node itself. A data
+    // directory's size is no substitute: it counts preallocated segments, not data.
+    let bytes = transferred.map(|b| b as u64).ok_or_else(|| {
+        BenchError::Cluster(format!(
+            "node {NODE}'s /metrics has no tern_snapshot_transfer_bytes_total{{direction=\"in\"}}: the rebuilt bytes are unknown"
+        ))
+    })?;
     let bytes_per_s = bytes as f64 / (outside.ready_ms / 1e3).max(1e-9);
     let limit = fio.map_or(a.recovery_budget as f64, |f| {
         f.min(a.recovery_budget as f64)
@@ -928,7 +934,6 @@ fn rebuild(c: &Cluster, args: &RecoveryArgs) -> Result<Rebuild> {
     let ratio = round3(bytes_per_s / limit.max(1.0));
     Ok(Rebuild {
         bytes,
-        bytes_source,
         ready_ms: outside.ready_ms,
         bytes_per_s: round1(bytes_per_s),
         fio_write_bytes_per_s: fio.map(round1),
@@ -1180,10 +1185,9 @@ fn flip_bit(path: &Path, at: u64) -> Result<()> {
 
 fn print_rebuild(r: &Rebuild) -> Result<()> {
     say!(
-        "  rebuild       node {NODE} wiped, --rebuild: ready in {:.0} ms, {:.1} MiB ({}) at {:.1} MB/s",
+        "  rebuild       node {NODE} wiped, --rebuild: ready in {:.0} ms, {:.1} MiB received at {:.1} MB/s",
         r.ready_ms,
         r.bytes as f64 / (1u64 << 20) as f64,
-        r.bytes_source,
         r.bytes_per_s / 1e6
     )?;
     say!(

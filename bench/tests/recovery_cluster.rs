@@ -155,6 +155,7 @@ fn recovery_cluster_reports_every_phase() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let doc: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("not one JSON line ({e}): {stdout}"));
+    eprintln!("rebuild: {}", doc["rebuild"]);
 
     assert_eq!(doc["bench"], "recovery-cluster");
     assert_eq!(doc["nodes"], 3);
@@ -206,6 +207,12 @@ fn recovery_cluster_reports_every_phase() {
     );
     if let Some(r) = doc["rebuild"].get("ratio") {
         assert!(r.as_f64().unwrap() > 0.0);
+        // Counted by the rebuilt node (tern_snapshot_transfer_bytes_total{direction="in"}).
+        assert!(
+            doc["rebuild"]["bytes"].as_u64().unwrap() > 0,
+            "{}",
+            doc["rebuild"]
+        );
         assert!(doc["rebuild"]["load_during"]["p99_us"].as_f64().unwrap() > 0.0);
         assert!(doc["rebuild"]["load_before"]["p99_us"].as_f64().unwrap() > 0.0);
     }

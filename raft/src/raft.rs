@@ -962,8 +962,12 @@ impl<S: LogStorage> RawNode<S> {
                 // no rebuild target: only an AppendEntries carries the leader's commit.
                 let read_seq = if self.rebuild.is_some() { 0 } else { read_seq };
                 self.send(m.from, MessageBody::HeartbeatResp { read_seq }, true);
-                if self.rebuild.is_some() && commit > self.log.last_index() {
-                    // The leader believes we hold what our old self acknowledged.
+                let no_target = self.rebuild.is_some_and(|r| r.target().is_none());
+                if self.rebuild.is_some() && commit > self.log.last_index() || no_target {
+                    // The leader believes we hold what our old self acknowledged; or we
+                    // restarted mid-rebuild already holding its whole log, and an idle leader
+                    // would send no AppendEntries (the only carrier of a target) for ever.
+                    // Either way its answer is an AppendEntries from our last index.
                     self.send_rebuilding(m.from);
                 }
             }
@@ -1094,8 +1098,19 @@ impl<S: LogStorage> RawNode<S> {
             }
             MessageBody::Rebuilding { last_index } => {
                 let last_index = last_index.min(self.log.last_index());
+                // An AppendEntries goes out even with no entries in it when it brings news:
+                // to a member we believed to hold our whole log (it restarted mid-rebuild and
+                // needs our commit, its target, which only an AppendEntries carries), or when
+                // our commit is above what it acknowledged (it holds the entries, but a
+                // heartbeat's commit stops at its match index, so it would never commit them
+                // on an idle group). Without news, only entries go out: an empty one to a
+                // member that acknowledges less than it holds would be answered with
+                // `Rebuilding` again, for ever.
+                let pr = &self.progress[i].1;
+                let news =
+                    pr.match_index >= self.log.last_index() || self.log.committed > pr.match_index;
                 self.progress[i].1.forget_after(last_index);
-                self.send_append(m.from, false);
+                self.send_append(m.from, news);
             }
             _ => {}
         }

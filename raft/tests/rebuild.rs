@@ -269,3 +269,45 @@ fn rebuild_caught_up_by_a_snapshot_alone_learns_its_target_and_finishes() {
     assert!(c.raft(3).rebuild_caught_up());
     assert!(c.raft_mut(3).finish_rebuild());
 }
+
+/// A member restarted mid-rebuild that already holds the whole log of an idle leader hears
+/// only heartbeats, which carry no target: it asks (`Rebuilding`), and the leader's answer,
+/// an AppendEntries, gives it one (found by the node simulation with one recovery slot per
+/// shard: the controller group stayed rebuilding for ever).
+#[test]
+fn rebuild_member_restarted_holding_the_whole_log_of_an_idle_leader_still_learns_its_target() {
+    let mut c = three_with_rebuilt_three();
+    assert!(c.raft(3).rebuild_caught_up());
+    c.crash(3);
+    c.restart(3);
+    c.raft_mut(3).set_rebuilding();
+    assert_eq!(c.raft(3).rebuild_target(), None);
+    c.tick(1, 5);
+    c.stabilize();
+    assert_eq!(c.raft(3).rebuild_target(), Some(c.raft(1).commit()));
+    assert!(c.raft(3).rebuild_caught_up());
+}
+
+/// A rebuilding member holds an entry it acknowledged only up to the commit its message
+/// carried; the entry commits later without it, and the member must learn that commit. Here
+/// the leader's own AppendEntries after the commit tell it; the node simulation (seed 173,
+/// one recovery slot) found an order of messages where none went out and a heartbeat's
+/// commit stops at the match index: there the leader's answer to `Rebuilding` carries it.
+/// This test checks the outcome; it does not reproduce that order.
+#[test]
+fn rebuild_member_holding_entries_learns_their_commit_on_an_idle_group() {
+    let mut c = three_with_rebuilt_three();
+    c.partition(&[vec![1, 3], vec![2]]);
+    propose(&mut c, 1, 1);
+    let last = c.raft(1).last_index();
+    assert_eq!(c.raft(3).last_index(), last, "it stores the entry");
+    assert!(c.raft(1).commit() < last, "its ack alone commits nothing");
+    c.partition(&[vec![1, 2, 3]]);
+    for _ in 0..10 {
+        c.tick(1, 5);
+        c.stabilize();
+    }
+    assert_eq!(c.raft(1).commit(), last);
+    assert_eq!(c.raft(3).commit(), last, "the member learned the commit");
+    assert!(c.raft(3).rebuild_caught_up());
+}

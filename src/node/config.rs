@@ -325,7 +325,7 @@ impl Default for RetentionSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RecoverySection {
     /// Node-wide budget shared by the shards, per second, for sending and receiving
-    /// snapshot and catch-up data.
+    /// snapshot and catch-up data; 0 = no limit.
     pub bandwidth_bytes_per_sec_max: ByteSize,
     /// Partitions recovering at once on one shard (the controller is always first).
     pub partitions_per_shard_max: u32,
@@ -674,11 +674,12 @@ impl NodeConfig {
                 "must be at least 1s; use \"none\" to keep everything",
             ));
         }
-        if self.recovery.bandwidth_bytes_per_sec_max.as_u64() < (1 << 20) {
+        let budget = self.recovery.bandwidth_bytes_per_sec_max.as_u64();
+        if budget != 0 && budget < (1 << 20) {
             return Err(invalid(
                 "recovery.bandwidth_bytes_per_sec_max",
                 format!(
-                    "{} is under 1 MiB: a rebuild would never finish",
+                    "{} is under 1 MiB: a rebuild would never finish (0 means no limit)",
                     self.recovery.bandwidth_bytes_per_sec_max
                 ),
             ));
@@ -975,6 +976,14 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert_eq!(key_of(err), key, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_recovery_budget_of_zero_means_no_limit() {
+        let cfg = parse("[recovery]\nbandwidth_bytes_per_sec_max = \"0 B\"\n").unwrap();
+        let limits = crate::node::recovery_budget::RecoveryLimits::from(&cfg.recovery);
+        assert_eq!(limits.bytes_per_sec_max, 0);
+        assert_eq!(limits.partitions_per_shard_max, 2);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod planted;
 pub mod producers;
 pub mod rebuild;
 pub mod records;
+pub mod recovery_budget;
 pub mod repair;
 pub mod replica_moves;
 pub mod requests;

@@ -39,6 +39,8 @@ pub struct NodeRuntime {
     raft: tern_raft::Config,
     /// The background scrubber's settings (`[recovery]`), `None` when it is off.
     scrub: Option<super::shard::ScrubConfig>,
+    /// `[recovery]`, handed to every shard.
+    recovery: super::recovery_budget::RecoveryLimits,
     controller_voters: Vec<u64>,
     admitted: AtomicBool,
     /// Set once before the shards start when the node's `NODE` file says it is rebuilding.
@@ -162,6 +164,7 @@ impl NodeRuntime {
                 tick: cfg.raft.tick,
                 raft,
                 scrub: cfg.scrub_config(),
+                recovery: super::recovery_budget::RecoveryLimits::from(&cfg.recovery),
                 controller_voters,
                 admitted: AtomicBool::new(false),
                 rebuild: Mutex::new(None),
@@ -206,6 +209,7 @@ impl NodeRuntime {
             tick: cfg.raft.tick,
             raft,
             scrub: cfg.scrub_config(),
+            recovery: super::recovery_budget::RecoveryLimits::from(&cfg.recovery),
             controller_voters,
             admitted: AtomicBool::new(false),
             rebuild: Mutex::new(None),
@@ -317,6 +321,7 @@ impl NodeRuntime {
                 .clone(),
             entry_cache_bytes: super::log_store::CACHE_BYTES_MAX,
             scrub: self.scrub,
+            recovery: self.recovery,
         };
         Shard::run(setup, ctx.wal.clone(), transport).await
     }

@@ -60,6 +60,7 @@ use super::retention::{retention_point, RETENTION_CHECK_TICKS};
 use super::snapshot_meta::GroupSnapshot;
 
 mod rebuild_driver;
+mod recovery_driver;
 mod repair_driver;
 mod scrubber;
 
@@ -105,6 +106,8 @@ pub enum ShardMsg {
         group: Option<u64>,
         reply: oneshot::Sender<Vec<CompactionOutcome>>,
     },
+    /// Another shard's once-a-second recovery budget settle (`recovery_budget.rs`).
+    RecoveryLend(super::recovery_budget::Lend),
     /// Stop: fail waiting requests, stop the loop.
     Stop,
 }
@@ -160,6 +163,23 @@ pub struct GroupStatus {
     /// This replica lost its disk and is being rebuilt: it votes for nobody and acknowledges
     /// nothing above its leader's commit (docs/replication.md, section 5).
     pub rebuilding: bool,
+    /// Rebuilding only: the bytes it still has to receive, estimated from its entries behind
+    /// its leader's commit and the mean entry size received so far (0 before the first).
+    pub recovery_bytes_remaining: u64,
+}
+
+/// A shard's catch-up traffic (docs/replication.md, sections 6 and 7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardRecovery {
+    /// Bytes received by rebuilding groups (entries and snapshot chunks).
+    pub bytes_in_total: u64,
+    /// Bytes read back from disk for followers behind a leader's cache.
+    pub bytes_out_total: u64,
+    /// Catch-up bytes, both directions, in the last whole second.
+    pub bytes_last_sec: u64,
+    /// Groups receiving with a recovery slot, plus groups that served a catch-up read in
+    /// the last second.
+    pub transfers_active: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -167,6 +187,7 @@ pub struct ShardStatus {
     pub shard: u32,
     pub failed: Option<String>,
     pub groups: Vec<GroupStatus>,
+    pub recovery: ShardRecovery,
 }
 
 /// Who leads one group, as this shard's replica of it knows.
@@ -211,6 +232,8 @@ pub struct ShardSetup {
     pub entry_cache_bytes: u64,
     /// The background scrubber (`[recovery] scrub_interval`); `None`: off.
     pub scrub: Option<ScrubConfig>,
+    /// `[recovery]`: the node's catch-up budget and recovery slots per shard.
+    pub recovery: super::recovery_budget::RecoveryLimits,
 }
 
 enum Event {
@@ -304,6 +327,8 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     /// go into the next round's one write batch, which the engine refuses whole (and the
     /// shard would stop) over `request_bytes_max`. See [`Shard::round_has_room`].
     round_entry_bytes: u64,
+    /// Catch-up budget, recovery slots, waiting work (`shard/recovery_driver.rs`).
+    recovery: recovery_driver::Recovery,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -347,6 +372,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             rebuild: setup.rebuild,
             entry_cache_bytes: setup.entry_cache_bytes,
             round_entry_bytes: 0,
+            recovery: recovery_driver::Recovery::new(
+                setup.shard,
+                setup.shards,
+                setup.recovery,
+                setup.tick,
+            ),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let mut tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -514,6 +545,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }
                 self.log_caught_up();
                 self.tick_rebuild().await;
+                self.tick_recovery();
                 self.balance_leaders();
                 self.move_replicas();
                 self.ticks += 1;
@@ -532,7 +564,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             } => self.on_repair_written(entry, from, result).await,
             Event::Peer(PeerEvent::Raft { messages, .. }) => {
                 for (group, m) in messages {
-                    self.step(group, m);
+                    self.step_recovering(group, m);
                 }
             }
             Event::Peer(PeerEvent::Heartbeats(batch)) => {
@@ -568,9 +600,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                                 data: e.data,
                             })
                             .collect();
+                        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
                         g.raw.storage_mut().cache.insert_read(entries);
                         g.raw.on_entries_fetched(fetch);
                         self.dirty.insert(group);
+                        self.on_catch_up_read(&fetch, bytes);
                     }
                     // The core forgets the fetch after `fetch_retry_ticks` and asks again (a
                     // damaged entry is read again once repaired).
@@ -606,6 +640,18 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         // message instead. The group cannot follow that leader until the configurations agree
         // (docs/configuration.md, `engine.segment_bytes`); every other group keeps going.
         if let MessageBody::Append { entries, .. } = &m.body {
+            let max = self.wal.payload_bytes_max();
+            if let Some(e) = entries.iter().find(|e| e.data.len() as u64 > max) {
+                warn!(
+                    group,
+                    from = m.from,
+                    index = e.index,
+                    bytes = e.data.len(),
+                    max,
+                    "entry larger than this node's WAL record limit refused (engine.segment_bytes too small for the leader's entries)"
+                );
+                return;
+            }
             let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
             if !round_has_room(self.round_entry_bytes, bytes, self.wal.request_bytes_max()) {
                 // A follower catching up (or being rebuilt) receives a leader's whole window
@@ -620,18 +666,6 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 return;
             }
             self.round_entry_bytes += bytes;
-            let max = self.wal.payload_bytes_max();
-            if let Some(e) = entries.iter().find(|e| e.data.len() as u64 > max) {
-                warn!(
-                    group,
-                    from = m.from,
-                    index = e.index,
-                    bytes = e.data.len(),
-                    max,
-                    "entry larger than this node's WAL record limit refused (engine.segment_bytes too small for the leader's entries)"
-                );
-                return;
-            }
         }
         tracing::trace!(target: "tern::raft_messages", group, "step {m}");
         if let Err(e) = g.raw.step(m) {
@@ -658,6 +692,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     async fn handle_msg(&mut self, m: ShardMsg) {
         match m {
             ShardMsg::Stop => self.stopping = true,
+            ShardMsg::RecoveryLend(lend) => self.on_recovery_lend(lend),
             ShardMsg::Snapshot { group, reply } => {
                 let groups: Vec<u64> = match group {
                     Some(id) => vec![id],
@@ -746,6 +781,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 };
                 let conf = g.raw.conf();
                 let commit = g.raw.commit();
+                let recovery_bytes_remaining = if g.raw.is_rebuilding() {
+                    let behind = g.raw.leader_commit().saturating_sub(g.raw.applied());
+                    self.recovery_bytes_remaining(id, behind)
+                } else {
+                    0
+                };
                 let replicas = conf
                     .voters
                     .iter()
@@ -779,6 +820,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     halted: g.halted.clone(),
                     entries_read_at_start: self.entries_read_at_start.get(&id).copied(),
                     rebuilding: g.raw.is_rebuilding(),
+                    recovery_bytes_remaining,
                 }
             })
             .collect();
@@ -787,6 +829,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             shard: self.shard,
             failed: self.failed.clone(),
             groups,
+            recovery: self.recovery_status(),
         }
     }
 
@@ -1746,7 +1789,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 woken.extend(self.fetch_waiters.take(id));
             }
             for fetch in rd.fetches {
-                self.start_fetch(id, fetch);
+                self.start_or_defer_fetch(id, fetch);
             }
             round.push(PersistedGroup {
                 group: id,
@@ -1947,7 +1990,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         g.last_role = role;
     }
 
-    fn start_fetch(&self, group: u64, fetch: EntryFetch) {
+    /// Starts a read the core asked for, in task queue `queue` (the recovery queue for
+    /// catch-up reads) or the default one.
+    fn start_fetch(&self, group: u64, fetch: EntryFetch, queue: Option<glommio::TaskQueueHandle>) {
         if self.reads_inflight.get() >= ENTRY_READS_INFLIGHT_MAX {
             // The core asks again after `fetch_retry_ticks`.
             return;
@@ -1955,7 +2000,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         self.reads_inflight.set(self.reads_inflight.get() + 1);
         let wal = self.wal.clone();
         let events = self.events.clone();
-        glommio::spawn_local(async move {
+        let read = async move {
             // The term of low - 1 comes from the engine's table; the entries from disk.
             let result = if fetch.low >= fetch.high {
                 Ok(Vec::new())
@@ -1968,8 +2013,23 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 fetch,
                 result,
             });
-        })
-        .detach();
+        };
+        match queue {
+            None => {
+                glommio::spawn_local(read).detach();
+            }
+            Some(q) => match glommio::spawn_local_into(read, q) {
+                Ok(task) => {
+                    task.detach();
+                }
+                // The queue is this executor's own and never removed: not expected. The read
+                // is lost and the core asks again after `fetch_retry_ticks`.
+                Err(e) => {
+                    self.reads_inflight.set(self.reads_inflight.get() - 1);
+                    warn!(group, "catch-up read not started: {e}");
+                }
+            },
+        }
     }
 
     fn on_round_durable(&mut self, round: Vec<PersistedGroup>) {

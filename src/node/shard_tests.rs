@@ -109,6 +109,7 @@ where
                 rebuild: None,
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
                 scrub: None,
+                recovery: Default::default(),
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

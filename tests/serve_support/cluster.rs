@@ -190,6 +190,11 @@ impl Cluster {
         }
     }
 
+    /// Node `n`'s HTTP address (HOST:PORT).
+    pub fn http_addr(&self, n: u32) -> String {
+        format!("127.0.0.{n}:{}", 9090 + self.port_offset)
+    }
+
     pub fn client_config(&self, n: u32) -> ClientConfig {
         let mut config = ClientConfig::new(self.kafka_addr(n));
         config.connect.connect_timeout = Duration::from_secs(2);

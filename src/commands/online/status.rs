@@ -170,9 +170,66 @@ pub fn raft_info(args: RaftInfoArgs) -> CliResult<u8> {
     print(&lines)
 }
 
+/// Bound on asking each other member for its own rebuild numbers: a silent member costs
+/// the command at most this.
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every member's `rebuild` section: the asked node's from its own document, the others'
+/// from their `/v1/cluster` (members the asked node sees as unreachable are not asked).
+/// Each item is `{"node_id", "rebuild"}` or `{"node_id", "error"}`.
+fn rebuild_by_node(args: &HttpArgs, doc: &Value) -> Vec<Value> {
+    let own = doc["node_id"].as_u64();
+    let mut out = vec![serde_json::json!({
+        "node_id": doc["node_id"],
+        "rebuild": doc["rebuild"],
+    })];
+    let empty = Vec::new();
+    for m in doc["members"].as_array().unwrap_or(&empty) {
+        let id = m["node_id"].as_u64();
+        if id.is_none() || id == own {
+            continue;
+        }
+        if m["health"] == "unreachable" {
+            out.push(serde_json::json!({"node_id": id, "error": "unreachable"}));
+            continue;
+        }
+        let Some(addr) = m["http_addr"].as_str() else {
+            continue;
+        };
+        let timeout = MEMBER_TIMEOUT.min(Duration::from_secs(args.timeout_s.max(1)));
+        let answer = http_client::get(addr, "/v1/cluster", timeout)
+            .map_err(|e| e.to_string())
+            .and_then(|body| {
+                serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}"))
+            });
+        out.push(match answer {
+            Ok(other) => serde_json::json!({"node_id": id, "rebuild": other["rebuild"]}),
+            Err(e) => serde_json::json!({"node_id": id, "error": e}),
+        });
+    }
+    out
+}
+
+/// "rebuilding: N partitions pending, X bytes remaining at R MB/s", or `None` for a node
+/// that is not rebuilding.
+pub fn rebuild_line(rebuild: &Value) -> Option<String> {
+    let pending = rebuild["partitions_pending"].as_u64().unwrap_or(0);
+    if pending == 0 {
+        return None;
+    }
+    let remaining = rebuild["bytes_remaining"].as_u64().unwrap_or(0);
+    let rate = rebuild["bytes_per_sec"].as_u64().unwrap_or(0);
+    Some(format!(
+        "rebuilding: {pending} partitions pending, {remaining} bytes remaining at {:.1} MB/s",
+        rate as f64 / 1e6
+    ))
+}
+
 pub fn cluster_status(args: ClusterStatusArgs) -> CliResult<u8> {
-    let doc = fetch(&args.http, "/v1/cluster")?;
+    let mut doc = fetch(&args.http, "/v1/cluster")?;
+    let by_node = rebuild_by_node(&args.http, &doc);
     if args.common.json {
+        doc["rebuild_by_node"] = Value::Array(by_node);
         return print(&[doc.to_string()]);
     }
     let empty = Vec::new();
@@ -238,6 +295,55 @@ pub fn cluster_status(args: ClusterStatusArgs) -> CliResult<u8> {
                 .into(),
         );
     }
+    lines.push(String::new());
+    // Drawn after the text, on stderr, only on a terminal.
+    let mut bars = Vec::new();
+    for n in &by_node {
+        let node = cell(&n["node_id"]);
+        match (&n["rebuild"], n["error"].as_str()) {
+            (_, Some(e)) => lines.push(format!("node {node}: rebuild unknown ({e})")),
+            (r, None) => match rebuild_line(r) {
+                Some(line) => {
+                    lines.push(format!("node {node} {line}"));
+                    let received = r["bytes_received"].as_u64().unwrap_or(0);
+                    let remaining = r["bytes_remaining"].as_u64().unwrap_or(0);
+                    bars.push((
+                        received,
+                        received.saturating_add(remaining),
+                        format!("node {node} rebuild"),
+                    ));
+                }
+                None => lines.push(format!("node {node}: not rebuilding")),
+            },
+        }
+    }
     problems(&doc, &mut lines);
-    print(&lines)
+    let code = print(&lines)?;
+    for (done, total, what) in bars {
+        crate::progress::show_once(done, total, &what);
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuilding_node_gets_its_line_and_an_idle_one_none() {
+        let r = serde_json::json!({
+            "partitions_pending": 3,
+            "bytes_remaining": 12_000_000u64,
+            "bytes_per_sec": 4_200_000u64,
+        });
+        assert_eq!(
+            rebuild_line(&r).as_deref(),
+            Some("rebuilding: 3 partitions pending, 12000000 bytes remaining at 4.2 MB/s")
+        );
+        assert_eq!(
+            rebuild_line(&serde_json::json!({"partitions_pending": 0})),
+            None
+        );
+        assert_eq!(rebuild_line(&Value::Null), None);
+    }
 }

@@ -62,6 +62,7 @@ fn health_and_ready_turn_red_when_a_shards_fsync_fails() {
                 rebuild: None,
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
                 scrub: None,
+                recovery: Default::default(),
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

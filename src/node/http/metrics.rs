@@ -218,29 +218,38 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
         MetricType::Gauge,
     )
     .sample(&[], Value::Gauge(detected as i64));
-    // Snapshot streaming (issue 12) is not built yet: nothing is transferred, so these stay 0.
+    // Catch-up traffic (docs/replication.md, sections 6 and 7): today entries read back from
+    // disk for a follower behind its leader's cache (out) and entries a rebuilding replica
+    // received (in), both charged to the `[recovery]` budget.
+    let recovery = super::status::recovery_totals(statuses.iter().flatten());
     s.add(
         "tern_snapshot_transfer_bytes",
-        "Snapshot bytes streamed to (sent) or from (received) peers.",
+        "Catch-up bytes received by replicas being rebuilt (in) and read back from disk for followers behind a leader's cache (out).",
         MetricType::Counter,
     )
-    .sample(&[("direction", "sent")], Value::Counter(0))
-    .sample(&[("direction", "received")], Value::Counter(0));
+    .sample(&[("direction", "in")], Value::Counter(recovery.bytes_in_total))
+    .sample(&[("direction", "out")], Value::Counter(recovery.bytes_out_total));
     s.add(
         "tern_snapshot_transfer_active",
-        "Snapshot transfers in progress.",
+        "Local groups transferring catch-up data now: rebuilding groups holding a recovery slot, and groups that served a catch-up read in the last second.",
         MetricType::Gauge,
     )
-    .sample(&[], Value::Gauge(0));
+    .sample(&[], Value::Gauge(recovery.transfers_active as i64));
 
     // A wiped node being rebuilt (docs/replication.md): what is left.
     let rebuild = super::status::rebuild_progress(groups.iter().copied());
     s.add(
-        "tern_rebuild_partitions_pending",
+        "tern_recovery_partitions_pending",
         "Local groups (the controller included) still being rebuilt after a disk loss: they vote for nobody and acknowledge nothing above their leader's commit.",
         MetricType::Gauge,
     )
     .sample(&[], Value::Gauge(rebuild.groups_pending as i64));
+    s.add(
+        "tern_recovery_bytes_remaining",
+        "Bytes the groups being rebuilt have yet to receive: entries behind their leader's commit times the mean entry size received so far (0 before the first entries arrive).",
+        MetricType::Gauge,
+    )
+    .sample(&[], Value::Gauge(rebuild.bytes_remaining as i64));
     s.add(
         "tern_rebuild_entries_remaining",
         "Committed entries the groups being rebuilt have yet to apply, as far as each heard its leader's commit.",

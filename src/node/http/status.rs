@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{NodeProgress, SHARD_ANSWER_TIMEOUT};
 use crate::node::controller::CONTROLLER_GROUP;
-use crate::node::shard::{GroupStatus, ShardMsg, ShardStatus, ShardView};
+use crate::node::shard::{GroupStatus, ShardMsg, ShardRecovery, ShardStatus, ShardView};
 
 /// Sends one question to a shard and waits (bounded) for the answer.
 pub async fn ask<T>(
@@ -252,11 +252,17 @@ pub fn cluster_json(
         .map(|g| g.leader)
         .filter(|&l| l != 0);
     let rebuild = rebuild_progress(shards.iter().flatten().flat_map(|s| &s.groups));
+    let recovery = recovery_totals(shards.iter().flatten());
     json!({
         "node_id": node_id,
         "rebuild": {
             "partitions_pending": rebuild.groups_pending,
             "entries_remaining": rebuild.entries_remaining,
+            "bytes_remaining": rebuild.bytes_remaining,
+            "bytes_received": recovery.bytes_in_total,
+            "bytes_sent": recovery.bytes_out_total,
+            "bytes_per_sec": recovery.bytes_last_sec,
+            "transfers_active": recovery.transfers_active,
         },
         "controller_leader": controller_leader,
         "controller_known": controller.is_some(),
@@ -273,6 +279,8 @@ pub fn cluster_json(
 pub struct RebuildProgress {
     pub groups_pending: u64,
     pub entries_remaining: u64,
+    /// Estimated (`GroupStatus::recovery_bytes_remaining`).
+    pub bytes_remaining: u64,
 }
 
 pub fn rebuild_progress<'a>(groups: impl IntoIterator<Item = &'a GroupStatus>) -> RebuildProgress {
@@ -281,9 +289,22 @@ pub fn rebuild_progress<'a>(groups: impl IntoIterator<Item = &'a GroupStatus>) -
         if g.rebuilding {
             p.groups_pending += 1;
             p.entries_remaining += g.leader_commit.saturating_sub(g.applied);
+            p.bytes_remaining += g.recovery_bytes_remaining;
         }
     }
     p
+}
+
+/// The shards' catch-up counters added up.
+pub fn recovery_totals<'a>(shards: impl IntoIterator<Item = &'a ShardStatus>) -> ShardRecovery {
+    shards
+        .into_iter()
+        .fold(ShardRecovery::default(), |a, s| ShardRecovery {
+            bytes_in_total: a.bytes_in_total + s.recovery.bytes_in_total,
+            bytes_out_total: a.bytes_out_total + s.recovery.bytes_out_total,
+            bytes_last_sec: a.bytes_last_sec + s.recovery.bytes_last_sec,
+            transfers_active: a.transfers_active + s.recovery.transfers_active,
+        })
 }
 
 /// A peer's health as far as this node can tell: `reachable` when it leads a group this node
@@ -333,6 +354,7 @@ mod tests {
             halted: None,
             entries_read_at_start: None,
             rebuilding: false,
+            recovery_bytes_remaining: 0,
         }
     }
 
@@ -341,6 +363,7 @@ mod tests {
             shard,
             failed: failed.map(str::to_string),
             groups,
+            recovery: ShardRecovery::default(),
         }
     }
 
@@ -358,7 +381,8 @@ mod tests {
             rebuild_progress(shards.iter().flatten().flat_map(|s| &s.groups)),
             RebuildProgress {
                 groups_pending: 2,
-                entries_remaining: 40
+                entries_remaining: 40,
+                bytes_remaining: 0,
             }
         );
     }

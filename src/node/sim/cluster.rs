@@ -137,6 +137,8 @@ struct World {
     groups: RefCell<Vec<u64>>,
     /// (node, group, index) of every entry whose record was damaged on disk.
     corrupted: RefCell<Vec<(NodeId, u64, u64)>>,
+    /// See [`tight_recovery`].
+    tight_recovery: bool,
 }
 
 enum Asked<T> {
@@ -163,6 +165,34 @@ fn entry_cache_bytes(seed: u64) -> u64 {
         256
     } else {
         crate::node::log_store::CACHE_BYTES_MAX
+    }
+}
+
+/// Seeds `3k + 2` run with a tight recovery budget and one recovery slot per shard, so the
+/// throttle holds and drops catch-up messages of rebuilding groups (the others: the
+/// default budget, which a simulated cluster never reaches). Derived from the seed alone;
+/// not in the corrupt-records runs, whose damage must find sealed segments (a throttled
+/// run writes less).
+fn tight_recovery(seed: u64, extra: Faults) -> bool {
+    seed % 3 == 2 && !extra.corrupt_records
+}
+
+/// See [`tight_recovery`]. Catch-up reads stay in the default task queue: a run must replay
+/// exactly, and glommio shares real CPU time between queues.
+fn recovery_limits(tight: bool) -> crate::node::recovery_budget::RecoveryLimits {
+    use crate::node::recovery_budget::RecoveryLimits;
+    let limits = RecoveryLimits {
+        low_priority_reads: false,
+        ..RecoveryLimits::default()
+    };
+    if tight {
+        RecoveryLimits {
+            bytes_per_sec_max: 64 << 10,
+            partitions_per_shard_max: 1,
+            ..limits
+        }
+    } else {
+        limits
     }
 }
 
@@ -300,6 +330,7 @@ impl World {
             rebuild,
             entry_cache_bytes: entry_cache_bytes(self.seed),
             scrub: None,
+            recovery: recovery_limits(self.tight_recovery),
         };
         let transport: Rc<SimEndpoint> = Rc::new(self.net.endpoint(id));
         let task = glommio::spawn_local(Shard::run(setup, wal.clone(), transport));
@@ -499,6 +530,7 @@ pub async fn run_with(seed: u64, extra: Faults) -> Result<SimReport, Violation> 
         members,
         groups: RefCell::new(Vec::new()),
         corrupted: RefCell::new(Vec::new()),
+        tight_recovery: tight_recovery(seed, extra),
     });
     // Drawn apart from the main generator, so runs without the fault keep their sequence.
     let mut corrupt_rng = SmallRng::seed_from_u64(seed ^ 0xc0ff_ee00);
