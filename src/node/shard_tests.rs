@@ -108,6 +108,8 @@ where
                 shard_senders: vec![tx.clone()],
                 rebuild: None,
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
+                joined: false,
+                membership: None,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

@@ -61,6 +61,8 @@ fn health_and_ready_turn_red_when_a_shards_fsync_fails() {
                 shard_senders: vec![tx.clone()],
                 rebuild: None,
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
+                joined: false,
+                membership: None,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,
