@@ -730,7 +730,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     /// operators follow with `grep -E "(recovery|replay|caught_up)"` (seed 000).
     fn log_caught_up(&mut self) {
         for (&id, g) in &self.groups {
-            if self.caught_up.contains(&id) || g.raw.leader() == 0 {
+            // Nothing committed heard: a new replica that has not received its leader's log
+            // yet (the rule of `/ready`, http/status.rs).
+            if self.caught_up.contains(&id) || g.raw.leader() == 0 || g.raw.leader_commit() == 0 {
                 continue;
             }
             if g.raw.applied() < g.raw.leader_commit() {
@@ -1185,7 +1187,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             if g.raw.last_index() <= *mark {
                 heard_of_it = false;
             }
-            let told = g.raw.progress(n).is_some_and(|p| p.match_index > *mark);
+            // The leader itself applied its removal already.
+            let told =
+                n == self.node_id || g.raw.progress(n).is_some_and(|p| p.match_index > *mark);
             if !told && *waited <= wait_max {
                 placed.push(n);
             }
