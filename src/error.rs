@@ -71,9 +71,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(e) => crate::commands::online::client_exit_code(e),
-            CliError::Http(crate::commands::online::http_client::HttpError::Unreachable {
-                ..
-            }) => crate::commands::online::EXIT_UNREACHABLE,
+            CliError::Http(
+                crate::commands::online::http_client::HttpError::Unreachable { .. }
+                | crate::commands::online::http_client::HttpError::Incomplete { .. },
+            ) => crate::commands::online::EXIT_UNREACHABLE,
             CliError::Http(_) => crate::commands::online::EXIT_REFUSED,
             _ => EXIT_ERROR,
         }

@@ -312,6 +312,50 @@ fn http_malformed_oversize_and_too_many_requests_get_4xx_and_do_not_hold_the_nod
     );
     assert_eq!(code, 405);
 
+    // Membership requests with bad input: typed 4xx answers with a message, never a crash.
+    let send = |method: &str, path: &str, body: &str| {
+        exchange(
+            &http,
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    for bad in [
+        "",
+        "not json",
+        "{\"node_id\": 0, \"peer_addr\": \"127.0.0.9:9093\"}",
+        "{\"node_id\": 9, \"peer_addr\": \"nowhere\"}",
+        "{\"node_id\": 9, \"peer_addr\": \"127.0.0.9:9093\", \"extra\": 1}",
+        "{\"node_id\": -1, \"peer_addr\": \"127.0.0.9:9093\"}",
+    ] {
+        let (code, text) = send("POST", "/admin/members", bad);
+        assert_eq!(code, 400, "{bad:?}: {text}");
+        assert!(json(body(&text))["error"].is_string(), "{text}");
+    }
+    let (code, text) = send("DELETE", "/admin/members/abc", "");
+    assert_eq!(code, 400, "{text}");
+    let (code, _) = send("GET", "/admin/members", "");
+    assert_eq!(code, 405);
+    // Refused by the controller (applied as a rejection): an unknown member, the last one.
+    get_until(&http, "/ready", 200, UP);
+    let deadline = Instant::now() + UP;
+    let text = loop {
+        let (code, text) = send("DELETE", "/admin/members/9", "");
+        if code == 409 {
+            break text;
+        }
+        // 503 while the new controller leader registers its members.
+        assert!(code == 503 && Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body(&text).contains("unknown member 9"), "{text}");
+    let (code, text) = send("DELETE", "/admin/members/1", "");
+    assert_eq!(code, 409, "{text}");
+    assert!(body(&text).contains("last one"), "{text}");
+
     // Idle connections up to the limit: one more is closed at once, unanswered.
     let idle: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(&http).expect("connect"))

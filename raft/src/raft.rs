@@ -1080,7 +1080,11 @@ impl<S: LogStorage> RawNode<S> {
                     pr.inflights.free_first();
                 }
                 if pr.match_index < self.log.last_index() {
-                    self.send_append(m.from, false);
+                    // A follower in Probe whose probe was lost (sent before it was reachable)
+                    // gets a new one, empty if everything was sent optimistically: without
+                    // it an idle group never finds where a new or returning member is.
+                    let probe = pr.state == ProgressState::Probe;
+                    self.send_append(m.from, probe);
                 }
                 self.release_reads();
             }

@@ -344,7 +344,8 @@ async fn import_into(
             Some(e) => {
                 // Each record costs its header too.
                 chunk_bytes += e.data.len() + tern_engine::constants::RECORD_HEADER_BYTES;
-                chunk.push((e.term, e.index, e.data));
+                let data = old_configuration_dropped(group, e.index, e.data);
+                chunk.push((e.term, e.index, data));
             }
         }
     }
@@ -358,4 +359,29 @@ async fn import_into(
     // Every record above is durable (each call resolved after its fsync): the group is
     // complete.
     import_marker::remove(root, group)
+}
+
+/// The export format does not carry the entry kind, so a Raft configuration change of the
+/// exported cluster (written when members were added or removed) would come back as a
+/// normal entry that is no record batch, and the group would refuse to start. Such an entry
+/// (no record batches, but a configuration's encoding) is imported as an empty entry, which
+/// holds no records and no configuration: the restored group takes its members from the
+/// cluster it is imported into. Said on stderr, naming the voters it named.
+fn old_configuration_dropped(group: u64, index: u64, data: Vec<u8>) -> Vec<u8> {
+    if data.is_empty() || tern::node::records::parse_batches(&data).is_ok() {
+        return data;
+    }
+    match tern_raft::message::ConfState::decode(&data) {
+        Some(conf) => {
+            tracing::warn!(
+                group,
+                index,
+                voters = ?conf.voters,
+                learners = ?conf.learners,
+                "import: entry {index} is a configuration change of the exported cluster; imported as an empty entry (the restored group takes its members from this cluster)"
+            );
+            Vec::new()
+        }
+        None => data,
+    }
 }

@@ -7,11 +7,12 @@
 //! Encoding (docs/format.md, "NODE"):
 //!
 //! ```text
-//! format=2
+//! format=3
 //! cluster=<uuid, hyphenated lower case>
 //! node=<decimal node id>
 //! admitted=<0 or 1>
 //! rebuilding=<0 or 1>            (format 2; a format 1 file has no such line and means 0)
+//! joined=<0 or 1>                (format 3; older files have no such line and mean 0)
 //! crc32c=<8 hex digits over the bytes of the lines above>
 //! ```
 //!
@@ -21,6 +22,9 @@
 //! once it bootstraps or joins. `rebuilding=1`: the directory was wiped and the node is being
 //! rebuilt under its old id (docs/replication.md): until it clears the flag, none of its
 //! groups votes or acknowledges beyond what is already committed, also after a crash.
+//! `joined=1`: the node was admitted by joining a running cluster as a learner (admission's
+//! `Join`, `tern cluster add-node`): no group of it ever takes its configuration from
+//! `--peers` or from a partition's initial replicas; every configuration comes from a leader.
 
 use std::fs::File;
 use std::io::Write;
@@ -30,8 +34,8 @@ use tern_engine::engine::META_FILE;
 use uuid::Uuid;
 
 pub const NODE_FILE: &str = "NODE";
-/// Version of the `NODE` file's encoding this build writes. 2 added `rebuilding`.
-pub const IDENTITY_FORMAT_VERSION: u16 = 2;
+/// Version of the `NODE` file's encoding this build writes. 2 added `rebuilding`, 3 `joined`.
+pub const IDENTITY_FORMAT_VERSION: u16 = 3;
 /// The oldest encoding this build still reads (no `rebuilding` line: not rebuilding).
 const IDENTITY_FORMAT_VERSION_MIN: u16 = 1;
 /// A `NODE` file is a few dozen bytes; anything longer is not ours (read bound).
@@ -46,6 +50,9 @@ pub struct NodeIdentity {
     /// Lost its data and is being rebuilt: it must not vote, campaign, or acknowledge beyond
     /// its leader's commit index until every group is rebuilt (docs/replication.md).
     pub rebuilding: bool,
+    /// Admitted by joining a running cluster (not by bootstrapping it): its groups learn
+    /// their configuration from their leaders only.
+    pub joined: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,11 +128,12 @@ impl NodeIdentity {
 
     pub fn encode(&self) -> String {
         let body = format!(
-            "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\nadmitted={}\nrebuilding={}\n",
+            "format={IDENTITY_FORMAT_VERSION}\ncluster={}\nnode={}\nadmitted={}\nrebuilding={}\njoined={}\n",
             self.cluster_id.hyphenated(),
             self.node_id,
             self.admitted as u8,
-            self.rebuilding as u8
+            self.rebuilding as u8,
+            self.joined as u8
         );
         format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()))
     }
@@ -149,7 +157,7 @@ impl NodeIdentity {
             )));
         }
         let (mut format, mut cluster, mut node, mut admitted) = (None, None, None, None);
-        let mut rebuilding = None;
+        let (mut rebuilding, mut joined) = (None, None);
         let flag = |key: &str, value: &str| match value {
             "0" => Ok(false),
             "1" => Ok(true),
@@ -182,6 +190,7 @@ impl NodeIdentity {
                     .is_some(),
                 "admitted" => admitted.replace(flag(key, value)?).is_some(),
                 "rebuilding" => rebuilding.replace(flag(key, value)?).is_some(),
+                "joined" => joined.replace(flag(key, value)?).is_some(),
                 _ => return Err(corrupt(format!("unexpected key {key:?}"))),
             };
             if slot_taken {
@@ -201,14 +210,24 @@ impl NodeIdentity {
             (_, Some(r)) => r,
             (_, None) => return Err(corrupt("missing rebuilding".into())),
         };
+        let joined = match (format, joined) {
+            (1 | 2, None) => false,
+            (1 | 2, Some(_)) => return Err(corrupt(format!("joined in a format {format} file"))),
+            (_, Some(j)) => j,
+            (_, None) => return Err(corrupt("missing joined".into())),
+        };
         let identity = NodeIdentity {
             cluster_id: cluster.ok_or_else(|| corrupt("missing cluster".into()))?,
             node_id: node.ok_or_else(|| corrupt("missing node".into()))?,
             admitted: admitted.ok_or_else(|| corrupt("missing admitted".into()))?,
             rebuilding,
+            joined,
         };
         if identity.rebuilding && !identity.admitted {
             return Err(corrupt("rebuilding but not admitted".into()));
+        }
+        if identity.joined && !identity.admitted {
+            return Err(corrupt("joined but not admitted".into()));
         }
         if identity.node_id == 0 || identity.cluster_id.is_nil() {
             return Err(corrupt("node 0 or nil cluster id".into()));
@@ -286,6 +305,7 @@ pub fn open_or_create(
         node_id: req.node_id,
         admitted: false,
         rebuilding: false,
+        joined: false,
     };
     if !write_new(dir, &identity)? {
         // Another process created it first: check against what it wrote.
@@ -330,6 +350,19 @@ pub fn mark_admitted(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity,
         dir,
         NodeIdentity {
             admitted: true,
+            ..identity
+        },
+    )
+}
+
+/// Records that the node joined a running cluster as a learner (admission's `Join`): admitted,
+/// and its groups take their configuration from their leaders only, also after a restart.
+pub fn mark_joined(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    rewrite(
+        dir,
+        NodeIdentity {
+            admitted: true,
+            joined: true,
             ..identity
         },
     )
@@ -532,6 +565,7 @@ mod durability_tests {
             node_id: 2,
             admitted,
             rebuilding: false,
+            joined: false,
         }
     }
 
@@ -644,6 +678,7 @@ mod tests {
             node_id: 42,
             admitted: true,
             rebuilding: true,
+            joined: true,
         };
         let text = id.encode();
         let p = Path::new("NODE");
@@ -707,6 +742,39 @@ mod tests {
         assert!(NodeIdentity::decode(p, &not_admitted).is_err());
     }
 
+    /// A joined node stays joined across restarts; format 2 files read as not joined, and a
+    /// format 2 file naming the flag (or a format 3 file without it) is damage.
+    #[test]
+    fn joined_flag_survives_a_reread_and_older_files_are_not_joined() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (id, _) = open_or_create(tmp.path(), req(4, Some(Uuid::new_v4()), true)).unwrap();
+        assert!(!id.joined);
+        let joined = mark_joined(tmp.path(), id).unwrap();
+        let (reread, _) = open_or_create(tmp.path(), req(4, Some(id.cluster_id), true)).unwrap();
+        assert_eq!(reread, joined);
+        assert!(reread.admitted && reread.joined && !reread.rebuilding);
+        let p = Path::new("NODE");
+        let with_crc =
+            |body: String| format!("{body}crc32c={:08x}\n", crc32c::crc32c(body.as_bytes()));
+        let cluster = Uuid::new_v4();
+        let v2 = with_crc(format!(
+            "format=2\ncluster={cluster}\nnode=3\nadmitted=1\nrebuilding=0\n"
+        ));
+        assert!(!NodeIdentity::decode(p, &v2).unwrap().joined);
+        let v2_flag = with_crc(format!(
+            "format=2\ncluster={cluster}\nnode=3\nadmitted=1\nrebuilding=0\njoined=1\n"
+        ));
+        assert!(NodeIdentity::decode(p, &v2_flag).is_err());
+        let v3_none = with_crc(format!(
+            "format=3\ncluster={cluster}\nnode=3\nadmitted=1\nrebuilding=0\n"
+        ));
+        assert!(NodeIdentity::decode(p, &v3_none).is_err());
+        let not_admitted = with_crc(format!(
+            "format=3\ncluster={cluster}\nnode=3\nadmitted=0\nrebuilding=0\njoined=1\n"
+        ));
+        assert!(NodeIdentity::decode(p, &not_admitted).is_err());
+    }
+
     #[test]
     fn wire_cluster_id_is_stable_and_tells_clusters_apart() {
         let id = |u: u128| NodeIdentity {
@@ -714,6 +782,7 @@ mod tests {
             node_id: 1,
             admitted: true,
             rebuilding: false,
+            joined: false,
         };
         assert_eq!(
             id(0x1234_0000_0000_0000_0000_0000_0000_5678).wire_cluster_id(),

@@ -17,6 +17,30 @@
 use tern_raft::message::{ConfState, NodeId};
 use tern_raft::ConfChange;
 
+use super::controller::ControllerState;
+
+/// The members the controller group itself should have: every member of the controller's
+/// state, plus every node of its configuration that the state neither lists nor removed.
+/// The second part keeps the initial voters while a new controller leader's registration of
+/// them (`AddMember`, shard.rs `register_members`) has not committed yet: only an explicit
+/// `RemoveMember` takes a node out of the controller's configuration. Sorted.
+pub fn controller_placement(state: &ControllerState, conf: &ConfState) -> Vec<NodeId> {
+    let mut placed: Vec<NodeId> = state.members().keys().copied().collect();
+    for &n in conf
+        .voters
+        .iter()
+        .chain(&conf.voters_outgoing)
+        .chain(&conf.learners)
+    {
+        if !state.members().contains_key(&n) && !state.was_removed(n) {
+            placed.push(n);
+        }
+    }
+    placed.sort_unstable();
+    placed.dedup();
+    placed
+}
+
 /// The next configuration to propose for a group whose configuration is `conf`, whose
 /// placed replicas are `placed`, whose commit index is `commit`, and whose members' match
 /// indexes `match_index` gives (`None` when the leader has no progress for it). `None`
@@ -133,6 +157,58 @@ mod tests {
             change(&[1, 2, 3], &[])
         );
         assert_eq!(next_change(&c, &[], 10, |_| Some(10)), None);
+    }
+
+    fn member(node_id: u64) -> crate::node::controller::Command {
+        crate::node::controller::Command::AddMember(crate::node::controller::Member {
+            node_id,
+            peer_addr: format!("127.0.0.{node_id}:9093").parse().unwrap(),
+            kafka_addr: format!("127.0.0.{node_id}:9092").parse().unwrap(),
+            http_addr: format!("127.0.0.{node_id}:9090").parse().unwrap(),
+        })
+    }
+
+    /// The controller group follows the members: initial voters not yet registered stay, a
+    /// new member joins as a learner and is promoted once caught up, a removed one leaves.
+    #[test]
+    fn controller_configuration_follows_the_members_and_keeps_unregistered_voters() {
+        use crate::node::controller::Command;
+        let mut state = ControllerState::default();
+        let c = conf(&[1, 2, 3], &[]);
+        // Nothing registered yet, or only some: the configured voters stay.
+        assert_eq!(controller_placement(&state, &c), vec![1, 2, 3]);
+        state.apply(1, &member(1)).unwrap();
+        assert_eq!(controller_placement(&state, &c), vec![1, 2, 3]);
+        state.apply(2, &member(2)).unwrap();
+        state.apply(3, &member(3)).unwrap();
+        // Node 4 added: it joins as a learner, then votes once caught up.
+        state.apply(4, &member(4)).unwrap();
+        let placed = controller_placement(&state, &c);
+        assert_eq!(placed, vec![1, 2, 3, 4]);
+        assert_eq!(
+            next_change(&c, &placed, 10, |_| Some(10)),
+            change(&[1, 2, 3], &[4])
+        );
+        let c = conf(&[1, 2, 3], &[4]);
+        assert_eq!(
+            next_change(&c, &placed, 10, |n| Some(if n == 4 { 3 } else { 10 })),
+            None
+        );
+        assert_eq!(
+            next_change(&c, &placed, 10, |_| Some(10)),
+            change(&[1, 2, 3, 4], &[])
+        );
+        // Node 1 removed: it leaves the configuration, and is not kept as "unregistered".
+        state
+            .apply(5, &Command::RemoveMember { node_id: 1 })
+            .unwrap();
+        let c = conf(&[1, 2, 3, 4], &[]);
+        let placed = controller_placement(&state, &c);
+        assert_eq!(placed, vec![2, 3, 4]);
+        assert_eq!(
+            next_change(&c, &placed, 10, |_| Some(10)),
+            change(&[2, 3, 4], &[])
+        );
     }
 
     #[test]

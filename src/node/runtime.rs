@@ -23,7 +23,7 @@ use super::config::NodeConfig;
 use super::controller::{Member, CONTROLLER_GROUP};
 use super::identity::wire_cluster_id;
 use super::rebuild::NodeRebuild;
-use super::shard::{Shard, ShardMsg, ShardSetup};
+use super::shard::{MembershipSink, Shard, ShardMsg, ShardSetup};
 
 /// Bounds each step of one view query to a peer.
 const VIEW_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -43,6 +43,8 @@ pub struct NodeRuntime {
     recovery: super::recovery_budget::RecoveryLimits,
     controller_voters: Vec<u64>,
     admitted: AtomicBool,
+    /// Admitted by joining a running cluster (`NODE` joined=1): see `ShardSetup::joined`.
+    joined: AtomicBool,
     /// Set once before the shards start when the node's `NODE` file says it is rebuilding.
     rebuild: Mutex<Option<Arc<NodeRebuild>>>,
     identity: LocalIdentity,
@@ -52,6 +54,9 @@ pub struct NodeRuntime {
     /// None for a standalone node (no peer listener).
     peer_setups: Option<Mutex<Vec<Option<ShardPeerSetup>>>>,
     network: Mutex<Option<PeerNetwork>>,
+    /// The peer directory and the admission view, which the shards keep up to date from
+    /// the controller (None for a standalone node).
+    membership: Option<MembershipSink>,
 }
 
 /// A shard's transport: TCP to the peers, or none at all for a standalone node.
@@ -167,6 +172,7 @@ impl NodeRuntime {
                 recovery: super::recovery_budget::RecoveryLimits::from(&cfg.recovery),
                 controller_voters,
                 admitted: AtomicBool::new(false),
+                joined: AtomicBool::new(false),
                 rebuild: Mutex::new(None),
                 identity: LocalIdentity {
                     cluster_id: wire_cluster_id(cluster_id),
@@ -178,6 +184,7 @@ impl NodeRuntime {
                 inboxes: Mutex::new(inboxes),
                 peer_setups: None,
                 network: Mutex::new(None),
+                membership: None,
             }));
         }
         let identity = LocalIdentity {
@@ -194,6 +201,10 @@ impl NodeRuntime {
         // The acceptor answers view queries with `view`: without it, peers would hear a nil
         // cluster id and "not bootstrapped" from every node, and admission could not tell a
         // wiped voter from a new cluster.
+        let membership = MembershipSink {
+            directory: directory.clone(),
+            view: view.clone(),
+        };
         let (network, setups) = PeerNetwork::start_with_view(
             identity,
             cfg.peer_addr,
@@ -212,6 +223,7 @@ impl NodeRuntime {
             recovery: super::recovery_budget::RecoveryLimits::from(&cfg.recovery),
             controller_voters,
             admitted: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
             rebuild: Mutex::new(None),
             identity,
             initial_members,
@@ -219,12 +231,18 @@ impl NodeRuntime {
             inboxes: Mutex::new(inboxes),
             peer_setups: Some(Mutex::new(setups.into_iter().map(Some).collect())),
             network: Mutex::new(Some(network)),
+            membership: Some(membership),
         }))
     }
 
     /// Whether this node may run the controller group (decided before the shards start).
     pub fn set_admitted(&self, admitted: bool) {
         self.admitted.store(admitted, Ordering::SeqCst);
+    }
+
+    /// The node joined a running cluster as a learner (decided before the shards start).
+    pub fn set_joined(&self, joined: bool) {
+        self.joined.store(joined, Ordering::SeqCst);
     }
 
     /// The node is being rebuilt: its shards start every group non-voting (`rebuild.rs`).
@@ -322,6 +340,8 @@ impl NodeRuntime {
             entry_cache_bytes: super::log_store::CACHE_BYTES_MAX,
             scrub: self.scrub,
             recovery: self.recovery,
+            joined: self.joined.load(Ordering::SeqCst),
+            membership: self.membership.clone(),
         };
         Shard::run(setup, ctx.wal.clone(), transport).await
     }

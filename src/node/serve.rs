@@ -142,6 +142,8 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     let admitted_id = admit(cfg, &id, &voters, &runtime)?;
     let admitted = admitted_id.is_some();
+    let joined = admitted_id.is_some_and(|i| i.joined);
+    runtime.set_joined(joined);
     if let Some(admitted_id) = admitted_id.filter(|i| i.rebuilding) {
         runtime.set_rebuild(Arc::new(NodeRebuild::new(
             Some(cfg.data_dir.clone()),
@@ -150,9 +152,11 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         )));
     }
     if admitted {
+        // A joined node names no voters until its controller learns its configuration from
+        // the leader (the controller's shard publishes it from then on: shard.rs).
         view.set(ClusterView {
             bootstrapped: true,
-            voters: voters.clone(),
+            voters: if joined { Vec::new() } else { voters.clone() },
             ..view.get()
         });
     }
@@ -172,9 +176,14 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
     // shards share one port.
     let kafka_addr = tern_net::listen::ensure_addr_free(cfg.kafka_addr)
         .map_err(|e| ServeError::Runtime(format!("kafka_addr: {e}")))?;
+    // The HTTP listener (one, on shard 0: src/node/http/mod.rs says why), checked free
+    // before the shards start so a taken address refuses the start.
+    let http_addr = tern_net::listen::ensure_addr_free(cfg.http_addr)
+        .map_err(|e| ServeError::Runtime(format!("http_addr: {e}")))?;
     let kafka_setup = BrokerSetup {
         node_id: cfg.node_id,
         advertised: kafka_addr,
+        http_addr,
         cluster_id: id.cluster_id.to_string(),
         read_only: cfg.read_only,
         shard: 0,
@@ -182,14 +191,11 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         senders: runtime.senders(),
         default_retention: cfg.default_retention(),
     };
-    // The HTTP listener (one, on shard 0: src/node/http/mod.rs says why), checked free
-    // before the shards start so a taken address refuses the start.
-    let http_addr = tern_net::listen::ensure_addr_free(cfg.http_addr)
-        .map_err(|e| ServeError::Runtime(format!("http_addr: {e}")))?;
     let progress = Arc::new(NodeProgress::new(shards));
     let http_setup = HttpSetup {
         node_id: cfg.node_id,
         addr: http_addr,
+        kafka_addr,
         standalone: cfg.standalone,
         senders: runtime.senders(),
         progress: progress.clone(),
@@ -320,7 +326,9 @@ fn admit(
         )?;
         match decision {
             Admission::Resume => {
-                if id.rebuilding {
+                if id.joined {
+                    info!("admission: resume (joined earlier as a learner; configurations come from the leaders)");
+                } else if id.rebuilding {
                     info!("admission: resume, still rebuilding (a crash interrupted the rebuild)");
                 } else if cfg.rebuild {
                     info!("admission: resume; --rebuild ignored: the data directory was not wiped");
@@ -340,14 +348,17 @@ fn admit(
                 return Ok(Some(id));
             }
             Admission::Join => {
-                // Joining as a learner needs `tern cluster add-node` (membership change),
-                // which is not integrated yet: refuse with what to do rather than guess.
-                return Err(ServeError::Runtime(
-                    "admission: the cluster exists and does not list this node as a voter; \
-                     adding a node to a running cluster (tern cluster add-node) is not \
-                     supported yet: start it with the cluster's other initial voters"
-                        .into(),
-                ));
+                // Recorded before any group exists: after a crash the node resumes as the
+                // learner it joined as, never bootstrapping a configuration from --peers.
+                let id = identity::mark_joined(&cfg.data_dir, *id)?;
+                info!(
+                    answers = answers.len(),
+                    "admission: join: the cluster exists and does not count this node as a \
+                     voter; starting as an empty learner, waiting for `tern cluster add-node \
+                     --id {}` (its leaders add it as a learner and promote it once caught up)",
+                    id.node_id
+                );
+                return Ok(Some(id));
             }
             Admission::Wait => {
                 if started.elapsed() > ADMISSION_WAIT_MAX {

@@ -27,7 +27,8 @@ use futures_util::StreamExt;
 use tern_engine::storage::Storage;
 use tern_engine::{Durable, OwnedEntry, ShardWal, WriteBatch};
 use tern_net::{
-    HeartbeatBatch, LedGroup, NodeAddrs, NodeReport, Outbound, PeerEvent, PeerTransport,
+    ClusterView, HeartbeatBatch, LedGroup, NodeAddrs, NodeReport, Outbound, PeerDirectory,
+    PeerEvent, PeerTransport, SharedView,
 };
 use tern_raft::message::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId};
 use tern_raft::ready::EntryFetch;
@@ -51,7 +52,7 @@ use super::planted::{self, Planted};
 use super::producers::{ProducerTable, SequenceCheck};
 use super::rebuild::NodeRebuild;
 use super::records::{parse_batches, record_count, stamp};
-use super::replica_moves::next_change;
+use super::replica_moves::{controller_placement, next_change};
 use super::requests::{
     Acks, EpochEnd, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply,
     RequestError,
@@ -75,6 +76,18 @@ pub const PRODUCE_BYTES_MAX: u64 = 1 << 20;
 const EVENTS_PER_ROUND_MAX: usize = 4096;
 /// Fetch reads in flight per shard.
 const ENTRY_READS_INFLIGHT_MAX: usize = 64;
+/// A replica the controller moved away (see `Shard::leaving`) is purged at the latest after
+/// this many of its longest election timeouts without a leader: its group's leader no
+/// longer talks to it (the configuration without it committed before it heard of it), so it
+/// would wait for ever. Purging it then is what a removal did before this rule: the others
+/// hold a majority's copy of everything committed.
+const LEAVING_LEADERLESS_ELECTIONS_MAX: u64 = 10;
+/// A removed member stays in the controller group's configuration until it holds everything
+/// committed, so that it applies its own `RemoveMember` and lets go of its partitions (once
+/// out of the configuration nobody sends it anything), but at most this many of the longest
+/// election timeouts after the controller's leader saw the removal: a dead node must not keep
+/// a vote for ever. 15 s at the default timing.
+const REMOVED_CATCH_UP_ELECTIONS_MAX: u64 = 50;
 
 /// Messages that reach a shard from outside its executor (other shards, front ends).
 #[derive(Debug)]
@@ -153,7 +166,12 @@ pub struct GroupStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub voters: Vec<u64>,
+    /// The old voters while the configuration is joint (empty otherwise).
+    pub voters_outgoing: Vec<u64>,
     pub learners: Vec<u64>,
+    /// The configuration above is committed (its entry is at or below `commit`): a majority
+    /// of the group holds it.
+    pub conf_committed: bool,
     /// Leader only: every other member's progress. Empty on a follower.
     pub replicas: Vec<ReplicaProgress>,
     pub halted: Option<String>,
@@ -234,6 +252,25 @@ pub struct ShardSetup {
     pub scrub: Option<ScrubConfig>,
     /// `[recovery]`: the node's catch-up budget and recovery slots per shard.
     pub recovery: super::recovery_budget::RecoveryLimits,
+    /// The node joined a running cluster as a learner (`NODE` says `joined=1`): the
+    /// controller group starts with an empty configuration (`controller_voters` is then
+    /// empty) and no partition group takes its initial replicas as its configuration; every
+    /// configuration comes from a leader, which adds this node as a learner first.
+    pub joined: bool,
+    /// Where the membership the controller holds is published on a real node; `None` in
+    /// tests and the node simulation (whose transport knows every node).
+    pub membership: Option<MembershipSink>,
+}
+
+/// What a real node publishes from its controller (`runtime.rs` builds it): the peer
+/// transport's directory learns every member's peer address from the controller's state,
+/// and the view the peer listener answers admission queries with names the controller
+/// group's current voters (so a node removed by `tern cluster remove-node` and started
+/// again on an empty directory is told it is not a voter, and joins).
+#[derive(Clone, Debug)]
+pub struct MembershipSink {
+    pub directory: PeerDirectory,
+    pub view: SharedView,
 }
 
 enum Event {
@@ -329,6 +366,18 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     round_entry_bytes: u64,
     /// Catch-up budget, recovery slots, waiting work (`shard/recovery_driver.rs`).
     recovery: recovery_driver::Recovery,
+    /// See [`ShardSetup::joined`].
+    joined: bool,
+    membership: Option<MembershipSink>,
+    /// Partition groups the controller no longer places here, kept until their own
+    /// configuration no longer names this node (docs/replication.md, "a replica stays until
+    /// a configuration of its group without the node reached it"), with the ticks each has
+    /// spent without a leader since.
+    leaving: BTreeMap<u64, u64>,
+    /// As the controller's leader: removed members still in the controller's configuration,
+    /// with the ticks since this node saw them removed (`REMOVED_CATCH_UP_ELECTIONS_MAX`).
+    /// Value: (ticks waited, the controller's last index when the removal was seen).
+    removed_waits: BTreeMap<NodeId, (u64, u64)>,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -378,6 +427,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 setup.recovery,
                 setup.tick,
             ),
+            joined: setup.joined,
+            membership: setup.membership,
+            leaving: BTreeMap::new(),
+            removed_waits: BTreeMap::new(),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let mut tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -401,18 +454,27 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         for (group, index) in kept {
             shard.note_damage(group, index, "damaged entry record found by recovery");
         }
-        if !setup.controller_voters.is_empty()
+        if (!setup.controller_voters.is_empty() || shard.joined)
             && tern_engine::shard_for_group(CONTROLLER_GROUP, shard.shards) == shard.shard
         {
-            let voters = ConfState::with_voters(&setup.controller_voters);
+            // A joined node's controller waits, empty, for its leader to add it as a learner.
+            let voters = if shard.joined {
+                ConfState::default()
+            } else {
+                ConfState::with_voters(&setup.controller_voters)
+            };
             if let Err(e) = shard.start_group(CONTROLLER_GROUP, voters, None).await {
                 error!(shard = shard.shard, "controller group did not start: {e}");
                 shard.failed = Some(format!("controller group did not start: {e}"));
             }
-            if let Err(why) = shard.check_controller_start(&setup.controller_voters).await {
-                error!(shard = shard.shard, "{why}");
-                // Returning ends the node (a shard that exits stops the others).
-                return Some(why);
+            // The single-voter rules compare the configuration with --peers, which says
+            // nothing about a joined node's controller.
+            if !shard.joined {
+                if let Err(why) = shard.check_controller_start(&setup.controller_voters).await {
+                    error!(shard = shard.shard, "{why}");
+                    // Returning ends the node (a shard that exits stops the others).
+                    return Some(why);
+                }
             }
             // A controller restarted from a snapshot with no entries after it applies nothing:
             // its state must reach the shards (which start their partitions from it) now.
@@ -548,6 +610,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 self.tick_recovery();
                 self.balance_leaders();
                 self.move_replicas();
+                self.move_controller_members();
+                self.retire_leaving();
+                self.publish_voters();
                 self.ticks += 1;
                 self.send_reports();
                 if self.ticks.is_multiple_of(RETENTION_CHECK_TICKS) {
@@ -744,7 +809,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     /// operators follow with `grep -E "(recovery|replay|caught_up)"` (seed 000).
     fn log_caught_up(&mut self) {
         for (&id, g) in &self.groups {
-            if self.caught_up.contains(&id) || g.raw.leader() == 0 {
+            // Nothing committed heard: a new replica that has not received its leader's log
+            // yet (the rule of `/ready`, http/status.rs).
+            if self.caught_up.contains(&id) || g.raw.leader() == 0 || g.raw.leader_commit() == 0 {
                 continue;
             }
             if g.raw.applied() < g.raw.leader_commit() {
@@ -815,7 +882,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     first_index: g.raw.first_index(),
                     last_index: g.raw.last_index(),
                     voters: conf.voters.clone(),
+                    voters_outgoing: conf.voters_outgoing.clone(),
                     learners: conf.learners.clone(),
+                    conf_committed: g.raw.conf_index() <= commit,
                     replicas,
                     halted: g.halted.clone(),
                     entries_read_at_start: self.entries_read_at_start.get(&id).copied(),
@@ -1047,6 +1116,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             .into_iter()
             .filter(|(_, h)| h.shard == self.shard)
             .collect();
+        self.learn_addresses(&state);
         self.controller = Some(state);
         let running: Vec<u64> = self
             .groups
@@ -1056,10 +1126,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             .collect();
         for id in running {
             if !desired.contains_key(&id) {
-                self.remove_group(id);
+                self.leave_group(id);
             }
         }
         for (id, hosted) in desired {
+            // Placed here again before it left: it stays.
+            self.leaving.remove(&id);
             if let Some(g) = self.groups.get_mut(&id) {
                 // The replica order (the preferred leader) may have changed.
                 if let Machine::Partition { hosted: known, .. } = &mut g.machine {
@@ -1068,8 +1140,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 continue;
             }
             // Only the replicas the group was created with bootstrap its configuration; one
-            // placed later joins empty and waits for the leader (`Partition::initial`).
-            let voters = if hosted.initial.contains(&self.node_id) {
+            // placed later joins empty and waits for the leader (`Partition::initial`). A
+            // joined node never bootstraps: an initial replica it replaced (same id, new
+            // directory) is not in the configuration any more, and must not claim a vote.
+            let voters = if hosted.initial.contains(&self.node_id) && !self.joined {
                 ConfState::with_voters(&hosted.initial)
             } else {
                 ConfState::default()
@@ -1159,6 +1233,183 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }
                 Err(e) => debug!(group = id, "configuration change not proposed yet: {e}"),
             }
+        }
+    }
+
+    /// As the controller's leader, brings the controller group's own configuration to the
+    /// members its state holds, one change at a time: a new member joins as a learner and is
+    /// promoted once it holds everything committed; a removed member leaves
+    /// (`replica_moves::controller_placement` and `next_change`).
+    fn move_controller_members(&mut self) {
+        let Some(g) = self.groups.get_mut(&CONTROLLER_GROUP) else {
+            return;
+        };
+        if g.raw.role() != Role::Leader || g.halted.is_some() {
+            return;
+        }
+        let Machine::Controller(state) = &g.machine else {
+            return;
+        };
+        let mut placed = controller_placement(state, g.raw.conf());
+        let wait_max = self
+            .raft
+            .election_ticks_max
+            .saturating_mul(REMOVED_CATCH_UP_ELECTIONS_MAX);
+        let members = g.raw.conf().members();
+        let removed: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|&n| state.was_removed(n))
+            .collect();
+        self.removed_waits.retain(|n, _| removed.contains(n));
+        let mut heard_of_it = true;
+        for n in removed {
+            // `mark`: the last index when this leader saw the removal (applied, so committed).
+            // An entry after it reached the member together with a commit index at or above
+            // its RemoveMember: once the member's match index passes `mark`, it applies its
+            // own removal. An empty entry makes sure there is one.
+            let last = g.raw.last_index();
+            let (waited, mark) = self.removed_waits.entry(n).or_insert((0, last));
+            *waited += 1;
+            if g.raw.last_index() <= *mark {
+                heard_of_it = false;
+            }
+            // The leader itself applied its removal already.
+            let told =
+                n == self.node_id || g.raw.progress(n).is_some_and(|p| p.match_index > *mark);
+            if !told && *waited <= wait_max {
+                placed.push(n);
+            }
+        }
+        if !heard_of_it {
+            match g.raw.propose(Vec::new()) {
+                Ok(_) => {
+                    self.dirty.insert(CONTROLLER_GROUP);
+                }
+                Err(e) => debug!("controller: entry telling a removed member not proposed: {e}"),
+            }
+        }
+        let raw = &g.raw;
+        placed.sort_unstable();
+        placed.dedup();
+        let Some(change) = next_change(raw.conf(), &placed, raw.commit(), |n| {
+            raw.progress(n).map(|p| p.match_index)
+        }) else {
+            return;
+        };
+        match g.raw.propose_conf_change(&change) {
+            Ok(_) => {
+                info!(
+                    voters = ?change.voters,
+                    learners = ?change.learners,
+                    "controller: membership change proposed"
+                );
+                self.dirty.insert(CONTROLLER_GROUP);
+            }
+            Err(e) => debug!("controller membership change not proposed yet: {e}"),
+        }
+    }
+
+    /// Publishes the controller group's voters (old and new while joint) as this node's
+    /// answer to admission queries (`bootstrap.rs`).
+    fn publish_voters(&self) {
+        let (Some(sink), Some(g)) = (&self.membership, self.groups.get(&CONTROLLER_GROUP)) else {
+            return;
+        };
+        let conf = g.raw.conf();
+        let mut voters: Vec<u64> = conf
+            .voters
+            .iter()
+            .chain(conf.voters_outgoing.iter())
+            .copied()
+            .collect();
+        voters.sort_unstable();
+        voters.dedup();
+        let view = sink.view.get();
+        if view.voters != voters || !view.bootstrapped {
+            sink.view.set(ClusterView {
+                bootstrapped: true,
+                voters,
+                ..view
+            });
+        }
+    }
+
+    /// The peer transport learns every member's peer address from the controller's state
+    /// (a member added by `tern cluster add-node` is not in `--peers`). Addresses are never
+    /// dropped: a removed node's address is harmless, as no group names it any more, and it
+    /// may be added again.
+    fn learn_addresses(&self, state: &ControllerState) {
+        let Some(sink) = &self.membership else {
+            return;
+        };
+        for (&id, m) in state.members() {
+            if id != self.node_id && sink.directory.get(id) != Some(m.peer_addr) {
+                info!(node = id, addr = %m.peer_addr, "peer directory: member address learned");
+                sink.directory.set(id, m.peer_addr);
+            }
+        }
+    }
+
+    /// The controller no longer places `group` here. A deleted topic's group goes at once.
+    /// A moved replica stays a member of its group until a configuration without this node
+    /// reaches it: as the leader it carries the move out itself (its placement is updated
+    /// from the state), as a follower it keeps voting meanwhile, so the group keeps its fault
+    /// tolerance during the move. [`Shard::retire_leaving`] removes it then.
+    fn leave_group(&mut self, group: u64) {
+        let placed = self.controller.as_ref().and_then(|state| {
+            state.topics().values().find_map(|t| {
+                t.partitions
+                    .iter()
+                    .find(|p| p.group == group)
+                    .map(|p| p.replicas.clone())
+            })
+        });
+        let Some(placed) = placed else {
+            self.leaving.remove(&group);
+            self.remove_group(group);
+            return;
+        };
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        if let Machine::Partition { hosted, .. } = &mut g.machine {
+            hosted.replicas = placed;
+        }
+        if self.leaving.insert(group, 0).is_none() {
+            info!(
+                shard = self.shard,
+                group, "replica moved away: it stays until its group's configuration leaves it"
+            );
+        }
+        self.retire_leaving();
+    }
+
+    /// Removes the leaving replicas whose group's configuration no longer names this node,
+    /// or that have known no leader for [`LEAVING_LEADERLESS_TICKS_MAX`] ticks.
+    fn retire_leaving(&mut self) {
+        let mut done = Vec::new();
+        for (&id, leaderless) in self.leaving.iter_mut() {
+            let Some(g) = self.groups.get(&id) else {
+                done.push(id);
+                continue;
+            };
+            if g.raw.leader() == 0 {
+                *leaderless += 1;
+            } else {
+                *leaderless = 0;
+            }
+            let leaderless_max = self
+                .raft
+                .election_ticks_max
+                .saturating_mul(LEAVING_LEADERLESS_ELECTIONS_MAX);
+            if !g.raw.conf().contains(self.node_id) || *leaderless > leaderless_max {
+                done.push(id);
+            }
+        }
+        for id in done {
+            self.leaving.remove(&id);
+            self.remove_group(id);
         }
     }
 

@@ -110,6 +110,8 @@ where
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
                 scrub: None,
                 recovery: Default::default(),
+                joined: false,
+                membership: None,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

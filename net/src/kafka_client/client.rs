@@ -12,14 +12,15 @@ use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
-    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    ProducerId, TopicName,
+    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -579,6 +580,50 @@ impl Client {
     /// with the partition's current replicas reordered, `to` first: a tern node takes that as
     /// "change the preferred leader", and the leader hands over once `to` is caught up
     /// (docs/clients.md).
+    /// The admin HTTP address of the node at the bootstrap address (DescribeConfigs of its
+    /// BROKER resource, read-only config `tern.http.addr`): where tern's requests that Kafka
+    /// has no equivalent for go (`tern cluster add-node` / `remove-node`).
+    pub fn http_addr(&mut self) -> ClientResult<String> {
+        const KEY: &str = "tern.http.addr";
+        let api = "DescribeConfigs";
+        let mut resource = DescribeConfigsResource::default();
+        resource.resource_type = 4; // BROKER
+        resource.resource_name = StrBytes::from_static_str("");
+        resource.configuration_keys = Some(vec![StrBytes::from_static_str(KEY)]);
+        let mut request = DescribeConfigsRequest::default();
+        request.resources = vec![resource];
+        let mut conn = Connection::open(&self.config.bootstrap, &self.config.connect)?;
+        let response = conn.call(&request)?;
+        let result = response
+            .results
+            .first()
+            .ok_or_else(|| unexpected(conn.addr().to_string(), api))?;
+        if result.error_code != 0 {
+            return Err(ClientError::Invalid(format!(
+                "{}: DescribeConfigs refused ({}): {}",
+                conn.addr(),
+                result.error_code,
+                result
+                    .error_message
+                    .as_ref()
+                    .map(|m| m.as_str())
+                    .unwrap_or("no message")
+            )));
+        }
+        result
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == KEY)
+            .and_then(|c| c.value.as_ref())
+            .map(|v| v.as_str().to_string())
+            .ok_or_else(|| {
+                ClientError::Invalid(format!(
+                    "{} does not name its HTTP address ({KEY}): is it a tern node?",
+                    conn.addr()
+                ))
+            })
+    }
+
     pub fn transfer_leader(&mut self, topic: &str, partition: i32, to: i32) -> ClientResult<()> {
         self.refresh_metadata()?;
         let t = self

@@ -21,6 +21,7 @@ pub fn client_range(key: ApiKey) -> Option<VersionRange> {
         ApiKey::DeleteTopics => (1, 5),
         ApiKey::InitProducerId => (0, 4),
         ApiKey::AlterPartitionReassignments => (0, 1),
+        ApiKey::DescribeConfigs => (1, 4),
         _ => return None,
     };
     Some(key.valid_versions().intersect(&VersionRange { min, max }))
@@ -38,6 +39,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::DeleteTopics) => "DeleteTopics",
         Ok(ApiKey::InitProducerId) => "InitProducerId",
         Ok(ApiKey::AlterPartitionReassignments) => "AlterPartitionReassignments",
+        Ok(ApiKey::DescribeConfigs) => "DescribeConfigs",
         _ => "a Kafka request",
     }
 }

@@ -63,6 +63,8 @@ fn health_and_ready_turn_red_when_a_shards_fsync_fails() {
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
                 scrub: None,
                 recovery: Default::default(),
+                joined: false,
+                membership: None,
             };
             let shard = glommio::spawn_local(Shard::run(
                 setup,

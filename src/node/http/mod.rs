@@ -12,6 +12,7 @@
 //! JSON of `/v1/raft` and `/v1/cluster`) → [`metrics`] (Prometheus text).
 
 pub mod io;
+pub mod members;
 pub mod metrics;
 pub mod routes;
 pub mod server;
@@ -103,6 +104,8 @@ impl NodeProgress {
 pub struct HttpSetup {
     pub node_id: u64,
     pub addr: SocketAddr,
+    /// This node's Kafka address (a new member's Kafka port defaults to this one's).
+    pub kafka_addr: SocketAddr,
     pub standalone: bool,
     pub senders: Vec<mpsc::Sender<ShardMsg>>,
     pub progress: std::sync::Arc<NodeProgress>,

@@ -28,7 +28,11 @@ pub async fn route(
             ));
         }
     }
-    let response = match (req.method(), req.uri().path()) {
+    let path = req.uri().path().to_string();
+    if path == "/admin/members" || path.starts_with("/admin/members/") {
+        return Ok(members_route(&setup, req, &path).await);
+    }
+    let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/health") => health(&setup).await,
         (&Method::GET, "/ready") => ready(&setup).await,
         (&Method::GET, "/metrics") => metrics_text(&setup).await,
@@ -57,10 +61,27 @@ pub async fn route(
             StatusCode::NOT_FOUND,
             &json!({"error": format!("no endpoint {path}"),
                     "endpoints": ["/health", "/ready", "/metrics", "/v1/raft", "/v1/cluster",
-                                  "POST /admin/snapshot"]}),
+                                  "POST /admin/snapshot", "POST /admin/members",
+                                  "DELETE /admin/members/N"]}),
         ),
     };
     Ok(response)
+}
+
+/// `POST /admin/members` and `DELETE /admin/members/N` (`members.rs`).
+async fn members_route(setup: &HttpSetup, req: Request<Incoming>, path: &str) -> Response<Body> {
+    match (req.method().clone(), path.strip_prefix("/admin/members/")) {
+        (Method::POST, None) => super::members::add(setup, req).await,
+        (Method::DELETE, Some(tail)) => super::members::remove(setup, tail).await,
+        (method, None) => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": format!("{method} is not allowed here; use POST (add a member)")}),
+        ),
+        (method, Some(_)) => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": format!("{method} is not allowed here; use DELETE (remove a member)")}),
+        ),
+    }
 }
 
 /// `POST /admin/snapshot[?topic=T&partition=P]`: every group on this node (or the one

@@ -90,6 +90,12 @@ pub fn group_pending(g: &GroupStatus) -> Option<String> {
             g.applied, g.leader_commit
         ));
     }
+    // Every leader commits an entry of its own at once, so a replica that heard of nothing
+    // committed has not received its leader's log yet (a new replica: heartbeats tell it at
+    // most what the leader knows it holds, which is nothing).
+    if g.leader_commit == 0 {
+        return Some("the leader has sent nothing committed yet (a new replica)".into());
+    }
     if g.applied < g.leader_commit {
         return Some(format!(
             "applied {} of the leader's commit {}",
@@ -349,7 +355,9 @@ mod tests {
             first_index: 1,
             last_index: applied,
             voters: vec![1, 2, 3],
+            voters_outgoing: vec![],
             learners: vec![],
+            conf_committed: true,
             replicas: vec![],
             halted: None,
             entries_read_at_start: None,

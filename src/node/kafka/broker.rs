@@ -32,6 +32,8 @@ pub struct BrokerSetup {
     /// The address this node advertises to Kafka clients (its `kafka_addr`, with the port the
     /// listener really has).
     pub advertised: SocketAddr,
+    /// This node's admin HTTP address (DescribeConfigs `tern.http.addr`: `configs.rs`).
+    pub http_addr: SocketAddr,
     pub cluster_id: String,
     /// `read_only` in the node's configuration: every write is refused.
     pub read_only: bool,

@@ -15,7 +15,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use super::api_versions;
 use super::broker::Broker;
 use super::connection::REQUEST_BYTES_MIN;
-use super::{fetch, groups, metadata, offsets, produce, producer_id, reassign, topics};
+use super::{configs, fetch, groups, metadata, offsets, produce, producer_id, reassign, topics};
 use crate::node::stats;
 
 /// What the connection does after a request.
@@ -132,6 +132,7 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::LeaveGroup => "LeaveGroup",
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
         _ => "other",
     }
 }
@@ -216,6 +217,9 @@ async fn answer(broker: &Broker, body: Bytes) -> Outcome {
         RequestKind::AlterPartitionReassignments(r) => Some(
             ResponseKind::AlterPartitionReassignments(reassign::handle(broker, r).await),
         ),
+        RequestKind::DescribeConfigs(r) => {
+            Some(ResponseKind::DescribeConfigs(configs::describe(broker, r)))
+        }
         RequestKind::InitProducerId(r) => {
             Some(ResponseKind::InitProducerId(producer_id::handle(broker, r)))
         }

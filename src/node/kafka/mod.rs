@@ -15,6 +15,7 @@
 
 pub mod api_versions;
 pub mod broker;
+pub mod configs;
 pub mod connection;
 pub mod dispatch;
 pub mod errors;
