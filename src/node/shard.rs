@@ -51,7 +51,7 @@ use super::partition::{OffsetMap, PartitionSnapshot};
 use super::planted::{self, Planted};
 use super::producers::{ProducerTable, SequenceCheck};
 use super::rebuild::NodeRebuild;
-use super::records::{parse_batches, record_count, stamp};
+use super::records::{parse_batches, record_count, stamp, BatchInfo};
 use super::replica_moves::{controller_placement, next_change};
 use super::requests::{
     Acks, EpochEnd, FetchReply, OffsetSpec, PartitionRequest, PartitionView, ProduceReply,
@@ -2484,6 +2484,43 @@ pub(super) async fn read_from_offset<S: Storage>(
     Ok(records)
 }
 
+/// Reads entries `lo..hi` of `group` in bounded chunks and hands `visit` the record batches of
+/// each one that holds records (batch headers only), in index order, until `visit` answers
+/// `Some`: that answer, or `None` once every entry was seen.
+async fn scan_batches<S: Storage>(
+    wal: &ShardWal<S>,
+    group: u64,
+    lo: u64,
+    hi: u64,
+    mut visit: impl FnMut(&[BatchInfo]) -> Option<u64>,
+) -> Result<Option<u64>, RequestError> {
+    const READ_BYTES_MAX: u64 = 4 << 20;
+    let mut next = lo;
+    while next < hi {
+        let entries = wal
+            .read(group, next, hi, READ_BYTES_MAX)
+            .await
+            .map_err(|e| RequestError::StorageFailed(e.to_string()))?;
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Err(RequestError::StorageFailed(format!(
+                "entries {next}..{hi} of group {group} could not be read"
+            )));
+        };
+        for e in &entries {
+            if e.kind != tern_engine::EntryKind::Normal || e.data.is_empty() {
+                continue;
+            }
+            let batches = parse_batches(&e.data)
+                .map_err(|why| RequestError::StorageFailed(format!("entry {}: {why}", e.index)))?;
+            if let Some(found) = visit(&batches) {
+                return Ok(Some(found));
+            }
+        }
+        next = last + 1;
+    }
+    Ok(None)
+}
+
 /// The end offset after entry `index`, counted from entry `from` (a checkpoint mark or the
 /// snapshot point, whose end offset is `from_end`) by the records of the entries after it.
 async fn end_offset_after<S: Storage>(
@@ -2493,35 +2530,17 @@ async fn end_offset_after<S: Storage>(
     from_end: u64,
     index: u64,
 ) -> Result<u64, RequestError> {
-    const READ_BYTES_MAX: u64 = 4 << 20;
     let mut end = from_end;
-    let mut next = from + 1;
-    while next <= index {
-        let entries = wal
-            .read(group, next, index + 1, READ_BYTES_MAX)
-            .await
-            .map_err(|e| RequestError::StorageFailed(e.to_string()))?;
-        let Some(last) = entries.last().map(|e| e.index) else {
-            return Err(RequestError::StorageFailed(format!(
-                "entries {next}..={index} of group {group} could not be read"
-            )));
-        };
-        for e in entries {
-            if e.kind != tern_engine::EntryKind::Normal || e.data.is_empty() {
-                continue;
-            }
-            let batches = parse_batches(&e.data)
-                .map_err(|why| RequestError::StorageFailed(format!("entry {}: {why}", e.index)))?;
-            end += record_count(&batches);
-        }
-        next = last + 1;
-    }
+    scan_batches(wal, group, from + 1, index + 1, |batches| {
+        end += record_count(batches);
+        None
+    })
+    .await?;
     Ok(end)
 }
 
 /// ListOffsets by timestamp: the base offset of the first batch in entries `lo..hi` whose
-/// max timestamp is at or after `at_ms` (`end` when none is). Reads the entries in bounded
-/// chunks and looks only at batch headers.
+/// max timestamp is at or after `at_ms` (`end` when none is).
 async fn offset_for_timestamp<S: Storage>(
     wal: &ShardWal<S>,
     group: u64,
@@ -2530,29 +2549,14 @@ async fn offset_for_timestamp<S: Storage>(
     at_ms: i64,
     end: u64,
 ) -> Result<u64, RequestError> {
-    const READ_BYTES_MAX: u64 = 4 << 20;
-    let mut next = lo;
-    while next < hi {
-        let entries = wal
-            .read(group, next, hi, READ_BYTES_MAX)
-            .await
-            .map_err(|e| RequestError::StorageFailed(e.to_string()))?;
-        let Some(last) = entries.last().map(|e| e.index) else {
-            break;
-        };
-        for e in &entries {
-            if e.kind != tern_engine::EntryKind::Normal || e.data.is_empty() {
-                continue;
-            }
-            let batches = parse_batches(&e.data)
-                .map_err(|why| RequestError::StorageFailed(format!("entry {}: {why}", e.index)))?;
-            if let Some(b) = batches.iter().find(|b| b.max_timestamp >= at_ms) {
-                return Ok(b.base_offset.max(0) as u64);
-            }
-        }
-        next = last + 1;
-    }
-    Ok(end)
+    let found = scan_batches(wal, group, lo, hi, |batches| {
+        batches
+            .iter()
+            .find(|b| b.max_timestamp >= at_ms)
+            .map(|b| b.base_offset.max(0) as u64)
+    })
+    .await?;
+    Ok(found.unwrap_or(end))
 }
 
 /// Whether `bytes` more of entries fit in the next round's write batch, which holds
