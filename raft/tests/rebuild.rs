@@ -290,10 +290,8 @@ fn rebuild_member_restarted_holding_the_whole_log_of_an_idle_leader_still_learns
 
 /// A rebuilding member holds an entry it acknowledged only up to the commit its message
 /// carried; the entry commits later without it, and the member must learn that commit. Here
-/// the leader's own AppendEntries after the commit tell it; the node simulation (seed 173,
-/// one recovery slot) found an order of messages where none went out and a heartbeat's
-/// commit stops at the match index: there the leader's answer to `Rebuilding` carries it.
-/// This test checks the outcome; it does not reproduce that order.
+/// the leader's own AppendEntries after the commit tell it; the order of messages in which
+/// none goes out is the next test.
 #[test]
 fn rebuild_member_holding_entries_learns_their_commit_on_an_idle_group() {
     let mut c = three_with_rebuilt_three();
@@ -309,5 +307,49 @@ fn rebuild_member_holding_entries_learns_their_commit_on_an_idle_group() {
     }
     assert_eq!(c.raft(1).commit(), last);
     assert_eq!(c.raft(3).commit(), last, "the member learned the commit");
+    assert!(c.raft(3).rebuild_caught_up());
+}
+
+/// The order the node simulation found (seed 173, one recovery slot): the member's
+/// `Rebuilding` and its capped acknowledgement reach the leader only after the entry they are
+/// about has committed without them. The leader has nothing new to send (the member holds its
+/// whole log) and a heartbeat's commit stops at the match index, so the AppendEntries that
+/// answers `Rebuilding` (sent because the leader's commit is above the member's match) is
+/// what tells the member, at once: a heartbeat round would too in this core, but the node
+/// drops a rebuilding group's resends while it waits for a recovery slot.
+#[test]
+fn rebuild_member_learns_a_commit_reached_before_its_rebuilding_message_arrived() {
+    let mut c = three_with_rebuilt_three();
+    let before = c.raft(3).commit();
+    c.partition(&[vec![1, 3], vec![2]]);
+    c.raft_mut(1)
+        .propose(b"late".to_vec())
+        .expect("leader accepts");
+    let last = c.raft(1).last_index();
+    // The entry reaches 3 only; everything 3 answers is held.
+    c.stabilize_holding_from(3);
+    assert_eq!(c.raft(3).last_index(), last, "it stores the entry");
+    let held: Vec<Message> = std::mem::take(&mut c.held);
+    assert!(
+        held.iter()
+            .any(|m| matches!(m.body, MessageBody::Rebuilding { .. })),
+        "it told the leader where its log ends: {held:?}"
+    );
+    // 2 comes back and commits the entry with the leader while 3's answers are in flight.
+    c.partition(&[vec![1, 2], vec![3]]);
+    for _ in 0..5 {
+        c.tick(1, 5);
+        c.stabilize();
+    }
+    assert_eq!(c.raft(1).commit(), last);
+    assert_eq!(c.raft(3).commit(), before, "3 heard nothing of it yet");
+    c.partition(&[vec![1, 2, 3]]);
+    c.queue.extend(held);
+    c.stabilize(); // no tick: no heartbeat round
+    assert_eq!(
+        c.raft(3).commit(),
+        last,
+        "the member learned the commit at once"
+    );
     assert!(c.raft(3).rebuild_caught_up());
 }

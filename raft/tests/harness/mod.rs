@@ -38,6 +38,10 @@ pub struct Cluster {
     pub out: String,
     /// Entry reads the cores asked for, completed by `complete_fetches` (and `stabilize`).
     pub fetches: VecDeque<(NodeId, EntryFetch)>,
+    /// While set, messages from this node are moved to `held` instead of being delivered
+    /// (to deliver them later, in another order than the network would).
+    pub hold_from: Option<NodeId>,
+    pub held: Vec<Message>,
 }
 
 /// Options of `add-nodes`.
@@ -221,6 +225,11 @@ impl Cluster {
         let msgs: Vec<Message> = self.queue.drain(..).collect();
         let any = !msgs.is_empty();
         for m in msgs {
+            if self.hold_from == Some(m.from) {
+                let _ = writeln!(self.out, "held {m}");
+                self.held.push(m);
+                continue;
+            }
             let up = self.nodes.get(&m.to).is_some_and(|n| n.raft.is_some());
             if self.blocked.contains(&(m.from, m.to)) || !up {
                 let _ = writeln!(self.out, "dropped {m}");
@@ -265,6 +274,13 @@ impl Cluster {
             }
         }
         panic!("stabilize did not converge");
+    }
+
+    /// `stabilize`, holding every message `id` sends in `held`.
+    pub fn stabilize_holding_from(&mut self, id: NodeId) {
+        self.hold_from = Some(id);
+        self.stabilize();
+        self.hold_from = None;
     }
 
     pub fn tick(&mut self, id: NodeId, count: u64) {
