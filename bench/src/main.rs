@@ -177,6 +177,10 @@ pub struct EngineArgs {
     /// `WalConfig::prefill_segments`).
     #[arg(long)]
     pub no_prefill: bool,
+    /// How each batch is made durable: `fdatasync` (write, then fdatasync) or `dsync` (one
+    /// write through an O_DSYNC handle) [default: the engine's, fdatasync].
+    #[arg(long)]
+    pub wal_sync: Option<tern_engine::WalSync>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -213,6 +217,9 @@ impl EngineArgs {
         wal.prefill_segments = !self.no_prefill;
         if let Some(n) = self.batches_inflight {
             wal.batches_inflight_max = n;
+        }
+        if let Some(sync) = self.wal_sync {
+            wal.sync = sync;
         }
         let mut cfg = EngineConfig {
             pin_cpus: !self.no_pin,

@@ -25,7 +25,7 @@ pub mod verify;
 pub mod wal;
 pub mod write_batch;
 
-pub use config::{shard_for_group, EngineConfig, RecoveryMode, WalConfig};
+pub use config::{shard_for_group, EngineConfig, RecoveryMode, WalConfig, WalSync};
 pub use error::{Error, Result};
 pub use format::EntryKind;
 pub use group::{GroupInfo, HardState, SnapshotInfo};

@@ -18,16 +18,21 @@ mod common;
 use common::*;
 use tern_engine::storage::sim::{CrashMode, SimStorage};
 use tern_engine::storage::Storage;
-use tern_engine::{HardState, ShardWal, WalConfig};
+use tern_engine::{HardState, ShardWal, WalConfig, WalSync};
 
 const GROUPS: [u64; 3] = [11, 12, 13];
 const STEPS: u64 = 48;
 
 fn config() -> WalConfig {
+    config_with(WalSync::Fdatasync)
+}
+
+fn config_with(sync: WalSync) -> WalConfig {
     WalConfig {
         segment_bytes: 1 << 20,
         batch_bytes_max: 16 << 10,
         pending_bytes_max: 256 << 10,
+        sync,
         ..WalConfig::default()
     }
 }
@@ -126,9 +131,14 @@ async fn workload(wal: &ShardWal<SimStorage>, t: &mut Tracker) -> tern_engine::R
 
 /// Runs the workload with the power cut after `point` ops (or without a cut, returning the
 /// number of mutating ops), crashes, recovers and checks.
-async fn run_point(point: Option<u64>, seed: u64, mode: CrashMode) -> Result<u64, String> {
+async fn run_point(
+    point: Option<u64>,
+    seed: u64,
+    mode: CrashMode,
+    sync: WalSync,
+) -> Result<u64, String> {
     let sim = SimStorage::new();
-    let cfg = config();
+    let cfg = config_with(sync);
     let mut t = Tracker::default();
     if let Some(n) = point {
         sim.set_power_cut_after(Some(n));
@@ -233,8 +243,7 @@ async fn run_point(point: Option<u64>, seed: u64, mode: CrashMode) -> Result<u64
     Ok(0)
 }
 
-#[test]
-fn power_loss_at_every_write_and_fsync_boundary() {
+fn every_boundary(sync: WalSync) {
     let seeds = std::env::var("TERN_CRASH_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -242,7 +251,7 @@ fn power_loss_at_every_write_and_fsync_boundary() {
     let only: Option<u64> = std::env::var("TERN_CRASH_POINT")
         .ok()
         .and_then(|v| v.parse().ok());
-    let total = run(run_point(None, 0, CrashMode::LoseAllUnsynced)).unwrap();
+    let total = run(run_point(None, 0, CrashMode::LoseAllUnsynced, sync)).unwrap();
     assert!(total > 100, "workload has only {total} mutating ops");
     let mut failures = Vec::new();
     let mut runs = 0;
@@ -256,14 +265,17 @@ fn power_loss_at_every_write_and_fsync_boundary() {
         }
         for (seed, mode) in modes {
             runs += 1;
-            if let Err(e) = run(run_point(Some(n), seed, mode)) {
+            if let Err(e) = run(run_point(Some(n), seed, mode, sync)) {
                 failures.push(format!(
-                    "{e}\n  reproduce: TERN_CRASH_POINT={n} cargo test -p tern-engine --test crash_points"
+                    "{e}\n  reproduce: TERN_CRASH_POINT={n} cargo test -p tern-engine --test crash_points ({})", sync.name()
                 ));
             }
         }
     }
-    eprintln!("crash points: {total} boundaries, {runs} crash/recover runs");
+    eprintln!(
+        "crash points ({}): {total} boundaries, {runs} crash/recover runs",
+        sync.name()
+    );
     assert!(
         failures.is_empty(),
         "{} of {runs} crash runs failed; first ones:\n{}",
@@ -275,6 +287,19 @@ fn power_loss_at_every_write_and_fsync_boundary() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+#[test]
+fn power_loss_at_every_write_and_fsync_boundary() {
+    every_boundary(WalSync::Fdatasync);
+}
+
+/// The same with every batch written through `O_DSYNC` (one durable write, no fdatasync):
+/// a batch is acknowledged only once its own write completed durable, and a cut between a
+/// batch's write being issued and its completion loses or tears it, unacknowledged.
+#[test]
+fn power_loss_at_every_boundary_with_dsync_batch_writes() {
+    every_boundary(WalSync::Dsync);
 }
 
 /// Guards the sim plumbing the test relies on: a power cut makes every later op fail.

@@ -5,6 +5,7 @@
 //!   disk forgets the pending writes on a failed sync (as Linux does), so an engine that
 //!   retried and acknowledged would lose an acknowledged append, which the restart checks.
 //! - A write EIO stops the shard the same way.
+//! - With `WalSync::Dsync` a durable write that fails is a failed fsync: the same fail-stop.
 //! - The lock file refuses a second opener (in one process here; across processes in
 //!   `sigkill.rs`).
 
@@ -13,7 +14,7 @@ mod common;
 use common::*;
 use tern_engine::engine::{lock_dir, run_shards};
 use tern_engine::storage::sim::{CrashMode, FaultOp, SimStorage};
-use tern_engine::{EngineConfig, Entry, Error, HardState, WalConfig};
+use tern_engine::{EngineConfig, Entry, Error, HardState, WalConfig, WalSync};
 
 fn entry(index: u64, data: &[u8]) -> [Entry<'_>; 1] {
     [Entry {
@@ -125,6 +126,33 @@ fn fsync_eio_with_appends_in_flight_acknowledges_none_of_them() {
         let wal = open(&sim, &cfg).await.unwrap();
         let got = observe(&wal).await.unwrap();
         match_prefix(&got, &m, &[]).unwrap();
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
+fn durable_write_eio_in_dsync_mode_fails_stop_and_loses_nothing_acknowledged() {
+    run(async {
+        let sim = SimStorage::new();
+        let cfg = WalConfig {
+            sync: WalSync::Dsync,
+            ..small_config()
+        };
+        let wal = open(&sim, &cfg).await.unwrap();
+        let mut m = Model::default();
+        fill(&wal, &mut m, 1, 1, 10).await;
+        sim.fail_next(FaultOp::Sync, 1);
+        let d = entry_data(1, 11, 1);
+        let r = wal.append(1, &entry(11, &d)).await;
+        assert!(matches!(r, Err(Error::FsyncFailed { .. })), "{r:?}");
+        let d = entry_data(1, 12, 1);
+        let r = wal.append(1, &entry(12, &d)).await;
+        assert!(matches!(r, Err(Error::ShardStopped { .. })), "{r:?}");
+        sim.crash(1, CrashMode::LoseAllUnsynced);
+        let wal = open(&sim, &cfg).await.unwrap();
+        let got = observe(&wal).await.unwrap();
+        match_prefix(&got, &m, &[]).unwrap();
+        fill(&wal, &mut m, 1, 11, 12).await;
         wal.close().await.unwrap();
     });
 }

@@ -7,7 +7,8 @@
 //! parent checks that the lock file keeps it off the directory.
 //!
 //! The child is this test binary re-executed with `TERN_SIGKILL_CHILD=<dir>`, running the
-//! ignored test `sigkill_child` (which does nothing without that variable).
+//! ignored test `sigkill_child` (which does nothing without that variable). Every other child
+//! writes its batches with `O_DSYNC` instead of write + fdatasync (`WalSync::Dsync`).
 //!
 //! Environment: `TERN_SIGKILL_ITERS=<n>` kills (default 20); `TERN_SIGKILL_SEED=<n>` (default 1)
 //! picks the kill moments.
@@ -27,13 +28,22 @@ use common::entry_data;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tern_engine::engine::{lock_dir, run_shards};
-use tern_engine::{EngineConfig, Entry, Error, WalConfig};
+use tern_engine::{EngineConfig, Entry, Error, WalConfig, WalSync};
 
 const GROUPS: u64 = 4;
 /// Appends each group keeps in flight.
 const INFLIGHT: usize = 4;
 /// The child stops by itself after this long, in case the parent is gone.
 const CHILD_LIFETIME_MAX: Duration = Duration::from_secs(8);
+
+/// The child's WAL sync mode, from `TERN_SIGKILL_SYNC` (the parent alternates it: the mode
+/// is not part of the on-disk format, so one directory sees both).
+fn child_sync() -> WalSync {
+    std::env::var("TERN_SIGKILL_SYNC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default()
+}
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -44,6 +54,7 @@ fn config() -> EngineConfig {
             segment_bytes: 4 << 20,
             batch_bytes_max: 512 << 10,
             pending_bytes_max: 2 << 20,
+            sync: child_sync(),
             ..WalConfig::default()
         },
     }
@@ -216,6 +227,11 @@ fn kill_minus_nine_under_load() {
                 "--test-threads=1",
             ])
             .env("TERN_SIGKILL_CHILD", &base)
+            // Every other child writes its batches through O_DSYNC (WalSync::Dsync).
+            .env(
+                "TERN_SIGKILL_SYNC",
+                if it % 2 == 1 { "dsync" } else { "fdatasync" },
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -49,6 +49,45 @@ impl IoBuf for DmaBuffer {
 
 pub struct DmaStorageFile {
     file: DmaFile,
+    /// A second handle on the same open file with `O_DSYNC`, for durable writes; opened on
+    /// the first one (most files never need it).
+    dsync: std::cell::OnceCell<Rc<DmaFile>>,
+}
+
+impl DmaStorageFile {
+    fn new(file: DmaFile) -> Self {
+        DmaStorageFile {
+            file,
+            dsync: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The `O_DSYNC` handle, opened through `/proc/self/fd` so that it is the same inode
+    /// even if the file was renamed since it was opened (segments are prepared under a
+    /// temporary name).
+    async fn dsync_handle(&self) -> io::Result<Rc<DmaFile>> {
+        if let Some(f) = self.dsync.get() {
+            return Ok(f.clone());
+        }
+        use std::os::fd::AsRawFd;
+        let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .dma_open(&path)
+            .await
+            .map_err(to_io)?;
+        // Two first writes in flight may both open one; the second is closed again.
+        match self.dsync.set(Rc::new(f)) {
+            Ok(()) => {}
+            Err(extra) => {
+                if let Ok(f) = Rc::try_unwrap(extra) {
+                    f.close().await.map_err(to_io)?;
+                }
+            }
+        }
+        Ok(self.dsync.get().expect("set just above").clone())
+    }
 }
 
 impl Storage for DmaStorage {
@@ -83,7 +122,7 @@ impl Storage for DmaStorage {
             .await
             .map_err(to_io)?;
         check_alignment(&file, path)?;
-        Ok(DmaStorageFile { file })
+        Ok(DmaStorageFile::new(file))
     }
 
     async fn open(&self, path: &Path, writable: bool) -> io::Result<DmaStorageFile> {
@@ -94,7 +133,7 @@ impl Storage for DmaStorage {
             .await
             .map_err(to_io)?;
         check_alignment(&file, path)?;
-        Ok(DmaStorageFile { file })
+        Ok(DmaStorageFile::new(file))
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -186,6 +225,20 @@ impl StorageFile for DmaStorageFile {
         }
     }
 
+    async fn write_durable_at(&self, buf: DmaBuffer, offset: u64) -> io::Result<()> {
+        let len = buf.len();
+        assert!(offset.is_multiple_of(BLOCK_BYTES) && (len as u64).is_multiple_of(BLOCK_BYTES));
+        let handle = self.dsync_handle().await?;
+        let written = handle.write_at(buf, offset).await.map_err(to_io)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at offset {offset}"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn sync_data(&self) -> io::Result<()> {
         self.file.fdatasync().await.map_err(to_io)
     }
@@ -199,7 +252,14 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn close(self) -> io::Result<()> {
-        self.file.close().await.map_err(to_io)
+        let dsync = match self.dsync.into_inner().map(Rc::try_unwrap) {
+            Some(Ok(f)) => f.close().await.map_err(to_io),
+            // Still shared by a write in flight: closed when that ends (glommio closes a
+            // dropped file in the background).
+            Some(Err(_)) | None => Ok(()),
+        };
+        let main = self.file.close().await.map_err(to_io);
+        main.and(dsync)
     }
 }
 

@@ -139,6 +139,10 @@ impl<F: StorageFile> StorageFile for LatentFile<F> {
         latent!(self, self.inner.read_at(offset, len))
     }
 
+    async fn write_durable_at(&self, buf: Self::Buf, offset: u64) -> io::Result<()> {
+        latent!(self, self.inner.write_durable_at(buf, offset))
+    }
+
     async fn sync_data(&self) -> io::Result<()> {
         latent!(self, self.inner.sync_data())
     }

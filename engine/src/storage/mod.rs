@@ -87,6 +87,10 @@ pub trait StorageFile: 'static {
     async fn write_shared_at(&self, buf: Rc<Self::Buf>, offset: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `offset` (any alignment); fewer only at end of file.
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Self::ReadBuf>;
+    /// [`write_at`](Self::write_at) that completes only once the range written (and the
+    /// metadata needed to read it back) is durable: write + fdatasync's guarantee for that
+    /// range, in one I/O (`O_DSYNC`). Other writes to the file are not made durable by it.
+    async fn write_durable_at(&self, buf: Self::Buf, offset: u64) -> io::Result<()>;
     /// fdatasync: makes every completed write to this file durable.
     async fn sync_data(&self) -> io::Result<()>;
     /// Preallocates the file to `len` bytes (its size becomes at least `len`; new bytes read
