@@ -2116,8 +2116,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     }
 
     /// Writes an offset checkpoint (src/node/offset_checkpoint.rs) into the round's batch for
-    /// each partition written to in this round that applied `CHECKPOINT_ENTRIES` entries since
-    /// its last one. Taken at the applied index: committed, so never rewritten.
+    /// each partition written to in this round that applied `CHECKPOINT_ENTRIES` entries, or
+    /// `[recovery] offset_checkpoint_bytes` of payload, since its last one. Taken at the
+    /// applied index: committed, so never rewritten.
     fn add_offset_checkpoints(&mut self, batch: &mut WriteBatch, round: &mut [PersistedGroup]) {
         for pg in round.iter() {
             let Some(g) = self.groups.get_mut(&pg.group) else {
@@ -2133,13 +2134,17 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             else {
                 continue;
             };
-            if applied < offsets.checkpointed_to() + CHECKPOINT_ENTRIES {
+            let every_bytes = self.recovery.limits.offset_checkpoint_bytes;
+            if applied < offsets.checkpointed_to() + CHECKPOINT_ENTRIES
+                && offsets.bytes_since_checkpoint(applied) < every_bytes
+            {
                 continue;
             }
             let Some(term) = g.raw.log_term(applied) else {
                 continue;
             };
-            let Some(marks) = offsets.take_checkpoint(applied, CHECKPOINT_ENTRIES, MARKS_MAX)
+            let Some(marks) =
+                offsets.take_checkpoint(applied, CHECKPOINT_ENTRIES, every_bytes, MARKS_MAX)
             else {
                 continue;
             };

@@ -73,6 +73,19 @@ where
     F: FnOnce(mpsc::Sender<ShardMsg>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
+    with_node_limits(dir, segment_bytes, Default::default(), body)
+}
+
+/// [`with_node_segments`] with the `[recovery]` limits `recovery`.
+fn with_node_limits<F, Fut>(
+    dir: std::path::PathBuf,
+    segment_bytes: u64,
+    recovery: super::recovery_budget::RecoveryLimits,
+    body: F,
+) where
+    F: FnOnce(mpsc::Sender<ShardMsg>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     LocalExecutorBuilder::default()
         .io_memory(4 << 20)
         .spawn(move || async move {
@@ -109,7 +122,7 @@ where
                 rebuild: None,
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
                 scrub: None,
-                recovery: Default::default(),
+                recovery,
                 joined: false,
                 membership: None,
             };
@@ -637,6 +650,64 @@ fn a_restart_reads_only_the_entries_after_the_offset_checkpoint_and_survives_a_d
         let read = entries_read_at_start(&mut tx, group).await.unwrap();
         println!("restart with a damaged checkpoint: {read} entries read");
         assert!(read > records, "{read}: the whole log was read");
+    });
+}
+
+/// Large entries: the offset checkpoint's bytes trigger (`[recovery] offset_checkpoint_bytes`)
+/// bounds what a restart reads long before the 1024-entry one would, and the marks' spans end
+/// at the same byte bound, so fetches inside them after the restart still start where asked.
+#[test]
+fn a_restart_after_large_entries_reads_at_most_the_checkpoint_bytes_past_it() {
+    const ENTRIES: u64 = 60;
+    const VALUE_BYTES: usize = 64 << 10;
+    const EVERY_BYTES: u64 = 1 << 20;
+    let limits = super::recovery_budget::RecoveryLimits {
+        offset_checkpoint_bytes: EVERY_BYTES,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let group = 1;
+    with_node_limits(path.clone(), 16 << 20, limits, move |mut tx| async move {
+        ask_until_ready(&mut tx, create_topic(1)).await.unwrap();
+        for i in 0..ENTRIES {
+            let value = vec![i as u8; VALUE_BYTES];
+            let ack = ask_until_ready(&mut tx, |reply| ShardMsg::Partition {
+                group,
+                request: PartitionRequest::Produce {
+                    records: build_batch(&[&value], 1_700_000_000_000),
+                    acks: Acks::Committed,
+                    reply,
+                },
+            })
+            .await
+            .unwrap();
+            assert_eq!(ack.base_offset, i);
+        }
+    });
+    with_node_limits(path, 16 << 20, limits, move |mut tx| async move {
+        let latest = ask_until_ready(&mut tx, list_offsets(group, OffsetSpec::Latest))
+            .await
+            .unwrap();
+        assert_eq!(latest, ENTRIES);
+        let read = entries_read_at_start(&mut tx, group).await.unwrap();
+        let bound = EVERY_BYTES / VALUE_BYTES as u64 + 3;
+        assert!(
+            read <= bound,
+            "{read} of ~{ENTRIES} entries read at start; the bytes trigger bounds it at {bound}"
+        );
+        for offset in [0, 5, 17, 31, ENTRIES - 1] {
+            let got = ask(&mut tx, fetch(group, offset)).await.unwrap();
+            let values = values_of(&got);
+            let (first, value) = values
+                .first()
+                .expect("a fetch inside the log returns records");
+            assert_eq!(
+                *first, offset as i64,
+                "a fetch at {offset} starts at {offset}"
+            );
+            assert_eq!(value.as_slice(), vec![offset as u8; VALUE_BYTES].as_slice());
+        }
     });
 }
 
