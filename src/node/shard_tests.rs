@@ -711,6 +711,74 @@ fn a_restart_after_large_entries_reads_at_most_the_checkpoint_bytes_past_it() {
     });
 }
 
+/// One partition's replica lost offline on an intact node (its engine state deleted, as a
+/// failed `import-topic --force` leaves it): at restart the group ledger says the node made
+/// promises in that group, so it starts rebuilding: no campaign, no vote, so (the only
+/// replica here) it never leads again and takes no produce, while the other partition
+/// serves as before. A second restart finds it still rebuilding: the mark is durable.
+#[test]
+fn a_replica_lost_offline_on_an_intact_node_starts_rebuilding_and_stays_so_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = created.clone();
+    with_node(path.clone(), move |mut tx| async move {
+        let outcome = ask_until_ready(&mut tx, create_topic(2)).await.unwrap();
+        let Outcome::TopicCreated { groups, .. } = outcome else {
+            panic!("topic not created: {outcome:?}");
+        };
+        for &group in &groups {
+            let first = ask_until_ready(&mut tx, produce(group, &[b"before"]))
+                .await
+                .unwrap();
+            assert_eq!(first.base_offset, 0);
+        }
+        *out.lock().unwrap() = groups;
+    });
+    let groups = created.lock().unwrap().clone();
+    let (lost, kept) = (groups[0], groups[1]);
+    with_wal(path.clone(), move |wal| async move {
+        wal.delete_group(lost).await.unwrap();
+    });
+    for restart in 0..2 {
+        with_node(path.clone(), move |mut tx| async move {
+            let ack = ask_until_ready(&mut tx, produce(kept, &[b"after"]))
+                .await
+                .unwrap();
+            assert_eq!(ack.base_offset, 1 + restart);
+            let got = ask(&mut tx, fetch(kept, 0)).await.unwrap();
+            assert_eq!(values_of(&got)[0], (0, b"before".to_vec()));
+            // Many election timeouts (10 ms ticks): a normal lone voter would have led long ago.
+            let until = std::time::Instant::now() + Duration::from_millis(600);
+            while std::time::Instant::now() < until {
+                let answer = ask(&mut tx, produce(lost, &[b"lost"])).await;
+                assert!(
+                    answer.is_err(),
+                    "restart {restart}: the lost replica took a produce"
+                );
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            let (reply, rx) = oneshot::channel();
+            tx.send(ShardMsg::Status { reply }).await.unwrap();
+            let status = rx.await.unwrap();
+            let g = status.groups.iter().find(|g| g.group == lost).unwrap();
+            assert!(g.rebuilding, "restart {restart}: {g:?}");
+            assert_eq!(g.term, 0, "it never campaigned");
+            let k = status.groups.iter().find(|g| g.group == kept).unwrap();
+            assert!(!k.rebuilding);
+        });
+    }
+    with_wal(path, move |wal| async move {
+        let ledger = super::group_ledger::GroupLedger::decode(
+            &wal.group_meta(super::group_ledger::ledger_group(0, 1))
+                .expect("the ledger is in the WAL"),
+        )
+        .unwrap();
+        assert!(ledger.is_rebuilding(lost));
+        assert!(!ledger.is_rebuilding(kept) && ledger.is_hosted(kept));
+    });
+}
+
 /// A fetch whose entries compaction removed after the request was checked against the log
 /// start (retention or a snapshot racing the read) answers OFFSET_OUT_OF_RANGE, as Kafka
 /// clients expect, not a storage error: the engine says "unavailable" for entries below its
