@@ -24,6 +24,12 @@
 //! `RawNode::finish_rebuild` takes the current term's vote for that leader, and the mark is
 //! cleared in the batch that makes that vote durable.
 //!
+//! A group whose durable commit index is past its last entry (committed entries cut offline:
+//! `tern repair --skip-corrupt` cuts a group's log at its first hole, an engine recovery that
+//! lost the group's tail) kept its vote but not the entries it acknowledged: it starts from
+//! the committed prefix it still holds, rebuilding in the same way (`EngineLog::
+//! cap_commit_at_last_index`), where it used to refuse to start.
+//!
 //! A group the shard deletes itself (topic deleted, replica moved away) leaves the ledger in a
 //! later round: until then a restart would only be over-cautious with it (rebuild a replica
 //! that is placed here again).
@@ -83,11 +89,24 @@ impl GroupLedger {
     }
 
     /// The decision for a group starting now; `has_state`: the engine holds entries, a hard
-    /// state or a snapshot point for it. Returns whether the ledger changed (it must be
-    /// written, no later than the group's next state).
-    pub fn on_start(&mut self, group: u64, has_state: bool) -> (GroupStart, bool) {
+    /// state or a snapshot point for it; `lost_entries`: its durable commit index is past its
+    /// last entry (committed entries were cut offline, e.g. by `tern repair --skip-corrupt`
+    /// at a hole). Returns whether the ledger changed (it must be written, no later than the
+    /// group's next state).
+    pub fn on_start(
+        &mut self,
+        group: u64,
+        has_state: bool,
+        lost_entries: bool,
+    ) -> (GroupStart, bool) {
         if self.rebuilding.contains(&group) {
             return (GroupStart::Rebuilding, false);
+        }
+        if lost_entries {
+            // Its acknowledgements of the cut entries are promises it no longer keeps.
+            self.hosted.insert(group);
+            self.rebuilding.insert(group);
+            return (GroupStart::Rebuilding, true);
         }
         match (self.hosted.contains(&group), has_state) {
             // Promises made here, state gone: lost.
@@ -256,24 +275,28 @@ mod tests {
     fn a_group_with_promises_and_no_state_is_lost_until_rebuilt() {
         let mut l = GroupLedger::default();
         // Never ran here (a topic created while the node was down): a normal member.
-        assert_eq!(l.on_start(5, false), (GroupStart::Normal, false));
+        assert_eq!(l.on_start(5, false, false), (GroupStart::Normal, false));
         // Its first durable state lists it, in the same batch.
         assert!(l.on_state_written(5));
         assert!(!l.on_state_written(5));
-        assert_eq!(l.on_start(5, true), (GroupStart::Normal, false));
+        assert_eq!(l.on_start(5, true, false), (GroupStart::Normal, false));
         // State gone: lost, and the ledger must say so durably.
-        assert_eq!(l.on_start(5, false), (GroupStart::Rebuilding, true));
+        assert_eq!(l.on_start(5, false, false), (GroupStart::Rebuilding, true));
         // A restart mid-rebuild, whether or not it has state again by then.
-        assert_eq!(l.on_start(5, true), (GroupStart::Rebuilding, false));
-        assert_eq!(l.on_start(5, false), (GroupStart::Rebuilding, false));
+        assert_eq!(l.on_start(5, true, false), (GroupStart::Rebuilding, false));
+        assert_eq!(l.on_start(5, false, false), (GroupStart::Rebuilding, false));
         assert!(l.on_rebuilt(5));
-        assert_eq!(l.on_start(5, true), (GroupStart::Normal, false));
+        assert_eq!(l.on_start(5, true, false), (GroupStart::Normal, false));
         // State from before the ledger existed is listed at its start.
-        assert_eq!(l.on_start(9, true), (GroupStart::Normal, true));
+        assert_eq!(l.on_start(9, true, false), (GroupStart::Normal, true));
         assert!(l.is_hosted(9));
         // A group the shard deleted itself is forgotten.
         assert!(l.on_deleted(9));
-        assert_eq!(l.on_start(9, false), (GroupStart::Normal, false));
+        assert_eq!(l.on_start(9, false, false), (GroupStart::Normal, false));
+        // Committed entries cut offline: rebuilding, whether or not it was listed.
+        assert_eq!(l.on_start(11, true, true), (GroupStart::Rebuilding, true));
+        assert!(l.is_hosted(11) && l.is_rebuilding(11));
+        assert_eq!(l.on_start(11, true, false), (GroupStart::Rebuilding, false));
     }
 
     #[test]
@@ -282,8 +305,8 @@ mod tests {
         for g in [0, 1, 2, 3, 7, 8, 1000, 1_000_000, 1_000_001, u64::MAX / 2] {
             l.on_state_written(g);
         }
-        l.on_start(7, false);
-        l.on_start(1_000_000, false);
+        l.on_start(7, false, false);
+        l.on_start(1_000_000, false, false);
         let bytes = l.encode();
         assert_eq!(GroupLedger::decode(&bytes), Ok(l.clone()));
         assert_eq!(

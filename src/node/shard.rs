@@ -917,6 +917,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         hosted: Option<HostedGroup>,
     ) -> Result<(), super::NodeError> {
         let mut log = EngineLog::open(self.wal.clone(), group, bootstrap, self.entry_cache_bytes)?;
+        // Committed entries cut offline (a lost replica, `group_ledger.rs`): the log starts
+        // from what it still holds, rebuilding.
+        let lost_entries = log.cap_commit_at_last_index();
         // RawNode::new reads the newest configuration entries: bring them into the cache.
         for index in tern_raft::LogStorage::conf_entry_indexes(&log) {
             let entries = self
@@ -976,7 +979,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         let has_state = self.wal.group(group).is_some_and(|i| {
             i.hard_state.is_some() || i.snapshot.is_some() || i.last_index >= i.first_index
         });
-        let lost = self.lost.on_start(self.shard, group, has_state);
+        let lost = self
+            .lost
+            .on_start(self.shard, group, has_state, lost_entries);
         if self.rebuild.as_ref().is_some_and(|rb| rb.is_active())
             || lost == super::group_ledger::GroupStart::Rebuilding
         {
@@ -1968,6 +1973,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 continue;
             }
             let rd = g.raw.ready();
+            let writes_state =
+                rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
             let mut after = Vec::new();
             for out in rd.messages {
                 if out.before_persist {
@@ -2056,7 +2063,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             for fetch in rd.fetches {
                 self.start_or_defer_fetch(id, fetch);
             }
-            self.lost.on_state_written(id);
+            if writes_state {
+                self.lost.on_state_written(id);
+            }
             round.push(PersistedGroup {
                 group: id,
                 ack: rd.persist_ack,

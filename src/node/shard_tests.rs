@@ -779,6 +779,76 @@ fn a_replica_lost_offline_on_an_intact_node_starts_rebuilding_and_stays_so_acros
     });
 }
 
+/// Committed entries of one partition cut offline on an intact node (what `tern repair
+/// --skip-corrupt` does at a hole: the log ends before the durable commit index). The group
+/// used to refuse to start ("hard state commit is beyond the last persisted index"); it now
+/// starts from what it holds, rebuilding (its acknowledgements of the cut entries were
+/// promises it no longer keeps): as the only replica it never leads again, the other
+/// partition serves, and a restart finds it still rebuilding.
+#[test]
+fn a_replica_whose_committed_entries_were_cut_offline_starts_rebuilding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = created.clone();
+    with_node(path.clone(), move |mut tx| async move {
+        let outcome = ask_until_ready(&mut tx, create_topic(2)).await.unwrap();
+        let Outcome::TopicCreated { groups, .. } = outcome else {
+            panic!("topic not created: {outcome:?}");
+        };
+        for &group in &groups {
+            for i in 0..3 {
+                let ack = ask_until_ready(&mut tx, produce(group, &[b"before"]))
+                    .await
+                    .unwrap();
+                assert_eq!(ack.base_offset, i);
+            }
+        }
+        *out.lock().unwrap() = groups;
+    });
+    let groups = created.lock().unwrap().clone();
+    let (cut, kept) = (groups[0], groups[1]);
+    with_wal(path.clone(), move |wal| async move {
+        let info = wal.group(cut).unwrap();
+        let commit = info.hard_state.unwrap().commit;
+        assert!(commit >= 3 && info.last_index >= commit, "{info:?}");
+        let mut batch = tern_engine::WriteBatch::new();
+        batch.truncate(cut, commit - 1);
+        wal.write(batch).await.unwrap();
+        let info = wal.group(cut).unwrap();
+        assert!(
+            info.hard_state.unwrap().commit > info.last_index,
+            "{info:?}"
+        );
+    });
+    for restart in 0..2 {
+        with_node(path.clone(), move |mut tx| async move {
+            let ack = ask_until_ready(&mut tx, produce(kept, &[b"after"]))
+                .await
+                .unwrap();
+            assert_eq!(ack.base_offset, 3 + restart);
+            let until = std::time::Instant::now() + Duration::from_millis(600);
+            while std::time::Instant::now() < until {
+                let answer = ask(&mut tx, produce(cut, &[b"cut"])).await;
+                assert!(
+                    answer.is_err(),
+                    "restart {restart}: the cut replica took a produce"
+                );
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            let (reply, rx) = oneshot::channel();
+            tx.send(ShardMsg::Status { reply }).await.unwrap();
+            let status = rx.await.unwrap();
+            let g = status
+                .groups
+                .iter()
+                .find(|g| g.group == cut)
+                .expect("the cut group started");
+            assert!(g.rebuilding, "restart {restart}: {g:?}");
+        });
+    }
+}
+
 /// A fetch whose entries compaction removed after the request was checked against the log
 /// start (retention or a snapshot racing the read) answers OFFSET_OUT_OF_RANGE, as Kafka
 /// clients expect, not a storage error: the engine says "unavailable" for entries below its

@@ -54,12 +54,25 @@ impl LostReplicas {
 
     /// How group `group` starts; `has_state`: the engine holds entries, a hard state or a
     /// snapshot point for it.
-    pub(super) fn on_start(&mut self, shard: u32, group: u64, has_state: bool) -> GroupStart {
-        let newly_lost =
-            self.ledger.is_hosted(group) && !has_state && !self.ledger.is_rebuilding(group);
-        let (start, changed) = self.ledger.on_start(group, has_state);
+    pub(super) fn on_start(
+        &mut self,
+        shard: u32,
+        group: u64,
+        has_state: bool,
+        lost_entries: bool,
+    ) -> GroupStart {
+        let newly_lost = !self.ledger.is_rebuilding(group)
+            && (lost_entries || self.ledger.is_hosted(group) && !has_state);
+        let (start, changed) = self.ledger.on_start(group, has_state, lost_entries);
         self.dirty |= changed;
-        if newly_lost {
+        if newly_lost && lost_entries {
+            warn!(
+                shard,
+                group,
+                "replica lost committed entries (its commit index is past its last entry): it \
+                 votes and acknowledges nothing until rebuilt from its peers"
+            );
+        } else if newly_lost {
             warn!(
                 shard,
                 group,
