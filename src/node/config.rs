@@ -335,6 +335,9 @@ pub struct RecoverySection {
     pub scrub_interval: Option<Duration>,
     /// The scrubber's read budget per shard, per second.
     pub scrub_bytes_per_sec_max: ByteSize,
+    /// A partition writes an offset checkpoint after this much applied payload (as well as
+    /// every 1024 entries): a bound on what a restart reads to rebuild its offsets.
+    pub offset_checkpoint_bytes: ByteSize,
 }
 
 impl Default for RecoverySection {
@@ -344,6 +347,7 @@ impl Default for RecoverySection {
             partitions_per_shard_max: 2,
             scrub_interval: Some(Duration::from_secs(24 * 3600)),
             scrub_bytes_per_sec_max: ByteSize::mib(8),
+            offset_checkpoint_bytes: ByteSize::b(crate::node::offset_checkpoint::CHECKPOINT_BYTES),
         }
     }
 }
@@ -703,6 +707,16 @@ impl NodeConfig {
                 ),
             ));
         }
+        if self.recovery.offset_checkpoint_bytes.as_u64() < (1 << 20) {
+            return Err(invalid(
+                "recovery.offset_checkpoint_bytes",
+                format!(
+                    "{} is under 1 MiB: a checkpoint (up to 64 KiB) would cost more than the \
+                     entries it saves reading",
+                    self.recovery.offset_checkpoint_bytes
+                ),
+            ));
+        }
         if !(1..=64).contains(&self.recovery.partitions_per_shard_max) {
             return Err(invalid(
                 "recovery.partitions_per_shard_max",
@@ -972,6 +986,10 @@ mod tests {
                 "[recovery]\npartitions_per_shard_max = 0\n",
                 "recovery.partitions_per_shard_max",
             ),
+            (
+                "[recovery]\noffset_checkpoint_bytes = \"64 KiB\"\n",
+                "recovery.offset_checkpoint_bytes",
+            ),
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(key_of(err), key, "{text:?}");
@@ -984,6 +1002,10 @@ mod tests {
         let limits = crate::node::recovery_budget::RecoveryLimits::from(&cfg.recovery);
         assert_eq!(limits.bytes_per_sec_max, 0);
         assert_eq!(limits.partitions_per_shard_max, 2);
+        assert_eq!(limits.offset_checkpoint_bytes, 64 << 20);
+        let cfg = parse("[recovery]\noffset_checkpoint_bytes = \"8 MiB\"\n").unwrap();
+        let limits = crate::node::recovery_budget::RecoveryLimits::from(&cfg.recovery);
+        assert_eq!(limits.offset_checkpoint_bytes, 8 << 20);
     }
 
     #[test]

@@ -593,6 +593,147 @@ mod durability_tests {
         assert_eq!(durable(&fs), identity(true));
         assert_eq!(fs.durable.borrow().len(), 1, "no temp name left behind");
     }
+
+    /// Forwards the first `left` steps to the model, then fails every step: a power cut
+    /// after exactly that many file-system steps (what follows never happens).
+    struct CutAfter<'a> {
+        model: &'a CrashModel,
+        left: std::cell::Cell<usize>,
+    }
+
+    impl CutAfter<'_> {
+        fn step(&self, path: &Path) -> Result<(), IdentityError> {
+            match self.left.get() {
+                0 => Err(IdentityError::io(path, std::io::Error::other("power cut"))),
+                n => {
+                    self.left.set(n - 1);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    impl IdentityFs for CutAfter<'_> {
+        fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+            self.step(path)?;
+            self.model.write_synced(path, bytes)
+        }
+        fn link(&self, from: &Path, to: &Path) -> Result<bool, IdentityError> {
+            self.step(to)?;
+            self.model.link(from, to)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> Result<(), IdentityError> {
+            self.step(to)?;
+            self.model.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> Result<(), IdentityError> {
+            self.step(path)?;
+            self.model.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> Result<(), IdentityError> {
+            self.step(dir)?;
+            self.model.sync_dir(dir)
+        }
+    }
+
+    /// Ra PR #589, "a new member registered only after its log is initialised": the
+    /// controller lists a new cluster's node as a voter (from `--peers`) before its
+    /// directory exists, so what the node may do after a crash during its first start must
+    /// follow from what reached its disk. A power cut after every file-system step of that
+    /// start (`NODE` created with admitted=0, then rewritten admitted=1) leaves no `NODE`,
+    /// the first one or the second, whole, in that order; and the restart's admission
+    /// (`bootstrap::decide_start`) resumes as a voter only from a durable admitted=1. Without
+    /// it the node bootstraps if the cluster does not exist yet, and is otherwise refused
+    /// (it cannot prove it made no promises) unless started with `--rebuild`: it never votes
+    /// or acknowledges as a member on the strength of an admission that did not reach the
+    /// disk. (The engine's WAL is opened only after this, and its own crash points are
+    /// `engine/tests/crash_points.rs`; tests/new_member_crash.rs runs the real processes.)
+    #[test]
+    fn a_power_cut_at_every_step_of_a_first_start_never_resumes_an_unadmitted_node() {
+        use crate::node::bootstrap::{decide_start, Admission, AdmissionError, PeerView};
+        let dir = Path::new("/data");
+        let path = dir.join(NODE_FILE);
+        let me = identity(false);
+        let voters = [1, 2, 3];
+        let bootstrapped = [PeerView {
+            node_id: 1,
+            cluster_id: me.cluster_id,
+            bootstrapped: true,
+            voters: voters.to_vec(),
+        }];
+        let fresh: Vec<PeerView> = [1, 3]
+            .into_iter()
+            .map(|node_id| PeerView {
+                node_id,
+                cluster_id: me.cluster_id,
+                bootstrapped: false,
+                voters: Vec::new(),
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for steps in 0.. {
+            let model = CrashModel::default();
+            let cut = CutAfter {
+                model: &model,
+                left: std::cell::Cell::new(steps),
+            };
+            let finished = write_new_with(&cut, dir, &me)
+                .and_then(|_| rewrite_with(&cut, dir, identity(true)))
+                .is_ok();
+            let durable = model.durable.borrow().clone();
+            assert!(
+                durable.keys().all(|p| p == &path),
+                "after {steps} steps a temp name is durable: {durable:?}"
+            );
+            let on_disk = durable.get(&path).map(|bytes| {
+                let text = String::from_utf8(bytes.clone()).expect("text");
+                NodeIdentity::decode(&path, &text).expect("a whole NODE file, never torn")
+            });
+            let stage = match on_disk {
+                None => 0,
+                Some(id) if id == me => 1,
+                Some(id) => {
+                    assert_eq!(id, identity(true), "after {steps} steps");
+                    2
+                }
+            };
+            let admitted = stage == 2;
+            let restart = |rebuild, answers: &[PeerView]| {
+                decide_start(
+                    rebuild,
+                    admitted,
+                    me.node_id,
+                    me.cluster_id,
+                    &voters,
+                    answers,
+                )
+            };
+            if admitted {
+                assert_eq!(restart(false, &bootstrapped), Ok(Admission::Resume));
+            } else {
+                assert!(
+                    matches!(
+                        restart(false, &bootstrapped),
+                        Err(AdmissionError::WipedVoter { .. })
+                    ),
+                    "after {steps} steps, not admitted on disk"
+                );
+                assert_eq!(restart(true, &bootstrapped), Ok(Admission::Rebuild));
+                assert_eq!(restart(false, &fresh), Ok(Admission::Bootstrap));
+            }
+            seen.push(stage);
+            if finished {
+                break;
+            }
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "durable states went back: {seen:?}"
+        );
+        assert_eq!(seen.first(), Some(&0));
+        assert_eq!(seen.last(), Some(&2));
+        assert!(seen.contains(&1), "{seen:?}");
+    }
 }
 
 #[cfg(test)]

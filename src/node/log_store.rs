@@ -161,6 +161,9 @@ pub struct EngineLog<S: Storage> {
     /// The snapshot point as last made durable; refreshed by [`EngineLog::refresh_snapshot`].
     snapshot: Snapshot,
     pub cache: EntryCache,
+    /// The durable commit index was past the last entry at open: committed entries were cut
+    /// offline, so the log's initial commit is its last index (see `cap_commit_at_last_index`).
+    commit_capped: bool,
 }
 
 impl<S: Storage> EngineLog<S> {
@@ -178,6 +181,7 @@ impl<S: Storage> EngineLog<S> {
             bootstrap,
             snapshot: Snapshot::default(),
             cache: EntryCache::new(cache_bytes_max),
+            commit_capped: false,
         };
         log.refresh_snapshot()?;
         Ok(log)
@@ -185,6 +189,21 @@ impl<S: Storage> EngineLog<S> {
 
     pub fn group(&self) -> u64 {
         self.group
+    }
+
+    /// If the durable hard state's commit index is past the last entry (committed entries
+    /// were cut offline: `tern repair --skip-corrupt` at a hole, an engine recovery that cut
+    /// the group), the log reports its last index as its initial commit instead of refusing
+    /// to start, and returns true: the caller starts the group rebuilding, since the
+    /// acknowledgements of the cut entries were promises it no longer keeps. The entries it
+    /// still holds are a committed prefix; its leader sends the rest.
+    pub fn cap_commit_at_last_index(&mut self) -> bool {
+        let last = LogStorage::last_index(self);
+        self.commit_capped = self
+            .wal
+            .hard_state(self.group)
+            .is_some_and(|hs| hs.commit > last);
+        self.commit_capped
     }
 
     pub fn wal(&self) -> &Rc<ShardWal<S>> {
@@ -232,13 +251,18 @@ impl<S: Storage> EngineLog<S> {
 
 impl<S: Storage> LogStorage for EngineLog<S> {
     fn initial_state(&self) -> Result<HardState, StorageError> {
+        let last = LogStorage::last_index(self);
         Ok(self
             .wal
             .hard_state(self.group)
             .map(|hs| HardState {
                 term: hs.term,
                 vote: hs.vote,
-                commit: hs.commit,
+                commit: if self.commit_capped {
+                    hs.commit.min(last)
+                } else {
+                    hs.commit
+                },
             })
             .unwrap_or_default())
     }

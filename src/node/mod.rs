@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod fetch_wait;
 pub mod group;
+pub mod group_ledger;
 pub mod http;
 pub mod identity;
 pub mod kafka;

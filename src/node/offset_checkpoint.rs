@@ -1,8 +1,9 @@
 //! A partition's offset checkpoint: what a restart needs to rebuild the offset map and the
 //! producer table without reading the whole log.
 //!
-//! Every `CHECKPOINT_ENTRIES` applied entries a partition writes one into the shard's round
-//! write batch, as the engine's `GroupMeta` record of the group (the newest wins; the engine
+//! Every `CHECKPOINT_ENTRIES` applied entries, or `[recovery] offset_checkpoint_bytes`
+//! (default `CHECKPOINT_BYTES`) of applied payload, whichever comes first, a partition writes
+//! one into the shard's round write batch, as the engine's `GroupMeta` record of the group (the newest wins; the engine
 //! restates it at each segment's start, so purging old segments keeps it). It holds sparse
 //! marks over `(snapshot point, index]` (docs/format.md "Offset checkpoint") and the producer
 //! table as of `index`. `index` is at most the applied index, so it is committed: Raft never
@@ -21,6 +22,13 @@ use super::producers::ProducerTable;
 /// Applied entries between two checkpoints of a partition: what a restart reads at most past
 /// the newest one (plus the entries not yet applied).
 pub const CHECKPOINT_ENTRIES: u64 = 1024;
+
+/// Default applied payload bytes between two checkpoints: with large entries the entry count
+/// alone would let a restart read up to 1024 of them (a GiB of 1 MiB batches). A checkpoint
+/// costs at most `GROUP_META_BYTES_MAX` (64 KiB) of WAL, under 0.1% of this. The same bound
+/// ends a mark's span, so a lookup inside one after a restart reads about as much at most
+/// (until spans merge past `MARKS_MAX`).
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Marks a checkpoint keeps at most. Their spans lengthen as the log grows (merged pairwise),
 /// so a lookup inside one after a restart reads at most `entries / MARKS_MAX` entries.

@@ -135,6 +135,10 @@ pub struct OffsetMap {
     entries: VecDeque<EntryFacts>,
     /// The marks of the newest offset checkpoint (empty: none yet), the base of the next.
     checkpoint: Vec<Mark>,
+    /// `bytes_since_checkpoint`'s running count, so each call reads only the entries the
+    /// previous one did not: (the index counting started after, the last index counted, the
+    /// payload bytes of the entries in between).
+    since_checkpoint: (u64, u64, u64),
 }
 
 impl OffsetMap {
@@ -151,6 +155,7 @@ impl OffsetMap {
             marks: VecDeque::new(),
             entries: entries.into_iter().collect(),
             checkpoint: Vec::new(),
+            since_checkpoint: (0, 0, 0),
         }
     }
 
@@ -164,6 +169,7 @@ impl OffsetMap {
             checkpoint: marks.clone(),
             marks: marks.into(),
             entries: VecDeque::new(),
+            since_checkpoint: (0, 0, 0),
         }
     }
 
@@ -192,10 +198,34 @@ impl OffsetMap {
             .max(self.snapshot_index)
     }
 
+    /// Payload bytes of the entries after the newest checkpoint up to `upto`: what a restart
+    /// would read past it. `upto` must be committed (applied): the counted entries are then
+    /// never rewritten, and each call reads only the entries added since the previous one.
+    pub fn bytes_since_checkpoint(&mut self, upto: u64) -> u64 {
+        let base = self.checkpointed_to().max(self.dense_base());
+        let (from, counted, bytes) = self.since_checkpoint;
+        let (mut counted, mut bytes) =
+            if from == base && (base..=self.last_index()).contains(&counted) {
+                (counted, bytes)
+            } else {
+                (base, 0)
+            };
+        while counted < upto {
+            let Some(f) = self.facts(counted + 1) else {
+                break;
+            };
+            bytes += f.bytes;
+            counted += 1;
+        }
+        self.since_checkpoint = (base, counted, bytes);
+        bytes
+    }
+
     /// The marks of a checkpoint at `upto`, describing `(snapshot point, upto]` (at most
     /// `marks_max` of them, `upto` itself always one), remembered as the newest checkpoint:
     /// the previous checkpoint's marks still past the snapshot point, then one span per
-    /// `span_entries` entries after it. Adjacent spans are merged (oldest first) until the
+    /// `span_entries` entries or `span_bytes` payload bytes after it, whichever comes first
+    /// (a span is what a lookup inside it reads after a restart). Adjacent spans are merged (oldest first) until the
     /// count fits, so a checkpoint stays small however long the log is; what it costs is
     /// longer spans to read through after a restart. Only the entries since the previous
     /// checkpoint are looked at. None when `upto` is not a dense entry past it.
@@ -203,6 +233,7 @@ impl OffsetMap {
         &mut self,
         upto: u64,
         span_entries: u64,
+        span_bytes: u64,
         marks_max: usize,
     ) -> Option<Vec<Mark>> {
         let from = self.checkpointed_to().max(self.dense_base());
@@ -230,7 +261,10 @@ impl OffsetMap {
             m.index = index;
             m.facts = merge_facts(m.facts, f);
             let first = out.last().map_or(snapshot_index, |m| m.index) + 1;
-            if index == upto || index + 1 - first >= span_entries.max(1) {
+            if index == upto
+                || index + 1 - first >= span_entries.max(1)
+                || m.facts.bytes >= span_bytes.max(1)
+            {
                 out.extend(span.take());
             }
         }
@@ -512,12 +546,37 @@ mod tests {
     }
 
     #[test]
+    fn bytes_since_the_checkpoint_count_each_entry_once_and_spans_end_at_the_byte_limit() {
+        let mut m = OffsetMap::default();
+        let entries: Vec<Entry> = (1..=10).map(|i| data_entry(i, 2 * (i - 1), 2)).collect();
+        let bytes = entries[0].data.len() as u64;
+        m.on_written(&entries).unwrap();
+        assert_eq!(m.bytes_since_checkpoint(0), 0);
+        assert_eq!(m.bytes_since_checkpoint(3), 3 * bytes);
+        // Counted on from where the last call stopped, never twice.
+        assert_eq!(m.bytes_since_checkpoint(5), 5 * bytes);
+        assert_eq!(m.bytes_since_checkpoint(5), 5 * bytes);
+        // Spans cut at 2 entries' bytes, not at the (large) entry count.
+        let marks = m.take_checkpoint(5, 1024, 2 * bytes, 16).unwrap();
+        let ends: Vec<u64> = marks.iter().map(|k| k.index).collect();
+        assert_eq!(ends, vec![2, 4, 5]);
+        // The count starts again after the checkpoint.
+        assert_eq!(m.bytes_since_checkpoint(5), 0);
+        assert_eq!(m.bytes_since_checkpoint(8), 3 * bytes);
+        // Past the snapshot point when a snapshot passes the checkpoint.
+        m.on_snapshot(7, 14);
+        assert_eq!(m.bytes_since_checkpoint(10), 3 * bytes);
+        // Never past what the map holds.
+        assert_eq!(m.bytes_since_checkpoint(12), 3 * bytes);
+    }
+
+    #[test]
     fn checkpoint_marks_summarise_spans_and_a_restored_map_answers_from_them() {
         let mut m = OffsetMap::default();
         let entries: Vec<Entry> = (1..=10).map(|i| data_entry(i, 2 * (i - 1), 2)).collect();
         m.on_written(&entries).unwrap();
         // Spans of 4 entries up to 9: (0, 4], (4, 8], (8, 9].
-        let marks = m.clone().take_checkpoint(9, 4, 16).unwrap();
+        let marks = m.clone().take_checkpoint(9, 4, u64::MAX, 16).unwrap();
         let ends: Vec<(u64, u64)> = marks
             .iter()
             .map(|k| (k.index, k.facts.end_offset))
@@ -525,9 +584,9 @@ mod tests {
         assert_eq!(ends, vec![(4, 8), (8, 16), (9, 18)]);
         let bytes = entries[0].data.len() as u64;
         assert_eq!(marks[0].facts.bytes, 4 * bytes);
-        assert_eq!(m.clone().take_checkpoint(11, 4, 16), None);
+        assert_eq!(m.clone().take_checkpoint(11, 4, u64::MAX, 16), None);
         // Over the limit, pairs merge from the oldest and the last mark stays.
-        let merged = m.clone().take_checkpoint(9, 1, 4).unwrap();
+        let merged = m.clone().take_checkpoint(9, 1, u64::MAX, 4).unwrap();
         assert!(merged.len() <= 4);
         assert_eq!(merged.last().map(|k| k.index), Some(9));
         assert_eq!(merged.iter().map(|k| k.facts.bytes).sum::<u64>(), 9 * bytes);
@@ -535,10 +594,10 @@ mod tests {
         // A restart: the marks, then the entries after the last one.
         // The next checkpoint starts from the previous one's marks.
         let mut incremental = m.clone();
-        incremental.take_checkpoint(6, 4, 16).unwrap();
+        incremental.take_checkpoint(6, 4, u64::MAX, 16).unwrap();
         assert_eq!(incremental.checkpointed_to(), 6);
-        assert_eq!(incremental.take_checkpoint(6, 4, 16), None);
-        let next = incremental.take_checkpoint(9, 4, 16).unwrap();
+        assert_eq!(incremental.take_checkpoint(6, 4, u64::MAX, 16), None);
+        let next = incremental.take_checkpoint(9, 4, u64::MAX, 16).unwrap();
         let ends: Vec<u64> = next.iter().map(|k| k.index).collect();
         assert_eq!(ends, vec![4, 6, 9]);
         assert_eq!(next.iter().map(|k| k.facts.bytes).sum::<u64>(), 9 * bytes);

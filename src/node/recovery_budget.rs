@@ -30,6 +30,10 @@ pub struct RecoveryLimits {
     /// Catch-up reads run in a low-share glommio task queue. Off only in the node
     /// simulation: its runs must replay exactly, and queue shares follow real CPU time.
     pub low_priority_reads: bool,
+    /// A partition writes an offset checkpoint once this many payload bytes were applied
+    /// since its last one (besides every `CHECKPOINT_ENTRIES` entries): what a restart reads
+    /// past the newest checkpoint (src/node/offset_checkpoint.rs).
+    pub offset_checkpoint_bytes: u64,
 }
 
 impl Default for RecoveryLimits {
@@ -38,6 +42,7 @@ impl Default for RecoveryLimits {
             bytes_per_sec_max: 100 << 20,
             partitions_per_shard_max: 2,
             low_priority_reads: true,
+            offset_checkpoint_bytes: super::offset_checkpoint::CHECKPOINT_BYTES,
         }
     }
 }
@@ -48,6 +53,7 @@ impl From<&super::config::RecoverySection> for RecoveryLimits {
             bytes_per_sec_max: r.bandwidth_bytes_per_sec_max.as_u64(),
             partitions_per_shard_max: r.partitions_per_shard_max,
             low_priority_reads: true,
+            offset_checkpoint_bytes: r.offset_checkpoint_bytes.as_u64(),
         }
     }
 }

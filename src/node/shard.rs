@@ -60,6 +60,7 @@ use super::requests::{
 use super::retention::{retention_point, RETENTION_CHECK_TICKS};
 use super::snapshot_meta::GroupSnapshot;
 
+mod lost_replica;
 mod rebuild_driver;
 mod recovery_driver;
 mod repair_driver;
@@ -378,6 +379,8 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     /// with the ticks since this node saw them removed (`REMOVED_CATCH_UP_ELECTIONS_MAX`).
     /// Value: (ticks waited, the controller's last index when the removal was seen).
     removed_waits: BTreeMap<NodeId, (u64, u64)>,
+    /// Groups with promises here, and lost ones being rebuilt (`node/group_ledger.rs`).
+    lost: lost_replica::LostReplicas,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -431,6 +434,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             membership: setup.membership,
             leaving: BTreeMap::new(),
             removed_waits: BTreeMap::new(),
+            lost: lost_replica::LostReplicas::load(&wal, setup.shard, setup.shards),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let mut tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -607,6 +611,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }
                 self.log_caught_up();
                 self.tick_rebuild().await;
+                self.tick_lost_replicas();
                 self.tick_recovery();
                 self.balance_leaders();
                 self.move_replicas();
@@ -912,6 +917,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         hosted: Option<HostedGroup>,
     ) -> Result<(), super::NodeError> {
         let mut log = EngineLog::open(self.wal.clone(), group, bootstrap, self.entry_cache_bytes)?;
+        // Committed entries cut offline (a lost replica, `group_ledger.rs`): the log starts
+        // from what it still holds, rebuilding.
+        let lost_entries = log.cap_commit_at_last_index();
         // RawNode::new reads the newest configuration entries: bring them into the cache.
         for index in tern_raft::LogStorage::conf_entry_indexes(&log) {
             let entries = self
@@ -966,8 +974,17 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             group,
             what: e.to_string(),
         })?;
-        // A wiped node's groups start non-voting (docs/replication.md, section 5).
-        if self.rebuild.as_ref().is_some_and(|rb| rb.is_active()) {
+        // A wiped node's groups start non-voting (docs/replication.md, section 5), and so
+        // does a group whose replica alone was lost (`group_ledger.rs`).
+        let has_state = self.wal.group(group).is_some_and(|i| {
+            i.hard_state.is_some() || i.snapshot.is_some() || i.last_index >= i.first_index
+        });
+        let lost = self
+            .lost
+            .on_start(self.shard, group, has_state, lost_entries);
+        if self.rebuild.as_ref().is_some_and(|rb| rb.is_active())
+            || lost == super::group_ledger::GroupStart::Rebuilding
+        {
             raw.set_rebuilding();
         }
         // A group whose only voter is this node (a standalone node) need not wait an election
@@ -1421,6 +1438,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 shard = self.shard,
                 group, "group removed (topic deleted or replica moved); its data is purged"
             );
+            // Leaves the ledger in a later round (over-cautious until then, never unsafe).
+            self.lost.on_deleted(group);
             let mut batch = WriteBatch::new();
             batch.delete_group(group);
             let wal = self.wal.clone();
@@ -1954,6 +1973,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 continue;
             }
             let rd = g.raw.ready();
+            let writes_state =
+                rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
             let mut after = Vec::new();
             for out in rd.messages {
                 if out.before_persist {
@@ -2042,6 +2063,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             for fetch in rd.fetches {
                 self.start_or_defer_fetch(id, fetch);
             }
+            if writes_state {
+                self.lost.on_state_written(id);
+            }
             round.push(PersistedGroup {
                 group: id,
                 ack: rd.persist_ack,
@@ -2051,6 +2075,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         }
         self.add_compactions(&mut batch, &mut round);
         self.add_offset_checkpoints(&mut batch, &mut round);
+        self.lost.add_to(&mut batch, !round.is_empty());
         for (_, hb) in heartbeats {
             if !hb.is_empty() {
                 let to = hb.to;
@@ -2116,8 +2141,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     }
 
     /// Writes an offset checkpoint (src/node/offset_checkpoint.rs) into the round's batch for
-    /// each partition written to in this round that applied `CHECKPOINT_ENTRIES` entries since
-    /// its last one. Taken at the applied index: committed, so never rewritten.
+    /// each partition written to in this round that applied `CHECKPOINT_ENTRIES` entries, or
+    /// `[recovery] offset_checkpoint_bytes` of payload, since its last one. Taken at the
+    /// applied index: committed, so never rewritten.
     fn add_offset_checkpoints(&mut self, batch: &mut WriteBatch, round: &mut [PersistedGroup]) {
         for pg in round.iter() {
             let Some(g) = self.groups.get_mut(&pg.group) else {
@@ -2133,13 +2159,17 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             else {
                 continue;
             };
-            if applied < offsets.checkpointed_to() + CHECKPOINT_ENTRIES {
+            let every_bytes = self.recovery.limits.offset_checkpoint_bytes;
+            if applied < offsets.checkpointed_to() + CHECKPOINT_ENTRIES
+                && offsets.bytes_since_checkpoint(applied) < every_bytes
+            {
                 continue;
             }
             let Some(term) = g.raw.log_term(applied) else {
                 continue;
             };
-            let Some(marks) = offsets.take_checkpoint(applied, CHECKPOINT_ENTRIES, MARKS_MAX)
+            let Some(marks) =
+                offsets.take_checkpoint(applied, CHECKPOINT_ENTRIES, every_bytes, MARKS_MAX)
             else {
                 continue;
             };

@@ -73,6 +73,19 @@ where
     F: FnOnce(mpsc::Sender<ShardMsg>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
+    with_node_limits(dir, segment_bytes, Default::default(), body)
+}
+
+/// [`with_node_segments`] with the `[recovery]` limits `recovery`.
+fn with_node_limits<F, Fut>(
+    dir: std::path::PathBuf,
+    segment_bytes: u64,
+    recovery: super::recovery_budget::RecoveryLimits,
+    body: F,
+) where
+    F: FnOnce(mpsc::Sender<ShardMsg>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     LocalExecutorBuilder::default()
         .io_memory(4 << 20)
         .spawn(move || async move {
@@ -109,7 +122,7 @@ where
                 rebuild: None,
                 entry_cache_bytes: crate::node::log_store::CACHE_BYTES_MAX,
                 scrub: None,
-                recovery: Default::default(),
+                recovery,
                 joined: false,
                 membership: None,
             };
@@ -638,6 +651,202 @@ fn a_restart_reads_only_the_entries_after_the_offset_checkpoint_and_survives_a_d
         println!("restart with a damaged checkpoint: {read} entries read");
         assert!(read > records, "{read}: the whole log was read");
     });
+}
+
+/// Large entries: the offset checkpoint's bytes trigger (`[recovery] offset_checkpoint_bytes`)
+/// bounds what a restart reads long before the 1024-entry one would, and the marks' spans end
+/// at the same byte bound, so fetches inside them after the restart still start where asked.
+#[test]
+fn a_restart_after_large_entries_reads_at_most_the_checkpoint_bytes_past_it() {
+    const ENTRIES: u64 = 60;
+    const VALUE_BYTES: usize = 64 << 10;
+    const EVERY_BYTES: u64 = 1 << 20;
+    let limits = super::recovery_budget::RecoveryLimits {
+        offset_checkpoint_bytes: EVERY_BYTES,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let group = 1;
+    with_node_limits(path.clone(), 16 << 20, limits, move |mut tx| async move {
+        ask_until_ready(&mut tx, create_topic(1)).await.unwrap();
+        for i in 0..ENTRIES {
+            let value = vec![i as u8; VALUE_BYTES];
+            let ack = ask_until_ready(&mut tx, |reply| ShardMsg::Partition {
+                group,
+                request: PartitionRequest::Produce {
+                    records: build_batch(&[&value], 1_700_000_000_000),
+                    acks: Acks::Committed,
+                    reply,
+                },
+            })
+            .await
+            .unwrap();
+            assert_eq!(ack.base_offset, i);
+        }
+    });
+    with_node_limits(path, 16 << 20, limits, move |mut tx| async move {
+        let latest = ask_until_ready(&mut tx, list_offsets(group, OffsetSpec::Latest))
+            .await
+            .unwrap();
+        assert_eq!(latest, ENTRIES);
+        let read = entries_read_at_start(&mut tx, group).await.unwrap();
+        let bound = EVERY_BYTES / VALUE_BYTES as u64 + 3;
+        assert!(
+            read <= bound,
+            "{read} of ~{ENTRIES} entries read at start; the bytes trigger bounds it at {bound}"
+        );
+        for offset in [0, 5, 17, 31, ENTRIES - 1] {
+            let got = ask(&mut tx, fetch(group, offset)).await.unwrap();
+            let values = values_of(&got);
+            let (first, value) = values
+                .first()
+                .expect("a fetch inside the log returns records");
+            assert_eq!(
+                *first, offset as i64,
+                "a fetch at {offset} starts at {offset}"
+            );
+            assert_eq!(value.as_slice(), vec![offset as u8; VALUE_BYTES].as_slice());
+        }
+    });
+}
+
+/// One partition's replica lost offline on an intact node (its engine state deleted, as a
+/// failed `import-topic --force` leaves it): at restart the group ledger says the node made
+/// promises in that group, so it starts rebuilding: no campaign, no vote, so (the only
+/// replica here) it never leads again and takes no produce, while the other partition
+/// serves as before. A second restart finds it still rebuilding: the mark is durable.
+#[test]
+fn a_replica_lost_offline_on_an_intact_node_starts_rebuilding_and_stays_so_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = created.clone();
+    with_node(path.clone(), move |mut tx| async move {
+        let outcome = ask_until_ready(&mut tx, create_topic(2)).await.unwrap();
+        let Outcome::TopicCreated { groups, .. } = outcome else {
+            panic!("topic not created: {outcome:?}");
+        };
+        for &group in &groups {
+            let first = ask_until_ready(&mut tx, produce(group, &[b"before"]))
+                .await
+                .unwrap();
+            assert_eq!(first.base_offset, 0);
+        }
+        *out.lock().unwrap() = groups;
+    });
+    let groups = created.lock().unwrap().clone();
+    let (lost, kept) = (groups[0], groups[1]);
+    with_wal(path.clone(), move |wal| async move {
+        wal.delete_group(lost).await.unwrap();
+    });
+    for restart in 0..2 {
+        with_node(path.clone(), move |mut tx| async move {
+            let ack = ask_until_ready(&mut tx, produce(kept, &[b"after"]))
+                .await
+                .unwrap();
+            assert_eq!(ack.base_offset, 1 + restart);
+            let got = ask(&mut tx, fetch(kept, 0)).await.unwrap();
+            assert_eq!(values_of(&got)[0], (0, b"before".to_vec()));
+            // Many election timeouts (10 ms ticks): a normal lone voter would have led long ago.
+            let until = std::time::Instant::now() + Duration::from_millis(600);
+            while std::time::Instant::now() < until {
+                let answer = ask(&mut tx, produce(lost, &[b"lost"])).await;
+                assert!(
+                    answer.is_err(),
+                    "restart {restart}: the lost replica took a produce"
+                );
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            let (reply, rx) = oneshot::channel();
+            tx.send(ShardMsg::Status { reply }).await.unwrap();
+            let status = rx.await.unwrap();
+            let g = status.groups.iter().find(|g| g.group == lost).unwrap();
+            assert!(g.rebuilding, "restart {restart}: {g:?}");
+            assert_eq!(g.term, 0, "it never campaigned");
+            let k = status.groups.iter().find(|g| g.group == kept).unwrap();
+            assert!(!k.rebuilding);
+        });
+    }
+    with_wal(path, move |wal| async move {
+        let ledger = super::group_ledger::GroupLedger::decode(
+            &wal.group_meta(super::group_ledger::ledger_group(0, 1))
+                .expect("the ledger is in the WAL"),
+        )
+        .unwrap();
+        assert!(ledger.is_rebuilding(lost));
+        assert!(!ledger.is_rebuilding(kept) && ledger.is_hosted(kept));
+    });
+}
+
+/// Committed entries of one partition cut offline on an intact node (what `tern repair
+/// --skip-corrupt` does at a hole: the log ends before the durable commit index). The group
+/// used to refuse to start ("hard state commit is beyond the last persisted index"); it now
+/// starts from what it holds, rebuilding (its acknowledgements of the cut entries were
+/// promises it no longer keeps): as the only replica it never leads again, the other
+/// partition serves, and a restart finds it still rebuilding.
+#[test]
+fn a_replica_whose_committed_entries_were_cut_offline_starts_rebuilding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = created.clone();
+    with_node(path.clone(), move |mut tx| async move {
+        let outcome = ask_until_ready(&mut tx, create_topic(2)).await.unwrap();
+        let Outcome::TopicCreated { groups, .. } = outcome else {
+            panic!("topic not created: {outcome:?}");
+        };
+        for &group in &groups {
+            for i in 0..3 {
+                let ack = ask_until_ready(&mut tx, produce(group, &[b"before"]))
+                    .await
+                    .unwrap();
+                assert_eq!(ack.base_offset, i);
+            }
+        }
+        *out.lock().unwrap() = groups;
+    });
+    let groups = created.lock().unwrap().clone();
+    let (cut, kept) = (groups[0], groups[1]);
+    with_wal(path.clone(), move |wal| async move {
+        let info = wal.group(cut).unwrap();
+        let commit = info.hard_state.unwrap().commit;
+        assert!(commit >= 3 && info.last_index >= commit, "{info:?}");
+        let mut batch = tern_engine::WriteBatch::new();
+        batch.truncate(cut, commit - 1);
+        wal.write(batch).await.unwrap();
+        let info = wal.group(cut).unwrap();
+        assert!(
+            info.hard_state.unwrap().commit > info.last_index,
+            "{info:?}"
+        );
+    });
+    for restart in 0..2 {
+        with_node(path.clone(), move |mut tx| async move {
+            let ack = ask_until_ready(&mut tx, produce(kept, &[b"after"]))
+                .await
+                .unwrap();
+            assert_eq!(ack.base_offset, 3 + restart);
+            let until = std::time::Instant::now() + Duration::from_millis(600);
+            while std::time::Instant::now() < until {
+                let answer = ask(&mut tx, produce(cut, &[b"cut"])).await;
+                assert!(
+                    answer.is_err(),
+                    "restart {restart}: the cut replica took a produce"
+                );
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            let (reply, rx) = oneshot::channel();
+            tx.send(ShardMsg::Status { reply }).await.unwrap();
+            let status = rx.await.unwrap();
+            let g = status
+                .groups
+                .iter()
+                .find(|g| g.group == cut)
+                .expect("the cut group started");
+            assert!(g.rebuilding, "restart {restart}: {g:?}");
+        });
+    }
 }
 
 /// A fetch whose entries compaction removed after the request was checked against the log
