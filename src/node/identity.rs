@@ -382,6 +382,19 @@ pub fn mark_rebuilding(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentit
     )
 }
 
+/// Records that this node was made the only voter of its cluster (`tern serve
+/// --force-new-cluster`): it is no longer a joined learner, so topics created from now on
+/// bootstrap their initial replicas on it. Written before any group is rewritten.
+pub fn mark_forced(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    rewrite(
+        dir,
+        NodeIdentity {
+            joined: false,
+            ..identity
+        },
+    )
+}
+
 /// Records that every group of this node is rebuilt; durable before any group votes again.
 pub fn mark_rebuilt(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
     rewrite(
