@@ -398,6 +398,17 @@ impl ControllerState {
         orphaned.sort_unstable();
         orphaned.dedup();
         self.fill_under_replicated();
+        // An orphaned partition's data was on the removed nodes only: its new replica here
+        // starts it empty and alone (as its creation would), or it would wait for ever for a
+        // configuration from a leader that no longer exists. Joined nodes never bootstrap, so
+        // no second replica can start it as well.
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if orphaned.binary_search(&p.group).is_ok() {
+                    p.initial = p.replicas.clone();
+                }
+            }
+        }
         Ok(Outcome::ClusterForced {
             node_id,
             removed,
