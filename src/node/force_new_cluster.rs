@@ -377,7 +377,8 @@ mod tests {
     }
 
     /// On a real WAL: a three-voter controller log and a partition log, each with entries
-    /// after their commit index, rewritten for node 2. The Raft core then starts each group
+    /// after their commit index, rewritten for node 2 (the controller first, then a "crash",
+    /// then the whole rerun). The Raft core then starts each group
     /// with node 2 as its only voter, the controller state has node 2 alone with every
     /// replica on it, the uncommitted entries are gone, and a second run writes nothing.
     #[test]
@@ -456,8 +457,20 @@ mod tests {
                     );
                 wal.write(batch).await.unwrap();
 
+                // A crash right after the controller's batch: the partition is untouched, and
+                // the rerun finishes it, leaving the controller as it was.
+                let (rewritten, _) = rewrite_groups(&wal, &[CONTROLLER_GROUP], 2).await.unwrap();
+                assert_eq!(rewritten, 1);
+                assert_eq!(wal.last_index(1000), 3);
+                let controller_after_crash =
+                    (wal.last_index(CONTROLLER_GROUP), wal.hard_state(CONTROLLER_GROUP));
+                assert_eq!(controller_after_crash.0, 6);
                 let force = ForceNewCluster::new(2, 0);
                 force.run_shard(0, &wal).await.unwrap();
+                assert_eq!(
+                    (wal.last_index(CONTROLLER_GROUP), wal.hard_state(CONTROLLER_GROUP)),
+                    controller_after_crash
+                );
 
                 for group in [CONTROLLER_GROUP, 1000] {
                     // As the shard starts a group: the configuration entries in the cache.
