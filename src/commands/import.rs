@@ -186,12 +186,7 @@ pub fn run(args: ImportArgs) -> CliResult<u8> {
         _ => None,
     };
     let snapshot_meta = match &meta.snapshot {
-        Some((_, _, m)) => Some(snapshot_with_membership(
-            args.group,
-            &args.input,
-            m,
-            membership.as_ref(),
-        )?),
+        Some((_, _, m)) => Some(snapshot_with_membership(args.group, m, membership.as_ref())),
         None => None,
     };
     let group = args.group;
@@ -446,26 +441,32 @@ fn replaced_membership(
 }
 
 /// The snapshot metadata to install: the file's, with `membership` as its configuration when
-/// there is one. Said on stderr either way.
+/// there is one and the metadata is a node's (`GroupSnapshot`; a directory written by other
+/// tools, e.g. `tern generate`, holds opaque metadata, kept as it is). Said on stderr.
 fn snapshot_with_membership(
     group: u64,
-    input: &Path,
     meta: &[u8],
     membership: Option<&(ConfState, &'static str)>,
-) -> CliResult<Vec<u8>> {
-    let mut snap = GroupSnapshot::decode(meta).map_err(|why| {
-        CliError::Usage(format!(
-            "{}: the snapshot metadata of the file is not tern's ({why}); nothing written",
-            input.display()
-        ))
-    })?;
+) -> Vec<u8> {
+    let mut snap = match GroupSnapshot::decode(meta) {
+        Ok(snap) => snap,
+        Err(why) => {
+            if membership.is_some() {
+                tracing::warn!(
+                    group,
+                    "import: the snapshot metadata is not a tern node's ({why}); kept as it is"
+                );
+            }
+            return meta.to_vec();
+        }
+    };
     let Some((conf, source)) = membership else {
         tracing::warn!(
             group,
             voters = ?snap.conf.voters,
             "import: the snapshot point keeps the exported cluster's voters (the directory has no group {group} to take the membership of); create the topic first and import with --force (docs/operations/cluster.md, section 8)"
         );
-        return Ok(meta.to_vec());
+        return meta.to_vec();
     };
     // A warning, as for the configuration entries below: the group no longer holds the
     // file's configuration, and the operator should know (the CLI shows warnings).
@@ -477,7 +478,7 @@ fn snapshot_with_membership(
         "import: the restored snapshot point takes the membership of the group it replaces ({source})"
     );
     snap.conf = conf.clone();
-    Ok(snap.encode())
+    snap.encode()
 }
 
 /// The export format does not carry the entry kind, so a Raft configuration change of the

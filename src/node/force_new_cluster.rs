@@ -226,6 +226,18 @@ impl ForceNewCluster {
                         .into(),
                 );
             }
+            let controller = facts(wal, CONTROLLER_GROUP).await?;
+            let committed = controller
+                .hard_state
+                .map_or(0, |hs| hs.commit)
+                .max(controller.snapshot_index);
+            if committed == 0 {
+                return Err(
+                    "force-new-cluster: this node's controller has nothing committed (it never \
+                     caught up with a cluster): there is nothing to keep; refused"
+                        .into(),
+                );
+            }
             let (rewritten, _) = rewrite_groups(wal, &[CONTROLLER_GROUP], self.node_id).await?;
             info!(
                 node = self.node_id,
@@ -536,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_directory_is_refused() {
+    fn a_directory_without_a_committed_controller_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         LocalExecutorBuilder::default()
@@ -556,6 +568,19 @@ mod tests {
                     .await
                     .unwrap_err();
                 assert!(err.contains("no controller group"), "{err}");
+                // A controller group with nothing committed (a learner that never caught up).
+                let mut batch = WriteBatch::new();
+                batch.append(
+                    CONTROLLER_GROUP,
+                    [entry(1, 1, EntryKind::Normal, Vec::new())],
+                );
+                wal.write(batch).await.unwrap();
+                let err = ForceNewCluster::new(1, 0)
+                    .run_shard(0, &wal)
+                    .await
+                    .unwrap_err();
+                assert!(err.contains("nothing committed"), "{err}");
+                assert_eq!(wal.last_index(CONTROLLER_GROUP), 1, "nothing written");
                 wal.close().await.unwrap();
             })
             .unwrap()
