@@ -755,6 +755,19 @@ mod tests {
         assert!(NodeIdentity::decode(p, &not_admitted).is_err());
     }
 
+    /// A forced node (`--force-new-cluster`) that had joined as a learner is no longer one,
+    /// durably; it stays admitted.
+    #[test]
+    fn forcing_a_joined_node_clears_joined() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (id, _) = open_or_create(tmp.path(), req(4, Some(Uuid::new_v4()), true)).unwrap();
+        let joined = mark_joined(tmp.path(), id).unwrap();
+        let forced = mark_forced(tmp.path(), joined).unwrap();
+        let (reread, _) = open_or_create(tmp.path(), req(4, Some(id.cluster_id), true)).unwrap();
+        assert_eq!(reread, forced);
+        assert!(reread.admitted && !reread.joined && !reread.rebuilding);
+    }
+
     /// A joined node stays joined across restarts; format 2 files read as not joined, and a
     /// format 2 file naming the flag (or a format 3 file without it) is damage.
     #[test]
