@@ -24,16 +24,7 @@ const CLUSTER: &str = include_str!("../docs/operations/cluster.md");
 
 /// What may be pending, and why: commands other helpers are building. A marker naming
 /// anything else fails the test, so the skipped blocks stay few and known.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "force-new-cluster",
-        "two of three voters rebuilt at once elect no leader: the authoritative node must first become a one-voter cluster (not built yet)",
-    ),
-    (
-        "restore-voters",
-        "a restored partition whose backup has a snapshot point keeps the old cluster's voters (cluster.md section 8, known gap)",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 /// Bound on one block (it runs several bounded waits of up to a few minutes each).
 const BLOCK_SECS: u32 = 900;

@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
+use tern::node::controller::offline::committed_state;
+use tern::node::controller::CONTROLLER_GROUP;
+use tern::node::log_store::stored_conf;
+use tern::node::snapshot_meta::GroupSnapshot;
 use tern_engine::constants::SEGMENT_HEADER_BYTES;
 use tern_engine::engine::run_shards;
 use tern_engine::export::{ExportMeta, ExportReader};
@@ -24,6 +28,7 @@ use tern_engine::format::segment::{parse_segment_file_name, SegmentHeader};
 use tern_engine::storage::dma::DmaStorage;
 use tern_engine::verify::{is_data_dir, read_layout};
 use tern_engine::{shard_for_group, EngineConfig, Entry, HardState, ShardWal, WalConfig};
+use tern_raft::message::ConfState;
 
 use super::emit;
 use super::topic::{print_summary, TopicSummary};
@@ -176,33 +181,37 @@ pub fn run(args: ImportArgs) -> CliResult<u8> {
     }
     let root = create_absolute(&root)?;
     let cfg = import_config(&root, &args, existing)?;
+    let membership = match (&meta.snapshot, existing) {
+        (Some(_), true) => replaced_membership(&root, &cfg, args.group)?,
+        _ => None,
+    };
+    let snapshot_meta = match &meta.snapshot {
+        Some((_, _, m)) => Some(snapshot_with_membership(args.group, m, membership.as_ref())),
+        None => None,
+    };
     let group = args.group;
-    let force = args.force;
-    let input = args.input.clone();
+    let job = ImportJob {
+        group,
+        input: args.input.clone(),
+        force: args.force,
+        // Half a request, so a chunk plus the entry that crosses the mark stays within one.
+        chunk_bytes_max: (cfg.wal.request_bytes_max() / 2) as usize,
+        snapshot_meta,
+    };
     // Set once the marker is durable: from then on a failure must roll the group back.
     let started = Arc::new(AtomicBool::new(false));
-    // Half a request, so a chunk plus the entry that crosses the mark stays within one.
-    let chunk_bytes_max = (cfg.wal.request_bytes_max() / 2) as usize;
     let outcome = run_shards(&root, &cfg, true, {
         let started = started.clone();
         move |ctx| {
-            let input = input.clone();
+            let job = job.clone();
             let started = started.clone();
             async move {
-                if shard_for_group(group, ctx.shards) != ctx.shard {
+                if shard_for_group(job.group, ctx.shards) != ctx.shard {
                     return Ok(None);
                 }
-                import_into(
-                    &ctx.wal,
-                    &ctx.root,
-                    group,
-                    &input,
-                    force,
-                    &started,
-                    chunk_bytes_max,
-                )
-                .await
-                .map(|()| Some(ctx.shard))
+                import_into(&ctx.wal, &ctx.root, &job, &started)
+                    .await
+                    .map(|()| Some(ctx.shard))
             }
         }
     })
@@ -275,15 +284,31 @@ fn roll_back(root: &Path, cfg: &EngineConfig, group: u64, cause: CliError) -> Cl
     }
 }
 
+/// What one import writes, decided before the engine runs.
+#[derive(Debug, Clone)]
+struct ImportJob {
+    group: u64,
+    input: PathBuf,
+    force: bool,
+    /// Payload bytes appended per engine call at most.
+    chunk_bytes_max: usize,
+    /// The snapshot metadata to install when the file has a snapshot point: the file's, with
+    /// the membership of the group it replaces ([`snapshot_with_membership`]).
+    snapshot_meta: Option<Vec<u8>>,
+}
+
 async fn import_into(
     wal: &ShardWal<DmaStorage>,
     root: &Path,
-    group: u64,
-    input: &Path,
-    force: bool,
+    job: &ImportJob,
     started: &AtomicBool,
-    chunk_bytes_max: usize,
 ) -> CliResult<()> {
+    let (group, input, force, chunk_bytes_max) = (
+        job.group,
+        job.input.as_path(),
+        job.force,
+        job.chunk_bytes_max,
+    );
     let incomplete = import_marker::marker_path(root, group).exists();
     let has_data = wal.group(group).is_some_and(|info| {
         info.last_index >= info.first_index || info.hard_state.is_some() || info.snapshot.is_some()
@@ -310,6 +335,7 @@ async fn import_into(
     let meta = r.meta.clone();
     let mut first = 1;
     if let Some((term, index, m)) = &meta.snapshot {
+        let m = job.snapshot_meta.as_deref().unwrap_or(m);
         wal.install_snapshot(group, *term, *index, m).await?;
         first = index + 1;
     }
@@ -359,6 +385,100 @@ async fn import_into(
     // Every record above is durable (each call resolved after its fsync): the group is
     // complete.
     import_marker::remove(root, group)
+}
+
+/// The membership of the group an import replaces, for the restored snapshot point (whose
+/// configuration is the exported cluster's: kept, a standalone node restored from the
+/// backup of a 3-node cluster could never elect itself for the partition). In order: the
+/// configuration the replaced group stores (its newest configuration entry or snapshot
+/// point), else the replicas the directory's controller created the partition with (the
+/// configuration such a group starts with), else none (the file's is kept). Read in a pass
+/// of its own, before the import, because the controller may live on another shard.
+fn replaced_membership(
+    root: &Path,
+    cfg: &EngineConfig,
+    group: u64,
+) -> CliResult<Option<(ConfState, &'static str)>> {
+    let per_shard = run_shards(root, cfg, false, move |ctx| async move {
+        let own = if shard_for_group(group, ctx.shards) == ctx.shard {
+            stored_conf(&ctx.wal, group).await?
+        } else {
+            None
+        };
+        let placed = if shard_for_group(CONTROLLER_GROUP, ctx.shards) == ctx.shard {
+            committed_state(&ctx.wal).await?.and_then(|state| {
+                state
+                    .topics()
+                    .values()
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.group == group)
+                    .map(|p| ConfState::with_voters(&p.initial))
+            })
+        } else {
+            None
+        };
+        Ok::<_, String>((own, placed))
+    })?;
+    let (mut own, mut placed) = (None, None);
+    for r in per_shard {
+        let (o, p) = r.map_err(|why| {
+            CliError::Usage(format!(
+                "reading the membership of group {group} in {}: {why}",
+                root.display()
+            ))
+        })?;
+        own = own.or(o);
+        placed = placed.or(p);
+    }
+    Ok(own
+        .map(|c| (c, "the configuration the replaced group stores"))
+        .or(placed.map(|c| {
+            (
+                c,
+                "the replicas the directory's controller placed the partition on",
+            )
+        })))
+}
+
+/// The snapshot metadata to install: the file's, with `membership` as its configuration when
+/// there is one and the metadata is a node's (`GroupSnapshot`; a directory written by other
+/// tools, e.g. `tern generate`, holds opaque metadata, kept as it is). Said on stderr.
+fn snapshot_with_membership(
+    group: u64,
+    meta: &[u8],
+    membership: Option<&(ConfState, &'static str)>,
+) -> Vec<u8> {
+    let mut snap = match GroupSnapshot::decode(meta) {
+        Ok(snap) => snap,
+        Err(why) => {
+            if membership.is_some() {
+                tracing::warn!(
+                    group,
+                    "import: the snapshot metadata is not a tern node's ({why}); kept as it is"
+                );
+            }
+            return meta.to_vec();
+        }
+    };
+    let Some((conf, source)) = membership else {
+        tracing::warn!(
+            group,
+            voters = ?snap.conf.voters,
+            "import: the snapshot point keeps the exported cluster's voters (the directory has no group {group} to take the membership of); create the topic first and import with --force (docs/operations/cluster.md, section 8)"
+        );
+        return meta.to_vec();
+    };
+    // A warning, as for the configuration entries below: the group no longer holds the
+    // file's configuration, and the operator should know (the CLI shows warnings).
+    tracing::warn!(
+        group,
+        exported_voters = ?snap.conf.voters,
+        voters = ?conf.voters,
+        learners = ?conf.learners,
+        "import: the restored snapshot point takes the membership of the group it replaces ({source})"
+    );
+    snap.conf = conf.clone();
+    snap.encode()
 }
 
 /// The export format does not carry the entry kind, so a Raft configuration change of the

@@ -380,6 +380,12 @@ pub struct NodeConfig {
     /// peers under its old id instead of being refused (docs/replication.md).
     #[serde(skip)]
     pub rebuild: bool,
+    /// Flag only (`--force-new-cluster`): before serving, make this node the only voter of
+    /// every group it holds, the controller included, keeping what it had committed
+    /// (`force_new_cluster.rs`; docs/operations/cluster.md, section 6). A one-shot recovery
+    /// action, so deliberately not a `tern.toml` key that could stay set.
+    #[serde(skip)]
+    pub force_new_cluster: bool,
     pub log_format: LogFormat,
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
@@ -408,6 +414,7 @@ impl Default for NodeConfig {
             standalone: false,
             bootstrap: false,
             rebuild: false,
+            force_new_cluster: false,
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(10),
             raft: RaftSection::default(),
@@ -468,6 +475,14 @@ pub struct ServeFlags {
     /// refused; with it, a directory that was not wiped starts normally.
     #[arg(long)]
     pub rebuild: bool,
+    /// Recovery when no majority of the cluster can be brought back consistent (the
+    /// replicas diverged, or the other nodes are lost): this node becomes the only voter of
+    /// every group it holds and the controller's only member, keeping everything it had
+    /// committed and dropping the entries it had not seen committed. The other nodes are
+    /// then wiped and added back with `tern cluster add-node` (docs/operations/cluster.md,
+    /// section 6). Refused on an empty or rebuilding directory; running it again is harmless.
+    #[arg(long)]
+    pub force_new_cluster: bool,
     /// Log line format [default: text].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -532,6 +547,7 @@ impl NodeConfig {
         self.standalone |= flags.standalone;
         self.bootstrap |= flags.bootstrap;
         self.rebuild |= flags.rebuild;
+        self.force_new_cluster |= flags.force_new_cluster;
         if let Some(v) = flags.log_format {
             self.log_format = v;
         }
@@ -628,6 +644,13 @@ impl NodeConfig {
         }
         self.validate_listeners()?;
         self.validate_peers()?;
+        if self.force_new_cluster && (self.rebuild || self.bootstrap) {
+            return Err(invalid(
+                "force_new_cluster",
+                "--force-new-cluster keeps this node's data as the cluster's; it cannot be \
+                 combined with --rebuild or --bootstrap (which start from an empty directory)",
+            ));
+        }
         if self.shards > SHARDS_MAX {
             return Err(invalid(
                 "shards",

@@ -382,6 +382,19 @@ pub fn mark_rebuilding(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentit
     )
 }
 
+/// Records that this node was made the only voter of its cluster (`tern serve
+/// --force-new-cluster`): it is no longer a joined learner, so topics created from now on
+/// bootstrap their initial replicas on it. Written before any group is rewritten.
+pub fn mark_forced(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
+    rewrite(
+        dir,
+        NodeIdentity {
+            joined: false,
+            ..identity
+        },
+    )
+}
+
 /// Records that every group of this node is rebuilt; durable before any group votes again.
 pub fn mark_rebuilt(dir: &Path, identity: NodeIdentity) -> Result<NodeIdentity, IdentityError> {
     rewrite(
@@ -881,6 +894,19 @@ mod tests {
             "format=2\ncluster={cluster}\nnode=3\nadmitted=0\nrebuilding=1\n"
         ));
         assert!(NodeIdentity::decode(p, &not_admitted).is_err());
+    }
+
+    /// A forced node (`--force-new-cluster`) that had joined as a learner is no longer one,
+    /// durably; it stays admitted.
+    #[test]
+    fn forcing_a_joined_node_clears_joined() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (id, _) = open_or_create(tmp.path(), req(4, Some(Uuid::new_v4()), true)).unwrap();
+        let joined = mark_joined(tmp.path(), id).unwrap();
+        let forced = mark_forced(tmp.path(), joined).unwrap();
+        let (reread, _) = open_or_create(tmp.path(), req(4, Some(id.cluster_id), true)).unwrap();
+        assert_eq!(reread, forced);
+        assert!(reread.admitted && !reread.joined && !reread.rebuilding);
     }
 
     /// A joined node stays joined across restarts; format 2 files read as not joined, and a

@@ -332,6 +332,45 @@ impl<S: Storage> LogStorage for EngineLog<S> {
     }
 }
 
+/// The newest configuration `group` stores: its newest configuration-change entry (read from
+/// disk, checksum verified) or else its snapshot point's. `None` when it stores none (it runs
+/// the configuration placement gives it at start, `EngineLog::open`'s `bootstrap`). For the
+/// offline readers (`force_new_cluster.rs`, `tern import-topic`); a running group asks its
+/// Raft core.
+pub async fn stored_conf<S: Storage>(
+    wal: &ShardWal<S>,
+    group: u64,
+) -> Result<Option<ConfState>, String> {
+    let snapshot = wal.snapshot(group);
+    let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
+    let last_index = wal.last_index(group).max(snapshot_index);
+    let newest_entry = wal
+        .conf_entries(group)
+        .into_iter()
+        .map(|(index, _)| index)
+        .filter(|&i| i > snapshot_index && i <= last_index)
+        .max();
+    if let Some(index) = newest_entry {
+        let read = wal
+            .read(group, index, index + 1, u64::MAX)
+            .await
+            .map_err(|e| format!("group {group}: reading configuration entry {index}: {e}"))?;
+        let entry = read
+            .into_iter()
+            .find(|e| e.index == index)
+            .ok_or_else(|| format!("group {group}: configuration entry {index} not read"))?;
+        return ConfState::decode(&entry.data)
+            .map(Some)
+            .ok_or_else(|| format!("group {group}: configuration entry {index} does not decode"));
+    }
+    match snapshot {
+        Some(s) => GroupSnapshot::decode(&s.meta)
+            .map(|decoded| Some(decoded.conf))
+            .map_err(|why| format!("group {group}: snapshot metadata: {why}")),
+        None => Ok(None),
+    }
+}
+
 /// The engine's entry kind for a Raft entry kind, and back.
 pub fn engine_kind(kind: EntryKind) -> tern_engine::EntryKind {
     match kind {

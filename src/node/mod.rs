@@ -8,6 +8,7 @@ pub mod compaction;
 pub mod config;
 pub mod controller;
 pub mod fetch_wait;
+pub mod force_new_cluster;
 pub mod group;
 pub mod group_ledger;
 pub mod http;

@@ -146,7 +146,8 @@ impl NodeRuntime {
         raft.election_ticks_min = ticks.election_ticks_min;
         raft.election_ticks_max = ticks.election_ticks_max;
         raft.validate().map_err(|e| format!("raft timing: {e}"))?;
-        let controller_voters: Vec<u64> = if cfg.peers.is_empty() {
+        // A forced start (`--force-new-cluster`) is this node alone, whatever --peers says.
+        let controller_voters: Vec<u64> = if cfg.peers.is_empty() || cfg.force_new_cluster {
             vec![cfg.node_id]
         } else {
             cfg.peers.iter().map(|p| p.node_id).collect()

@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::node::bootstrap::{self, Admission, AdmissionError};
 use crate::node::config::NodeConfig;
+use crate::node::force_new_cluster::ForceNewCluster;
 use crate::node::http::{self, HttpSetup, NodeProgress};
 use crate::node::identity::{self, IdentityError, IdentityOrigin, IdentityRequest};
 use crate::node::kafka;
@@ -105,6 +106,9 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         "starting tern {}",
         env!("CARGO_PKG_VERSION")
     );
+    if cfg.force_new_cluster {
+        refuse_force_on_empty(cfg)?;
+    }
     let (id, origin) = identity::open_or_create(
         &cfg.data_dir,
         IdentityRequest {
@@ -120,7 +124,14 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
     };
     info!(node_id = id.node_id, cluster_id = %id.cluster_id, admitted = id.admitted,
         "identity: {origin_word}");
-    let voters: Vec<u64> = if cfg.peers.is_empty() {
+    let id = if cfg.force_new_cluster {
+        force_identity(cfg, id)?
+    } else {
+        id
+    };
+    // A forced node is the cluster's only voter from this start on: it tells the nodes that
+    // ask (the wiped ones starting empty) that it does not count them, so they join.
+    let voters: Vec<u64> = if cfg.peers.is_empty() || cfg.force_new_cluster {
         vec![cfg.node_id]
     } else {
         cfg.peers.iter().map(|p| p.node_id).collect()
@@ -202,18 +213,31 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
     };
     let watch = ShardWatch::new(switch.clone());
     let configured_shards = engine_cfg.shards;
+    let force = cfg
+        .force_new_cluster
+        .then(|| ForceNewCluster::new(cfg.node_id, runtime.controller_shard()));
     let shard_runtime = runtime.clone();
     let result = tern_engine::engine::run_shards(&cfg.data_dir, &engine_cfg, true, move |ctx| {
         let watch = watch.clone();
         let progress = progress.clone();
         let http_setup = http_setup.clone();
         let runtime = shard_runtime.clone();
+        let force = force.clone();
         let kafka_setup = BrokerSetup {
             shard: ctx.shard,
             ..kafka_setup.clone()
         };
         async move {
             let stop = watch.register();
+            // Before any group of the shard starts (force_new_cluster.rs).
+            if let Some(force) = &force {
+                if let Err(why) = force.run_shard(ctx.shard, &ctx.wal).await {
+                    error!(shard = ctx.shard, "{why}");
+                    watch.stop_node(StopReason::ShardExited);
+                    drop(watch);
+                    return;
+                }
+            }
             let r = ctx.recovery();
             info!(
                 shard = ctx.shard,
@@ -286,6 +310,54 @@ fn run_until_stopped(cfg: &NodeConfig) -> Result<(), ServeError> {
         (Err(e), _) => Err(ServeError::Engine(e)),
         (Ok(_), Some(StopReason::ShardExited)) => Err(ServeError::ShardExited),
         (Ok(_), _) => Ok(()),
+    }
+}
+
+/// `--force-new-cluster` keeps this directory's data as the cluster's: a directory without
+/// an identity holds nothing to keep.
+fn refuse_force_on_empty(cfg: &NodeConfig) -> Result<(), ServeError> {
+    match identity::read_identity(&cfg.data_dir)? {
+        Some(_) => Ok(()),
+        None => Err(ServeError::Runtime(format!(
+            "force-new-cluster: {} holds no node identity (an empty or new directory): there \
+             is no data to make a cluster of; refused. Run it on the node whose data is kept \
+             (docs/operations/cluster.md, section 6)",
+            cfg.data_dir.display()
+        ))),
+    }
+}
+
+/// Checks that the directory may be forced and records it: never admitted or still being
+/// rebuilt is refused (its groups do not hold what was committed); a node that had joined as
+/// a learner stops being one, so topics it creates from now on bootstrap on it.
+fn force_identity(
+    cfg: &NodeConfig,
+    id: identity::NodeIdentity,
+) -> Result<identity::NodeIdentity, ServeError> {
+    if !id.admitted {
+        return Err(ServeError::Runtime(
+            "force-new-cluster: this node was never admitted to its cluster: its directory \
+             holds no group of it; refused"
+                .into(),
+        ));
+    }
+    if id.rebuilding {
+        return Err(ServeError::Runtime(
+            "force-new-cluster: this node is being rebuilt (its directory was wiped and not \
+             every group holds what its leader had committed): its data cannot become the \
+             cluster's; refused. Force the node whose data is complete"
+                .into(),
+        ));
+    }
+    info!(
+        node_id = id.node_id,
+        "force-new-cluster: this node becomes the only voter of every group it holds and the \
+         cluster's only member; entries it never saw committed are dropped"
+    );
+    if id.joined {
+        Ok(identity::mark_forced(&cfg.data_dir, id)?)
+    } else {
+        Ok(id)
     }
 }
 

@@ -48,7 +48,9 @@ pub fn check_controller_conf(
              but --peers names the voters {configured:?}: the others would start a controller \
              of their own beside this one. Refused: restart it standalone (or with no \
              --peers) and grow the cluster by membership change \
-             (docs/operations/node.md, \"Standalone\")"
+             (docs/operations/node.md, \"Standalone\"); after --force-new-cluster, until the \
+             other nodes are added back, start it with --force-new-cluster again (it changes \
+             nothing already done)"
         ));
     }
     Ok(())

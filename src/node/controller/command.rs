@@ -96,6 +96,14 @@ pub enum Command {
         partition: u32,
         node_id: u64,
     },
+    /// `tern serve --force-new-cluster` on `node_id`: every other member is removed, as by
+    /// `RemoveMember` one after the other, so the cluster is this node alone and each
+    /// partition keeps only its replica here. Written into the controller's log by the forced
+    /// node itself (never proposed), committed with the configuration change that leaves it
+    /// the group's only voter (`force_new_cluster.rs`).
+    ForceNewCluster {
+        node_id: u64,
+    },
 }
 
 const KIND_ADD_MEMBER: u16 = 1;
@@ -104,6 +112,7 @@ const KIND_CREATE_TOPIC: u16 = 3;
 const KIND_DELETE_TOPIC: u16 = 4;
 const KIND_SET_TOPIC_CONFIG: u16 = 5;
 const KIND_SET_PREFERRED_LEADER: u16 = 6;
+const KIND_FORCE_NEW_CLUSTER: u16 = 7;
 
 const WHAT: &str = "controller command";
 
@@ -180,6 +189,10 @@ impl Command {
                 w.u64(*node_id);
                 KIND_SET_PREFERRED_LEADER
             }
+            Command::ForceNewCluster { node_id } => {
+                w.u64(*node_id);
+                KIND_FORCE_NEW_CLUSTER
+            }
         };
         encode_frame(WHAT, COMMAND_MAGIC, COMMAND_VERSION, kind, &w.buf)
     }
@@ -212,6 +225,9 @@ impl Command {
             KIND_SET_PREFERRED_LEADER => Command::SetPreferredLeader {
                 name: r.str("name")?,
                 partition: r.u32("partition")?,
+                node_id: r.u64("node_id")?,
+            },
+            KIND_FORCE_NEW_CLUSTER => Command::ForceNewCluster {
                 node_id: r.u64("node_id")?,
             },
             kind => return Err(CodecError::Kind { what: WHAT, kind }),
@@ -258,6 +274,7 @@ mod tests {
                 partition: 3,
                 node_id: 2,
             },
+            Command::ForceNewCluster { node_id: 3 },
         ]
     }
 

@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod offline;
 pub mod placement;
 pub mod reconcile;
 pub mod snapshot;

@@ -172,6 +172,14 @@ pub enum Outcome {
         group: u64,
         replicas: Vec<u64>,
     },
+    /// `ForceNewCluster`: the other members were removed.
+    ClusterForced {
+        node_id: u64,
+        removed: Vec<u64>,
+        /// Groups that had no replica on the forced node: their data is gone (they get an
+        /// empty replica on it, as an orphaned partition of `MemberRemoved` does).
+        orphaned: Vec<u64>,
+    },
     Rejected(Rejection),
 }
 
@@ -295,6 +303,7 @@ impl ControllerState {
                 partition,
                 node_id,
             } => self.set_preferred_leader(name, *partition, *node_id),
+            Command::ForceNewCluster { node_id } => self.force_new_cluster(*node_id),
         };
         Ok(outcome.unwrap_or_else(Outcome::Rejected))
     }
@@ -359,6 +368,57 @@ impl ControllerState {
         if self.members.len() == 1 {
             return Err(Rejection::LastMember(node_id));
         }
+        let (dropped, orphaned) = self.drop_member(node_id);
+        let added = self.fill_under_replicated();
+        Ok(Outcome::MemberRemoved {
+            node_id,
+            dropped,
+            orphaned,
+            added,
+        })
+    }
+
+    /// Every member but `node_id` removed, one after the other as `RemoveMember` would
+    /// (without its last-member rule: a forced node that was never registered registers itself
+    /// as the controller's leader, and then takes the orphaned partitions).
+    fn force_new_cluster(&mut self, node_id: u64) -> Result<Outcome, Rejection> {
+        if node_id == 0 {
+            return Err(Rejection::InvalidNodeId);
+        }
+        let removed: Vec<u64> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|&m| m != node_id)
+            .collect();
+        let mut orphaned = Vec::new();
+        for &other in &removed {
+            orphaned.extend(self.drop_member(other).1);
+        }
+        orphaned.sort_unstable();
+        orphaned.dedup();
+        self.fill_under_replicated();
+        // An orphaned partition's data was on the removed nodes only: its new replica here
+        // starts it empty and alone (as its creation would), or it would wait for ever for a
+        // configuration from a leader that no longer exists. Joined nodes never bootstrap, so
+        // no second replica can start it as well.
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if orphaned.binary_search(&p.group).is_ok() {
+                    p.initial = p.replicas.clone();
+                }
+            }
+        }
+        Ok(Outcome::ClusterForced {
+            node_id,
+            removed,
+            orphaned,
+        })
+    }
+
+    /// Removes `node_id` from the members and from every partition's replicas; answers the
+    /// groups that had a replica on it and those left without any.
+    fn drop_member(&mut self, node_id: u64) -> (Vec<u64>, Vec<u64>) {
         self.members.remove(&node_id);
         self.removed.insert(node_id);
         let mut dropped = Vec::new();
@@ -376,13 +436,7 @@ impl ControllerState {
         }
         dropped.sort_unstable();
         orphaned.sort_unstable();
-        let added = self.fill_under_replicated();
-        Ok(Outcome::MemberRemoved {
-            node_id,
-            dropped,
-            orphaned,
-            added,
-        })
+        (dropped, orphaned)
     }
 
     /// Gives every partition with fewer replicas than its factor new ones on the least

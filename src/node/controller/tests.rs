@@ -459,6 +459,76 @@ fn set_preferred_leader_rejections_change_nothing() {
     assert_eq!(s.topics(), before.topics());
 }
 
+/// `tern serve --force-new-cluster` on node 2: the other members go (and stay gone: a
+/// controller leader does not register them again), every partition keeps its replica on
+/// node 2, and a partition that had none there gets one that starts it alone (empty).
+#[test]
+fn force_new_cluster_leaves_one_member_and_restarts_orphaned_partitions_on_it() {
+    let mut s = three_nodes();
+    run(&mut s, &[create("kept", 1, 3, 3), create("lost", 2, 4, 1)]);
+    let lost_elsewhere: Vec<u64> = s
+        .topic("lost")
+        .unwrap()
+        .partitions
+        .iter()
+        .filter(|p| p.replicas != [2])
+        .map(|p| p.group)
+        .collect();
+    assert!(
+        !lost_elsewhere.is_empty(),
+        "placement put every partition on node 2"
+    );
+    let kept_initial: Vec<Vec<u64>> = s
+        .topic("kept")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.initial.clone())
+        .collect();
+    let out = run(&mut s, &[Command::ForceNewCluster { node_id: 2 }]);
+    let Outcome::ClusterForced {
+        node_id,
+        removed,
+        orphaned,
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*node_id, removed.as_slice()), (2, &[1, 3][..]));
+    assert_eq!(orphaned, &lost_elsewhere);
+    assert_eq!(s.members().keys().copied().collect::<Vec<_>>(), vec![2]);
+    assert!(s.was_removed(1) && s.was_removed(3));
+    for t in s.topics().values() {
+        for p in &t.partitions {
+            assert_eq!(p.replicas, vec![2], "{p:?}");
+            if orphaned.contains(&p.group) {
+                assert_eq!(p.initial, vec![2], "an orphaned partition starts on node 2");
+            }
+        }
+    }
+    // Node 3 added back: it gets a replica of the replication-factor-3 topic (a joined node
+    // learns the configuration from node 2, whatever the initial replicas say).
+    run(&mut s, &[Command::AddMember(member(3))]);
+    for (p, before) in s
+        .topic("kept")
+        .unwrap()
+        .partitions
+        .iter()
+        .zip(&kept_initial)
+    {
+        assert_eq!(p.replicas, vec![2, 3]);
+        assert_eq!(
+            &p.initial, before,
+            "a partition with data keeps its initial replicas"
+        );
+    }
+    // A second force on the same node changes nothing more.
+    let mut again = s.clone();
+    run(&mut again, &[Command::RemoveMember { node_id: 3 }]);
+    let out = run(&mut again, &[Command::ForceNewCluster { node_id: 2 }]);
+    assert!(matches!(&out[0], Outcome::ClusterForced { removed, .. } if removed.is_empty()));
+}
+
 // ---- property tests ----
 
 fn arb_command() -> impl Strategy<Value = Command> {
@@ -466,6 +536,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         3 => (1u64..8).prop_map(|id| Command::AddMember(member(id))),
         1 => (1u64..8).prop_map(|node_id| Command::RemoveMember { node_id }),
+        1 => (0u64..8).prop_map(|node_id| Command::ForceNewCluster { node_id }),
         4 => (names.clone(), 0u128..6, 0u32..12, 0u8..5, any::<Option<u32>>()).prop_map(
             |(name, id, partitions, rf, bytes)| Command::CreateTopic(TopicSpec {
                 name: name.into(),
