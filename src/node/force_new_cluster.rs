@@ -8,8 +8,8 @@
 //! none of it; nothing written before is rewritten, the batch is appended):
 //! 1. the entries after the group's commit index are dropped (a suffix truncation): this node
 //!    never saw them committed, and with the others gone nobody can commit them;
-//! 2. a configuration-change entry naming this node alone is appended at `commit + 1`, with
-//!    the group's current term;
+//! 2. a configuration-change entry naming this node alone is appended at `commit + 1`, in a
+//!    new term (one past the group's current term; the node votes for itself in it);
 //! 3. for the controller group, a `ForceNewCluster` command after it: once applied, the
 //!    controller's members are this node alone and every partition's replicas are its replica
 //!    here, so the other nodes are added back with `tern cluster add-node`;
@@ -95,8 +95,12 @@ pub fn plan(
     if facts.last_index == commit && facts.conf.as_ref() == Some(&alone) {
         return Ok(None);
     }
-    // A group that never persisted a term gets term 1 (entries of term 0 do not exist).
-    let term = hs.term.max(1);
+    // A term of its own, one past any this node has seen (its current term is at least the
+    // term of every entry it holds): no other replica can hold a different entry under the
+    // same index and term, so Log Matching holds even if an old replica is restarted with its
+    // data by mistake; and this node's vote in that term is its own, so it grants the term to
+    // nobody else.
+    let term = hs.term + 1;
     let mut entries = vec![OwnedEntry {
         term,
         index: commit + 1,
@@ -122,8 +126,7 @@ pub fn plan(
         entries,
         hard_state: HardState {
             term,
-            // The vote stands in its term (a new term has none).
-            vote: if term == hs.term { hs.vote } else { 0 },
+            vote: node_id,
             commit: last,
         },
     }))
@@ -307,7 +310,7 @@ mod tests {
         assert_eq!((rw.commit, rw.dropped), (10, 4));
         assert_eq!(rw.entries.len(), 1);
         let e = &rw.entries[0];
-        assert_eq!((e.index, e.term, e.kind), (11, 5, EntryKind::ConfChange));
+        assert_eq!((e.index, e.term, e.kind), (11, 6, EntryKind::ConfChange));
         assert_eq!(
             ConfState::decode(&e.data),
             Some(ConfState::with_voters(&[1]))
@@ -315,8 +318,8 @@ mod tests {
         assert_eq!(
             rw.hard_state,
             HardState {
-                term: 5,
-                vote: 2,
+                term: 6,
+                vote: 1,
                 commit: 11
             }
         );
@@ -350,7 +353,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((rw.commit, rw.dropped, rw.entries[0].index), (20, 5, 21));
-        // No hard state at all: term 1, no vote.
+        // No hard state at all: term 1, its own vote.
         let empty = GroupFacts {
             hard_state: None,
             snapshot_index: 0,
@@ -362,7 +365,7 @@ mod tests {
             rw.hard_state,
             HardState {
                 term: 1,
-                vote: 0,
+                vote: 1,
                 commit: 1
             }
         );
