@@ -22,6 +22,7 @@ pub mod producers;
 pub mod rebuild;
 pub mod records;
 pub mod recovery_budget;
+pub mod recovery_stream_rules;
 pub mod repair;
 pub mod replica_moves;
 pub mod requests;

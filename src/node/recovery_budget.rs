@@ -30,6 +30,8 @@ pub struct RecoveryLimits {
     /// Catch-up reads run in a low-share glommio task queue. Off only in the node
     /// simulation: its runs must replay exactly, and queue shares follow real CPU time.
     pub low_priority_reads: bool,
+    /// The recovery stream's chunk size, window, timeout and reach.
+    pub stream: super::recovery_stream_rules::StreamLimits,
 }
 
 impl Default for RecoveryLimits {
@@ -38,16 +40,22 @@ impl Default for RecoveryLimits {
             bytes_per_sec_max: 100 << 20,
             partitions_per_shard_max: 2,
             low_priority_reads: true,
+            stream: super::config::RecoverySection::default().stream_limits(TICK_MS_DEFAULT),
         }
     }
 }
 
-impl From<&super::config::RecoverySection> for RecoveryLimits {
-    fn from(r: &super::config::RecoverySection) -> Self {
+/// The node's tick (`tern serve` ticks every 10 ms), for converting the stream's times.
+const TICK_MS_DEFAULT: u64 = 10;
+
+impl RecoveryLimits {
+    /// The limits `[recovery]` sets, the stream's times counted in ticks of `tick`.
+    pub fn new(r: &super::config::RecoverySection, tick: std::time::Duration) -> Self {
         RecoveryLimits {
             bytes_per_sec_max: r.bandwidth_bytes_per_sec_max.as_u64(),
             partitions_per_shard_max: r.partitions_per_shard_max,
             low_priority_reads: true,
+            stream: r.stream_limits(tick.as_millis() as u64),
         }
     }
 }
