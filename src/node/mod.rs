@@ -68,6 +68,8 @@ impl NodeError {
 }
 
 #[cfg(test)]
+mod install_crash_tests;
+#[cfg(test)]
 mod shard_tests;
 #[cfg(test)]
 pub mod sim;
