@@ -102,7 +102,10 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     /// (below the core's persisted index: a stale suffix on disk may still be masked by newer
     /// entries in memory), or a refusal.
     fn serve_fetch(&mut self, to: NodeId, group: u64, from_index: u64, bytes_max: u64) {
-        let Some(g) = self.groups.get(&group).filter(|g| g.halted.is_none()) else {
+        // The decoder refuses index 0; a fetch from elsewhere (the node simulation's network
+        // hands messages over without encoding them) is checked here as well.
+        let hosted = self.groups.get(&group).filter(|g| g.halted.is_none());
+        let Some(g) = hosted.filter(|_| from_index > 0) else {
             self.refuse_fetch(to, group, from_index, RecoveryRefuseReason::NotCaughtUp);
             return;
         };
