@@ -352,7 +352,9 @@ impl<S: LogStorage> RawNode<S> {
     ///
     /// The new entries go out in the next `Ready`'s `entries` (persisted as appended ones, in
     /// the same batch as the hard state) and the commit index moves to
-    /// `min(last new index, server_commit)`, carried by that `Ready`'s hard state: applying,
+    /// `min(last new index, server_commit)`, carried by that `Ready`'s hard state (with the
+    /// term of the chunk's last entry when it is above ours: the member moves to that term, as
+    /// on any message of it, so its log never holds a term above its own): applying,
     /// and a rebuild's `rebuild_caught_up`, wait until they are durable. Nothing is sent to
     /// anyone: a rebuilding member still acknowledges to its leader only what the leader's own
     /// commit covers. Returns the index of the last entry of the chunk (or, when the snapshot
@@ -378,6 +380,8 @@ impl<S: LogStorage> RawNode<S> {
                 });
             }
         }
+        // Terms never fall along the chunk (checked above): the last is the highest.
+        let top_term = entries.last().map_or(prev_term, |e| e.term);
         let last_index = self.log.last_index();
         if prev_index > last_index {
             return Err(AppendCommittedError::Gap {
@@ -391,6 +395,7 @@ impl<S: LogStorage> RawNode<S> {
         let (prev_index, prev_term, entries) = if prev_index < snapshot_index {
             let skip = (snapshot_index - prev_index) as usize;
             let Some(at_snapshot) = entries.get(skip - 1) else {
+                // All at or below our snapshot, so at or below our term too: nothing to do.
                 return Ok(last_index);
             };
             (snapshot_index, at_snapshot.term, &entries[skip..])
@@ -438,6 +443,12 @@ impl<S: LogStorage> RawNode<S> {
                 first_new = i;
                 break;
             }
+        }
+        // A log never holds an entry of a term above the member's own (its votes and vote
+        // requests rely on it, and so does every check that a peer's answer fits its term):
+        // a chunk from a newer term moves the member to it, as any message of that term would.
+        if top_term > self.term {
+            self.become_follower(top_term, NO_NODE);
         }
         self.log.append(&entries[first_new..]);
         let last_new = prev_index + entries.len() as u64;

@@ -354,3 +354,31 @@ fn a_wiped_voter_streams_from_a_follower_and_append_entries_finishes() {
     assert!(c.raft(3).rebuild_caught_up());
     assert!(c.raft_mut(3).finish_rebuild());
 }
+
+#[test]
+fn a_chunk_of_a_newer_term_moves_the_member_to_that_term() {
+    // The member follows a leader of term 1; the chunk holds entries a leader of term 4
+    // committed. Holding them at term 1 would let it ask for votes in term 2 with a last term
+    // of 4, and acknowledge to the deposed leader of term 1 an index that leader never had.
+    let mut node = follower(&ents(1, 1..=3), 3);
+    node.step(append_from_leader(1, 3, 1, 3))
+        .expect("leader of term 1");
+    persist(&mut node);
+    assert_eq!((node.term(), node.leader()), (1, 1));
+    node.append_committed(3, 1, &ents(4, 4..=6), 6)
+        .expect("newer chunk");
+    assert_eq!(node.term(), 4);
+    assert_eq!(node.leader(), tern_raft::NO_NODE);
+    let rd = persist(&mut node);
+    assert_eq!(rd.hard_state.map(|hs| (hs.term, hs.commit)), Some((4, 6)));
+    // The deposed leader's next message is of an older term: no acknowledgement for it.
+    node.step(append_from_leader(1, 2, 1, 3))
+        .expect("stale, answered as Raft says");
+    let rd = persist(&mut node);
+    assert!(append_resp_indexes(&rd).is_empty(), "{:?}", rd.messages);
+    // A chunk of an older term than ours changes no term.
+    let mut node = follower(&ents(5, 1..=3), 3);
+    node.append_committed(3, 5, &ents(5, 4..=5), 5)
+        .expect("same term");
+    assert_eq!(node.term(), 5);
+}
