@@ -37,10 +37,13 @@ pub enum FrameType {
     EntryRepair = 16,
     /// A node's addresses and the groups it leads (`node_report`).
     NodeReport = 7,
+    /// The recovery stream: a fetch of committed entries, a chunk of them, or a refusal
+    /// (`recovery_stream`). Numbered after EntryRepair, in the same family.
+    Recovery = 17,
 }
 
 impl FrameType {
-    pub const ALL: [FrameType; 8] = [
+    pub const ALL: [FrameType; 9] = [
         FrameType::Hello,
         FrameType::Refuse,
         FrameType::RaftBatch,
@@ -49,6 +52,7 @@ impl FrameType {
         FrameType::View,
         FrameType::EntryRepair,
         FrameType::NodeReport,
+        FrameType::Recovery,
     ];
 
     pub fn from_u16(frame_type: u16) -> Result<FrameType, FrameError> {
@@ -68,6 +72,7 @@ impl FrameType {
             FrameType::View => "View",
             FrameType::EntryRepair => "EntryRepair",
             FrameType::NodeReport => "NodeReport",
+            FrameType::Recovery => "Recovery",
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Reading order:
 //! 1. `frame.rs` — the frame every byte travels in (length, CRC32C, version, type).
-//! 2. `message_codec.rs`, `heartbeat.rs`, `handshake.rs`, `entry_repair.rs` — the payloads;
+//! 2. `message_codec.rs`, `heartbeat.rs`, `handshake.rs`, `entry_repair.rs`,
+//!    `recovery_stream.rs` — the payloads;
 //!    `peer_frame.rs` ties
 //!    a frame type to its payload codec.
 //! 3. `transport.rs` — the trait a shard uses ([`PeerTransport`]), its limits and counters.
@@ -28,6 +29,7 @@ pub mod message_codec;
 pub mod node_report;
 pub mod peer_frame;
 pub mod records;
+pub mod recovery_stream;
 pub mod tcp;
 pub mod transport;
 pub mod view;
@@ -41,6 +43,7 @@ pub use handshake::{Hello, LocalIdentity, Refusal, RefuseReason};
 pub use heartbeat::{GroupHeartbeat, GroupHeartbeatResp, HeartbeatBatch};
 pub use node_report::{LedGroup, NodeAddrs, NodeReport};
 pub use peer_frame::PeerFrame;
+pub use recovery_stream::{RecoveryChunk, RecoveryMessage, RefuseReason as RecoveryRefuseReason};
 pub use tcp::{PeerDirectory, PeerNetwork, ShardPeerSetup, TcpTransport};
 pub use transport::{
     Outbound, PeerEvent, PeerTransport, SendError, TransportConfig, TransportStats,

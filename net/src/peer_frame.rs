@@ -10,6 +10,7 @@ use crate::handshake::{Hello, Refusal};
 use crate::heartbeat::HeartbeatBatch;
 use crate::message_codec::{decode_batch, encode_batch};
 use crate::node_report::NodeReport;
+use crate::recovery_stream::RecoveryMessage;
 use crate::view::ClusterView;
 use crate::GroupId;
 
@@ -23,6 +24,7 @@ pub enum PeerFrame {
     View(ClusterView),
     EntryRepair(EntryRepair),
     NodeReport(NodeReport),
+    Recovery(RecoveryMessage),
 }
 
 impl PeerFrame {
@@ -36,6 +38,7 @@ impl PeerFrame {
             PeerFrame::View(_) => FrameType::View,
             PeerFrame::EntryRepair(_) => FrameType::EntryRepair,
             PeerFrame::NodeReport(_) => FrameType::NodeReport,
+            PeerFrame::Recovery(_) => FrameType::Recovery,
         }
     }
 
@@ -50,6 +53,7 @@ impl PeerFrame {
             PeerFrame::View(view) => view.encode(payload),
             PeerFrame::EntryRepair(repair) => repair.encode(payload),
             PeerFrame::NodeReport(report) => report.encode(payload),
+            PeerFrame::Recovery(message) => message.encode(payload),
         })
     }
 
@@ -64,6 +68,7 @@ impl PeerFrame {
             FrameType::View => PeerFrame::View(ClusterView::decode(payload)?),
             FrameType::EntryRepair => PeerFrame::EntryRepair(EntryRepair::decode(payload)?),
             FrameType::NodeReport => PeerFrame::NodeReport(NodeReport::decode(payload)?),
+            FrameType::Recovery => PeerFrame::Recovery(RecoveryMessage::decode(payload)?),
         })
     }
 

@@ -10,6 +10,7 @@ use tern_raft::message::{Message, NodeId};
 use crate::entry_repair::EntryRepair;
 use crate::heartbeat::HeartbeatBatch;
 use crate::node_report::NodeReport;
+use crate::recovery_stream::RecoveryMessage;
 use crate::GroupId;
 
 /// What a shard sends to one peer.
@@ -22,6 +23,8 @@ pub enum Outbound {
     Repair(EntryRepair),
     /// This node's addresses and the groups of this shard it leads (`node_report`).
     Report(NodeReport),
+    /// A recovery-stream fetch, chunk or refusal (one frame each).
+    Recovery(RecoveryMessage),
 }
 
 /// What a shard receives.
@@ -39,6 +42,8 @@ pub enum PeerEvent {
     Repair(EntryRepair),
     /// A report from `report.from` to this node.
     Report(NodeReport),
+    /// A recovery-stream message from `from()` to this node (the transport checked both).
+    Recovery(RecoveryMessage),
     /// Messages to `peer` could not be delivered (connect failed, refused, or the connection
     /// broke) and were dropped: the caller reports it to Raft (`report_unreachable`), which
     /// then probes the peer instead of pipelining to it.

@@ -392,3 +392,67 @@ fn hello_with_a_reserved_field_set_is_malformed() {
         Err(DecodeError::Invalid(_))
     ));
 }
+
+/// A recovery chunk through the whole frame reader: round trip, a frame checksum that does not
+/// match (transport damage), a chunk claiming more entry bytes than a frame may hold (refused
+/// from the header, nothing allocated), and a frame cut short.
+#[test]
+fn recovery_frames_round_trip_and_refuse_damage_with_typed_errors() {
+    use tern_net::{RecoveryChunk, RecoveryMessage};
+    let chunk = RecoveryMessage::Chunk {
+        from: 2,
+        to: 1,
+        group: 9,
+        chunk: RecoveryChunk {
+            snapshot_index: 0,
+            server_commit: 3,
+            prev_index: 0,
+            prev_term: 0,
+            entries: (1..=3)
+                .map(|index| Entry {
+                    term: 1,
+                    index,
+                    kind: EntryKind::Normal,
+                    data: vec![index as u8; 100],
+                })
+                .collect(),
+        },
+    };
+    round_trip(PeerFrame::Recovery(chunk.clone()));
+    let mut buf = Vec::new();
+    PeerFrame::Recovery(chunk).encode(&mut buf);
+    assert_eq!(
+        u16::from_le_bytes([buf[10], buf[11]]),
+        FrameType::Recovery as u16
+    );
+    let mut flipped = buf.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    assert!(matches!(
+        PeerFrame::decode(&flipped),
+        Err(WireError::Frame(FrameError::Checksum { .. }))
+    ));
+    let mut oversize = buf[..FRAME_HEADER_BYTES].to_vec();
+    oversize[0..4].copy_from_slice(&((FRAME_PAYLOAD_BYTES_MAX + 1) as u32).to_le_bytes());
+    assert!(matches!(
+        PeerFrame::decode(&oversize),
+        Err(WireError::Frame(FrameError::Oversize { .. }))
+    ));
+    assert!(matches!(
+        PeerFrame::decode(&buf[..buf.len() - 1]),
+        Err(WireError::Frame(FrameError::Truncated { .. }))
+    ));
+    // The payload re-framed with a valid frame checksum but the entries cut: a decode error.
+    let payload = &buf[FRAME_HEADER_BYTES..buf.len() - 1];
+    let mut reframed = Vec::new();
+    encode_frame_with_version(
+        &mut reframed,
+        PROTOCOL_VERSION,
+        FrameType::Recovery as u16,
+        |out| out.extend_from_slice(payload),
+    );
+    assert!(matches!(
+        PeerFrame::decode(&reframed),
+        Err(WireError::Decode(DecodeError::Truncated { .. }))
+    ));
+}

@@ -7,7 +7,9 @@ use tern_net::constants::FRAME_HEADER_BYTES;
 use tern_net::frame::encode_frame_with_version;
 use tern_net::handshake::Hello;
 use tern_net::message_codec::decode_batch;
-use tern_net::{HeartbeatBatch, PeerFrame, Refusal};
+use tern_net::{
+    HeartbeatBatch, PeerFrame, RecoveryChunk, RecoveryMessage, RecoveryRefuseReason, Refusal,
+};
 
 /// Valid frames of every type, to mutate.
 fn seeds() -> Vec<Vec<u8>> {
@@ -38,7 +40,61 @@ fn seeds() -> Vec<Vec<u8>> {
         tern_net::RefuseReason::Busy,
         "busy",
     )));
+    for message in recovery_variants() {
+        push(PeerFrame::Recovery(message));
+    }
     frames
+}
+
+/// One recovery-stream message of each kind, the chunk with entries of both kinds.
+fn recovery_variants() -> Vec<RecoveryMessage> {
+    use tern_raft::message::{ConfState, Entry, EntryKind};
+    let refuse = |reason| RecoveryMessage::Refuse {
+        from: 2,
+        to: 1,
+        group: 5,
+        from_index: 41,
+        reason,
+    };
+    vec![
+        RecoveryMessage::Fetch {
+            from: 1,
+            to: 2,
+            group: 5,
+            from_index: 41,
+            bytes_max: 1 << 20,
+        },
+        RecoveryMessage::Chunk {
+            from: 2,
+            to: 1,
+            group: 5,
+            chunk: RecoveryChunk {
+                snapshot_index: 30,
+                server_commit: 50,
+                prev_index: 40,
+                prev_term: 3,
+                entries: vec![
+                    Entry {
+                        term: 3,
+                        index: 41,
+                        kind: EntryKind::Normal,
+                        data: b"forty-one".to_vec(),
+                    },
+                    Entry {
+                        term: 4,
+                        index: 42,
+                        kind: EntryKind::ConfChange,
+                        data: ConfState::with_voters(&[1, 2, 3]).encode(),
+                    },
+                ],
+            },
+        },
+        refuse(RecoveryRefuseReason::NotCaughtUp),
+        refuse(RecoveryRefuseReason::Compacted { log_start: 31 }),
+        refuse(RecoveryRefuseReason::Busy {
+            retry_after_ms: 100,
+        }),
+    ]
 }
 
 /// Keeps the header's type and version but recomputes length and CRC, so the mutated payload
@@ -61,6 +117,21 @@ proptest! {
         let _ = HeartbeatBatch::decode(&bytes);
         let _ = Hello::decode(&bytes);
         let _ = Refusal::decode(&bytes);
+        let _ = RecoveryMessage::decode(&bytes);
+    }
+
+    /// Random bytes behind a valid recovery head (tag, ids, group) reach the body decoders.
+    #[test]
+    fn random_recovery_bodies_never_panic(
+        tag in 1u8..4,
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut bytes = vec![tag];
+        for v in [1u64, 2, 5] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend_from_slice(&body);
+        let _ = RecoveryMessage::decode(&bytes);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! 1. Feed inputs: [`RawNode::tick`] every tick (10 ms in tern), [`RawNode::step`] for every
 //!    message from a peer, and local requests ([`RawNode::propose`],
 //!    [`RawNode::propose_conf_change`], [`RawNode::read_index`], [`RawNode::transfer_leader`],
-//!    [`RawNode::report_unreachable`], [`RawNode::report_snapshot_failed`]).
+//!    [`RawNode::report_unreachable`], [`RawNode::report_snapshot_failed`]), and committed
+//!    entries a follower pulled from a caught-up replica ([`RawNode::append_committed`]: the
+//!    recovery stream; they come out in `Ready::entries` like appended ones).
 //! 2. If [`RawNode::has_ready`], take a [`Ready`] with [`RawNode::ready`].
 //! 3. Send at once the messages marked `before_persist` (the leader's AppendEntries leave in
 //!    parallel with its own fsync).
@@ -25,6 +27,7 @@
 //! previous batch is durable.
 #![forbid(unsafe_code)]
 
+pub mod committed_append;
 pub mod config;
 pub mod log;
 pub mod message;
@@ -40,6 +43,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod validate;
 
+pub use committed_append::AppendCommittedError;
 pub use config::{Config, ConfigError};
 pub use log::{LogStorage, StorageError};
 pub use message::{

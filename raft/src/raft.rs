@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 
+use crate::committed_append::AppendCommittedError;
 use crate::config::{Config, ConfigError};
 use crate::log::{LogStorage, RaftLog, StorageError};
 use crate::message::{
@@ -14,7 +15,7 @@ use crate::read_only::ReadOnly;
 use crate::ready::{EntryFetch, FetchPurpose, OutMessage, PersistAck, ReadState, Ready};
 use crate::rebuild::Rebuild;
 use crate::snapshot::{ChunkOutcome, SnapshotRecv, SnapshotSend};
-use crate::validate::{check_message, StepError};
+use crate::validate::{check_entries, check_index, check_message, StepError, TERM_MAX};
 
 /// The role a member plays in the current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -337,6 +338,122 @@ impl<S: LogStorage> RawNode<S> {
         }
         self.rebuild = None;
         true
+    }
+
+    /// Appends entries that a caught-up replica had committed (the recovery stream,
+    /// docs/replication.md section 4): `entries` follow `prev_index` one by one, the last at
+    /// or below `server_commit`, the commit index the server sent with them.
+    ///
+    /// As an AppendEntries: `prev_index` must be in the log (`prev_index <= last_index`) with
+    /// `prev_term`; entries already present with the same term are skipped; an entry whose
+    /// term differs from ours *above* our commit index truncates our suffix from there. Unlike
+    /// an AppendEntries, a difference *at or below* our commit index is refused as
+    /// [`AppendCommittedError::Corrupt`]. Entries the snapshot already covers are skipped.
+    ///
+    /// The new entries go out in the next `Ready`'s `entries` (persisted as appended ones, in
+    /// the same batch as the hard state) and the commit index moves to
+    /// `min(last new index, server_commit)`, carried by that `Ready`'s hard state (with the
+    /// term of the chunk's last entry when it is above ours: the member moves to that term, as
+    /// on any message of it, so its log never holds a term above its own): applying,
+    /// and a rebuild's `rebuild_caught_up`, wait until they are durable. Nothing is sent to
+    /// anyone: a rebuilding member still acknowledges to its leader only what the leader's own
+    /// commit covers. Returns the index of the last entry of the chunk (or, when the snapshot
+    /// covered all of it, our last index). On an error nothing changed.
+    pub fn append_committed(
+        &mut self,
+        prev_index: u64,
+        prev_term: u64,
+        entries: &[Entry],
+        server_commit: u64,
+    ) -> Result<u64, AppendCommittedError> {
+        if self.role != Role::Follower {
+            return Err(AppendCommittedError::NotFollower);
+        }
+        check_entries(prev_index, prev_term, entries, TERM_MAX)
+            .map_err(AppendCommittedError::Malformed)?;
+        check_index(server_commit, "server commit").map_err(AppendCommittedError::Malformed)?;
+        if let Some(last) = entries.last() {
+            if last.index > server_commit {
+                return Err(AppendCommittedError::BeyondServerCommit {
+                    index: last.index,
+                    server_commit,
+                });
+            }
+        }
+        // Terms never fall along the chunk (checked above): the last is the highest.
+        let top_term = entries.last().map_or(prev_term, |e| e.term);
+        let last_index = self.log.last_index();
+        if prev_index > last_index {
+            return Err(AppendCommittedError::Gap {
+                prev_index,
+                last_index,
+            });
+        }
+        // Entries at or below the snapshot are committed here and compacted: skip them, and
+        // start from the snapshot's index, whose term the chunk then tells us.
+        let snapshot_index = self.log.first_index() - 1;
+        let (prev_index, prev_term, entries) = if prev_index < snapshot_index {
+            let skip = (snapshot_index - prev_index) as usize;
+            let Some(at_snapshot) = entries.get(skip - 1) else {
+                // All at or below our snapshot, so at or below our term too: nothing to do.
+                return Ok(last_index);
+            };
+            (snapshot_index, at_snapshot.term, &entries[skip..])
+        } else {
+            (prev_index, prev_term, entries)
+        };
+        let committed = self.log.committed;
+        let ours = self
+            .log
+            .term(prev_index)
+            .map_err(AppendCommittedError::Storage)?;
+        if ours != prev_term {
+            if prev_index <= committed {
+                return Err(AppendCommittedError::Corrupt {
+                    index: prev_index,
+                    ours,
+                    theirs: prev_term,
+                });
+            }
+            return Err(AppendCommittedError::PrevMismatch {
+                prev_index,
+                ours,
+                theirs: prev_term,
+            });
+        }
+        // The first entry not already in the log with the same term; every one before it is.
+        let mut first_new = entries.len();
+        for (i, e) in entries.iter().enumerate() {
+            if e.index > last_index {
+                first_new = i;
+                break;
+            }
+            let ours = self
+                .log
+                .term(e.index)
+                .map_err(AppendCommittedError::Storage)?;
+            if ours != e.term {
+                if e.index <= committed {
+                    return Err(AppendCommittedError::Corrupt {
+                        index: e.index,
+                        ours,
+                        theirs: e.term,
+                    });
+                }
+                first_new = i;
+                break;
+            }
+        }
+        // A log never holds an entry of a term above the member's own (its votes and vote
+        // requests rely on it, and so does every check that a peer's answer fits its term):
+        // a chunk from a newer term moves the member to it, as any message of that term would.
+        if top_term > self.term {
+            self.become_follower(top_term, NO_NODE);
+        }
+        self.log.append(&entries[first_new..]);
+        let last_new = prev_index + entries.len() as u64;
+        self.log.commit_to(server_commit.min(last_new));
+        Ok(last_new)
     }
 
     /// Advances logical time by one tick.
@@ -1130,7 +1247,7 @@ impl<S: LogStorage> RawNode<S> {
         entries: &[Entry],
     ) {
         if prev_index < self.log.committed {
-            self.ack_committed(from);
+            self.ack_committed(from, commit);
             return;
         }
         // `step` checked the entries (contiguous after `prev_index`, terms in order,
@@ -1264,9 +1381,15 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Answers a leader with an accepting AppendResp at our commit index: everything up to
-    /// it is committed here, so whatever the leader sent below it is already in place.
-    fn ack_committed(&mut self, to: NodeId) {
-        let index = self.log.committed;
+    /// it is committed here, so whatever the leader sent below it is already in place. A
+    /// rebuilding member answers at most `vouched`, what the leader's message itself vouches
+    /// committed (its commit index, a snapshot's index): its commit may have come from the
+    /// recovery stream, above anything this leader told it (`crate::rebuild`).
+    fn ack_committed(&mut self, to: NodeId, vouched: u64) {
+        let index = match self.rebuild {
+            Some(_) => self.log.committed.min(vouched),
+            None => self.log.committed,
+        };
         self.send(
             to,
             MessageBody::AppendResp {
@@ -1282,7 +1405,7 @@ impl<S: LogStorage> RawNode<S> {
     fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: &[u8]) {
         if meta.index <= self.log.committed {
             // Already have it (or newer): tell the leader where we are.
-            self.ack_committed(from);
+            self.ack_committed(from, meta.index);
             return;
         }
         match SnapshotRecv::accept(&mut self.snap_recv, &meta, offset, data) {

@@ -18,7 +18,7 @@
 //! A message that is merely late (an older term, an answer to a request the node gave up on)
 //! is not an error: Raft expects those and `step` handles them as it prescribes.
 
-use crate::message::{ConfState, EntryKind, Message, MessageBody, NodeId, NO_NODE};
+use crate::message::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId, NO_NODE};
 
 /// Terms above this are refused: no cluster reaches them (2^63 elections), and refusing them
 /// keeps `term + 1` from overflowing anywhere in the core.
@@ -124,49 +124,8 @@ pub fn check_message(m: &Message) -> Result<(), StepError> {
             entries,
             commit,
         } => {
-            check_index(*prev_index, "prev_index")?;
             check_index(*commit, "commit")?;
-            check_entry_term(*prev_index, *prev_term, "prev_term")?;
-            if *prev_term > m.term {
-                return Err(StepError::TermAboveSenderTerm {
-                    what: "prev_term",
-                    term: *prev_term,
-                });
-            }
-            let mut previous = *prev_term;
-            for (i, e) in entries.iter().enumerate() {
-                let expected = prev_index
-                    .checked_add(i as u64 + 1)
-                    .filter(|x| *x <= INDEX_MAX)
-                    .ok_or(StepError::OutOfRange {
-                        what: "entry index",
-                        value: u64::MAX,
-                    })?;
-                if e.index != expected {
-                    return Err(StepError::EntriesNotContiguous {
-                        expected,
-                        found: e.index,
-                    });
-                }
-                check_entry_term(e.index, e.term, "entry term")?;
-                if e.term < previous {
-                    return Err(StepError::EntryTermsGoBack {
-                        index: e.index,
-                        term: e.term,
-                        previous,
-                    });
-                }
-                if e.term > m.term {
-                    return Err(StepError::TermAboveSenderTerm {
-                        what: "entry term",
-                        term: e.term,
-                    });
-                }
-                if e.kind == EntryKind::ConfChange && !conf_is_usable(ConfState::decode(&e.data)) {
-                    return Err(StepError::BadConfiguration { index: e.index });
-                }
-                previous = e.term;
-            }
+            check_entries(*prev_index, *prev_term, entries, m.term)?;
         }
         MessageBody::AppendResp {
             index,
@@ -240,6 +199,61 @@ pub fn check_message(m: &Message) -> Result<(), StepError> {
     Ok(())
 }
 
+/// The entries of an AppendEntries (or of a recovery chunk, `RawNode::append_committed`) as
+/// a correct peer sends them: `prev_index` in range, entries numbered one by one after it,
+/// terms real, never going backwards from `prev_term` and never above `term_max` (the
+/// sender's term; `TERM_MAX` when the sender has none), configuration entries that decode.
+pub fn check_entries(
+    prev_index: u64,
+    prev_term: u64,
+    entries: &[Entry],
+    term_max: u64,
+) -> Result<(), StepError> {
+    check_index(prev_index, "prev_index")?;
+    check_entry_term(prev_index, prev_term, "prev_term")?;
+    if prev_term > term_max {
+        return Err(StepError::TermAboveSenderTerm {
+            what: "prev_term",
+            term: prev_term,
+        });
+    }
+    let mut previous = prev_term;
+    for (i, e) in entries.iter().enumerate() {
+        let expected = prev_index
+            .checked_add(i as u64 + 1)
+            .filter(|x| *x <= INDEX_MAX)
+            .ok_or(StepError::OutOfRange {
+                what: "entry index",
+                value: u64::MAX,
+            })?;
+        if e.index != expected {
+            return Err(StepError::EntriesNotContiguous {
+                expected,
+                found: e.index,
+            });
+        }
+        check_entry_term(e.index, e.term, "entry term")?;
+        if e.term < previous {
+            return Err(StepError::EntryTermsGoBack {
+                index: e.index,
+                term: e.term,
+                previous,
+            });
+        }
+        if e.term > term_max {
+            return Err(StepError::TermAboveSenderTerm {
+                what: "entry term",
+                term: e.term,
+            });
+        }
+        if e.kind == EntryKind::ConfChange && !conf_is_usable(ConfState::decode(&e.data)) {
+            return Err(StepError::BadConfiguration { index: e.index });
+        }
+        previous = e.term;
+    }
+    Ok(())
+}
+
 fn check_term(term: u64, what: &'static str) -> Result<(), StepError> {
     if term > TERM_MAX {
         return Err(StepError::OutOfRange { what, value: term });
@@ -247,7 +261,7 @@ fn check_term(term: u64, what: &'static str) -> Result<(), StepError> {
     Ok(())
 }
 
-fn check_index(index: u64, what: &'static str) -> Result<(), StepError> {
+pub(crate) fn check_index(index: u64, what: &'static str) -> Result<(), StepError> {
     if index > INDEX_MAX {
         return Err(StepError::OutOfRange { what, value: index });
     }

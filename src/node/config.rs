@@ -338,6 +338,16 @@ pub struct RecoverySection {
     /// A partition writes an offset checkpoint after this much applied payload (as well as
     /// every 1024 entries): a bound on what a restart reads to rebuild its offsets.
     pub offset_checkpoint_bytes: ByteSize,
+    /// Recovery stream: bytes a rebuilding replica asks for per chunk.
+    pub chunk_bytes: ByteSize,
+    /// Recovery stream: chunks requested at once per partition.
+    pub chunks_inflight_max: u32,
+    /// Recovery stream: how long a chunk request waits for its answer.
+    #[serde(deserialize_with = "de_duration")]
+    pub chunk_timeout: Duration,
+    /// Recovery stream: a rebuilding partition pulls chunks only while its log ends more than
+    /// this many entries before its leader's commit.
+    pub lag_entries_max: u64,
 }
 
 impl Default for RecoverySection {
@@ -348,6 +358,26 @@ impl Default for RecoverySection {
             scrub_interval: Some(Duration::from_secs(24 * 3600)),
             scrub_bytes_per_sec_max: ByteSize::mib(8),
             offset_checkpoint_bytes: ByteSize::b(crate::node::offset_checkpoint::CHECKPOINT_BYTES),
+            chunk_bytes: ByteSize::mib(1),
+            chunks_inflight_max: 4,
+            chunk_timeout: Duration::from_secs(5),
+            lag_entries_max: 1024,
+        }
+    }
+}
+
+impl RecoverySection {
+    /// The recovery stream's settings with times in ticks of `tick_ms`; back-off from
+    /// 100 ms to 10 s (docs/replication.md, section 2).
+    pub fn stream_limits(&self, tick_ms: u64) -> super::recovery_stream_rules::StreamLimits {
+        let ticks = |ms: u64| ms.div_ceil(tick_ms.max(1)).max(1);
+        super::recovery_stream_rules::StreamLimits {
+            chunk_bytes: self.chunk_bytes.as_u64(),
+            chunks_inflight_max: self.chunks_inflight_max,
+            chunk_timeout_ticks: ticks(self.chunk_timeout.as_millis() as u64),
+            lag_entries_max: self.lag_entries_max,
+            backoff_min_ticks: ticks(100),
+            backoff_max_ticks: ticks(10_000),
         }
     }
 }
@@ -740,6 +770,39 @@ impl NodeConfig {
                 ),
             ));
         }
+        let chunk = self.recovery.chunk_bytes.as_u64();
+        if !((4 << 10)..=(8 << 20)).contains(&chunk) {
+            return Err(invalid(
+                "recovery.chunk_bytes",
+                format!(
+                    "{} must be between 4 KiB and 8 MiB",
+                    self.recovery.chunk_bytes
+                ),
+            ));
+        }
+        if !(1..=64).contains(&self.recovery.chunks_inflight_max) {
+            return Err(invalid(
+                "recovery.chunks_inflight_max",
+                format!(
+                    "{} must be between 1 and 64",
+                    self.recovery.chunks_inflight_max
+                ),
+            ));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600))
+            .contains(&self.recovery.chunk_timeout)
+        {
+            return Err(invalid(
+                "recovery.chunk_timeout",
+                "must be between 100ms and 10min",
+            ));
+        }
+        if self.recovery.lag_entries_max == 0 {
+            return Err(invalid(
+                "recovery.lag_entries_max",
+                "must be at least 1 (AppendEntries carries the last entries)",
+            ));
+        }
         if !(1..=64).contains(&self.recovery.partitions_per_shard_max) {
             return Err(invalid(
                 "recovery.partitions_per_shard_max",
@@ -1022,13 +1085,53 @@ mod tests {
     #[test]
     fn a_recovery_budget_of_zero_means_no_limit() {
         let cfg = parse("[recovery]\nbandwidth_bytes_per_sec_max = \"0 B\"\n").unwrap();
-        let limits = crate::node::recovery_budget::RecoveryLimits::from(&cfg.recovery);
+        let limits =
+            crate::node::recovery_budget::RecoveryLimits::new(&cfg.recovery, cfg.raft.tick);
         assert_eq!(limits.bytes_per_sec_max, 0);
         assert_eq!(limits.partitions_per_shard_max, 2);
         assert_eq!(limits.offset_checkpoint_bytes, 64 << 20);
         let cfg = parse("[recovery]\noffset_checkpoint_bytes = \"8 MiB\"\n").unwrap();
-        let limits = crate::node::recovery_budget::RecoveryLimits::from(&cfg.recovery);
+        let limits =
+            crate::node::recovery_budget::RecoveryLimits::new(&cfg.recovery, cfg.raft.tick);
         assert_eq!(limits.offset_checkpoint_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn recovery_stream_keys_default_convert_to_ticks_and_refuse_bad_ranges() {
+        let cfg = parse("[raft]\ntick = \"25ms\"\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"150ms\"\nelection_timeout_max = \"300ms\"\n").unwrap();
+        let limits =
+            crate::node::recovery_budget::RecoveryLimits::new(&cfg.recovery, cfg.raft.tick);
+        assert_eq!(limits.stream.chunk_bytes, 1 << 20);
+        assert_eq!(limits.stream.chunks_inflight_max, 4);
+        assert_eq!(limits.stream.chunk_timeout_ticks, 200, "5 s at 25 ms");
+        assert_eq!(limits.stream.lag_entries_max, 1024);
+        assert_eq!(limits.stream.backoff_min_ticks, 4);
+        assert_eq!(limits.stream.backoff_max_ticks, 400);
+        for (text, key) in [
+            (
+                "[recovery]\nchunk_bytes = \"1 KiB\"\n",
+                "recovery.chunk_bytes",
+            ),
+            (
+                "[recovery]\nchunk_bytes = \"9 MiB\"\n",
+                "recovery.chunk_bytes",
+            ),
+            (
+                "[recovery]\nchunks_inflight_max = 0\n",
+                "recovery.chunks_inflight_max",
+            ),
+            (
+                "[recovery]\nchunk_timeout = \"10ms\"\n",
+                "recovery.chunk_timeout",
+            ),
+            (
+                "[recovery]\nlag_entries_max = 0\n",
+                "recovery.lag_entries_max",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(key_of(err), key, "{text:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod producers;
 pub mod rebuild;
 pub mod records;
 pub mod recovery_budget;
+pub mod recovery_stream_rules;
 pub mod repair;
 pub mod replica_moves;
 pub mod requests;
@@ -68,6 +69,8 @@ impl NodeError {
     }
 }
 
+#[cfg(test)]
+mod install_crash_tests;
 #[cfg(test)]
 mod shard_tests;
 #[cfg(test)]

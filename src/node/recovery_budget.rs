@@ -34,6 +34,8 @@ pub struct RecoveryLimits {
     /// since its last one (besides every `CHECKPOINT_ENTRIES` entries): what a restart reads
     /// past the newest checkpoint (src/node/offset_checkpoint.rs).
     pub offset_checkpoint_bytes: u64,
+    /// The recovery stream's chunk size, window, timeout and reach.
+    pub stream: super::recovery_stream_rules::StreamLimits,
 }
 
 impl Default for RecoveryLimits {
@@ -43,17 +45,23 @@ impl Default for RecoveryLimits {
             partitions_per_shard_max: 2,
             low_priority_reads: true,
             offset_checkpoint_bytes: super::offset_checkpoint::CHECKPOINT_BYTES,
+            stream: super::config::RecoverySection::default().stream_limits(TICK_MS_DEFAULT),
         }
     }
 }
 
-impl From<&super::config::RecoverySection> for RecoveryLimits {
-    fn from(r: &super::config::RecoverySection) -> Self {
+/// The node's tick (`tern serve` ticks every 10 ms), for converting the stream's times.
+const TICK_MS_DEFAULT: u64 = 10;
+
+impl RecoveryLimits {
+    /// The limits `[recovery]` sets, the stream's times counted in ticks of `tick`.
+    pub fn new(r: &super::config::RecoverySection, tick: std::time::Duration) -> Self {
         RecoveryLimits {
             bytes_per_sec_max: r.bandwidth_bytes_per_sec_max.as_u64(),
             partitions_per_shard_max: r.partitions_per_shard_max,
             low_priority_reads: true,
             offset_checkpoint_bytes: r.offset_checkpoint_bytes.as_u64(),
+            stream: r.stream_limits(tick.as_millis() as u64),
         }
     }
 }

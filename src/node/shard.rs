@@ -63,6 +63,7 @@ use super::snapshot_meta::GroupSnapshot;
 mod lost_replica;
 mod rebuild_driver;
 mod recovery_driver;
+mod recovery_stream;
 mod repair_driver;
 mod scrubber;
 
@@ -300,6 +301,12 @@ enum Event {
         from: NodeId,
         result: tern_engine::Result<()>,
     },
+    /// A recovery-stream read served to a peer finished (`shard/recovery_stream.rs`).
+    RecoveryServed {
+        group: u64,
+        bytes: u64,
+        damage: Option<tern_engine::Error>,
+    },
 }
 
 /// What one group does once a round's batch is durable.
@@ -367,6 +374,8 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     round_entry_bytes: u64,
     /// Catch-up budget, recovery slots, waiting work (`shard/recovery_driver.rs`).
     recovery: recovery_driver::Recovery,
+    /// Recovery-stream pulls and counters (`shard/recovery_stream.rs`).
+    streams: recovery_stream::Streams,
     /// See [`ShardSetup::joined`].
     joined: bool,
     membership: Option<MembershipSink>,
@@ -430,6 +439,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 setup.recovery,
                 setup.tick,
             ),
+            streams: Default::default(),
             joined: setup.joined,
             membership: setup.membership,
             leaving: BTreeMap::new(),
@@ -613,6 +623,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 self.tick_rebuild().await;
                 self.tick_lost_replicas();
                 self.tick_recovery();
+                self.tick_recovery_stream();
                 self.balance_leaders();
                 self.move_replicas();
                 self.move_controller_members();
@@ -643,6 +654,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 }
             }
             Event::Peer(PeerEvent::Report(report)) => self.on_report(report),
+            Event::Peer(PeerEvent::Recovery(message)) => self.on_recovery_message(message),
+            Event::RecoveryServed {
+                group,
+                bytes,
+                damage,
+            } => self.on_recovery_served(group, bytes, damage),
             Event::Peer(PeerEvent::Unreachable { peer }) => {
                 for (id, g) in self.groups.iter_mut() {
                     g.raw.report_unreachable(peer);

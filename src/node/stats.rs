@@ -31,6 +31,11 @@ pub struct ShardCounters {
     pub scrub_passes: u64,
     pub scrub_bytes: u64,
     pub scrub_damaged: u64,
+    /// Recovery stream: chunks appended by groups being rebuilt here, chunks served to
+    /// rebuilding peers, fetches refused (`shard/recovery_stream.rs`).
+    pub stream_chunks_in: u64,
+    pub stream_chunks_out: u64,
+    pub stream_fetches_refused: u64,
 }
 
 impl ShardCounters {
@@ -48,6 +53,9 @@ impl ShardCounters {
         self.scrub_passes += other.scrub_passes;
         self.scrub_bytes += other.scrub_bytes;
         self.scrub_damaged += other.scrub_damaged;
+        self.stream_chunks_in += other.stream_chunks_in;
+        self.stream_chunks_out += other.stream_chunks_out;
+        self.stream_fetches_refused += other.stream_fetches_refused;
         self.produce_latency.merge(&other.produce_latency);
         self.fetch_latency.merge(&other.fetch_latency);
     }
@@ -98,6 +106,19 @@ pub fn scrub_pass(bytes: u64) {
 /// The scrubber found a damaged entry (handed to the repair path).
 pub fn scrub_damaged() {
     COUNTERS.with_borrow_mut(|c| c.scrub_damaged += 1);
+}
+
+/// Recovery stream: a chunk appended here (`in`), served (`out`), or a fetch refused.
+pub fn stream_chunk_in() {
+    COUNTERS.with_borrow_mut(|c| c.stream_chunks_in += 1);
+}
+
+pub fn stream_chunk_out() {
+    COUNTERS.with_borrow_mut(|c| c.stream_chunks_out += 1);
+}
+
+pub fn stream_fetch_refused() {
+    COUNTERS.with_borrow_mut(|c| c.stream_fetches_refused += 1);
 }
 
 /// A copy of this thread's (shard's) counters.

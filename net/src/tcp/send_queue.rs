@@ -29,6 +29,7 @@ pub(crate) fn outbound_bytes(outbound: &Outbound) -> usize {
         Outbound::Heartbeats(batch) => batch.encoded_bytes(),
         Outbound::Repair(repair) => repair.encoded_bytes(),
         Outbound::Report(report) => report.encoded_bytes(),
+        Outbound::Recovery(message) => message.encoded_bytes(),
     }
 }
 
@@ -39,6 +40,7 @@ pub(crate) struct Drained {
     pub heartbeats: Vec<HeartbeatBatch>,
     pub repairs: Vec<crate::entry_repair::EntryRepair>,
     pub reports: Vec<NodeReport>,
+    pub recovery: Vec<crate::recovery_stream::RecoveryMessage>,
     pub messages: u64,
 }
 
@@ -109,6 +111,7 @@ impl SendQueue {
                 Outbound::Heartbeats(batch) => drained.heartbeats.push(batch),
                 Outbound::Repair(repair) => drained.repairs.push(repair),
                 Outbound::Report(report) => drained.reports.push(report),
+                Outbound::Recovery(message) => drained.recovery.push(message),
                 Outbound::Raft(group, message) => {
                     // Counted as the frame's payload (with the batch's count field), so a frame
                     // of several messages never passes `frame_bytes_max`.

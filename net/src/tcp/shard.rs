@@ -380,6 +380,10 @@ async fn write_loop(shared: Rc<Shared>, peer: NodeId, queue: Rc<RefCell<SendQueu
             PeerFrame::EntryRepair(repair).encode(&mut buf);
             frames += 1;
         }
+        for message in drained.recovery {
+            PeerFrame::Recovery(message).encode(&mut buf);
+            frames += 1;
+        }
         match stream.write_all(&buf).await {
             Ok(()) => {
                 let mut stats = shared.stats.borrow_mut();
@@ -490,6 +494,7 @@ async fn read_loop(shared: Rc<Shared>, peer: NodeId, stream: TcpStream) {
                 PeerEvent::Heartbeats(batch) => batch.len() as u64,
                 PeerEvent::Repair(_) => 1,
                 PeerEvent::Report(_) => 1,
+                PeerEvent::Recovery(_) => 1,
                 PeerEvent::Unreachable { .. } => 0,
             };
         }
@@ -546,6 +551,16 @@ fn check_inbound(node: NodeId, peer: NodeId, frame: PeerFrame) -> Result<PeerEve
                 ));
             }
             Ok(PeerEvent::Report(report))
+        }
+        PeerFrame::Recovery(message) => {
+            if message.from() != peer || message.to() != node {
+                return Err(format!(
+                    "recovery message {} -> {} on the connection from {peer} to {node}",
+                    message.from(),
+                    message.to()
+                ));
+            }
+            Ok(PeerEvent::Recovery(message))
         }
         other => Err(format!(
             "unexpected {} frame after the handshake",

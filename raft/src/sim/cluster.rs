@@ -20,7 +20,7 @@ use crate::message::{
 use crate::raft::{ConfChange, RawNode, Role};
 use crate::ready::{EntryFetch, PersistAck};
 use crate::storage::{MemStorage, SlowDisk};
-use crate::{Config, LogStorage};
+use crate::{AppendCommittedError, Config, LogStorage};
 
 type Disk = Rc<RefCell<MemStorage>>;
 
@@ -86,6 +86,12 @@ pub struct FaultCounts {
     pub msgs_mutated: u64,
     /// ... of which the receiver refused.
     pub msgs_mutated_refused: u64,
+    /// Chunks of committed entries a follower took from another replica through
+    /// `RawNode::append_committed` (the recovery stream) ...
+    pub stream_chunks: u64,
+    /// ... and chunks it refused as not fitting its log (gap, a different uncommitted entry
+    /// at `prev_index`); a refusal as corruption is a violation.
+    pub stream_chunks_refused: u64,
 }
 
 impl FaultCounts {
@@ -113,6 +119,8 @@ impl FaultCounts {
         self.entry_fetches_lost += o.entry_fetches_lost;
         self.msgs_mutated += o.msgs_mutated;
         self.msgs_mutated_refused += o.msgs_mutated_refused;
+        self.stream_chunks += o.stream_chunks;
+        self.stream_chunks_refused += o.stream_chunks_refused;
     }
 
     /// (name, count) pairs in a stable order, for printing.
@@ -139,6 +147,8 @@ impl FaultCounts {
             ("slow_disk_seeds", self.slow_disk_seeds),
             ("entry_fetches", self.entry_fetches),
             ("entry_fetches_lost", self.entry_fetches_lost),
+            ("stream_chunks", self.stream_chunks),
+            ("stream_chunks_refused", self.stream_chunks_refused),
         ]
     }
 
@@ -335,6 +345,9 @@ struct Sim {
     /// Entry fetches in progress: (due step, node index, request).
     fetches: Vec<(u64, usize, EntryFetch)>,
     mutate_per_mille: u64,
+    /// Draws of the recovery-stream fault (`stream_committed`), apart from `rng` so that the
+    /// seeds' other faults and clients keep the history they had before it existed.
+    stream_rng: Rng,
 }
 
 /// Runs one seed to completion.
@@ -396,6 +409,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         ops_ok: 0,
         fetches: Vec::new(),
         mutate_per_mille: opts.mutate_per_mille,
+        stream_rng: Rng::new(opts.seed ^ 0x5354_5245_414D_0012),
     };
     sim.faults.tight_timing_seeds = knobs.tight_timing as u64;
     sim.faults.slow_disk_seeds = knobs.slow_tail_entries.is_some() as u64;
@@ -630,6 +644,62 @@ impl Sim {
                     }
                 }
             }
+        }
+        self.stream_committed();
+    }
+
+    /// The recovery stream (docs/replication.md, section 4): a follower takes a chunk of
+    /// committed entries from another replica, as a rebuilding member pulls them. The server
+    /// gives only entries it has committed and that are durable and its own (below its
+    /// persisted index: a stale suffix on its disk may still be masked by newer entries in
+    /// memory). The follower asks from after its last entry or after its commit index. A
+    /// refusal as corruption is a violation: a committed entry must be the same everywhere.
+    fn stream_committed(&mut self) {
+        const STREAM_PER_MILLE: u64 = 30;
+        const CHUNK_ENTRIES_MAX: u64 = 8;
+        if !self.stream_rng.chance(STREAM_PER_MILLE) {
+            return;
+        }
+        let n = self.nodes.len() as u64;
+        let i = self.stream_rng.below(n) as usize;
+        let j = self.stream_rng.below(n) as usize;
+        let from_last = self.stream_rng.chance(500);
+        let chunk_len = self.stream_rng.range(1, CHUNK_ENTRIES_MAX);
+        if i == j {
+            return;
+        }
+        let (Some(follower), Some(server)) = (&self.nodes[i].raft, &self.nodes[j].raft) else {
+            return;
+        };
+        if follower.role() != Role::Follower {
+            return;
+        }
+        let from = if from_last {
+            follower.last_index() + 1
+        } else {
+            follower.commit() + 1
+        };
+        let server_commit = server.commit().min(server.status().persisted_index);
+        if from > server_commit || from < server.first_index() {
+            return;
+        }
+        let Some(prev_term) = server.log_term(from - 1) else {
+            return;
+        };
+        let high = (from + chunk_len).min(server_commit + 1);
+        let Ok(entries) = server.storage().entries(from, high, u64::MAX) else {
+            return;
+        };
+        let id = self.nodes[i].id;
+        let Some(follower) = self.nodes[i].raft.as_mut() else {
+            return;
+        };
+        match follower.append_committed(from - 1, prev_term, &entries, server_commit) {
+            Ok(_) => self.faults.stream_chunks += 1,
+            Err(e @ AppendCommittedError::Corrupt { .. }) => self.violations.push(format!(
+                "node {id} refused a committed chunk as corrupt: {e}"
+            )),
+            Err(_) => self.faults.stream_chunks_refused += 1,
         }
     }
 

@@ -256,6 +256,12 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
         MetricType::Gauge,
     )
     .sample(&[], Value::Gauge(rebuild.entries_remaining as i64));
+    s.add(
+        "tern_node_rebuilding",
+        "1 while this node is being rebuilt after a disk loss (any local group still rebuilding), else 0.",
+        MetricType::Gauge,
+    )
+    .sample(&[], Value::Gauge((rebuild.groups_pending > 0) as i64));
 
     // Per shard: health and WAL counters.
     let shard_label: Vec<String> = (0..answers.len()).map(|i| i.to_string()).collect();
@@ -417,6 +423,19 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
         MetricType::Counter,
     )
     .sample(&[], Value::Counter(counters.scrub_damaged));
+    s.add(
+        "tern_recovery_stream_chunks",
+        "Recovery-stream chunks of committed entries appended by groups being rebuilt here (in) and served to rebuilding peers (out).",
+        MetricType::Counter,
+    )
+    .sample(&[("direction", "in")], Value::Counter(counters.stream_chunks_in))
+    .sample(&[("direction", "out")], Value::Counter(counters.stream_chunks_out));
+    s.add(
+        "tern_recovery_stream_fetches_refused",
+        "Recovery-stream fetches this node answered with a refusal (not caught up, compacted, busy, or the read failed).",
+        MetricType::Counter,
+    )
+    .sample(&[], Value::Counter(counters.stream_fetches_refused));
     s.add(
         "tern_kafka_produce_duration_seconds",
         "Time from a Produce request's arrival to its answer (acks=all: commit).",

@@ -84,6 +84,9 @@ pub struct SimReport {
     pub corrupted: u64,
     /// Repairs the nodes made (`tern_repair_total{outcome="repaired"}` of the run).
     pub repaired: u64,
+    /// Recovery-stream chunks appended by rebuilding groups
+    /// (`tern_recovery_stream_chunks_total{direction="in"}` of the run).
+    pub stream_chunks: u64,
     /// [`Checker::trace`]: equal for two runs of one seed.
     pub trace: u32,
 }
@@ -178,11 +181,22 @@ fn tight_recovery(seed: u64, extra: Faults) -> bool {
 }
 
 /// See [`tight_recovery`]. Catch-up reads stay in the default task queue: a run must replay
-/// exactly, and glommio shares real CPU time between queues.
+/// exactly, and glommio shares real CPU time between queues. The recovery stream works at the
+/// simulation's scale (a few hundred small entries per partition): a rebuilding group more
+/// than 8 entries behind pulls chunks of 2 KiB, two at a time, and gives a fetch 40 ticks.
 fn recovery_limits(tight: bool) -> crate::node::recovery_budget::RecoveryLimits {
     use crate::node::recovery_budget::RecoveryLimits;
+    use crate::node::recovery_stream_rules::StreamLimits;
     let limits = RecoveryLimits {
         low_priority_reads: false,
+        stream: StreamLimits {
+            chunk_bytes: 2 << 10,
+            chunks_inflight_max: 2,
+            chunk_timeout_ticks: 40,
+            lag_entries_max: 8,
+            backoff_min_ticks: 10,
+            backoff_max_ticks: 200,
+        },
         ..RecoveryLimits::default()
     };
     if tight {
@@ -753,6 +767,7 @@ pub async fn run_with(seed: u64, extra: Faults) -> Result<SimReport, Violation> 
         .get(super::super::repair::outcome::REPAIRED)
         .copied()
         .unwrap_or(0);
+    report.stream_chunks = super::super::stats::snapshot().stream_chunks_in;
     drop(admin);
     drop(remover);
     drop(fetcher);

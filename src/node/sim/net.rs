@@ -242,6 +242,7 @@ impl PeerTransport for SimEndpoint {
             }
             Outbound::Repair(repair) => (PeerEvent::Repair(repair), 1),
             Outbound::Report(report) => (PeerEvent::Report(report), 1),
+            Outbound::Recovery(message) => (PeerEvent::Recovery(message), 1),
         };
         st.stats.messages_sent += messages;
         if st.cut.contains(&(self.node, to)) || st.rng.gen_range(0..100) < st.faults.loss_pct {

@@ -27,6 +27,7 @@ fn node_simulation_seeds() {
                 total.replicas_moved += r.replicas_moved;
                 total.fetches += r.fetches;
                 total.entries_compared += r.entries_compared;
+                total.stream_chunks += r.stream_chunks;
                 total.trace ^= r.trace;
             }
             Err(e) => {
@@ -43,6 +44,11 @@ fn node_simulation_seeds() {
     // seeds has some.
     if seeds().len() >= 50 {
         assert!(total.replicas_moved > 0, "no seed moved a replica");
+        // Wiped nodes rebuild their partitions through the recovery stream first.
+        assert!(
+            total.stream_chunks > 0,
+            "no rebuilding group pulled a chunk"
+        );
     }
     assert!(
         failures.is_empty(),
