@@ -14,9 +14,9 @@
 #         otherwise be charged to the few records a second it manages;
 #   load: SECS seconds of `tern-bench produce` (acks=all, 1 KiB records one per request,
 #         PARTITIONS partitions, CONCURRENCY workers, replication factor = NODES).
-# Records are counted by node 1 (the client's bootstrap node: its
-# `tern_kafka_produce_duration_seconds_count`, one record per request) before and after the
-# load window. Reported per node and for all nodes together:
+# Records are counted by the nodes (the sum of their
+# `tern_kafka_produce_duration_seconds_count`: one record per request, answered by each
+# partition's leader) before and after the load window. Reported per node and for all nodes together:
 #   raw = Ir(load window) / records
 #   net = (Ir(load window) - idle Ir per second x load window seconds) / records
 # `net` is the figure to compare between binaries: the idle share of `raw` depends on how
@@ -33,6 +33,9 @@
 #                  from one shard's thread to another's takes seconds, so with 2 shards the
 #                  node crawls; one shard leaves the cross-shard hop out of the count]
 #   OUT            profiles and logs                        [/tmp/tern-callgrind-node]
+#   ELECTION_MIN   raft.election_timeout_min of the nodes   [5s: callgrind slows a node
+#                  ~50x, and with the default 150ms the partitions of 3 nodes change leader
+#                  hundreds of times a minute; heartbeat_interval is a tenth of it, max twice]
 #   BENCH_BIN      the load generator                       [target/release/tern-bench]
 #   PORT_OFFSET    added to the default ports               [23000]
 set -euo pipefail
@@ -49,6 +52,7 @@ SECS=${SECS:-30}
 SHARDS=${SHARDS:-1}
 OUT=${OUT:-/tmp/tern-callgrind-node}
 OFFSET=${PORT_OFFSET:-23000}
+ELECTION_MIN=${ELECTION_MIN:-5s}
 for tool in valgrind callgrind_control curl python3; do
     command -v "$tool" >/dev/null || { echo "bench-callgrind-node: $tool missing (Debian: valgrind, curl, python3)" >&2; exit 1; }
 done
@@ -69,6 +73,13 @@ peer_addr() { echo "127.0.0.$1:$((9093 + OFFSET))"; }
 start_nodes() {
     local n args peers="" cluster
     cluster=$(cat /proc/sys/kernel/random/uuid)
+    python3 -c '
+import re, sys
+ms = int(float(re.fullmatch(r"([0-9.]+)(ms|s)", sys.argv[1]).group(1)) * (1 if sys.argv[1].endswith("ms") else 1000))
+print("[raft]")
+print(f"heartbeat_interval = \"{ms // 10 // 10 * 10}ms\"")
+print(f"election_timeout_min = \"{ms}ms\"")
+print(f"election_timeout_max = \"{2 * ms}ms\"")' "$ELECTION_MIN" >"$OUT/tern.toml"
     for ((n = 1; n <= NODES; n++)); do peers+="${peers:+,}$n=$(peer_addr "$n")"; done
     for ((n = 1; n <= NODES; n++)); do
         rm -rf "$OUT/data-$n"
@@ -79,7 +90,7 @@ start_nodes() {
                 --peers "$peers" --bootstrap)
         fi
         valgrind --tool=callgrind --callgrind-out-file="$OUT/run-node$n.cg" \
-            "$TERN" serve --data-dir "$OUT/data-$n" --shards "$SHARDS" \
+            "$TERN" serve --config "$OUT/tern.toml" --data-dir "$OUT/data-$n" --shards "$SHARDS" \
             --kafka-addr "$(kafka_addr "$n")" --http-addr "$(http_addr "$n")" "${args[@]}" \
             </dev/null >"$OUT/node$n.log" 2>&1 &
         PIDS+=($!)
@@ -115,9 +126,17 @@ for line in open(sys.argv[1]):
 print(ir)' "$1"
 }
 
+# Produce requests answered by every node (the client sends each partition's records to its
+# leader, wherever it is).
 produced() {
-    curl -sf "http://$(http_addr 1)/metrics" \
-        | awk '$1 == "tern_kafka_produce_duration_seconds_count" { print $2 }'
+    local n total=0 c
+    for ((n = 1; n <= NODES; n++)); do
+        c=$(curl -sf "http://$(http_addr "$n")/metrics" \
+            | awk '$1 == "tern_kafka_produce_duration_seconds_count" { print $2 }')
+        [ -n "$c" ] || { echo "bench-callgrind-node: no produce count from node $n" >&2; exit 1; }
+        total=$((total + ${c%.*}))
+    done
+    echo "$total"
 }
 
 # callgrind_control on every node: -z (zero the counters) or -d (dump them to <file>.N).
@@ -140,17 +159,27 @@ dump_ir() {
     exit 1
 }
 
+# load SECONDS TAG: one run of the load generator; fails the script if it fails.
 load() {
+    try_load "$@" || { echo "bench-callgrind-node: the load failed (see $OUT/$2.bench.log)" >&2; exit 1; }
+}
+
+try_load() {
     "$BENCH" produce --server "$(kafka_addr 1)" --topic cg --create --partitions "$PARTITIONS" \
         --replication-factor "$NODES" --record-bytes 1024 --batch-records 1 \
         --concurrency "$CONCURRENCY" --acks all --duration "$1" --warmup 0 --json \
-        >"$OUT/$2.json" 2>"$OUT/$2.bench.log" \
-        || { echo "bench-callgrind-node: the load failed (see $OUT/$2.bench.log)" >&2; exit 1; }
+        >"$OUT/$2.json" 2>"$OUT/$2.bench.log"
 }
 
 rm -f "$OUT"/run-node*.cg*
 start_nodes
-load "$WARMUP" warmup
+# The new topic's partitions elect their leaders first (up to 2 x ELECTION_MIN); bounded:
+# 60 tries, 2 s apart.
+for ((i = 0; i < 60; i++)); do
+    try_load "$WARMUP" warmup && break
+    sleep 2
+done
+[ "$i" -lt 60 ] || { echo "bench-callgrind-node: the warm-up never succeeded (see $OUT/warmup.bench.log)" >&2; exit 1; }
 control -z
 t0=$(date +%s.%N)
 sleep "$IDLE"
