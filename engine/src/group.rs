@@ -4,9 +4,10 @@
 //! The same [`GroupTable::apply`] runs at recovery (records read back) and at run time (records
 //! just written), so both paths agree on what a record means.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::format::{EntryKind, RecordKind};
+use crate::group_map::GroupMap;
 
 /// Where an entry's record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +186,7 @@ pub struct ApplyError {
 /// forgets segments), so fields are private to the engine.
 #[derive(Debug, Default)]
 pub struct GroupTable {
-    pub(crate) groups: HashMap<u64, GroupState>,
+    pub(crate) groups: GroupMap<GroupState>,
     /// Live entries per segment id; a sealed segment at zero can be purged.
     pub(crate) live_per_segment: BTreeMap<u64, u64>,
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod format;
 pub mod group;
+pub mod group_map;
 pub mod histogram;
 mod notify;
 pub mod quarantine;

@@ -6,13 +6,14 @@
 //! hard state.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::batch::NewRecord;
 use crate::constants::{GROUP_META_BYTES_MAX, SNAPSHOT_META_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::format::RecordKind;
 use crate::group::{Bounds, HardState};
+use crate::group_map::GroupMap;
 use crate::wal::{Entry, OwnedEntry};
 
 /// Owned operations over groups of one shard, written atomically by
@@ -181,7 +182,7 @@ pub(crate) struct Plan<'a> {
 /// records. Nothing is changed: the caller installs `Plan::bounds` when it queues the records.
 pub(crate) fn plan<'a, 'b: 'a>(
     ops: &'a [GroupOps<'b>],
-    bounds: &HashMap<u64, Bounds>,
+    bounds: &GroupMap<Bounds>,
     limits: &Limits,
 ) -> Result<Plan<'a>> {
     // The record count first, before anything is laid out for a request that is refused.

@@ -174,13 +174,17 @@ pub fn record_count(batches: &[BatchInfo]) -> u64 {
 }
 
 /// Stamps each batch's `base_offset` (consecutive from `base`) and leader epoch. Only bytes
-/// outside the CRC change.
-pub fn stamp(payload: &mut [u8], batches: &[BatchInfo], base: u64, leader_epoch: i32) {
+/// outside the CRC change. `batches` (what `parse_batches` read of `payload`) are updated to
+/// match, so they describe the stamped payload without parsing it again (and checking its
+/// CRC32C a second time).
+pub fn stamp(payload: &mut [u8], batches: &mut [BatchInfo], base: u64, leader_epoch: i32) {
     let mut next = base;
     for b in batches {
         let at = b.position;
         payload[at..at + 8].copy_from_slice(&(next as i64).to_be_bytes());
         payload[at + 12..at + 16].copy_from_slice(&leader_epoch.to_be_bytes());
+        b.base_offset = next as i64;
+        b.leader_epoch = leader_epoch;
         next += b.record_count;
     }
 }
@@ -387,11 +391,15 @@ mod tests {
         let mut a = build_batch(&[b"one", b"two", b"three"], 1000);
         let b = build_batch(&[b"four"], 1001);
         a.extend_from_slice(&b);
-        let batches = parse_batches(&a).unwrap();
+        let mut batches = parse_batches(&a).unwrap();
         assert_eq!(batches.len(), 2);
         assert_eq!(record_count(&batches), 4);
-        stamp(&mut a, &batches, 40, 7);
+        stamp(&mut a, &mut batches, 40, 7);
         let again = parse_batches(&a).unwrap();
+        assert_eq!(
+            batches, again,
+            "stamp updates the infos as a new parse reads them"
+        );
         assert_eq!(again[0].base_offset, 40);
         assert_eq!(again[1].base_offset, 43);
         assert_eq!(again[1].leader_epoch, 7);
@@ -412,11 +420,11 @@ mod tests {
             base_sequence: 40,
         };
         let mut a = build_batch_for(&[b"a", b"bb"], 5000, stamp_in);
-        let infos = parse_batches(&a).unwrap();
+        let mut infos = parse_batches(&a).unwrap();
         assert_eq!(infos[0].producer_id, 7);
         assert_eq!(infos[0].producer_epoch, 2);
         assert_eq!(infos[0].base_sequence, 40);
-        stamp(&mut a, &infos, 100, 1);
+        stamp(&mut a, &mut infos, 100, 1);
         let infos = parse_batches(&a).unwrap();
         let records = batch_records(&a, &infos[0]).unwrap();
         assert_eq!(records.len(), 2);

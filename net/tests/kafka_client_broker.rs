@@ -154,7 +154,7 @@ fn connection(node_id: i32, mut stream: TcpStream, state: &Mutex<State>) {
                     .clone()
                     .expect("records");
                 let mut batch = records.to_vec();
-                let infos = parse_batches(&batch).expect("a valid batch");
+                let mut infos = parse_batches(&batch).expect("a valid batch");
                 let mut s = state.lock().unwrap();
                 s.produces
                     .push((node_id, infos[0].producer_id, infos[0].base_sequence));
@@ -169,7 +169,7 @@ fn connection(node_id: i32, mut stream: TcpStream, state: &Mutex<State>) {
                     p.error_code = NOT_LEADER_OR_FOLLOWER;
                 } else {
                     p.base_offset = s.next_offset;
-                    stamp(&mut batch, &infos, s.next_offset as u64, 1);
+                    stamp(&mut batch, &mut infos, s.next_offset as u64, 1);
                     s.next_offset += infos[0].record_count as i64;
                     s.stored.extend_from_slice(&batch);
                     if s.store_then_fail > 0 {
@@ -307,8 +307,8 @@ fn fetch_keeps_whole_batches_and_records_from_the_offset() {
     }
     let mut client = Client::connect(config(bootstrap)).expect("connect");
     let mut batch = build_batch(&[b"x0", b"x1", b"x2"], 5);
-    let infos = parse_batches(&batch).unwrap();
-    stamp(&mut batch, &infos, 0, 1);
+    let mut infos = parse_batches(&batch).unwrap();
+    stamp(&mut batch, &mut infos, 0, 1);
     {
         let mut s = state.lock().unwrap();
         s.stored = batch;

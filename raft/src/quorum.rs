@@ -19,11 +19,25 @@ pub fn majority_index(voters: &[NodeId], acked: impl Fn(NodeId) -> u64) -> u64 {
     if voters.is_empty() {
         return u64::MAX;
     }
-    // Groups are small (3 or 5 voters), so a sort on the stack-sized vector is the cheap path.
-    let mut values: Vec<u64> = voters.iter().map(|id| acked(*id)).collect();
+    // Groups are small (3 or 5 voters): their values are sorted in an array on the stack, as
+    // this runs for every acknowledgement a leader receives; larger sets take a vector.
+    let mut small = [0u64; SMALL_VOTERS];
+    let mut large = Vec::new();
+    let values: &mut [u64] = if voters.len() <= SMALL_VOTERS {
+        &mut small[..voters.len()]
+    } else {
+        large.resize(voters.len(), 0);
+        &mut large
+    };
+    for (v, id) in values.iter_mut().zip(voters) {
+        *v = acked(*id);
+    }
     values.sort_unstable_by(|a, b| b.cmp(a));
     values[voters.len() / 2]
 }
+
+/// Voter sets up to this size compute their majority index without allocating.
+const SMALL_VOTERS: usize = 9;
 
 /// Counts `votes(id)` (`Some(true)` granted, `Some(false)` rejected, `None` not yet answered).
 pub fn majority_vote(voters: &[NodeId], votes: impl Fn(NodeId) -> Option<bool>) -> VoteResult {
@@ -77,6 +91,11 @@ mod tests {
         assert_eq!(majority_index(&[1, 2, 3, 4, 5], acked), 5);
         assert_eq!(majority_index(&[1, 2, 3, 4], acked), 3);
         assert_eq!(majority_index(&[], acked), u64::MAX);
+        // Past the stack array's size: the same median from the vector.
+        let many: Vec<NodeId> = (1..=11).collect();
+        assert_eq!(majority_index(&many, |id| id * 10), 60);
+        let ten: Vec<NodeId> = (1..=10).collect();
+        assert_eq!(majority_index(&ten, |id| id * 10), 50);
     }
 
     #[test]

@@ -55,8 +55,17 @@ impl EntryCache {
     /// entry at or after i (the suffix a Raft conflict replaced).
     pub fn insert_written(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
-        let dropped = self.entries.split_off(&first.index);
-        self.bytes -= dropped.values().map(|e| e.data.len() as u64).sum::<u64>();
+        // Usually nothing is cached at or after `first` (a plain append): then there is no
+        // suffix to drop, and `split_off` (which allocates a node even for an empty result)
+        // is skipped.
+        if self
+            .entries
+            .last_key_value()
+            .is_some_and(|(&last, _)| last >= first.index)
+        {
+            let dropped = self.entries.split_off(&first.index);
+            self.bytes -= dropped.values().map(|e| e.data.len() as u64).sum::<u64>();
+        }
         self.insert(entries.iter().cloned());
         self.trim(None);
     }

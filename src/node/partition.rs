@@ -467,8 +467,8 @@ mod tests {
     fn data_entry(index: u64, base: u64, n: usize) -> Entry {
         let values: Vec<&[u8]> = (0..n).map(|_| b"v".as_slice()).collect();
         let mut data = build_batch(&values, 0);
-        let batches = parse_batches(&data).unwrap();
-        stamp(&mut data, &batches, base, 1);
+        let mut batches = parse_batches(&data).unwrap();
+        stamp(&mut data, &mut batches, base, 1);
         Entry {
             term: 1,
             index,

@@ -75,10 +75,25 @@ fn last_sequence(first: i32, count: u64) -> i32 {
     ((first as i64 + span as i64) % (i32::MAX as i64 + 1)) as i32
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ProducerTable {
     producers: HashMap<i64, ProducerState>,
+    /// At least the Raft index of every batch in the table (0 when it holds none): a
+    /// truncation above it has nothing to forget and skips the walk over every producer,
+    /// which would otherwise run for each entry written (every follower append, every
+    /// leader's no-op).
+    newest_index: u64,
 }
+
+/// Two tables are equal when they remember the same producers; `newest_index` is a bound
+/// kept for speed, not part of what the table says.
+impl PartialEq for ProducerTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.producers == other.producers
+    }
+}
+
+impl Eq for ProducerTable {}
 
 impl ProducerTable {
     /// Checks one batch against the table (before it is proposed).
@@ -148,6 +163,7 @@ impl ProducerTable {
             }
             state.batches.push_back(written);
             state.last_index = index;
+            self.newest_index = self.newest_index.max(index);
             while state.batches.len() > BATCHES_PER_PRODUCER_MAX {
                 state.batches.pop_front();
             }
@@ -161,6 +177,11 @@ impl ProducerTable {
 
     /// Forgets what entries at or after `index` wrote.
     pub fn truncate_from(&mut self, index: u64) {
+        if index > self.newest_index {
+            return;
+        }
+        // Every batch left is below `index`.
+        self.newest_index = index.saturating_sub(1);
         self.producers.retain(|_, s| {
             while s.batches.back().is_some_and(|w| w.index >= index) {
                 s.batches.pop_back();
@@ -271,7 +292,15 @@ impl ProducerTable {
         if !cur.is_empty() {
             return Err(format!("{} trailing bytes", cur.len()));
         }
-        Ok(ProducerTable { producers })
+        let newest_index = producers
+            .values()
+            .filter_map(|s| s.batches.back().map(|w| w.index))
+            .max()
+            .unwrap_or(0);
+        Ok(ProducerTable {
+            producers,
+            newest_index,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -360,6 +389,15 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(ProducerTable::decode(&longer).is_err());
+        // A decoded table knows how far its batches reach: a truncation forgets entry 3's
+        // batch there too, and again after it is written a second time.
+        let mut decoded = ProducerTable::decode(&bytes).unwrap();
+        decoded.truncate_from(3);
+        assert_eq!(decoded.check(&batch(7, 0, 3, 2, -1)), SequenceCheck::Append);
+        decoded.on_written(3, &[batch(7, 0, 3, 2, 4)]);
+        decoded.truncate_from(3);
+        assert_eq!(decoded.check(&batch(7, 0, 3, 2, -1)), SequenceCheck::Append);
+        assert_eq!(decoded, t.upto(2));
         // The table as of entry 2 forgets entry 3's batch.
         let upto = t.upto(2);
         assert_eq!(upto.check(&batch(7, 0, 3, 2, -1)), SequenceCheck::Append);

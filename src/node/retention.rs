@@ -46,21 +46,20 @@ pub fn retention_point(
     }
     if let Some(age_ms_max) = retention.age_ms_max {
         let cutoff = now_ms.saturating_sub(i64::try_from(age_ms_max).unwrap_or(i64::MAX));
-        let applied_spans: Vec<(u64, Option<i64>)> = map
-            .iter()
-            .take_while(|(i, _)| *i <= applied)
-            .map(|(i, f)| (i, f.max_timestamp_ms))
-            .collect();
-        let aged = applied_spans
-            .iter()
-            .position(|(_, ts)| ts.is_some_and(|ts| ts >= cutoff))
-            .unwrap_or(applied_spans.len());
-        // Trailing entries without records are only dropped behind an expired record: an
-        // empty partition's no-op is not "expired".
-        let expired = applied_spans[..aged]
-            .iter()
-            .rposition(|(_, ts)| ts.is_some())
-            .map(|p| applied_spans[p].0);
+        // The applied entries before the first one holding a record at or after the cutoff
+        // have aged out; the point is the last of them that holds records (trailing entries
+        // without records are only dropped behind an expired record: an empty partition's
+        // no-op is not "expired"). The walk stops at that first young entry, so a check of
+        // a log whose records are all young reads one entry, not the whole map (it runs
+        // every RETENTION_CHECK_TICKS for every partition).
+        let mut expired = None;
+        for (index, facts) in map.iter().take_while(|(i, _)| *i <= applied) {
+            match facts.max_timestamp_ms {
+                Some(ts) if ts >= cutoff => break,
+                Some(_) => expired = Some(index),
+                None => {}
+            }
+        }
         point = point.max(expired);
     }
     point

@@ -1136,7 +1136,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     group,
                     what: e.to_string(),
                 })?;
-            record_producers(&mut producers, &entries);
+            record_producers(&mut producers, &entries, None);
             read += entries.len() as u64;
             next = end + 1;
         }
@@ -1779,7 +1779,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     }));
                     return;
                 }
-                let batches = match parse_batches(&records) {
+                let mut batches = match parse_batches(&records) {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = reply.send(Err(RequestError::CorruptMessage(e.to_string())));
@@ -1862,16 +1862,13 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     return;
                 }
                 self.round_entry_bytes += records.len() as u64;
-                stamp(&mut records, &batches, base, term as i32);
+                stamp(&mut records, &mut batches, base, term as i32);
                 let count = record_count(&batches);
-                let stamped = parse_batches(&records);
                 match g.raw.propose(records) {
                     Ok((term, index)) => {
                         // Known at once, so a pipelined next batch of the same producer is
                         // checked against this one before the Ready writes it.
-                        if let Ok(stamped) = stamped {
-                            producers.on_written(index, &stamped);
-                        }
+                        producers.on_written(index, &batches);
                         g.next_offset = Some((term, base + count));
                         g.produces.insert(
                             index,
@@ -2050,7 +2047,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                         g.halted = Some(e.to_string());
                         continue;
                     }
-                    record_producers(producers, &rd.entries);
+                    // A leader recorded its own proposals of this term when it made them.
+                    let own_term = (g.raw.role() == Role::Leader).then(|| g.raw.term());
+                    record_producers(producers, &rd.entries, own_term);
                 }
                 g.raw.storage_mut().cache.insert_written(&rd.entries);
                 batch.append(
@@ -2458,10 +2457,18 @@ fn apply_committed<S: Storage>(g: &mut Group<S>, id: u64, entries: &[Entry]) -> 
 }
 
 /// Records the idempotent producers' batches of written entries (their offsets stamped).
-fn record_producers(producers: &mut ProducerTable, entries: &[Entry]) {
+/// `own_term` is the current term while this replica leads it: data entries of that term are
+/// this leader's own proposals, which `partition_request` recorded when it proposed them
+/// (only the leader of a term makes entries of that term, and a leader's entries are not
+/// replaced while it leads), so recording them again would only undo and redo the same
+/// batches, parsing each payload (and checking its CRC32C) once more.
+fn record_producers(producers: &mut ProducerTable, entries: &[Entry], own_term: Option<u64>) {
     for e in entries {
         if e.kind != EntryKind::Normal || e.data.is_empty() {
             producers.truncate_from(e.index);
+            continue;
+        }
+        if own_term == Some(e.term) {
             continue;
         }
         // The offset map checked these entries just before; a payload that does not parse

@@ -1,7 +1,7 @@
 //! The state of one shard's WAL shared by the API, the writer task and the segment
 //! lifecycle (all on the shard's executor, behind one `RefCell`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -15,6 +15,7 @@ use crate::batch::BatchBuilder;
 use crate::config::WalConfig;
 use crate::format::IndexEntry;
 use crate::group::{Bounds, GroupTable};
+use crate::group_map::GroupMap;
 use crate::notify::Notify;
 use crate::storage::{IoBuf, Storage};
 
@@ -51,7 +52,7 @@ pub(super) struct Inner<S: Storage> {
     /// What has been written (reads see it).
     pub(super) table: GroupTable,
     /// What has been accepted (validation of new requests).
-    pub(super) bounds: HashMap<u64, Bounds>,
+    pub(super) bounds: GroupMap<Bounds>,
     /// Counts changes to `bounds`: a request planned against them before waiting for queue
     /// room re-plans only if this moved meanwhile.
     pub(super) bounds_epoch: u64,

@@ -4,7 +4,7 @@
 //! routing. Nothing here is shared between threads or locked: each shard's front end has its
 //! own `Broker`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -48,17 +48,37 @@ pub struct Broker {
     pub setup: BrokerSetup,
     view: RefCell<Option<(Instant, Rc<ControllerState>)>>,
     /// Topics of the cached state already looked up, shared: a produce or fetch then costs a
-    /// reference count, not a copy of the topic and its partitions' replica lists. Emptied
-    /// when the state is replaced.
+    /// reference count, not a copy of the topic and its partitions' replica lists. When the
+    /// state is replaced, a topic the new state holds unchanged is kept; the others go.
     topics: RefCell<HashMap<String, Rc<Topic>>>,
+    /// A refresh of the cached state is on its way: requests meanwhile use the cached state
+    /// (at most one refresh's round trip older than `VIEW_TTL`) instead of each asking the
+    /// shard for a copy of its own, which under load made every connection refresh at once
+    /// whenever the cache expired.
+    refreshing: Cell<bool>,
+    /// This front end's own senders to every shard (copies of `setup.senders`), tried first
+    /// without waiting: a clone of a sender allocates its parking slot, so one is made only
+    /// when a shard's inbox is full and the request has to wait for room.
+    senders: RefCell<Vec<mpsc::Sender<ShardMsg>>>,
+}
+
+/// Clears `Broker::refreshing` when the refresh ends, returned or dropped.
+struct RefreshGuard<'a>(&'a Cell<bool>);
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 impl Broker {
     pub fn new(setup: BrokerSetup) -> Rc<Self> {
         Rc::new(Broker {
+            senders: RefCell::new(setup.senders.clone()),
             setup,
             view: RefCell::new(None),
             topics: RefCell::new(HashMap::new()),
+            refreshing: Cell::new(false),
         })
     }
 
@@ -71,6 +91,18 @@ impl Broker {
     }
 
     async fn send(&self, shard: u32, msg: ShardMsg) -> Result<(), RequestError> {
+        let msg = {
+            let mut senders = self.senders.borrow_mut();
+            let tx = senders
+                .get_mut(shard as usize)
+                .ok_or(RequestError::ShuttingDown)?;
+            match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_disconnected() => return Err(RequestError::ShuttingDown),
+                // Full: wait for room on a sender of its own, as every request did before.
+                Err(e) => e.into_inner(),
+            }
+        };
         self.sender(shard)?
             .send(msg)
             .await
@@ -111,17 +143,22 @@ impl Broker {
         rx.await.map_err(|_| RequestError::ShuttingDown)
     }
 
-    /// The controller state, from the cache when fresh (or `refresh` is false and it exists).
+    /// The controller state: asked afresh from the shard when `refresh` is set, else from
+    /// the cache when it is fresh or another request is refreshing it.
     pub async fn state(&self, refresh: bool) -> Result<Rc<ControllerState>, RequestError> {
         if let Some((at, state)) = &*self.view.borrow() {
-            if !refresh && at.elapsed() < VIEW_TTL {
+            if !refresh && (at.elapsed() < VIEW_TTL || self.refreshing.get()) {
                 return Ok(state.clone());
             }
         }
+        self.refreshing.set(true);
+        let _guard = RefreshGuard(&self.refreshing);
         let view = self.shard_view(self.setup.shard).await?;
         let state = Rc::new(view.controller.map(|b| *b).unwrap_or_default());
         *self.view.borrow_mut() = Some((Instant::now(), state.clone()));
-        self.topics.borrow_mut().clear();
+        self.topics
+            .borrow_mut()
+            .retain(|name, t| state.topic(name) == Some(&**t));
         Ok(state)
     }
 
