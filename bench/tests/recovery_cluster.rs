@@ -110,8 +110,10 @@ fn recovery_cluster_reports_every_phase() {
         cluster_dir: dir.join("cluster"),
         bin: bin.clone(),
     };
-    // Apart from the node tests (5000..9000) and bench-all.sh (20000), so all may run at once.
-    let offset = 30_000 + (std::process::id() % 1000) * 10;
+    // Apart from the node tests (5000..9000, 10000..22000) and bench-all.sh (20000), so all
+    // may run at once; and every port (9090..9093 + offset) stays below Linux's ephemeral
+    // range (32768..), where an outgoing connection may hold the port a node wants.
+    let offset = 22_000 + (std::process::id() % 100) * 10;
     let mut child = Command::new(BENCH)
         .args([
             "recovery",

@@ -1,7 +1,8 @@
 //! The client against scripted brokers on loopback (two threads speaking the Kafka protocol
 //! through the kafka-protocol crate's broker side): the ApiVersions v0 fallback, a produce
 //! refused with NOT_LEADER_OR_FOLLOWER and retried on the new leader after a metadata refresh
-//! with the same sequence number, fetch decoding, and an unknown topic.
+//! with the same sequence number, a leader whose view lags answering UNKNOWN_TOPIC_OR_PARTITION
+//! for a topic the metadata lists, fetch decoding, and an unknown topic.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -50,6 +51,9 @@ struct State {
     store_then_fail: u32,
     /// InitProducerId requests answered so far (each gets producer id 77 + this).
     producer_ids: i64,
+    /// The leader answers the next this many produces UNKNOWN_TOPIC_OR_PARTITION although
+    /// the metadata lists the topic (a broker whose view lags: just restarted, rebuilding).
+    unknown_answers: u32,
 }
 
 /// Serves connections of node `node_id` on `listener` until the test ends (threads detach).
@@ -167,6 +171,9 @@ fn connection(node_id: i32, mut stream: TcpStream, state: &Mutex<State>) {
                     s.moved = true;
                 } else if s.leader != node_id {
                     p.error_code = NOT_LEADER_OR_FOLLOWER;
+                } else if s.unknown_answers > 0 {
+                    s.unknown_answers -= 1;
+                    p.error_code = UNKNOWN_TOPIC_OR_PARTITION;
                 } else {
                     p.base_offset = s.next_offset;
                     stamp(&mut batch, &mut infos, s.next_offset as u64, 1);
@@ -262,6 +269,27 @@ fn not_leader_is_retried_on_the_new_leader_with_the_same_sequence() {
     assert!(
         s.metadata_requests >= 2,
         "the refusal refreshed the metadata"
+    );
+}
+
+#[test]
+fn unknown_topic_from_a_broker_whose_view_lags_is_retried_while_the_metadata_lists_it() {
+    let (state, bootstrap) = cluster();
+    {
+        let mut s = state.lock().unwrap();
+        s.leader = 2;
+        s.moved = true;
+        s.unknown_answers = 3;
+    }
+    let client = Client::connect(config(bootstrap)).expect("connect");
+    let mut producer = Producer::new(client, Acks::All, true).expect("producer");
+    let ack = producer.send("t", 0, &[b"a"]).expect("send");
+    assert_eq!(ack.base_offset, Some(0));
+    let s = state.lock().unwrap();
+    assert_eq!(
+        s.produces,
+        vec![(2, 77, 0), (2, 77, 0), (2, 77, 0), (2, 77, 0)],
+        "three answers of a lagging leader, then accepted, all with the same sequence"
     );
 }
 

@@ -1450,7 +1450,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     fn remove_group(&mut self, group: u64) {
         self.balancer.forget(group);
         if let Some(mut g) = self.groups.remove(&group) {
-            g.fail_pending(RequestError::UnknownPartition);
+            // Retriable: if the topic is gone, the client's metadata refresh says so.
+            g.fail_pending(RequestError::NotLeader { leader: 0 });
             info!(
                 shard = self.shard,
                 group, "group removed (topic deleted or replica moved); its data is purged"
@@ -1641,8 +1642,13 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             request.fail(RequestError::StorageFailed(why.clone()));
             return;
         }
+        // The front end found the partition in the controller's state, so a group this
+        // shard does not host is one this node holds no replica of now (not created yet, a
+        // wiped node still rebuilding, or moved away): Kafka's answer is
+        // NOT_LEADER_OR_FOLLOWER, which clients retry after a metadata refresh, not
+        // UNKNOWN_TOPIC_OR_PARTITION, which they give up on.
         let Some(g) = self.groups.get_mut(&group) else {
-            request.fail(RequestError::UnknownPartition);
+            request.fail(RequestError::NotLeader { leader: 0 });
             return;
         };
         let Machine::Partition {

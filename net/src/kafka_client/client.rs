@@ -321,7 +321,10 @@ impl Client {
     /// Runs `op` until it succeeds, fails for good, or `attempts_max` attempts have failed
     /// with retriable errors; between attempts the metadata is refreshed after a backoff.
     /// An unknown topic is looked up once more before it is believed (a topic just created
-    /// may not be in the cache yet).
+    /// may not be in the cache yet); after that, a broker that still answers "unknown" for a
+    /// topic the refreshed metadata lists is a broker whose view lags (just restarted, a
+    /// wiped node rebuilding, the creation not applied there yet): retried like any
+    /// retriable error, as Kafka's own clients retry UNKNOWN_TOPIC_OR_PARTITION.
     fn with_retries<T>(
         &mut self,
         api: &'static str,
@@ -337,9 +340,18 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let recheck =
-                matches!(error, ClientError::UnknownTopic { .. }) && !unknown_topic_rechecked;
-            if !(error.is_retriable() || recheck) {
+            let unknown_topic = match &error {
+                ClientError::UnknownTopic { topic } => Some(topic.clone()),
+                _ => None,
+            };
+            let recheck = unknown_topic.is_some() && !unknown_topic_rechecked;
+            let broker_lags = unknown_topic_rechecked
+                && unknown_topic.is_some_and(|topic| {
+                    self.metadata
+                        .topic(&topic)
+                        .is_some_and(|t| t.error_code == 0)
+                });
+            if !(error.is_retriable() || recheck || broker_lags) {
                 return Err(error);
             }
             if recheck {
