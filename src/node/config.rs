@@ -378,6 +378,7 @@ impl RecoverySection {
             lag_entries_max: self.lag_entries_max,
             backoff_min_ticks: ticks(100),
             backoff_max_ticks: ticks(10_000),
+            tick_ms: tick_ms.max(1),
         }
     }
 }

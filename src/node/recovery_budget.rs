@@ -175,6 +175,19 @@ impl RecoveryBudget {
         false
     }
 
+    /// Milliseconds until [`Self::may_start`] says yes again without lending: the debt over
+    /// this shard's own rate, at least one tick (0 while it says yes). What a server tells a
+    /// puller it refuses as `Busy`.
+    pub fn retry_after_ms(&self) -> u32 {
+        if self.unlimited() || self.tokens > 0 {
+            return 0;
+        }
+        let tick_ms = (1000 / self.ticks_per_sec).max(1);
+        let debt = self.tokens.unsigned_abs() + 1;
+        let ms = (debt.saturating_mul(1000)).div_ceil(self.share_per_sec);
+        ms.clamp(tick_ms, 10_000) as u32
+    }
+
     /// Catch-up bytes moved (read for a follower, or received while rebuilding).
     pub fn charge(&mut self, bytes: u64, direction: Direction) {
         match direction {
@@ -368,6 +381,27 @@ mod tests {
         // Plus the initial burst (a tenth of a second) and at most one read of debt.
         assert!(moved >= 10_000_000, "{moved}");
         assert!(moved <= 10_100_000 + 30_000, "{moved}");
+    }
+
+    /// A spent bucket says how long until it holds tokens again: its debt over its rate,
+    /// never less than a tick, and the wait it names is enough.
+    #[test]
+    fn retry_after_is_the_debt_over_the_rate() {
+        // 1 MB/s on one shard: 10 000 bytes per 10 ms tick, a burst of 100 000.
+        let mut b = RecoveryBudget::new(0, 1, 1_000_000, TICK);
+        assert_eq!(b.retry_after_ms(), 0, "a full bucket does not refuse");
+        b.charge(100_000, Direction::Out);
+        assert!(!b.may_start());
+        assert_eq!(b.retry_after_ms(), 10, "an empty bucket: one tick");
+        b.charge(45_000, Direction::Out);
+        let wait = b.retry_after_ms();
+        assert_eq!(wait, 46, "45 001 bytes at 1 MB/s");
+        for _ in 0..wait.div_ceil(10) {
+            b.tick();
+        }
+        assert!(b.may_start(), "the wait named was enough");
+        b.charge(u64::MAX / 2, Direction::Out);
+        assert_eq!(b.retry_after_ms(), 10_000, "capped at 10 s");
     }
 
     /// Two shards, one idle: the busy one gets the idle one's spare share after a second,

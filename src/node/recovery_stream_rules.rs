@@ -9,15 +9,21 @@
 //!   predicted from the mean entry size seen (`chunk_bytes / mean`), so a chunk shorter than
 //!   predicted leaves a hole that the next fetch fills. Before the first chunk, one fetch.
 //! - **Window.** At most `chunks_inflight_max` chunks requested or held per group (a slow
-//!   receiver holds at most that many chunks); halved (down to 1) on a timeout or `Busy`,
-//!   grown by one per chunk appended.
-//! - **Servers.** All requests go to one server at a time, chosen from the group's other
+//!   receiver holds at most that many chunks); halved (down to 1) on a timeout, grown by one
+//!   per chunk appended.
+//! - **Servers.** All new requests go to one server at a time, chosen from the group's other
 //!   members, followers first (the leader serves produce); on `NotCaughtUp`, `Compacted`, a
 //!   timeout, `Busy` or a chunk that does not fit, the next one. Any caught-up replica's
 //!   committed prefix is the leader's, so the choice is only about load.
-//! - **Back-off.** After a timeout or `Busy`, or when every server refused in a row: wait
-//!   100 ms doubling to 10 s, plus up to half of it again as jitter, before fetching again;
-//!   reset by the next chunk appended.
+//! - **Back-off.** After a timeout, or when every server refused in a row: wait 100 ms
+//!   doubling to 10 s, plus up to half of it again as jitter, before fetching again; reset by
+//!   the next chunk appended.
+//! - **Busy.** A server whose recovery budget is spent says how long until it has some again
+//!   (`retry_after_ms`, its debt over its rate): the puller waits that long, keeps its window
+//!   and the other requests that server is already reading (each is answered on its own), and
+//!   asks the next server. Treating it as a failure (halve, back off 100 ms or more, forget
+//!   the requests in flight and drop their chunks when they arrive) held a rebuild at ~0.6 of
+//!   its budget: the server's bucket runs dry briefly many times a second at full rate.
 //! - **Corruption.** A server whose chunk contradicts an entry committed here is not asked
 //!   again by this pull (one of the two logs is corrupt; the repair path owns that).
 
@@ -42,6 +48,8 @@ pub struct StreamLimits {
     /// First back-off, and its ceiling, in ticks.
     pub backoff_min_ticks: u64,
     pub backoff_max_ticks: u64,
+    /// Milliseconds per tick, to turn a server's `Busy { retry_after_ms }` into ticks.
+    pub tick_ms: u64,
 }
 
 /// One fetch to send.
@@ -279,12 +287,21 @@ impl Pull {
         if self.outstanding.len() == before {
             return; // not (or no longer) ours
         }
-        self.forget_requests_to(from);
         match reason {
-            RecoveryRefuseReason::Busy { retry_after_ms: _ } => {
-                self.shrink_and_back_off(now);
+            RecoveryRefuseReason::Busy { retry_after_ms } => {
+                // Throttled, not failing: wait as long as the server says (at least a tick)
+                // and keep everything else.
+                let ticks = u64::from(retry_after_ms)
+                    .div_ceil(self.limits.tick_ms.max(1))
+                    .clamp(1, self.limits.backoff_max_ticks.max(1));
+                self.retry_at = self.retry_at.max(now + ticks);
                 self.next_server();
+                return;
             }
+            _ => self.forget_requests_to(from),
+        }
+        match reason {
+            RecoveryRefuseReason::Busy { .. } => {}
             RecoveryRefuseReason::NotCaughtUp | RecoveryRefuseReason::Compacted { .. } => {
                 // Compacted: the entries before `log_start` come with a snapshot, which the
                 // leader sends through the core's own transfer; another replica may still
@@ -400,6 +417,7 @@ mod tests {
             lag_entries_max: 10,
             backoff_min_ticks: 10,
             backoff_max_ticks: 1000,
+            tick_ms: 10,
         }
     }
 
@@ -543,6 +561,39 @@ mod tests {
             2,
         );
         assert_eq!(p.retry_at(), before);
+    }
+
+    #[test]
+    fn busy_waits_what_the_server_said_and_keeps_the_window_and_the_other_requests() {
+        let mut p = Pull::new(limits(), 5);
+        p.due(0, 0, 1000, &[2, 3], true);
+        p.on_chunk(2, chunk(0, 10, 100));
+        let _ = p.next_ready(0);
+        p.on_appended();
+        let orders = p.due(1, 10, 1000, &[2, 3], true);
+        assert_eq!(orders.len(), 4);
+        assert!(orders.iter().all(|o| o.server == 2));
+        // The server's budget ran dry for the third request: 25 ms = 3 ticks of 10 ms.
+        p.on_refuse(
+            2,
+            orders[2].from_index,
+            RecoveryRefuseReason::Busy { retry_after_ms: 25 },
+            1,
+            2,
+        );
+        assert_eq!(p.window(), 4, "throttled, not failing: the window stays");
+        assert_eq!(p.outstanding(), 3, "the requests being read are kept");
+        assert_eq!(p.retry_at(), 4);
+        assert!(p.due(3, 10, 1000, &[2, 3], true).is_empty());
+        // The refused range is asked again, of the next server.
+        let again = p.due(4, 10, 1000, &[2, 3], true);
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (again[0].server, again[0].from_index),
+            (3, orders[2].from_index)
+        );
+        // The kept requests' chunks are still taken when they arrive.
+        assert!(p.on_chunk(2, chunk(orders[0].from_index - 1, 10, 100)));
     }
 
     #[test]

@@ -26,8 +26,6 @@ use super::{round_has_room, Event, Shard};
 /// The most a server reads for one fetch, whatever the fetch asks: a chunk must fit a frame
 /// (16 MiB) with room for one entry larger than it.
 pub(super) const SERVE_BYTES_MAX: u64 = 8 << 20;
-/// What a server under a spent budget tells the puller to wait.
-const BUSY_RETRY_MS: u32 = 200;
 
 /// The shard's recovery-stream state: the pulls of rebuilding groups, by group (counters
 /// are in `super::super::stats`).
@@ -130,13 +128,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             return;
         };
         if !self.recovery.budget.may_start() {
+            let retry_after_ms = self.recovery.budget.retry_after_ms();
             self.refuse_fetch(
                 to,
                 group,
                 from_index,
-                RecoveryRefuseReason::Busy {
-                    retry_after_ms: BUSY_RETRY_MS,
-                },
+                RecoveryRefuseReason::Busy { retry_after_ms },
             );
             return;
         }

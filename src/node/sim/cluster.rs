@@ -196,6 +196,7 @@ fn recovery_limits(tight: bool) -> crate::node::recovery_budget::RecoveryLimits 
             lag_entries_max: 8,
             backoff_min_ticks: 10,
             backoff_max_ticks: 200,
+            tick_ms: 10,
         },
         ..RecoveryLimits::default()
     };
