@@ -199,7 +199,11 @@ fn add_node_4_then_remove_node_1_under_load_keeps_every_acknowledged_record() {
         }
     });
     for p in &producers {
-        assert!(p.wait_progress(20, WAIT_MAX), "no progress after add-node");
+        assert!(
+            p.wait_progress(20, WAIT_MAX),
+            "no progress after add-node: {}",
+            p.failures()
+        );
     }
 
     // Node 1 leaves: its replicas move to node 4 (learner, promoted, then node 1 removed);
@@ -225,7 +229,8 @@ fn add_node_4_then_remove_node_1_under_load_keeps_every_acknowledged_record() {
     for p in &producers {
         assert!(
             p.wait_progress(20, WAIT_MAX),
-            "no progress after remove-node"
+            "no progress after remove-node: {}",
+            p.failures()
         );
     }
     let produced: Vec<_> = producers.into_iter().map(SeqProducer::finish).collect();

@@ -58,6 +58,13 @@ use super::requests::{
     RequestError,
 };
 use super::retention::{retention_point, RETENTION_CHECK_TICKS};
+
+/// Ticks between the scans of every group for a rebuilding group that should start pulling
+/// the recovery stream while none does (`tick_recovery_stream`). Not used for the leader
+/// balancing and replica moves: their conditions (a replica's match index at the leader's
+/// commit or last index) hold only now and then under load, and a scan every 10 ticks missed
+/// them for over a minute (`tests/members.rs`).
+pub(super) const GROUP_SCAN_TICKS: u64 = 10;
 use super::snapshot_meta::GroupSnapshot;
 
 mod lost_replica;
@@ -616,7 +623,12 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 for (id, g) in self.groups.iter_mut() {
                     if g.halted.is_none() {
                         g.raw.tick();
-                        self.dirty.insert(*id);
+                        // Most ticks of an idle group change nothing: only a group with
+                        // work (a heartbeat to send, an election) or a new role goes to
+                        // the next Ready round.
+                        if g.raw.has_ready() || g.raw.role() != g.last_role {
+                            self.dirty.insert(*id);
+                        }
                     }
                 }
                 self.log_caught_up();
@@ -830,6 +842,11 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     /// applied everything that leader had committed when it last heard from it: the line
     /// operators follow with `grep -E "(recovery|replay|caught_up)"` (seed 000).
     fn log_caught_up(&mut self) {
+        // `caught_up` holds only groups of this shard (removal takes them out): when it is as
+        // large as `groups`, every group has logged and there is nothing to scan.
+        if self.caught_up.len() >= self.groups.len() {
+            return;
+        }
         for (&id, g) in &self.groups {
             // Nothing committed heard: a new replica that has not received its leader's log
             // yet (the rule of `/ready`, http/status.rs).
@@ -1449,6 +1466,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
 
     fn remove_group(&mut self, group: u64) {
         self.balancer.forget(group);
+        self.caught_up.remove(&group);
         if let Some(mut g) = self.groups.remove(&group) {
             // Retriable: if the topic is gone, the client's metadata refresh says so.
             g.fail_pending(RequestError::NotLeader { leader: 0 });
@@ -2470,11 +2488,17 @@ fn apply_committed<S: Storage>(g: &mut Group<S>, id: u64, entries: &[Entry]) -> 
 /// batches, parsing each payload (and checking its CRC32C) once more.
 fn record_producers(producers: &mut ProducerTable, entries: &[Entry], own_term: Option<u64>) {
     for e in entries {
-        if e.kind != EntryKind::Normal || e.data.is_empty() {
-            producers.truncate_from(e.index);
+        // Entries of the term this replica leads were recorded when proposed, and a leader
+        // only appends: none of them replaces an entry, so none truncates the table either.
+        // (Truncating at a configuration change or no-op written in the same round as data
+        // proposed after it forgot that data's batch: the producer's next batch was then
+        // refused as out of order forever, and a retry of the forgotten one would have been
+        // written twice. tests/members.rs found it, moving replicas under load.)
+        if own_term == Some(e.term) {
             continue;
         }
-        if own_term == Some(e.term) {
+        if e.kind != EntryKind::Normal || e.data.is_empty() {
+            producers.truncate_from(e.index);
             continue;
         }
         // The offset map checked these entries just before; a payload that does not parse
@@ -2685,5 +2709,61 @@ impl PartitionRequest {
                 let _ = reply.send(Err(err));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod record_producers_tests {
+    use super::*;
+    use crate::node::producers::SequenceCheck;
+    use tern_net::records::{build_batch_for, ProducerStamp};
+
+    fn batch(seq: i32, count: usize) -> Vec<u8> {
+        let values: Vec<&[u8]> = vec![b"v"; count];
+        build_batch_for(
+            &values,
+            1,
+            ProducerStamp {
+                producer_id: 9,
+                producer_epoch: 0,
+                base_sequence: seq,
+            },
+        )
+    }
+
+    /// A leader proposes a configuration change (index 10) and then a batch (index 11), which
+    /// it records when proposing; both are written in one round. The batch stays recorded.
+    #[test]
+    fn a_leaders_own_entries_written_together_keep_the_batches_recorded_at_proposal() {
+        let mut table = ProducerTable::default();
+        let data = batch(0, 4);
+        table.on_written(11, &parse_batches(&data).unwrap());
+        let entries = [
+            Entry {
+                term: 3,
+                index: 10,
+                kind: EntryKind::ConfChange,
+                data: vec![1],
+            },
+            Entry {
+                term: 3,
+                index: 11,
+                kind: EntryKind::Normal,
+                data: data.clone(),
+            },
+        ];
+        record_producers(&mut table, &entries, Some(3));
+        let next = parse_batches(&batch(4, 1)).unwrap();
+        assert_eq!(table.check(&next[0]), SequenceCheck::Append);
+        let retry = parse_batches(&data).unwrap();
+        assert!(matches!(
+            table.check(&retry[0]),
+            SequenceCheck::Duplicate { index: 11, .. }
+        ));
+        // As a follower (no own term), the same entries are recorded from the log: the
+        // configuration change truncates, the data entry records again.
+        let mut follower = ProducerTable::default();
+        record_producers(&mut follower, &entries, None);
+        assert_eq!(follower.check(&next[0]), SequenceCheck::Append);
     }
 }

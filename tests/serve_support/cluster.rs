@@ -460,6 +460,8 @@ pub struct Produced {
     pub unacknowledged: Option<(u64, u64)>,
     /// Send attempts that failed (each retried with the same sequence numbers).
     pub failed_attempts: u64,
+    /// The newest failed attempt's error, for a test's failure message.
+    pub last_error: Option<String>,
 }
 
 /// A thread producing records `seq-0`, `seq-1`, ... to one partition through the Rust
@@ -511,8 +513,9 @@ impl SeqProducer {
                             });
                             break;
                         }
-                        Err(_) => {
+                        Err(e) => {
                             s.failed_attempts += 1;
+                            s.last_error = Some(e.to_string());
                             s.unacknowledged = Some((seq, count));
                             if stop2.load(Ordering::Relaxed) {
                                 return;
@@ -554,6 +557,17 @@ impl SeqProducer {
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// Failed attempts so far and the newest one's error: what a test prints when progress
+    /// stops.
+    pub fn failures(&self) -> String {
+        let s = self.shared.lock().expect("producer state");
+        format!(
+            "{} failed attempts, the last: {}",
+            s.failed_attempts,
+            s.last_error.as_deref().unwrap_or("none")
+        )
     }
 
     /// Stops the producer (its batch in flight finishes or fails first) and returns what it
