@@ -136,11 +136,11 @@ fn draw_cdf(
         .build_cartesian_2d((lo..hi).log_scale(), 0.0..y_max)?;
     chart
         .configure_mesh()
-        .x_desc("latency (µs, log scale)")
+        .x_desc("latency (log scale)")
         .y_desc("quantile")
         .y_labels(y_max as usize + 1)
         .y_label_formatter(&nines_label)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&latency_label)
         .label_style((FONT_NAME, 14))
         .draw()?;
     for (i, (s, pts)) in series.iter().zip(&points).enumerate() {
@@ -161,6 +161,29 @@ fn draw_cdf(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// A latency axis label (the axis is in µs): only 1, 2 and 5 of each decade are named, in
+/// the unit that keeps them short ("200 µs", "5 ms", "1 s"); the log axis offers every
+/// 1..9 of a decade, whose full numbers ran into each other.
+fn latency_label(us: &f64) -> String {
+    if !us.is_finite() || *us <= 0.0 {
+        return String::new();
+    }
+    let mantissa = us / 10f64.powf(us.log10().floor());
+    if ![1.0, 2.0, 5.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 0.01 * m)
+    {
+        return String::new();
+    }
+    if *us >= 1e6 {
+        format!("{:.0} s", us / 1e6)
+    } else if *us >= 1e3 {
+        format!("{:.0} ms", us / 1e3)
+    } else {
+        format!("{us:.0} µs")
+    }
 }
 
 fn draw_throughput(
@@ -233,6 +256,16 @@ mod tests {
         assert_eq!(nines_label(&1.0), "90%");
         assert_eq!(nines_label(&3.0), "99.9%");
         assert_eq!(nines_label(&0.0), "0%");
+    }
+
+    #[test]
+    fn latency_axis_names_1_2_5_of_each_decade_in_a_short_unit() {
+        assert_eq!(latency_label(&200.0), "200 µs");
+        assert_eq!(latency_label(&5000.0), "5 ms");
+        assert_eq!(latency_label(&20_000.000_000_004), "20 ms");
+        assert_eq!(latency_label(&1_000_000.0), "1 s");
+        assert_eq!(latency_label(&70_000.0), "");
+        assert_eq!(latency_label(&0.0), "");
     }
 
     #[test]
