@@ -73,7 +73,6 @@ pub enum GroupStart {
 
 const MAGIC: u32 = u32::from_le_bytes(*b"TRGL");
 const VERSION: u16 = 1;
-const HEADER_BYTES: usize = 12;
 
 impl GroupLedger {
     pub fn is_hosted(&self, group: u64) -> bool {
@@ -152,36 +151,13 @@ impl GroupLedger {
         let mut body = Vec::new();
         encode_set(&self.hosted, &mut body);
         encode_set(&self.rebuilding, &mut body);
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        super::meta_record::frame(MAGIC, VERSION, &body)
     }
 
     /// Checks length, magic, version and checksum before reading a field, then that the
     /// sets are well formed and `rebuilding` is inside `hosted`.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let Some((header, body)) = bytes.split_first_chunk::<HEADER_BYTES>() else {
-            return Err(format!("{} bytes, shorter than the header", bytes.len()));
-        };
-        let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        if magic != MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16::from_le_bytes([header[4], header[5]]);
-        if version != VERSION {
-            return Err(format!("unknown version {version}"));
-        }
-        if header[6..8] != [0, 0] {
-            return Err("reserved bytes are not zero".into());
-        }
-        let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if crc32c::crc32c(body) != crc {
-            return Err("checksum mismatch".into());
-        }
+        let body = super::meta_record::unframe(bytes, MAGIC, VERSION)?;
         let (hosted, rest) = decode_set(body)?;
         let (rebuilding, rest) = decode_set(rest)?;
         if !rest.is_empty() {

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod kafka;
 pub mod leader_balance;
 pub mod log_store;
+pub mod meta_record;
 pub mod node_reports;
 pub mod offset_checkpoint;
 pub mod partition;

@@ -36,7 +36,6 @@ pub const MARKS_MAX: usize = 512;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"TROC");
 const VERSION: u16 = 1;
-const HEADER_BYTES: usize = 12;
 const MARK_BYTES: usize = 32;
 /// `max_timestamp_ms` of a span without records.
 const NO_TIMESTAMP: i64 = i64::MIN;
@@ -71,42 +70,17 @@ impl OffsetCheckpoint {
             body.extend_from_slice(&ts.to_le_bytes());
         }
         let room = tern_engine::constants::GROUP_META_BYTES_MAX
-            .saturating_sub(HEADER_BYTES + body.len())
+            .saturating_sub(super::meta_record::HEADER_BYTES + body.len())
             .min(PRODUCER_SNAPSHOT_BYTES_MAX);
         self.producers.encode(&mut body, room);
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        super::meta_record::frame(MAGIC, VERSION, &body)
     }
 
     /// Checks length, magic, version and checksum before reading a field, then that the marks
     /// are a valid sequence (increasing indexes, non-decreasing end offsets, the last at
     /// `index`).
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let Some((header, body)) = bytes.split_first_chunk::<HEADER_BYTES>() else {
-            return Err(format!("{} bytes, shorter than the header", bytes.len()));
-        };
-        let (magic, rest) = take::<4>(header)?;
-        if u32::from_le_bytes(magic) != MAGIC {
-            return Err("bad magic".into());
-        }
-        let (version, rest) = take::<2>(rest)?;
-        let version = u16::from_le_bytes(version);
-        if version != VERSION {
-            return Err(format!("unknown version {version}"));
-        }
-        let (reserved, rest) = take::<2>(rest)?;
-        if reserved != [0, 0] {
-            return Err("reserved bytes are not zero".into());
-        }
-        let (crc, _) = take::<4>(rest)?;
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc) {
-            return Err("checksum mismatch".into());
-        }
+        let body = super::meta_record::unframe(bytes, MAGIC, VERSION)?;
         let (index, rest) = take::<8>(body)?;
         let (term, rest) = take::<8>(rest)?;
         let (n, mut rest) = take::<4>(rest)?;

@@ -9,7 +9,6 @@ use tern_raft::message::ConfState;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"TRNS");
 const VERSION: u16 = 1;
-const HEADER_BYTES: usize = 12;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSnapshot {
@@ -25,36 +24,11 @@ impl GroupSnapshot {
         body.extend_from_slice(&conf);
         body.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
         body.extend_from_slice(&self.data);
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        super::meta_record::frame(MAGIC, VERSION, &body)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<GroupSnapshot, String> {
-        let Some((header, body)) = bytes.split_first_chunk::<HEADER_BYTES>() else {
-            return Err(format!("{} bytes, shorter than the header", bytes.len()));
-        };
-        let word = |at: usize| {
-            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-        };
-        if word(0) != MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16::from_le_bytes([header[4], header[5]]);
-        if version != VERSION {
-            return Err(format!("unknown version {version}"));
-        }
-        if header[6] != 0 || header[7] != 0 {
-            return Err("reserved bytes are not zero".into());
-        }
-        let crc = word(8);
-        if crc32c::crc32c(body) != crc {
-            return Err("checksum mismatch".into());
-        }
+        let body = super::meta_record::unframe(bytes, MAGIC, VERSION)?;
         let mut cur = body;
         let mut take = |what: &str| -> Result<&[u8], String> {
             let (len, rest) = cur
