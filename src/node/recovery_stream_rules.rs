@@ -296,16 +296,12 @@ impl Pull {
                     .clamp(1, self.limits.backoff_max_ticks.max(1));
                 self.retry_at = self.retry_at.max(now + ticks);
                 self.next_server();
-                return;
             }
-            _ => self.forget_requests_to(from),
-        }
-        match reason {
-            RecoveryRefuseReason::Busy { .. } => {}
             RecoveryRefuseReason::NotCaughtUp | RecoveryRefuseReason::Compacted { .. } => {
                 // Compacted: the entries before `log_start` come with a snapshot, which the
                 // leader sends through the core's own transfer; another replica may still
-                // hold them.
+                // hold them. Whatever else that server was asked, it will not serve either.
+                self.forget_requests_to(from);
                 self.refused(now, servers);
             }
         }

@@ -282,3 +282,41 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_raft::message::{Entry, EntryKind};
+
+    fn append(last: u64, commit: u64) -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: (1..=last)
+                    .map(|index| Entry {
+                        term: 1,
+                        index,
+                        kind: EntryKind::Normal,
+                        data: vec![0; 10],
+                    })
+                    .collect(),
+                commit,
+            },
+        }
+    }
+
+    #[test]
+    fn only_a_small_message_reaching_the_leaders_commit_skips_the_slots() {
+        assert!(whole_small_catch_up(&append(5, 5), 100));
+        assert!(!whole_small_catch_up(&append(5, 9), 100), "more to come");
+        assert!(!whole_small_catch_up(
+            &append(5, 5),
+            SMALL_CATCH_UP_BYTES + 1
+        ));
+        assert!(!whole_small_catch_up(&append(0, 0), 0), "no entries");
+    }
+}
