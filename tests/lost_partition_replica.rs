@@ -10,21 +10,7 @@
 
 mod serve_support;
 
-use std::time::{Duration, Instant};
-
 use serve_support::cluster::{check_against_acks, Cluster, SeqProducer, WAIT_MAX};
-
-/// Waits (bounded by `WAIT_MAX`) until node `n`'s log contains `needle`.
-fn wait_log(c: &Cluster, n: u32, needle: &str) -> bool {
-    let deadline = Instant::now() + WAIT_MAX;
-    while Instant::now() < deadline {
-        if c.log(n).contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
 
 /// Deletes group `group`'s engine state from the stopped node's data directory `root`
 /// (cluster.sh's default segment size, one shard per node).
@@ -77,7 +63,7 @@ fn lost_replica_of_one_partition_on_a_follower_rebuilt_from_peers_three_nodes_no
     // An ordinary start: no flag, the node finds the loss itself.
     c.restart(victim);
     assert!(
-        wait_log(&c, victim, "replica lost"),
+        c.wait_log(victim, "replica lost"),
         "node {victim} did not find its lost replica: {}",
         c.log(victim)
     );
@@ -93,7 +79,7 @@ fn lost_replica_of_one_partition_on_a_follower_rebuilt_from_peers_three_nodes_no
         "the cluster stopped acknowledging while node {victim}'s replica was rebuilt"
     );
     assert!(
-        wait_log(&c, victim, "lost replica rebuilt"),
+        c.wait_log(victim, "lost replica rebuilt"),
         "node {victim} never finished rebuilding its replica: {}",
         c.log(victim)
     );
@@ -112,12 +98,7 @@ fn lost_replica_of_one_partition_on_a_follower_rebuilt_from_peers_three_nodes_no
     );
     for (partition, p) in [(0, producer), (1, other)] {
         let produced = p.finish();
-        let hw = produced
-            .acks
-            .iter()
-            .map(|a| a.base_offset + a.count as i64)
-            .max()
-            .unwrap_or(0);
+        let hw = produced.high_watermark();
         let served = c.converged(&[1, 2, 3], topic, partition, hw);
         check_against_acks(
             &format!("partition {partition} after node {victim}'s replica was rebuilt"),

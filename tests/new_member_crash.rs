@@ -24,7 +24,6 @@ mod serve_support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serve_support::cluster::{check_against_acks, Cluster, SeqProducer, WAIT_MAX};
 use tern::node::identity::{self, IdentityRequest};
@@ -102,17 +101,6 @@ fn line_of(log: &str, from: usize, needle: &str) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-fn wait_log(c: &Cluster, n: u32, needle: &str) -> bool {
-    let deadline = Instant::now() + WAIT_MAX;
-    while Instant::now() < deadline {
-        if c.log(n).contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 fn new_member_crashed_at(at: CrashAfter) {
     let topic = "members";
     let c = Cluster::new(3);
@@ -146,7 +134,7 @@ fn new_member_crashed_at(at: CrashAfter) {
         let from = c.log(3).lines().count();
         c.run(&["rebuild", "3"]);
         assert!(
-            wait_log(&c, 3, "NODE says rebuilding=0"),
+            c.wait_log(3, "NODE says rebuilding=0"),
             "node 3 never finished its rebuild: {}",
             c.log(3)
         );
@@ -180,12 +168,7 @@ fn new_member_crashed_at(at: CrashAfter) {
         "no produce acknowledged after node 3 came back"
     );
     let produced = producer.finish();
-    let hw = produced
-        .acks
-        .iter()
-        .map(|a| a.base_offset + a.count as i64)
-        .max()
-        .unwrap_or(0);
+    let hw = produced.high_watermark();
     let served = c.converged(&[1, 2, 3], topic, 0, hw);
     check_against_acks(&format!("crash after {at:?}"), &served, &produced);
     let (_, on_3) = c

@@ -7,21 +7,7 @@
 
 mod serve_support;
 
-use std::time::{Duration, Instant};
-
 use serve_support::cluster::{check_against_acks, Cluster, SeqProducer, WAIT_MAX};
-
-/// Waits (bounded by `WAIT_MAX`) until node `n`'s log contains `needle`.
-fn wait_log(c: &Cluster, n: u32, needle: &str) -> bool {
-    let deadline = Instant::now() + WAIT_MAX;
-    while Instant::now() < deadline {
-        if c.log(n).contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
 
 fn node_file(c: &Cluster, n: u32) -> String {
     std::fs::read_to_string(c.data(n).join("NODE")).unwrap_or_default()
@@ -57,7 +43,7 @@ fn rebuild_wiped_follower_under_load_three_nodes_serves_every_acknowledged_recor
     );
     c.run(&["rebuild", &victim.to_string()]);
     assert!(
-        wait_log(&c, victim, "admission: rebuild"),
+        c.wait_log(victim, "admission: rebuild"),
         "{}",
         c.log(victim)
     );
@@ -66,7 +52,7 @@ fn rebuild_wiped_follower_under_load_three_nodes_serves_every_acknowledged_recor
         "the cluster stopped acknowledging while node {victim} was rebuilt"
     );
     assert!(
-        wait_log(&c, victim, "NODE says rebuilding=0"),
+        c.wait_log(victim, "NODE says rebuilding=0"),
         "node {victim} never finished rebuilding: {}",
         c.log(victim)
     );
@@ -104,12 +90,7 @@ fn rebuild_wiped_follower_under_load_three_nodes_serves_every_acknowledged_recor
         "no produce after the rebuild"
     );
     let produced = producer.finish();
-    let hw = produced
-        .acks
-        .iter()
-        .map(|a| a.base_offset + a.count as i64)
-        .max()
-        .unwrap_or(0);
+    let hw = produced.high_watermark();
     let served = c.converged(&[1, 2, 3], topic, 0, hw);
     check_against_acks(
         &format!("node {victim} after its rebuild"),

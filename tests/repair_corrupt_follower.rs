@@ -108,12 +108,7 @@ fn repair_corrupt_record_in_sealed_segment_of_follower_three_nodes_verify_clean(
     );
     let produced = producer.finish();
     assert!(!produced.acks.is_empty(), "no produce acknowledged");
-    let hw = produced
-        .acks
-        .iter()
-        .map(|a| a.base_offset + a.count as i64)
-        .max()
-        .unwrap_or(0);
+    let hw = produced.high_watermark();
     c.converged(&[1, 2, 3], topic, 0, hw);
 
     c.run(&["stop", &victim.to_string()]);
@@ -164,12 +159,7 @@ fn scrubber_finds_corrupt_record_in_sealed_segment_of_running_follower_three_nod
         "node {victim} sealed no segment"
     );
     let produced = producer.finish();
-    let hw = produced
-        .acks
-        .iter()
-        .map(|a| a.base_offset + a.count as i64)
-        .max()
-        .unwrap_or(0);
+    let hw = produced.high_watermark();
     c.converged(&[1, 2, 3], topic, 0, hw);
     // Bit rot under a running node, in data nothing reads: only the scrubber finds it.
     let (segment, at, group, index) = committed_entry_in_sealed_segment_running(&c.data(victim));

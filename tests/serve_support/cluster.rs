@@ -178,6 +178,18 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(format!("node-{n}.log"))).unwrap_or_default()
     }
 
+    /// Waits (bounded by `WAIT_MAX`) until node `n`'s log contains `needle`.
+    pub fn wait_log(&self, n: u32, needle: &str) -> bool {
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            if self.log(n).contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// A client whose bootstrap server is node `n`.
     pub fn client(&self, n: u32) -> Client {
         let deadline = Instant::now() + WAIT_MAX;
@@ -462,6 +474,17 @@ pub struct Produced {
     pub failed_attempts: u64,
     /// The newest failed attempt's error, for a test's failure message.
     pub last_error: Option<String>,
+}
+
+impl Produced {
+    /// The offset after the last acknowledged record (0 when none was).
+    pub fn high_watermark(&self) -> i64 {
+        self.acks
+            .iter()
+            .map(|a| a.base_offset + a.count as i64)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A thread producing records `seq-0`, `seq-1`, ... to one partition through the Rust
