@@ -1,8 +1,9 @@
 //! Fixed limits of the peer protocol. Limits that an operator may tune live in
 //! [`crate::TransportConfig`]; these are the ones both ends of a connection must agree on.
 
-/// The peer protocol version carried in every frame header and in the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The peer protocol version carried in every frame header and in the handshake. Version 2
+/// added the `quiesce` flag to heartbeats (docs/raft.md, "Quiescence of idle groups").
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// `{ u32 payload_len | u32 crc32c | u16 version | u16 frame_type }`.
 pub const FRAME_HEADER_BYTES: usize = 12;

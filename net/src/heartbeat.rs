@@ -7,9 +7,13 @@
 //!
 //! Encoding (all little-endian):
 //! ```text
-//! heartbeats = { u64 from | u64 to | u32 h | h * { u64 group | u64 term | u64 commit | u64 read_seq }
+//! heartbeats = { u64 from | u64 to | u32 h | h * { u64 group | u64 term | u64 commit | u64 read_seq | u8 quiesce }
 //!                                  | u32 r | r * { u64 group | u64 term | u64 read_seq } }
 //! ```
+//!
+//! A batch is sent every heartbeat interval to every peer node even when it is empty: it is
+//! also the node-pair liveness beat that keeps quiet groups quiet (docs/raft.md,
+//! "Quiescence of idle groups").
 
 use tern_raft::message::{Message, MessageBody, NodeId, NO_NODE};
 
@@ -17,7 +21,7 @@ use crate::cursor::Cursor;
 use crate::error::DecodeError;
 use crate::GroupId;
 
-const HEARTBEAT_BYTES: usize = 8 * 4;
+const HEARTBEAT_BYTES: usize = 8 * 4 + 1;
 const RESPONSE_BYTES: usize = 8 * 3;
 
 /// One group's `Heartbeat` inside a [`HeartbeatBatch`].
@@ -27,6 +31,7 @@ pub struct GroupHeartbeat {
     pub term: u64,
     pub commit: u64,
     pub read_seq: u64,
+    pub quiesce: bool,
 }
 
 /// One group's `HeartbeatResp` inside a [`HeartbeatBatch`].
@@ -72,11 +77,16 @@ impl HeartbeatBatch {
             return Some(message);
         }
         match message.body {
-            MessageBody::Heartbeat { commit, read_seq } => self.heartbeats.push(GroupHeartbeat {
+            MessageBody::Heartbeat {
+                commit,
+                read_seq,
+                quiesce,
+            } => self.heartbeats.push(GroupHeartbeat {
                 group,
                 term: message.term,
                 commit,
                 read_seq,
+                quiesce,
             }),
             MessageBody::HeartbeatResp { read_seq } => self.responses.push(GroupHeartbeatResp {
                 group,
@@ -95,6 +105,7 @@ impl HeartbeatBatch {
             let body = MessageBody::Heartbeat {
                 commit: h.commit,
                 read_seq: h.read_seq,
+                quiesce: h.quiesce,
             };
             (
                 h.group,
@@ -143,6 +154,7 @@ impl HeartbeatBatch {
             for value in [h.group, h.term, h.commit, h.read_seq] {
                 out.extend_from_slice(&value.to_le_bytes());
             }
+            out.push(u8::from(h.quiesce));
         }
         out.extend_from_slice(&count(self.responses.len()).to_le_bytes());
         for r in &self.responses {
@@ -170,6 +182,7 @@ impl HeartbeatBatch {
                 term: cur.u64("term")?,
                 commit: cur.u64("commit")?,
                 read_seq: cur.u64("read_seq")?,
+                quiesce: cur.bool("quiesce")?,
             });
         }
         let count = cur.count("heartbeat response", RESPONSE_BYTES)?;

@@ -8,7 +8,7 @@
 //!   1 Append        { u64 prev_index | u64 prev_term | u64 commit | u32 n | n * entry }
 //!                   entry = { u64 term | u64 index | u8 kind (1 Normal, 2 ConfChange) | u32 len | len bytes }
 //!   2 AppendResp    { u64 index | u8 reject | u64 hint_index | u64 hint_term }
-//!   3 Heartbeat     { u64 commit | u64 read_seq }
+//!   3 Heartbeat     { u64 commit | u64 read_seq | u8 quiesce (0 or 1) }
 //!   4 HeartbeatResp { u64 read_seq }
 //!   5 Vote          { u8 flags (bit 0 pre, bit 1 transfer) | u64 last_index | u64 last_term }
 //!   6 VoteResp      { u8 flags (bit 0 pre, bit 1 reject) }
@@ -77,7 +77,7 @@ pub fn message_encoded_bytes(message: &Message) -> usize {
                         .sum::<usize>()
             }
             MessageBody::AppendResp { .. } => 8 + 1 + 8 + 8,
-            MessageBody::Heartbeat { .. } => 16,
+            MessageBody::Heartbeat { .. } => 17,
             MessageBody::HeartbeatResp { .. } => 8,
             MessageBody::Vote { .. } => 1 + 16,
             MessageBody::VoteResp { .. } => 1,
@@ -168,10 +168,15 @@ fn encode_message(out: &mut Vec<u8>, group: GroupId, message: &Message) {
             put_u64(out, *hint_index);
             put_u64(out, *hint_term);
         }
-        MessageBody::Heartbeat { commit, read_seq } => {
+        MessageBody::Heartbeat {
+            commit,
+            read_seq,
+            quiesce,
+        } => {
             out.push(tag::HEARTBEAT);
             put_u64(out, *commit);
             put_u64(out, *read_seq);
+            out.push(u8::from(*quiesce));
         }
         MessageBody::HeartbeatResp { read_seq } => {
             out.push(tag::HEARTBEAT_RESP);
@@ -274,6 +279,7 @@ fn decode_message(cur: &mut Cursor<'_>) -> Result<(GroupId, Message), DecodeErro
         tag::HEARTBEAT => MessageBody::Heartbeat {
             commit: cur.u64("commit")?,
             read_seq: cur.u64("read_seq")?,
+            quiesce: cur.bool("quiesce")?,
         },
         tag::HEARTBEAT_RESP => MessageBody::HeartbeatResp {
             read_seq: cur.u64("read_seq")?,

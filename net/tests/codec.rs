@@ -82,6 +82,7 @@ fn handshake_and_heartbeat_frames_round_trip() {
                 term: g / 10,
                 commit: g * 3,
                 read_seq: g % 7,
+                quiesce: g % 2 == 0,
             })
             .collect(),
         responses: (0..500)
@@ -116,6 +117,7 @@ fn heartbeat_batch_coalesces_and_expands_to_the_same_messages() {
             MessageBody::Heartbeat {
                 commit: group * 2,
                 read_seq: group,
+                quiesce: false,
             }
         };
         let message = Message {

@@ -230,8 +230,13 @@ fn message_strategy() -> impl Strategy<Value = (u64, tern_raft::message::Message
                 }
             }
         ),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(commit, read_seq)| MessageBody::Heartbeat { commit, read_seq }),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(commit, read_seq, quiesce)| {
+            MessageBody::Heartbeat {
+                commit,
+                read_seq,
+                quiesce,
+            }
+        }),
         any::<u64>().prop_map(|read_seq| MessageBody::HeartbeatResp { read_seq }),
         (any::<bool>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
             |(pre, last_index, last_term, transfer)| {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tern_net::constants::PROTOCOL_VERSION;
 use tern_net::frame::encode_frame_with_version;
 use tern_net::listen::{bind_glommio_listener, bind_std_listener, ensure_addr_free};
 use tern_net::{
@@ -137,6 +138,7 @@ fn two_nodes_exchange_batches_on_every_shard() {
                     body: MessageBody::Heartbeat {
                         commit: i,
                         read_seq: 0,
+                        quiesce: false,
                     },
                 };
                 assert_eq!(heartbeats.push(group_of(shard, i), hb), None);
@@ -420,7 +422,7 @@ fn mismatched_hellos_get_the_reason_back() {
             "frame version",
             {
                 let mut buf = Vec::new();
-                encode_frame_with_version(&mut buf, 2, 1, |out| {
+                encode_frame_with_version(&mut buf, PROTOCOL_VERSION + 1, 1, |out| {
                     identity(1, 2).hello(2, 0).encode(out)
                 });
                 buf

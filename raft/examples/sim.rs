@@ -12,7 +12,7 @@
 //! command that reproduces it. Exits 1 if any seed failed.
 
 use tern_raft::sim::linearize::Verdict;
-use tern_raft::sim::{run_seed, FaultCounts, SimOptions};
+use tern_raft::sim::{run_seed, FaultCounts, SimOptions, IDLE_TICKS};
 
 fn main() {
     let mut seeds = 100u64;
@@ -57,6 +57,8 @@ fn main() {
     };
     let (mut total_steps, mut violations, mut nonlinear, mut stuck, mut unknown) = (0, 0, 0, 0, 0);
     let (mut ops_ok, mut ops_unknown, mut three, mut five) = (0, 0, 0, 0);
+    // Idle messages per seed, [plain, quiesce]: (seeds, messages).
+    let mut idle = [(0u64, 0u64); 2];
     let mut faults = FaultCounts::default();
     let count = range.end - range.start;
     for seed in range {
@@ -68,6 +70,11 @@ fn main() {
         faults.add(&report.faults);
         ops_ok += report.ops_ok;
         ops_unknown += report.ops_unknown;
+        if !report.failed() {
+            let slot = &mut idle[report.quiesce as usize];
+            slot.0 += 1;
+            slot.1 += report.idle_msgs;
+        }
         if report.voters == 3 {
             three += 1
         } else {
@@ -86,8 +93,8 @@ fn main() {
         }
         if report.failed() || verbose {
             println!(
-                "seed {seed}: voters={} violations={:?} verdict={:?} stuck={}",
-                report.voters, report.violations, report.verdict, report.stuck
+                "seed {seed}: voters={} violations={:?} verdict={:?} stuck={} quiesce={} idle_msgs={}",
+                report.voters, report.violations, report.verdict, report.stuck, report.quiesce, report.idle_msgs
             );
         }
         if report.stuck {
@@ -104,6 +111,12 @@ fn main() {
     }
     println!("clusters: 3-voter={three} 5-voter={five}");
     println!("client ops: acknowledged={ops_ok} unknown-outcome={ops_unknown} linearizability-undecided={unknown}");
+    for (name, (n, msgs)) in ["plain", "quiesce"].iter().zip(idle) {
+        let per_seed = msgs as f64 / n.max(1) as f64;
+        println!(
+            "idle messages over {IDLE_TICKS} ticks, {name} seeds: {per_seed:.1} per seed ({n} seeds)"
+        );
+    }
     println!("faults:");
     let optional = if mutate > 0 {
         faults.optional_rows()

@@ -54,6 +54,11 @@ pub struct Config {
     /// Seed of the per-node random number generator used for election timeouts. 0 means
     /// derive it from `id`.
     pub seed: u64,
+    /// Quiescence of idle groups: a leader with nothing in flight sends one heartbeat marked
+    /// `quiesce` and then no more; its followers stop counting election ticks (docs/raft.md,
+    /// "Quiescence of idle groups"). The caller must then supply liveness per peer node and
+    /// call [`crate::RawNode::unquiesce`] when a peer node falls silent. Default false.
+    pub quiesce: bool,
 }
 
 impl Config {
@@ -78,6 +83,7 @@ impl Config {
             pending_reads_max: 1024,
             applied: 0,
             seed: 0,
+            quiesce: false,
         }
     }
 

@@ -203,10 +203,13 @@ pub enum MessageBody {
         hint_term: u64,
     },
     /// Leader liveness and commit propagation; `read_seq` confirms pending ReadIndex requests.
-    /// `commit` is at most what the receiver is known to hold.
+    /// `commit` is at most what the receiver is known to hold. `quiesce`: the leader has nothing
+    /// in flight and sends no more heartbeats until something happens; a receiver holding
+    /// exactly the log up to `commit`, all of it committed, stops counting election ticks.
     Heartbeat {
         commit: u64,
         read_seq: u64,
+        quiesce: bool,
     },
     HeartbeatResp {
         read_seq: u64,
@@ -313,8 +316,16 @@ impl std::fmt::Display for Message {
             } => {
                 write!(f, " reject index={index} hint=({hint_index},{hint_term})")
             }
-            MessageBody::Heartbeat { commit, read_seq } => {
-                write!(f, " commit={commit} read_seq={read_seq}")
+            MessageBody::Heartbeat {
+                commit,
+                read_seq,
+                quiesce,
+            } => {
+                write!(f, " commit={commit} read_seq={read_seq}")?;
+                if *quiesce {
+                    write!(f, " quiesce")?;
+                }
+                Ok(())
             }
             MessageBody::HeartbeatResp { read_seq } => write!(f, " read_seq={read_seq}"),
             MessageBody::Vote {

@@ -117,6 +117,10 @@ pub struct RawNode<S: LogStorage> {
     /// when it was elected). No new change is accepted until it is applied, which is also how
     /// a new leader commits an entry of its own term before changing the configuration.
     pending_conf_index: u64,
+    /// Leader only: the index of the no-op it appended when elected. Once it is committed the
+    /// leader's commit index is the cluster's, and reads may be served (Raft §6.4). Known
+    /// without reading storage, whose term lookups may answer `Unavailable`.
+    term_start_index: u64,
     reads: ReadOnly,
     read_states: Vec<ReadState>,
     msgs: Vec<OutMessage>,
@@ -141,6 +145,10 @@ pub struct RawNode<S: LogStorage> {
     /// Set while this member is being rebuilt after losing its disk: it votes for nobody,
     /// never campaigns, and its acknowledgements count towards nothing (`crate::rebuild`).
     rebuild: Option<Rebuild>,
+    /// Quiet (`Config::quiesce`): a leader that sent its quiesce heartbeat, or a follower
+    /// that received one. Ticks change nothing; any message or local request other than the
+    /// quiesce heartbeat and its answers wakes the member (see [`RawNode::unquiesce`]).
+    quiet: bool,
 }
 
 impl<S: LogStorage> RawNode<S> {
@@ -183,6 +191,7 @@ impl<S: LogStorage> RawNode<S> {
             rng,
             transferee: NO_NODE,
             pending_conf_index: 0,
+            term_start_index: 0,
             reads: ReadOnly::default(),
             read_states: Vec::new(),
             msgs: Vec::new(),
@@ -198,6 +207,7 @@ impl<S: LogStorage> RawNode<S> {
             apply_fetch_ticks: None,
             leader_commit_heard: 0,
             rebuild: None,
+            quiet: false,
             cfg,
         };
         node.become_follower(hs.term, NO_NODE);
@@ -259,6 +269,12 @@ impl<S: LogStorage> RawNode<S> {
         &mut self.log.storage
     }
     /// Who this member voted for in the current term ([`NO_NODE`]: nobody).
+    /// Whether the member is quiet (see [`Config::quiesce`]): its ticks change nothing, so a
+    /// driver may skip them.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     pub fn vote(&self) -> NodeId {
         self.vote
     }
@@ -316,6 +332,7 @@ impl<S: LogStorage> RawNode<S> {
     /// leader commits nothing because of it (docs/replication.md, section 5). Call it before
     /// the first `step` of this start; a leader steps down.
     pub fn set_rebuilding(&mut self) {
+        self.wake(0);
         if self.role != Role::Follower {
             self.become_follower(self.term, NO_NODE);
         }
@@ -366,6 +383,7 @@ impl<S: LogStorage> RawNode<S> {
         entries: &[Entry],
         server_commit: u64,
     ) -> Result<u64, AppendCommittedError> {
+        self.wake(0);
         if self.role != Role::Follower {
             return Err(AppendCommittedError::NotFollower);
         }
@@ -456,8 +474,12 @@ impl<S: LogStorage> RawNode<S> {
         Ok(last_new)
     }
 
-    /// Advances logical time by one tick.
+    /// Advances logical time by one tick. A quiet member has nothing to time: it has no
+    /// fetch outstanding, and its election or heartbeat timer is stopped.
     pub fn tick(&mut self) {
+        if self.quiet {
+            return;
+        }
         self.tick_fetches();
         if self.role == Role::Leader {
             self.tick_leader();
@@ -468,6 +490,7 @@ impl<S: LogStorage> RawNode<S> {
 
     /// Starts an election now (tests and bootstrap); honours pre-vote.
     pub fn campaign(&mut self) {
+        self.wake(0);
         let kind = if self.cfg.pre_vote {
             CampaignKind::PreVote
         } else {
@@ -479,6 +502,7 @@ impl<S: LogStorage> RawNode<S> {
     /// Appends `data` as a new entry. Returns its (term, index): the proposal is committed
     /// exactly when the entry applied at that index has that term.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), ProposeError> {
+        self.wake(0);
         self.check_can_propose()?;
         let bytes = data.len() as u64 + crate::message::ENTRY_OVERHEAD_BYTES;
         let limit = self.cfg.uncommitted_bytes_max;
@@ -493,6 +517,7 @@ impl<S: LogStorage> RawNode<S> {
 
     /// Proposes a membership change (see [`ConfChange`]). Returns the entry's (term, index).
     pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<(u64, u64), ProposeError> {
+        self.wake(0);
         self.check_can_propose()?;
         if self.pending_conf_index > self.log.committed || self.log.conf().is_joint() {
             return Err(ProposeError::ConfChangePending);
@@ -543,6 +568,8 @@ impl<S: LogStorage> RawNode<S> {
     /// later `Ready` once leadership is confirmed; serve the read after applying `index`.
     /// Requests lost to a leader change never answer: the caller times out and retries.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
+        // A quiet leader holds no lease: waking sends heartbeats, whose answers confirm it.
+        self.wake(0);
         if self.role == Role::Leader {
             return self.leader_read(self.cfg.id, ctx);
         }
@@ -560,6 +587,7 @@ impl<S: LogStorage> RawNode<S> {
     /// Hands leadership to voter `to`: the leader stops taking proposals, brings `to` up to
     /// date, then tells it to campaign at once. Abandoned after `election_ticks_min` ticks.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        self.wake(0);
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
@@ -586,6 +614,8 @@ impl<S: LogStorage> RawNode<S> {
     /// The transport could not reach `to`: stop streaming optimistically, probe instead.
     pub fn report_unreachable(&mut self, to: NodeId) {
         if let Some(i) = self.pr_index(to) {
+            // A member unreachable now may have missed the quiesce heartbeat.
+            self.wake(0);
             let pr = &mut self.progress[i].1;
             if pr.state == ProgressState::Replicate {
                 pr.become_probe();
@@ -618,6 +648,9 @@ impl<S: LogStorage> RawNode<S> {
             return Err(StepError::FromSelf);
         }
         check_message(&m)?;
+        if self.quiet && !self.keeps_quiet(&m) {
+            self.wake(0);
+        }
         if let MessageBody::Snapshot { meta, .. } = &m.body {
             if meta.size_bytes > self.cfg.snapshot_bytes_max {
                 return Err(StepError::SnapshotTooLarge {
@@ -822,6 +855,98 @@ impl<S: LogStorage> RawNode<S> {
         self.reads.clear();
         self.forwarded_reads.clear();
         self.uncommitted_bytes = 0;
+        self.quiet = false;
+    }
+
+    // ----- Quiescence ------------------------------------------------------------------------
+
+    /// Wakes a quiet member because its driver has not heard from the node of a member of
+    /// this group for `silent_ticks` ticks (the node-pair liveness of docs/raft.md,
+    /// "Quiescence of idle groups"). A follower whose leader lives on the silent node passes
+    /// the silence it observed: its election timer resumes as if it had counted those ticks
+    /// itself, so a failover takes no longer than without quiescence. Any other wake-up
+    /// passes 0. A leader heartbeats at once and starts a full check-quorum period. Does
+    /// nothing to a member that is not quiet.
+    pub fn unquiesce(&mut self, silent_ticks: u64) {
+        self.wake(silent_ticks);
+    }
+
+    fn wake(&mut self, silent_ticks: u64) {
+        if !self.quiet {
+            return;
+        }
+        self.quiet = false;
+        if self.role == Role::Leader {
+            self.election_elapsed = 0;
+            self.heartbeat_elapsed = 0;
+            // Answers from before the quiet spell say nothing about now.
+            for (_, pr) in self.progress.iter_mut() {
+                pr.recent_active = false;
+            }
+            self.bcast_heartbeat(false);
+        } else {
+            self.election_elapsed = silent_ticks;
+        }
+    }
+
+    /// The messages a quiet member takes without waking: the quiesce heartbeat again (a
+    /// duplicate), at a leader the answers to it, and anything from a node outside the
+    /// configuration (a removed member that never learnt it was removed campaigns for ever;
+    /// what it says changes nothing here, or changes the term, which wakes by itself).
+    fn keeps_quiet(&self, m: &Message) -> bool {
+        if !self.log.conf().contains(m.from) {
+            return true;
+        }
+        if m.term != self.term {
+            return false;
+        }
+        match m.body {
+            MessageBody::Heartbeat { quiesce, .. } => quiesce && m.from == self.leader,
+            MessageBody::HeartbeatResp { read_seq } => {
+                self.role == Role::Leader && read_seq <= self.reads.seq
+            }
+            _ => false,
+        }
+    }
+
+    /// A leader may go quiet when nothing is in flight: every member holds and has
+    /// acknowledged its whole log, recently; everything is committed, applied and durable
+    /// here; no read, transfer, snapshot, entry fetch or configuration change is pending.
+    fn may_go_quiet_as_leader(&self) -> bool {
+        let last = self.log.last_index();
+        self.cfg.quiesce
+            && self.role == Role::Leader
+            && self.rebuild.is_none()
+            && !self.log.conf().is_joint()
+            && self.transferee == NO_NODE
+            && self.reads.is_empty()
+            && self.log.committed == last
+            && self.log.applied == last
+            && self.log.persisted_index() == last
+            && !self.log.has_unpersisted()
+            && self.apply_fetch_ticks.is_none()
+            && self.fetches.is_empty()
+            && self.progress.iter().all(|(_, pr)| {
+                pr.match_index == last
+                    && pr.recent_active
+                    && pr.state == ProgressState::Replicate
+                    && pr.snapshot.is_none()
+                    && pr.fetch_ticks.is_none()
+            })
+    }
+
+    /// A follower goes quiet on its leader's quiesce heartbeat when it holds exactly the
+    /// leader's log, committed and applied, with nothing of its own pending.
+    fn may_go_quiet_as_follower(&self, leader_commit: u64) -> bool {
+        let last = self.log.last_index();
+        self.cfg.quiesce
+            && self.rebuild.is_none()
+            && leader_commit == last
+            && self.log.committed == last
+            && self.log.applied == last
+            && self.log.persisted_index() == last
+            && !self.log.has_unpersisted()
+            && self.apply_fetch_ticks.is_none()
     }
 
     fn become_follower(&mut self, term: u64, leader: NodeId) {
@@ -869,6 +994,7 @@ impl<S: LogStorage> RawNode<S> {
         // everything before it and enables ReadIndex and configuration changes: no change is
         // accepted until the no-op is committed (the fix for the single-server change bug).
         self.pending_conf_index = self.append_entry(EntryKind::Normal, Vec::new());
+        self.term_start_index = self.pending_conf_index;
         self.bcast_append();
     }
 
@@ -991,7 +1117,10 @@ impl<S: LogStorage> RawNode<S> {
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
-            self.bcast_heartbeat();
+            // An idle leader's last heartbeat tells its followers to stop their timers.
+            let quiesce = self.may_go_quiet_as_leader();
+            self.bcast_heartbeat(quiesce);
+            self.quiet = quiesce;
         }
     }
 
@@ -1067,7 +1196,11 @@ impl<S: LogStorage> RawNode<S> {
                 }
                 self.handle_append(m.from, prev_index, prev_term, commit, &entries);
             }
-            MessageBody::Heartbeat { commit, read_seq } => {
+            MessageBody::Heartbeat {
+                commit,
+                read_seq,
+                quiesce,
+            } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
                 self.leader_commit_heard = self.leader_commit_heard.max(commit);
@@ -1086,6 +1219,9 @@ impl<S: LogStorage> RawNode<S> {
                     // would send no AppendEntries (the only carrier of a target) for ever.
                     // Either way its answer is an AppendEntries from our last index.
                     self.send_rebuilding(m.from);
+                }
+                if quiesce && self.may_go_quiet_as_follower(commit) {
+                    self.quiet = true;
                 }
             }
             MessageBody::Snapshot { meta, offset, data } => {
@@ -1257,6 +1393,15 @@ impl<S: LogStorage> RawNode<S> {
             .maybe_append(prev_index, prev_term, commit, entries)
         {
             Ok(Some(last_new)) => {
+                // A snapshot half received from an earlier leader is of no use once entries
+                // past it are committed here; drop its buffer (up to `snapshot_bytes_max`).
+                if self
+                    .snap_recv
+                    .as_ref()
+                    .is_some_and(|r| r.meta.index <= self.log.committed)
+                {
+                    self.snap_recv = None;
+                }
                 let index = match self.rebuild {
                     Some(_) => Rebuild::ack_index(last_new, commit),
                     None => last_new,
@@ -1493,7 +1638,7 @@ impl<S: LogStorage> RawNode<S> {
         if index <= self.log.committed || self.log.term(index) != Ok(self.term) {
             return false;
         }
-        let first_in_term = self.log.term(self.log.committed) != Ok(self.term);
+        let first_in_term = self.log.committed < self.term_start_index;
         self.log.commit_to(index);
         if first_in_term {
             for (from, ctx) in std::mem::take(&mut self.reads.waiting_for_commit) {
@@ -1511,7 +1656,7 @@ impl<S: LogStorage> RawNode<S> {
         }
     }
 
-    fn bcast_heartbeat(&mut self) {
+    fn bcast_heartbeat(&mut self, quiesce: bool) {
         let read_seq = self.reads.seq;
         let committed = self.log.committed;
         let (me, term) = (self.cfg.id, self.term);
@@ -1519,6 +1664,7 @@ impl<S: LogStorage> RawNode<S> {
             let body = MessageBody::Heartbeat {
                 commit: pr.match_index.min(committed),
                 read_seq,
+                quiesce,
             };
             let msg = Message {
                 from: me,
@@ -1659,7 +1805,9 @@ impl<S: LogStorage> RawNode<S> {
         if self.reads.len() >= self.cfg.pending_reads_max {
             return Err(ProposeError::Backpressure);
         }
-        if self.log.term(self.log.committed) != Ok(self.term) {
+        // Not a term lookup in storage: one answering `Unavailable` here would park the read
+        // until the next first commit of a term, which never comes.
+        if self.log.committed < self.term_start_index {
             self.reads.waiting_for_commit.push((from, ctx));
             return Ok(());
         }
@@ -1670,7 +1818,7 @@ impl<S: LogStorage> RawNode<S> {
             return Ok(());
         }
         self.reads.add(index, ctx, from);
-        self.bcast_heartbeat();
+        self.bcast_heartbeat(false);
         Ok(())
     }
 

@@ -219,6 +219,7 @@ fn rebuild_target_comes_from_append_entries_not_from_a_heartbeat() {
         body: MessageBody::Heartbeat {
             commit: stale_match,
             read_seq: 0,
+            quiesce: false,
         },
     };
     c.raft_mut(3).step(heartbeat).expect("valid message");

@@ -112,8 +112,15 @@ fn body() -> impl Strategy<Value = MessageBody> {
                     hint_term,
                 }
             ),
-        (small_or_huge(), small_or_huge())
-            .prop_map(|(commit, read_seq)| MessageBody::Heartbeat { commit, read_seq }),
+        (small_or_huge(), small_or_huge(), any::<bool>()).prop_map(
+            |(commit, read_seq, quiesce)| {
+                MessageBody::Heartbeat {
+                    commit,
+                    read_seq,
+                    quiesce,
+                }
+            }
+        ),
         small_or_huge().prop_map(|read_seq| MessageBody::HeartbeatResp { read_seq }),
         (
             any::<bool>(),

@@ -67,6 +67,7 @@ pub fn every_variant() -> Vec<(GroupId, Message)> {
         MessageBody::Heartbeat {
             commit: 12,
             read_seq: 77,
+            quiesce: true,
         },
         MessageBody::HeartbeatResp { read_seq: 77 },
         MessageBody::Vote {

@@ -4,7 +4,14 @@
 //! tick every node, deliver the messages that are due (in random order), run each node's
 //! `Ready` loop, complete some pending fsyncs, time out clients, then check the invariants.
 //! After `steps` steps the faults stop, and the cluster must elect a leader and commit a new
-//! proposal within `liveness_ticks_max` ticks.
+//! proposal within `liveness_ticks_max` ticks. Then it idles for [`IDLE_TICKS`] ticks, and the
+//! messages sent meanwhile are counted (quiescence: docs/raft.md).
+//!
+//! In half the seeds (drawn apart from the other knobs) groups quiesce when idle; the node-pair
+//! liveness a tern node provides is modelled per ordered pair of nodes: a beat every tick,
+//! cut by partitions and crashes and lost at the seed's drop rate. A quiet member whose
+//! fellow member's node has been silent for an election timeout is woken
+//! (`RawNode::unquiesce`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -92,6 +99,12 @@ pub struct FaultCounts {
     /// ... and chunks it refused as not fitting its log (gap, a different uncommitted entry
     /// at `prev_index`); a refusal as corruption is a violation.
     pub stream_chunks_refused: u64,
+    /// Seeds whose groups quiesce when idle (`Config::quiesce`) ...
+    pub quiesce_seeds: u64,
+    /// ... times a leader went quiet ...
+    pub quiet_leaders: u64,
+    /// ... and quiet members woken because a fellow member's node fell silent.
+    pub liveness_wakes: u64,
 }
 
 impl FaultCounts {
@@ -121,6 +134,9 @@ impl FaultCounts {
         self.msgs_mutated_refused += o.msgs_mutated_refused;
         self.stream_chunks += o.stream_chunks;
         self.stream_chunks_refused += o.stream_chunks_refused;
+        self.quiesce_seeds += o.quiesce_seeds;
+        self.quiet_leaders += o.quiet_leaders;
+        self.liveness_wakes += o.liveness_wakes;
     }
 
     /// (name, count) pairs in a stable order, for printing.
@@ -149,6 +165,9 @@ impl FaultCounts {
             ("entry_fetches_lost", self.entry_fetches_lost),
             ("stream_chunks", self.stream_chunks),
             ("stream_chunks_refused", self.stream_chunks_refused),
+            ("quiesce_seeds", self.quiesce_seeds),
+            ("quiet_leaders", self.quiet_leaders),
+            ("liveness_wakes", self.liveness_wakes),
         ]
     }
 
@@ -174,6 +193,11 @@ pub struct SeedReport {
     pub faults: FaultCounts,
     pub ops_ok: u64,
     pub ops_unknown: u64,
+    /// Whether the seed's groups quiesce when idle.
+    pub quiesce: bool,
+    /// Messages sent during the final [`IDLE_TICKS`] ticks without clients or faults (0 when
+    /// the seed failed before them).
+    pub idle_msgs: u64,
     /// For a stuck seed: the state of every node at the end.
     pub detail: String,
 }
@@ -296,6 +320,8 @@ struct NodeKnobs {
     /// The disk keeps this many newest entries readable at once; older ones must be fetched
     /// (`SlowDisk`). `None`: every entry is readable.
     slow_tail_entries: Option<u64>,
+    /// Groups quiesce when idle (`Config::quiesce`).
+    quiesce: bool,
 }
 
 const KEYS: u64 = 3;
@@ -314,6 +340,9 @@ const FILLER: Command = Command {
     key: 254,
     kind: CommandKind::Put { value: 7 },
 };
+/// Ticks of the final idle window whose messages are counted (after [`IDLE_SETTLE_TICKS`]).
+pub const IDLE_TICKS: u64 = 300;
+const IDLE_SETTLE_TICKS: u64 = 100;
 /// Ready rounds per node per step; the core converges in one or two.
 const READY_ROUNDS_MAX: usize = 8;
 
@@ -348,6 +377,11 @@ struct Sim {
     /// Draws of the recovery-stream fault (`stream_committed`), apart from `rng` so that the
     /// seeds' other faults and clients keep the history they had before it existed.
     stream_rng: Rng,
+    /// `heard[b][a]`: the last step node index `b` heard node index `a`'s liveness beat.
+    heard: Vec<Vec<u64>>,
+    /// Draws of the liveness beats' loss, apart from `rng` for the same reason as `stream_rng`.
+    liveness_rng: Rng,
+    msgs_sent: u64,
 }
 
 /// Runs one seed to completion.
@@ -381,6 +415,7 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         chunk_bytes: rng.range(4, 40),
         tight_timing: rng.chance(250),
         slow_tail_entries: rng.chance(500).then(|| rng.range(1, 30)),
+        quiesce: Rng::new(opts.seed ^ 0x5155_4945_5343_4500).chance(500),
     };
     let mut sim = Sim {
         rng,
@@ -410,7 +445,11 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         fetches: Vec::new(),
         mutate_per_mille: opts.mutate_per_mille,
         stream_rng: Rng::new(opts.seed ^ 0x5354_5245_414D_0012),
+        heard: vec![vec![0; total]; total],
+        liveness_rng: Rng::new(opts.seed ^ 0x4C49_5645_4E45_5353),
+        msgs_sent: 0,
     };
+    sim.faults.quiesce_seeds = knobs.quiesce as u64;
     sim.faults.tight_timing_seeds = knobs.tight_timing as u64;
     sim.faults.slow_disk_seeds = knobs.slow_tail_entries.is_some() as u64;
     let initial: Vec<NodeId> = (1..=voters_base as u64).collect();
@@ -446,6 +485,11 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
     }
     let stuck = sim.violations.is_empty() && !sim.liveness(opts.liveness_ticks_max);
     let detail = if stuck { sim.describe() } else { String::new() };
+    let idle_msgs = if stuck || !sim.violations.is_empty() {
+        0
+    } else {
+        sim.idle()
+    };
     let verdict = linearize::check(&sim.history);
     let ops_unknown = sim.history.iter().filter(|o| o.ret.is_none()).count() as u64;
     SeedReport {
@@ -458,6 +502,8 @@ pub fn run_seed(opts: &SimOptions) -> SeedReport {
         faults: sim.faults,
         ops_ok: sim.ops_ok,
         ops_unknown,
+        quiesce: knobs.quiesce,
+        idle_msgs,
         detail,
     }
 }
@@ -472,6 +518,7 @@ impl Sim {
         cfg.pre_vote = self.knobs.pre_vote;
         cfg.check_quorum = self.knobs.check_quorum;
         cfg.snapshot_retry_ticks = 20;
+        cfg.quiesce = self.knobs.quiesce;
         if self.knobs.tight_timing {
             cfg.heartbeat_ticks = 2;
             cfg.election_ticks_min = 6;
@@ -539,9 +586,14 @@ impl Sim {
         }
         for node in self.nodes.iter_mut() {
             if let Some(raft) = node.raft.as_mut() {
+                let was_quiet = raft.is_quiet();
                 raft.tick();
+                if raft.is_quiet() && !was_quiet && raft.role() == Role::Leader {
+                    self.faults.quiet_leaders += 1;
+                }
             }
         }
+        self.node_liveness();
         self.deliver();
         self.complete_fetches();
         for i in 0..self.nodes.len() {
@@ -969,9 +1021,67 @@ impl Sim {
         best.map(|(_, i)| i)
     }
 
+    /// The node-pair liveness beats of a tern node (docs/raft.md, "Quiescence of idle
+    /// groups"): each live node hears each other live node every step unless a partition or
+    /// loss cuts the beat. A quiet member wakes when a fellow member's node has been silent
+    /// for an election timeout; a follower whose leader lives there resumes its election
+    /// timer as if it had counted the silence.
+    fn node_liveness(&mut self) {
+        if !self.knobs.quiesce {
+            return;
+        }
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in 0..n {
+                let both_up = self.nodes[a].raft.is_some() && self.nodes[b].raft.is_some();
+                if a == b || !both_up || self.blocked[a + 1][b + 1] {
+                    continue;
+                }
+                if self.faults_on && self.liveness_rng.chance(self.rates.drop) {
+                    continue;
+                }
+                self.heard[b][a] = self.now;
+            }
+        }
+        let silent_after = self.config(1).election_ticks_min;
+        for b in 0..n {
+            let Some(raft) = self.nodes[b].raft.as_mut() else {
+                continue;
+            };
+            if !raft.is_quiet() {
+                continue;
+            }
+            let leader = raft.leader();
+            for member in raft.conf().members() {
+                let a = member as usize - 1;
+                let silent = self.now - self.heard[b][a];
+                if a == b || silent < silent_after {
+                    continue;
+                }
+                raft.unquiesce(if member == leader { silent } else { 0 });
+                self.faults.liveness_wakes += 1;
+                break;
+            }
+        }
+    }
+
+    /// Runs [`IDLE_TICKS`] steps without clients or faults after a settling period and
+    /// returns the messages sent during them.
+    fn idle(&mut self) -> u64 {
+        for _ in 0..IDLE_SETTLE_TICKS {
+            self.step(false);
+        }
+        let before = self.msgs_sent;
+        for _ in 0..IDLE_TICKS {
+            self.step(false);
+        }
+        self.msgs_sent - before
+    }
+
     // ----- Network ---------------------------------------------------------------------------
 
     fn send(&mut self, msg: Message) {
+        self.msgs_sent += 1;
         if let MessageBody::VoteResp {
             pre: false,
             reject: false,

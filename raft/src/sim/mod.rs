@@ -12,4 +12,4 @@ pub mod linearize;
 pub mod mutate;
 pub mod rng;
 
-pub use cluster::{run_seed, FaultCounts, SeedReport, SimOptions};
+pub use cluster::{run_seed, FaultCounts, SeedReport, SimOptions, IDLE_TICKS};

@@ -54,6 +54,8 @@ pub struct NodeOpts {
     pub snapshot_chunk_bytes: u64,
     /// Election timeouts follow: `[3 * heartbeat_ticks, 6 * heartbeat_ticks)`.
     pub heartbeat_ticks: u64,
+    /// `Config::quiesce`.
+    pub quiesce: bool,
 }
 
 impl Default for NodeOpts {
@@ -65,6 +67,7 @@ impl Default for NodeOpts {
             inflight_msgs_max: 256,
             snapshot_chunk_bytes: 1 << 20,
             heartbeat_ticks: 5,
+            quiesce: false,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Cluster {
             cfg.inflight_msgs_max = opts.inflight_msgs_max;
             cfg.snapshot_chunk_bytes = opts.snapshot_chunk_bytes;
             cfg.heartbeat_ticks = opts.heartbeat_ticks;
+            cfg.quiesce = opts.quiesce;
             cfg.election_ticks_min = 3 * opts.heartbeat_ticks;
             cfg.election_ticks_max = 6 * opts.heartbeat_ticks;
             let disk = Rc::new(RefCell::new(MemStorage::new_with_conf(&voters)));
