@@ -113,6 +113,7 @@ const METRIC_NAMES: &[&str] = &[
     "tern_recovery_replayed_records",
     "tern_recovery_groups_caught_up",
     "tern_recovery_groups_total",
+    "tern_raft_groups_quiet",
     "tern_kafka_requests_total",
     "tern_kafka_produce_duration_seconds",
     "tern_kafka_fetch_duration_seconds",

@@ -180,6 +180,9 @@ pub struct RaftSection {
     pub election_timeout_min: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub election_timeout_max: Duration,
+    /// Idle groups go quiet: no heartbeats, no election timers (docs/raft.md, "Quiescence of
+    /// idle groups"); the per-node-pair heartbeat keeps them alive.
+    pub quiesce_idle_groups: bool,
 }
 
 impl Default for RaftSection {
@@ -189,6 +192,7 @@ impl Default for RaftSection {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout_min: Duration::from_millis(150),
             election_timeout_max: Duration::from_millis(300),
+            quiesce_idle_groups: true,
         }
     }
 }

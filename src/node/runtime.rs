@@ -145,6 +145,7 @@ impl NodeRuntime {
         raft.heartbeat_ticks = ticks.heartbeat_ticks;
         raft.election_ticks_min = ticks.election_ticks_min;
         raft.election_ticks_max = ticks.election_ticks_max;
+        raft.quiesce = cfg.raft.quiesce_idle_groups;
         raft.validate().map_err(|e| format!("raft timing: {e}"))?;
         // A forced start (`--force-new-cluster`) is this node alone, whatever --peers says.
         let controller_voters: Vec<u64> = if cfg.peers.is_empty() || cfg.force_new_cluster {

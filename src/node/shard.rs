@@ -67,6 +67,7 @@ use super::snapshot_meta::GroupSnapshot;
 /// them for over a minute (`tests/members.rs`).
 pub(super) const GROUP_SCAN_TICKS: u64 = 10;
 
+mod liveness;
 mod lost_replica;
 mod rebuild_driver;
 mod recovery_driver;
@@ -193,6 +194,9 @@ pub struct GroupStatus {
     /// Rebuilding only: the bytes it still has to receive, estimated from its entries behind
     /// its leader's commit and the mean entry size received so far (0 before the first).
     pub recovery_bytes_remaining: u64,
+    /// Quiet: idle, sending no heartbeats and counting no election timeout (docs/raft.md,
+    /// "Quiescence of idle groups").
+    pub quiet: bool,
 }
 
 /// A shard's catch-up traffic (docs/replication.md, sections 6 and 7).
@@ -397,6 +401,8 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     removed_waits: BTreeMap<NodeId, (u64, u64)>,
     /// Groups with promises here, and lost ones being rebuilt (`node/group_ledger.rs`).
     lost: lost_replica::LostReplicas,
+    /// The node-pair liveness that keeps quiet groups quiet (`shard/liveness.rs`).
+    liveness: liveness::PeerLiveness,
 }
 
 impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
@@ -452,6 +458,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
             leaving: BTreeMap::new(),
             removed_waits: BTreeMap::new(),
             lost: lost_replica::LostReplicas::load(&wal, setup.shard, setup.shards),
+            liveness: liveness::PeerLiveness::new(setup.node_id),
         };
         // Dropping these tasks (when the loop ends) cancels them.
         let mut tasks = shard.spawn_sources(setup.inbox, setup.external_ticks, rounds_rx);
@@ -620,7 +627,24 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 if self.failed.is_some() {
                     return;
                 }
+                self.liveness.send_beats(
+                    self.ticks,
+                    self.raft.heartbeat_ticks,
+                    self.controller.as_deref(),
+                    &*self.transport,
+                );
+                let silent = self
+                    .liveness
+                    .silent_peers(self.ticks, self.raft.election_ticks_min);
                 for (id, g) in self.groups.iter_mut() {
+                    if g.raw.is_quiet() {
+                        // A quiet group's ticks change nothing; it wakes when a fellow
+                        // member's node falls silent.
+                        if liveness::wake_if_silent(&mut g.raw, &silent) {
+                            self.dirty.insert(*id);
+                        }
+                        continue;
+                    }
                     if g.halted.is_none() {
                         g.raw.tick();
                         // Most ticks of an idle group change nothing: only a group with
@@ -655,12 +679,14 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                 from,
                 result,
             } => self.on_repair_written(entry, from, result).await,
-            Event::Peer(PeerEvent::Raft { messages, .. }) => {
+            Event::Peer(PeerEvent::Raft { messages, from }) => {
+                self.liveness.heard(from, self.ticks);
                 for (group, m) in messages {
                     self.step_recovering(group, m);
                 }
             }
             Event::Peer(PeerEvent::Heartbeats(batch)) => {
+                self.liveness.heard(batch.from, self.ticks);
                 for (group, m) in batch.into_messages() {
                     self.step(group, m);
                 }
@@ -929,6 +955,7 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
                     entries_read_at_start: self.entries_read_at_start.get(&id).copied(),
                     rebuilding: g.raw.is_rebuilding(),
                     recovery_bytes_remaining,
+                    quiet: g.raw.is_quiet(),
                 }
             })
             .collect();

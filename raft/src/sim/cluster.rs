@@ -9,9 +9,9 @@
 //!
 //! In half the seeds (drawn apart from the other knobs) groups quiesce when idle; the node-pair
 //! liveness a tern node provides is modelled per ordered pair of nodes: a beat every tick,
-//! cut by partitions and crashes and lost at the seed's drop rate. A quiet member whose
-//! fellow member's node has been silent for an election timeout is woken
-//! (`RawNode::unquiesce`).
+//! cut by partitions and crashes and lost at the seed's drop rate. A quiet leader with a
+//! member whose node has been silent for an election timeout, and a quiet follower whose
+//! leader's node has, is woken (`RawNode::unquiesce`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -1023,9 +1023,9 @@ impl Sim {
 
     /// The node-pair liveness beats of a tern node (docs/raft.md, "Quiescence of idle
     /// groups"): each live node hears each other live node every step unless a partition or
-    /// loss cuts the beat. A quiet member wakes when a fellow member's node has been silent
-    /// for an election timeout; a follower whose leader lives there resumes its election
-    /// timer as if it had counted the silence.
+    /// loss cuts the beat. A quiet leader wakes when a member's node has been silent for an
+    /// election timeout; a quiet follower when its leader's has, resuming its election timer
+    /// as if it had counted the silence.
     fn node_liveness(&mut self) {
         if !self.knobs.quiesce {
             return;
@@ -1051,14 +1051,17 @@ impl Sim {
             if !raft.is_quiet() {
                 continue;
             }
+            // As tern's shards do (src/node/shard/liveness.rs): a leader wakes for any silent
+            // member, a follower only for its silent leader.
+            let leading = raft.role() == Role::Leader;
             let leader = raft.leader();
             for member in raft.conf().members() {
                 let a = member as usize - 1;
                 let silent = self.now - self.heard[b][a];
-                if a == b || silent < silent_after {
+                if a == b || silent < silent_after || !(leading || member == leader) {
                     continue;
                 }
-                raft.unquiesce(if member == leader { silent } else { 0 });
+                raft.unquiesce(if leading { 0 } else { silent });
                 self.faults.liveness_wakes += 1;
                 break;
             }

@@ -379,6 +379,13 @@ fn build(setup: &HttpSetup, answers: &[Result<ShardMetrics, String>]) -> Scrape 
         MetricType::Gauge,
     )
     .sample(&[], Value::Gauge(groups.len() as i64));
+    let quiet = groups.iter().filter(|g| g.quiet).count();
+    s.add(
+        "tern_raft_groups_quiet",
+        "Local replicas whose group is quiet: idle, no heartbeats, no election timer (raft.quiesce_idle_groups).",
+        MetricType::Gauge,
+    )
+    .sample(&[], Value::Gauge(quiet as i64));
 
     // Kafka API.
     let f = s.add(

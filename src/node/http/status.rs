@@ -363,6 +363,7 @@ mod tests {
             entries_read_at_start: None,
             rebuilding: false,
             recovery_bytes_remaining: 0,
+            quiet: false,
         }
     }
 
