@@ -41,7 +41,13 @@ fn next_local() -> u64 {
 }
 
 pub fn allocate(node_id: u64) -> i64 {
-    (((node_id & NODE_ID_MASK) << LOCAL_BITS) | next_local()) as i64
+    compose(node_id, next_local())
+}
+
+/// The id of node `node_id`'s local part `local` (the layout above). The node simulation
+/// hands out ids with it from its simulated clock.
+pub fn compose(node_id: u64, local: u64) -> i64 {
+    (((node_id & NODE_ID_MASK) << LOCAL_BITS) | (local & ((1 << LOCAL_BITS) - 1))) as i64
 }
 
 pub fn handle(broker: &Broker, r: InitProducerIdRequest) -> InitProducerIdResponse {

@@ -24,6 +24,9 @@ fn node_simulation_seeds() {
                 total.restarts += r.restarts;
                 total.partitions += r.partitions;
                 total.acks += r.acks;
+                total.idempotent_acks += r.idempotent_acks;
+                total.idempotent_retries_acked += r.idempotent_retries_acked;
+                total.stale_learners += r.stale_learners;
                 total.replicas_moved += r.replicas_moved;
                 total.fetches += r.fetches;
                 total.entries_compared += r.entries_compared;
@@ -48,6 +51,11 @@ fn node_simulation_seeds() {
         assert!(
             total.stream_chunks > 0,
             "no rebuilding group pulled a chunk"
+        );
+        // Idempotent producers retry batches whose answers were lost, across failovers.
+        assert!(
+            total.idempotent_retries_acked > 0,
+            "no idempotent batch was acknowledged after a retry"
         );
     }
     assert!(
