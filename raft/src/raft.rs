@@ -910,7 +910,7 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// A leader may go quiet when nothing is in flight: every member holds and has
-    /// acknowledged its whole log, recently; everything is committed, applied and durable
+    /// acknowledged its whole log, and answered since the last check-quorum round; everything is committed, applied and durable
     /// here; no read, transfer, snapshot, entry fetch or configuration change is pending.
     fn may_go_quiet_as_leader(&self) -> bool {
         let last = self.log.last_index();
@@ -926,10 +926,11 @@ impl<S: LogStorage> RawNode<S> {
             && !self.log.has_unpersisted()
             && self.apply_fetch_ticks.is_none()
             && self.fetches.is_empty()
+            // Probe is fine when the member holds everything: after `report_unreachable` an
+            // idle group has no entry to send that would bring it back to Replicate.
             && self.progress.iter().all(|(_, pr)| {
                 pr.match_index == last
                     && pr.recent_active
-                    && pr.state == ProgressState::Replicate
                     && pr.snapshot.is_none()
                     && pr.fetch_ticks.is_none()
             })
@@ -1075,8 +1076,28 @@ impl<S: LogStorage> RawNode<S> {
         if self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
             self.randomized_timeout = self.random_timeout();
-            if self.promotable() && self.rebuild.is_none() {
+            if self.rebuild.is_some() {
+                self.announce_rebuilding();
+            } else if self.promotable() {
                 self.campaign();
+            }
+        }
+    }
+
+    /// A rebuilding member never campaigns; when it has heard no leader for an election
+    /// timeout it says where its log ends to its leader, or to every member when it knows
+    /// none. Otherwise a quiet leader, which believes the member still holds what its old
+    /// self acknowledged and sends nothing, would never hear of it: the member's restart may
+    /// have been too quick for the leader's node to notice (docs/raft.md, "Quiescence").
+    fn announce_rebuilding(&mut self) {
+        if self.leader != NO_NODE {
+            self.send_rebuilding(self.leader);
+            return;
+        }
+        let me = self.cfg.id;
+        for id in self.log.conf().members() {
+            if id != me {
+                self.send_rebuilding(id);
             }
         }
     }

@@ -170,3 +170,52 @@ fn messages_from_outside_the_configuration_do_not_wake_a_quiet_member() {
     let _ = c.raft_mut(2).step(stranger);
     assert!(c.raft(2).is_quiet());
 }
+
+#[test]
+fn a_member_reported_unreachable_wakes_the_leader_which_goes_quiet_again() {
+    let mut c = quiet_cluster();
+    run_ticks(&mut c, 20);
+    // A peer's connection broke (it restarted): its progress goes back to Probe. An idle
+    // group has no entry to send that would bring it back to Replicate, and it need not.
+    c.raft_mut(1).report_unreachable(2);
+    assert!(!c.raft(1).is_quiet());
+    run_ticks(&mut c, 40);
+    for id in 1..=3 {
+        assert!(c.raft(id).is_quiet(), "node {id} stayed awake:\n{}", c.out);
+    }
+}
+
+#[test]
+fn a_wiped_member_back_before_its_leader_noticed_announces_itself_and_is_rebuilt() {
+    let mut c = quiet_cluster();
+    run_ticks(&mut c, 20);
+    let committed = c.raft(1).commit();
+    // Node 3 loses its disk and is back before node 1's node noticed the silence: the quiet
+    // leader still believes 3 holds everything and sends nothing.
+    c.crash(3);
+    c.nodes.get_mut(&3).expect("known node").disk = std::rc::Rc::new(std::cell::RefCell::new(
+        tern_raft::MemStorage::new_with_conf(&[1, 2, 3]),
+    ));
+    c.restart(3);
+    c.raft_mut(3).set_rebuilding();
+    assert!(c.raft(1).is_quiet());
+    // A rebuilding member never campaigns; at its election timeout it announces itself. The
+    // driver (tern's shard) ends the rebuild once the member has caught up.
+    for _ in 0..80 {
+        run_ticks(&mut c, 1);
+        if c.raft(3).rebuild_caught_up() {
+            assert!(c.raft_mut(3).finish_rebuild());
+        }
+    }
+    assert!(
+        !c.raft(3).is_rebuilding(),
+        "node 3 never rebuilt:\n{}",
+        c.out
+    );
+    assert_eq!(c.raft(3).commit(), committed);
+    assert_eq!(c.raft(1).role(), Role::Leader);
+    run_ticks(&mut c, 40);
+    for id in 1..=3 {
+        assert!(c.raft(id).is_quiet(), "node {id} stayed awake");
+    }
+}

@@ -99,6 +99,19 @@ const ENTRY_READS_INFLIGHT_MAX: usize = 64;
 /// would wait for ever. Purging it then is what a removal did before this rule: the others
 /// hold a majority's copy of everything committed.
 const LEAVING_LEADERLESS_ELECTIONS_MAX: u64 = 10;
+
+/// How long a replica in `Shard::leaving` has been left alone, in ticks.
+#[derive(Debug, Default, Clone, Copy)]
+struct LeavingReplica {
+    /// Without a leader.
+    leaderless: u64,
+    /// Without any message for its group. A learner keeps its last leader for ever (it never
+    /// campaigns), so when the configuration that drops it commits before it hears of it, no
+    /// message comes again while `leaderless` stays 0 (node simulation seed 24). Used only
+    /// while the replica is no voter of its own configuration: a learner's copy counts for
+    /// nothing, so purging it loses nothing, whereas a silent voter may be a quiet group's.
+    unheard: u64,
+}
 /// A removed member stays in the controller group's configuration until it holds everything
 /// committed, so that it applies its own `RemoveMember` and lets go of its partitions (once
 /// out of the configuration nobody sends it anything), but at most this many of the longest
@@ -399,9 +412,9 @@ pub struct Shard<S: Storage, T: PeerTransport> {
     membership: Option<MembershipSink>,
     /// Partition groups the controller no longer places here, kept until their own
     /// configuration no longer names this node (docs/replication.md, "a replica stays until
-    /// a configuration of its group without the node reached it"), with the ticks each has
-    /// spent without a leader since.
-    leaving: BTreeMap<u64, u64>,
+    /// a configuration of its group without the node reached it"), with how long each has
+    /// been left alone since.
+    leaving: BTreeMap<u64, LeavingReplica>,
     /// As the controller's leader: removed members still in the controller's configuration,
     /// with the ticks since this node saw them removed (`REMOVED_CATCH_UP_ELECTIONS_MAX`).
     /// Value: (ticks waited, the controller's last index when the removal was seen).
@@ -766,6 +779,9 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         };
         if g.halted.is_some() || self.failed.is_some() {
             return;
+        }
+        if let Some(alone) = self.leaving.get_mut(&group) {
+            alone.unheard = 0;
         }
         // An entry this node's WAL cannot hold as one record (a leader configured with larger
         // segments) would refuse the round's write batch and stop the whole shard: refuse the
@@ -1466,7 +1482,8 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
         if let Machine::Partition { hosted, .. } = &mut g.machine {
             hosted.replicas = placed;
         }
-        if self.leaving.insert(group, 0).is_none() {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.leaving.entry(group) {
+            slot.insert(LeavingReplica::default());
             info!(
                 shard = self.shard,
                 group, "replica moved away: it stays until its group's configuration leaves it"
@@ -1479,21 +1496,24 @@ impl<S: Storage + 'static, T: PeerTransport + 'static> Shard<S, T> {
     /// or that have known no leader for [`LEAVING_LEADERLESS_TICKS_MAX`] ticks.
     fn retire_leaving(&mut self) {
         let mut done = Vec::new();
-        for (&id, leaderless) in self.leaving.iter_mut() {
+        let alone_max = self
+            .raft
+            .election_ticks_max
+            .saturating_mul(LEAVING_LEADERLESS_ELECTIONS_MAX);
+        for (&id, alone) in self.leaving.iter_mut() {
             let Some(g) = self.groups.get(&id) else {
                 done.push(id);
                 continue;
             };
             if g.raw.leader() == 0 {
-                *leaderless += 1;
+                alone.leaderless += 1;
             } else {
-                *leaderless = 0;
+                alone.leaderless = 0;
             }
-            let leaderless_max = self
-                .raft
-                .election_ticks_max
-                .saturating_mul(LEAVING_LEADERLESS_ELECTIONS_MAX);
-            if !g.raw.conf().contains(self.node_id) || *leaderless > leaderless_max {
+            alone.unheard += 1;
+            let conf = g.raw.conf();
+            let forgotten_learner = !conf.is_voter(self.node_id) && alone.unheard > alone_max;
+            if !conf.contains(self.node_id) || alone.leaderless > alone_max || forgotten_learner {
                 done.push(id);
             }
         }

@@ -965,6 +965,15 @@ impl Sim {
         // Reads in progress die with the process.
         self.fetches.retain(|(_, n, _)| *n != i);
         let id = node.id;
+        if self.knobs.quiesce {
+            // The transport of the others sees the connection break (`Unreachable`). Only in
+            // quiescence seeds, so the other seeds keep their histories.
+            for other in self.nodes.iter_mut() {
+                if let Some(raft) = other.raft.as_mut() {
+                    raft.report_unreachable(id);
+                }
+            }
+        }
         // Operations waiting on this node now have an unknown outcome.
         for c in self.clients.iter_mut() {
             if c.as_ref().is_some_and(|p| p.node == id) {

@@ -81,9 +81,6 @@ pub struct SimReport {
     /// Idempotent batches acknowledged after more than one attempt (a retry, perhaps to a
     /// new leader, of a batch that may have been written already).
     pub idempotent_retries_acked: u64,
-    /// (node, group) replicas the removed member kept after settling, as a learner its
-    /// group's configuration had already dropped (an open item, see `settled`).
-    pub stale_learners: u64,
     /// Replicas the controller moved to other nodes after a member's removal (each then
     /// carried out by the partition's leader; `settled` checks the new replicas serve every
     /// acknowledged record).
@@ -150,10 +147,6 @@ struct World {
     producer_ids_given: RefCell<BTreeMap<NodeId, u64>>,
     /// See [`SimReport::idempotent_retries_acked`].
     idempotent_retries_acked: Cell<u64>,
-    /// The member `remove_member` removed, once the controller said so.
-    removed: Cell<Option<NodeId>>,
-    /// See [`SimReport::stale_learners`].
-    stale_learners: RefCell<std::collections::BTreeSet<(NodeId, u64)>>,
     members: Vec<Member>,
     groups: RefCell<Vec<u64>>,
     /// (node, group, index) of every entry whose record was damaged on disk.
@@ -582,8 +575,6 @@ pub async fn run_with(seed: u64, extra: Faults) -> Result<SimReport, Violation> 
         producers_running: Cell::new(0),
         producer_ids_given: RefCell::new(BTreeMap::new()),
         idempotent_retries_acked: Cell::new(0),
-        removed: Cell::new(None),
-        stale_learners: RefCell::new(std::collections::BTreeSet::new()),
         members,
         groups: RefCell::new(Vec::new()),
         corrupted: RefCell::new(Vec::new()),
@@ -818,7 +809,6 @@ pub async fn run_with(seed: u64, extra: Faults) -> Result<SimReport, Violation> 
     report.acks = c.acks;
     report.idempotent_acks = c.idempotent_acks;
     report.idempotent_retries_acked = world.idempotent_retries_acked.get();
-    report.stale_learners = world.stale_learners.borrow().len() as u64;
     report.replicas_moved = world.replicas_moved.get();
     report.fetches = c.fetches;
     report.entries_compared = c.entries_compared;
@@ -946,18 +936,6 @@ async fn settled(world: &World) -> Result<bool, Violation> {
         };
         for gs in status.groups.iter().filter(|g| groups.contains(&g.group)) {
             let g = gs.group;
-            // Open item (docs/simulation.md, "Limits"): the removed member's replica that was
-            // demoted to a learner and missed the configuration that then dropped it waits
-            // for ever. It is a learner, so it never campaigns and keeps its old leader;
-            // `retire_leaving` purges a leaving replica only once its configuration drops it
-            // or it has had no leader for a while. The others must still settle without it.
-            if world.removed.get() == Some(id)
-                && gs.learners.contains(&id)
-                && !gs.voters.contains(&id)
-            {
-                world.stale_learners.borrow_mut().insert((id, g));
-                continue;
-            }
             *hosts.entry(g).or_default() += 1;
             // To the end of the log, not only of what was acknowledged: a batch written twice
             // after the last acknowledgement is found too.
@@ -1096,14 +1074,10 @@ async fn remove_member(world: Rc<World>, node: NodeId, at: u64, seed: u64) {
         match asked {
             Asked::Answer(Ok(Outcome::MemberRemoved { added, .. })) => {
                 world.replicas_moved.set(added.len() as u64);
-                world.removed.set(Some(node));
                 return;
             }
             // Removed by an earlier attempt whose answer was lost.
-            Asked::Answer(Ok(Outcome::Rejected(Rejection::UnknownMember(_)))) => {
-                world.removed.set(Some(node));
-                return;
-            }
+            Asked::Answer(Ok(Outcome::Rejected(Rejection::UnknownMember(_)))) => return,
             Asked::Answer(Ok(other)) => {
                 world.violate(format!("member removal answered {other:?}"));
                 return;

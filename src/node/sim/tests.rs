@@ -26,7 +26,6 @@ fn node_simulation_seeds() {
                 total.acks += r.acks;
                 total.idempotent_acks += r.idempotent_acks;
                 total.idempotent_retries_acked += r.idempotent_retries_acked;
-                total.stale_learners += r.stale_learners;
                 total.replicas_moved += r.replicas_moved;
                 total.fetches += r.fetches;
                 total.entries_compared += r.entries_compared;
