@@ -299,6 +299,24 @@ impl World {
         }
     }
 
+    /// Produces `records` (one batch) to partition `group` on `node`, committed (`acks=all`).
+    async fn produce_committed(
+        &self,
+        node: NodeId,
+        group: u64,
+        records: Vec<u8>,
+    ) -> Asked<ProduceReply> {
+        self.ask(node, |reply| ShardMsg::Partition {
+            group,
+            request: PartitionRequest::Produce {
+                records,
+                acks: Acks::Committed,
+                reply,
+            },
+        })
+        .await
+    }
+
     /// Starts (or restarts after a crash) node `idx` on its disk.
     async fn start(&self, idx: usize) -> Result<(), Violation> {
         let (id, disk, life, rebuild) = {
@@ -1141,16 +1159,7 @@ async fn produce(world: Rc<World>, partition: u32, seed: u64) {
             .collect();
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
         let records = build_batch(&refs, 1_700_000_000_000 + attempt as i64);
-        let asked: Asked<ProduceReply> = world
-            .ask(target, |reply| ShardMsg::Partition {
-                group,
-                request: PartitionRequest::Produce {
-                    records,
-                    acks: Acks::Committed,
-                    reply,
-                },
-            })
-            .await;
+        let asked = world.produce_committed(target, group, records).await;
         match asked {
             Asked::Answer(Ok(reply)) => {
                 let ack = Acked {

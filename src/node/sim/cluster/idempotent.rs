@@ -18,8 +18,8 @@ use tern_net::records::{build_batch_for, ProducerStamp};
 use tern_raft::message::NodeId;
 
 use super::super::super::kafka::producer_id;
-use super::super::super::requests::{Acks, PartitionRequest, ProduceReply, RequestError};
-use super::super::super::shard::{ShardMsg, TICK};
+use super::super::super::requests::{ProduceReply, RequestError};
+use super::super::super::shard::TICK;
 use super::super::checker::{idempotent_value, Acked};
 use super::{Asked, World};
 
@@ -158,16 +158,7 @@ pub(super) async fn produce_idempotent(
             let (w, sequence, records) = (world.clone(), b.sequence, b.records.clone());
             let node = target;
             inflight.push(Box::pin(async move {
-                let asked = w
-                    .ask(node, |reply| ShardMsg::Partition {
-                        group,
-                        request: PartitionRequest::Produce {
-                            records,
-                            acks: Acks::Committed,
-                            reply,
-                        },
-                    })
-                    .await;
+                let asked = w.produce_committed(node, group, records).await;
                 Attempt {
                     sequence,
                     node,
