@@ -13,6 +13,11 @@ pub enum Planted {
     /// log, reusing the offsets of entries of the previous term it still holds (and followers
     /// do not check the stamp).
     ReuseOffsetAfterFailover,
+    /// The bug 650dabe fixed: a leader's producer table truncates at a configuration change
+    /// or no-op of its own term, forgetting the batches proposed after it in the same round
+    /// (the producer's next batch is refused as out of order for ever; a retry of a forgotten
+    /// one is written twice).
+    ForgetOwnProducerBatches,
 }
 
 #[cfg(test)]

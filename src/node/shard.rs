@@ -2553,7 +2553,9 @@ fn record_producers(producers: &mut ProducerTable, entries: &[Entry], own_term: 
         // proposed after it forgot that data's batch: the producer's next batch was then
         // refused as out of order forever, and a retry of the forgotten one would have been
         // written twice. tests/members.rs found it, moving replicas under load.)
-        if own_term == Some(e.term) {
+        let forget_own = planted::active(Planted::ForgetOwnProducerBatches)
+            && (e.kind != EntryKind::Normal || e.data.is_empty());
+        if own_term == Some(e.term) && !forget_own {
             continue;
         }
         if e.kind != EntryKind::Normal || e.data.is_empty() {

@@ -131,6 +131,7 @@ fn planted_bugs_are_caught() {
     for bug in [
         Planted::AckBeforeMajority,
         Planted::ReuseOffsetAfterFailover,
+        Planted::ForgetOwnProducerBatches,
     ] {
         let mut caught = 0;
         let mut first = None;
