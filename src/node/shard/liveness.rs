@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use tern_net::{HeartbeatBatch, Outbound, PeerTransport};
-use tern_raft::message::NodeId;
+use tern_raft::message::{Message, MessageBody, NodeId};
 use tern_raft::{LogStorage, RawNode, Role};
 
 use crate::node::controller::ControllerState;
@@ -74,6 +74,13 @@ impl PeerLiveness {
         }
     }
 
+    /// Ticks since `peer` was last heard (0 for a peer not tracked).
+    pub fn silence(&self, peer: NodeId, tick: u64) -> u64 {
+        self.heard
+            .get(&peer)
+            .map_or(0, |&at| tick.saturating_sub(at))
+    }
+
     /// The peers not heard from for at least `after` ticks, with how long.
     pub fn silent_peers(&self, tick: u64, after: u64) -> Vec<(NodeId, u64)> {
         self.heard
@@ -83,6 +90,28 @@ impl PeerLiveness {
                 (silent >= after).then_some((peer, silent))
             })
             .collect()
+    }
+}
+
+/// A message is about to wake a quiet follower (any message but the quiesce heartbeat does,
+/// in the Raft core). Wake it here first, with its election timer at the silence of its
+/// leader's node: that is how long it has in truth not heard from its leader. Waking it with
+/// the timer at 0, as the core would, puts it back in its leader's lease, so that a fellow
+/// follower whose leader's node died and which pre-votes is refused for another election
+/// timeout (failover over 20 leader kills under light load: max 400 ms to 1.8 s instead of
+/// 280 ms).
+pub fn wake_for_message<L: LogStorage>(
+    raw: &mut RawNode<L>,
+    m: &Message,
+    liveness: &PeerLiveness,
+    tick: u64,
+) {
+    // The core keeps quiet on these two: a repeated quiesce heartbeat, and anything from a
+    // node outside the configuration.
+    let quiesce_heartbeat = matches!(m.body, MessageBody::Heartbeat { quiesce: true, .. });
+    let member = raw.conf().contains(m.from);
+    if raw.is_quiet() && raw.role() != Role::Leader && !quiesce_heartbeat && member {
+        raw.unquiesce(liveness.silence(raw.leader(), tick));
     }
 }
 
