@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::{Cluster, NodeOpts};
-use tern_raft::{FetchPurpose, Role, SlowDisk};
+use tern_raft::{FetchPurpose, SlowDisk};
 
 const BEHIND_ENTRIES: u64 = 200;
 const ROUNDS_MAX: u64 = 1000;
@@ -23,11 +23,7 @@ fn catch_up(heartbeat_ticks: u64, complete_fetches: bool) -> (Option<u64>, usize
         heartbeat_ticks,
         ..NodeOpts::default()
     };
-    let mut c = Cluster::default();
-    c.add_nodes(3, None, &opts);
-    c.raft_mut(1).campaign();
-    c.stabilize();
-    assert_eq!(c.raft(1).role(), Role::Leader);
+    let mut c = Cluster::three_led_by_one(&opts);
     c.partition(&[vec![1, 2], vec![3]]);
     for i in 0..BEHIND_ENTRIES {
         c.raft_mut(1)

@@ -14,11 +14,7 @@ fn quiet_cluster() -> Cluster {
         quiesce: true,
         ..NodeOpts::default()
     };
-    let mut c = Cluster::default();
-    c.add_nodes(3, None, &opts);
-    c.raft_mut(1).campaign();
-    c.stabilize();
-    assert_eq!(c.raft(1).role(), Role::Leader);
+    let mut c = Cluster::three_led_by_one(&opts);
     c.raft_mut(1).propose(b"x".to_vec()).expect("leader");
     c.stabilize();
     c

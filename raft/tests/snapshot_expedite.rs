@@ -15,11 +15,7 @@ fn lagging_follower_in_snapshot_backoff_gets_its_snapshot_when_it_pre_votes() {
         snapshot_chunk_bytes: 8,
         ..NodeOpts::default()
     };
-    let mut c = Cluster::default();
-    c.add_nodes(3, None, &opts);
-    c.raft_mut(1).campaign();
-    c.stabilize();
-    assert_eq!(c.raft(1).role(), Role::Leader);
+    let mut c = Cluster::three_led_by_one(&opts);
 
     // Node 3 falls behind a compaction: only a snapshot can catch it up.
     c.partition(&[vec![1, 2], vec![3]]);

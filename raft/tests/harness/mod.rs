@@ -73,6 +73,16 @@ impl Default for NodeOpts {
 }
 
 impl Cluster {
+    /// Three voters with `opts`; node 1 campaigns and leads.
+    pub fn three_led_by_one(opts: &NodeOpts) -> Cluster {
+        let mut c = Cluster::default();
+        c.add_nodes(3, None, opts);
+        c.raft_mut(1).campaign();
+        c.stabilize();
+        assert_eq!(c.raft(1).role(), Role::Leader);
+        c
+    }
+
     pub fn raft(&self, id: NodeId) -> &RawNode<Disk> {
         self.nodes[&id].raft.as_ref().expect("node is up")
     }

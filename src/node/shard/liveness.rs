@@ -106,11 +106,14 @@ pub fn wake_for_message<L: LogStorage>(
     liveness: &PeerLiveness,
     tick: u64,
 ) {
+    // Every message goes through here: the common case (not quiet) returns at once.
+    if !raw.is_quiet() || raw.role() == Role::Leader {
+        return;
+    }
     // The core keeps quiet on these two: a repeated quiesce heartbeat, and anything from a
     // node outside the configuration.
     let quiesce_heartbeat = matches!(m.body, MessageBody::Heartbeat { quiesce: true, .. });
-    let member = raw.conf().contains(m.from);
-    if raw.is_quiet() && raw.role() != Role::Leader && !quiesce_heartbeat && member {
+    if !quiesce_heartbeat && raw.conf().contains(m.from) {
         raw.unquiesce(liveness.silence(raw.leader(), tick));
     }
 }
