@@ -96,13 +96,15 @@ impl Node {
         let mut req = CreateTopicsRequest::default();
         req.topics = vec![topic];
         req.timeout_ms = 10_000;
-        // NOT_CONTROLLER (41) until the controller group has elected itself.
+        // NOT_CONTROLLER (41) until the controller group has elected itself, then
+        // NOT_ENOUGH_REPLICAS (19, retriable) while its new leader registers the members.
         let start = Instant::now();
         let resp = loop {
             let resp: CreateTopicsResponse = self
                 .call(ApiKey::CreateTopics, 4, &req)
                 .expect("CreateTopics");
-            if resp.topics[0].error_code != 41 || start.elapsed() > WAIT_MAX {
+            let retriable = matches!(resp.topics[0].error_code, 41 | 19);
+            if !retriable || start.elapsed() > WAIT_MAX {
                 break resp;
             }
             std::thread::sleep(Duration::from_millis(50));
